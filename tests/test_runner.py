@@ -1,0 +1,136 @@
+"""The runner end to end on the tiny plugin: records, skips, resume, failures, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tlbench import results
+from tlbench.errors import TlbenchError, UnknownNameError
+from tlbench.runner import Runner
+
+
+def test_grid_writes_one_complete_record_per_run(plugins, tiny_config):
+    tiny_config.seeds = [0, 1]
+    records = Runner(tiny_config, plugins).run()
+    assert [(r["config"]["strategy"], r["config"]["seed"]) for r in records] == [
+        ("scratch", 0), ("scratch", 1), ("linear", 0), ("linear", 1), ("finetune", 0), ("finetune", 1)
+    ]
+    assert results.read(tiny_config.out) == records
+    for r in records:
+        assert r["status"] == "ok", r["reason"]
+        assert len(r["accuracy"]["curve"]) == 2
+        assert 0 <= r["accuracy"]["final"] <= 1
+        assert r["accuracy"]["best"] == max(c["eval_accuracy"] for c in r["accuracy"]["curve"])
+        cost = r["cost"]
+        for field in ("data_prep_seconds", "feature_seconds", "train_seconds", "eval_seconds",
+                      "train_images_per_s", "eval_images_per_s", "peak_memory_bytes",
+                      "trainable_params", "total_params"):
+            assert cost[field] is not None, field
+        assert r["environment"]["torch"] and r["environment"]["tlbench"]
+    linear = records[2]
+    assert linear["cost"]["trainable_params"] == 16 * 3 + 3  # the head alone
+    assert linear["cost"]["feature_seconds"] > 0
+    finetune = records[4]
+    assert finetune["cost"]["trainable_params"] == finetune["cost"]["total_params"]
+
+
+def test_strategy_needing_weights_is_skipped_with_reason(plugins, tiny_config):
+    tiny_config.backbones = ["tiny_random"]
+    records = Runner(tiny_config, plugins).run()
+    status = {r["config"]["strategy"]: (r["status"], r["reason"]) for r in records}
+    assert status["scratch"][0] == "ok"
+    assert status["linear"] == ("skipped", "tiny_random has no pretrained weights; linear needs them")
+    assert status["finetune"][0] == "skipped"
+
+
+def test_rerun_resumes_and_force_redoes(plugins, tiny_config):
+    Runner(tiny_config, plugins).run()
+    again = Runner(tiny_config, plugins)
+    plans = again.plan()
+    assert [p.status for p in plans] == ["done", "done", "done"]
+    assert again.run(plans) == []
+    assert len(results.read(tiny_config.out)) == 3
+    tiny_config.force = True
+    assert len(Runner(tiny_config, plugins).run()) == 3
+    assert len(results.read(tiny_config.out)) == 6
+
+
+def test_changed_hyperparameters_make_a_new_run(plugins, tiny_config):
+    Runner(tiny_config, plugins).run()
+    tiny_config.hyperparameters = {**tiny_config.hyperparameters, "lr": 0.01}
+    assert all(p.status == "pending" for p in Runner(tiny_config, plugins).plan())
+
+
+def test_same_seed_twice_gives_identical_curves(plugins, tiny_config, tmp_path):
+    first = Runner(tiny_config, plugins).run()
+    tiny_config.out = str(tmp_path / "second.jsonl")
+    second = Runner(tiny_config, plugins).run()
+    for a, b in zip(first, second):
+        curve = lambda r: [(c["train_loss"], c["eval_accuracy"], c["eval_loss"]) for c in r["accuracy"]["curve"]]  # noqa: E731
+        assert curve(a) == curve(b)
+
+
+def test_nan_loss_fails_that_run_and_the_grid_goes_on(plugins, tiny_config):
+    tiny_config.strategies = ["scratch", "finetune"]
+    tiny_config.strategy_overrides = {"scratch": {"lr": float("inf")}}
+    records = Runner(tiny_config, plugins).run()
+    assert records[0]["status"] == "failed"
+    assert records[0]["failed_epoch"] == 1
+    assert "nan" in records[0]["reason"] or "inf" in records[0]["reason"]
+    assert records[1]["status"] == "ok"
+    # The failed run is redone on the next invocation; the finished one is not.
+    assert [p.status for p in Runner(tiny_config, plugins).plan()] == ["pending", "done"]
+
+
+def test_unknown_names_fail_before_training(plugins, tiny_config):
+    tiny_config.backbones = ["tiny", "resnet18"]
+    with pytest.raises(UnknownNameError, match="resnet18.*tlbench list backbones"):
+        Runner(tiny_config, plugins).plan()
+    tiny_config.backbones = ["tiny"]
+    tiny_config.strategies = ["fintune"]
+    with pytest.raises(UnknownNameError, match="'finetune'"):
+        Runner(tiny_config, plugins).plan()
+    tiny_config.strategies = ["linear"]
+    tiny_config.datasets = ["tinyst"]
+    with pytest.raises(UnknownNameError, match="'tinyset'"):
+        Runner(tiny_config, plugins).plan()
+    assert not results.read(tiny_config.out)
+
+
+def test_features_are_cached_across_seeds_and_processes(plugins, tiny_config):
+    tiny_config.strategies = ["linear"]
+    tiny_config.seeds = [0, 1]
+    first = Runner(tiny_config, plugins).run()
+    assert [r["cost"]["feature_cache"] for r in first] == ["none", "memory"]
+    tiny_config.force = True
+    again = Runner(tiny_config, plugins).run()  # a new runner: nothing in memory
+    assert [r["cost"]["feature_cache"] for r in again] == ["disk", "memory"]
+    def losses(rs):
+        return [[(c["train_loss"], c["eval_accuracy"]) for c in r["accuracy"]["curve"]] for r in rs]
+
+    assert losses(again) == losses(first)
+
+
+def test_batch_larger_than_dataset_works(plugins, tiny_config):
+    tiny_config.hyperparameters = {"epochs": 1, "batch_size": 1000}
+    records = Runner(tiny_config, plugins).run()
+    assert all(r["status"] == "ok" for r in records)
+    assert records[0]["cost"]["batch_size"] == 48
+
+
+def test_nothing_to_run_is_an_error(plugins, tiny_config):
+    tiny_config.seeds = []
+    with pytest.raises(TlbenchError, match="nothing to run"):
+        Runner(tiny_config, plugins).plan()
+
+
+def test_record_config_holds_the_hyperparameters_used(plugins, tiny_config):
+    tiny_config.strategies = ["finetune"]
+    (record,) = Runner(tiny_config, plugins).run()
+    hp = record["config"]["hyperparameters"]
+    assert hp["epochs"] == 2 and hp["batch_size"] == 16
+    assert hp["backbone_lr_mult"] == 0.1  # the strategy's own default survives the overrides
+    assert record["config"]["precision"] == "fp32"
+    assert dataclasses.is_dataclass(tiny_config)

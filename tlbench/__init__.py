@@ -1,0 +1,52 @@
+"""tlbench: which backbone, trained which way, gives the best accuracy for its cost on my images?"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from tlbench.api import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    Dataset,
+    DatasetRequest,
+    DatasetSplits,
+    Hyperparameters,
+    ImageSource,
+    Preprocessing,
+    Strategy,
+    all_trainable,
+)
+from tlbench.errors import (
+    ConfigError,
+    DatasetError,
+    DuplicateNameError,
+    TlbenchError,
+    UnknownNameError,
+    WeightsUnavailableError,
+)
+from tlbench.hookspecs import hookimpl
+from tlbench.plugins import Plugins
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Backbone",
+    "ConfigError",
+    "Dataset",
+    "DatasetError",
+    "DatasetRequest",
+    "DatasetSplits",
+    "DuplicateNameError",
+    "Hyperparameters",
+    "ImageSource",
+    "Plugins",
+    "Preprocessing",
+    "Strategy",
+    "TlbenchError",
+    "UnknownNameError",
+    "WeightsUnavailableError",
+    "__version__",
+    "all_trainable",
+    "hookimpl",
+]

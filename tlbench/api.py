@@ -1,0 +1,215 @@
+"""The types plugins register: backbones, datasets and strategies.
+
+A plugin builds these objects and hands them to the `register` callable of a
+discovery hook (see `tlbench.hookspecs`). Everything the core needs to know
+about a backbone, a dataset or a strategy is on these objects; the core never
+imports a builtin by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a backbone expects its input: normalisation and the evaluation resize/crop.
+
+    Images are resized so the shorter side is `resize`, then centre-cropped to
+    `crop` (torchvision's and timm's evaluation transform). At another image
+    size the same crop fraction is kept: `resize_for(size)`.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bilinear"
+
+    @property
+    def crop_pct(self) -> float:
+        return self.crop / self.resize
+
+    def resize_for(self, image_size: int) -> int:
+        """The shorter-side resize that, centre-cropped to `image_size`, keeps `crop_pct`."""
+        return max(image_size, round(image_size / self.crop_pct))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature extractor a strategy can adapt.
+
+    `build(pretrained)` returns an `nn.Module` that maps a float batch
+    `(B, 3, H, W)`, already normalised with `preprocessing.mean/std`, to
+    features `(B, feature_dim)`. With `pretrained=True` it loads `weights` and
+    raises `tlbench.errors.WeightsUnavailableError` (saying where to put the
+    file) when they cannot be had; with `pretrained=False` it never touches
+    the network.
+    """
+
+    name: str
+    build: Callable[[bool], nn.Module]
+    feature_dim: int
+    preprocessing: Preprocessing = Preprocessing()
+    #: identifier of the pretrained weights (e.g. "IMAGENET1K_V1"); None: random init only.
+    weights: str | None = None
+    #: where the weights come from: a URL, a PyPI package, a cache path.
+    weights_source: str = ""
+    description: str = ""
+    #: smallest input side the architecture accepts (ViT needs its patch grid).
+    min_image_size: int = 32
+    #: the only input side the architecture accepts, if it has one (ViT-B/16: 224).
+    fixed_image_size: int | None = None
+
+    @property
+    def has_pretrained(self) -> bool:
+        return self.weights is not None
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """One split of a dataset: labelled images, readable by index.
+
+    `labels` must be known without decoding any image. `load(i)` returns an
+    RGB PIL image (or raises on an unreadable file, which the decode cache
+    counts and skips). `describe(i)` names the item in messages (its path).
+    """
+
+    labels: Sequence[int]
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> Image.Image: ...
+
+    def describe(self, index: int) -> str: ...
+
+
+@dataclass
+class DatasetSplits:
+    """What a dataset plugin's `load` returns."""
+
+    classes: list[str]
+    train: ImageSource
+    eval: ImageSource
+    #: what the evaluation split is called on disk or in the source ("val", "test").
+    eval_split: str = "test"
+    #: changes whenever the images change; keys the decode and feature caches.
+    fingerprint: str = ""
+    #: free-form facts worth recording with each result (root folder, split rule).
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What the core passes to a dataset plugin's `load`."""
+
+    #: the part after ':' in `imagefolder:<path>`; None when the name has no argument.
+    argument: str | None
+    #: where downloadable datasets live (`--data-dir`).
+    data_dir: Path
+    #: fraction held out for evaluation when a source has no evaluation split.
+    val_fraction: float = 0.1
+    #: seeds the held-out split so every run of a grid sees the same one.
+    split_seed: int = 0
+    #: allow downloads (torchvision datasets).
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named source of train and evaluation images."""
+
+    name: str
+    load: Callable[[DatasetRequest], DatasetSplits]
+    description: str = ""
+    #: "imagefolder" takes an argument: `imagefolder:<path>`.
+    takes_argument: bool = False
+    argument_help: str = ""
+    #: native resolution, shown by `tlbench show` (None: varies).
+    native_size: int | None = None
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Training settings of a strategy; CLI flags and config files override them."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    #: learning rate of the new head (and of everything in `scratch`).
+    lr: float = 1e-3
+    #: backbone learning rate = lr * backbone_lr_mult (fine-tuning keeps it small).
+    backbone_lr_mult: float = 1.0
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # "adamw" or "sgd"
+    momentum: float = 0.9  # sgd only
+    schedule: str = "cosine"  # "cosine", "step" or "constant"
+    warmup_epochs: int = 0
+    step_size: int = 7  # "step" schedule: decay every step_size epochs...
+    gamma: float = 0.1  # ...by this factor (the torchvision fine-tuning tutorial's 7 / 0.1)
+    label_smoothing: float = 0.0
+    #: random resized crop + horizontal flip while training (not for cached features).
+    augment: bool = True
+
+    def replace(self, **changes: Any) -> Hyperparameters:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def all_trainable(backbone: nn.Module, head: nn.Module, hp: Hyperparameters) -> list[dict]:
+    """Every parameter trains; the backbone at `lr * backbone_lr_mult`."""
+    for p in backbone.parameters():
+        p.requires_grad_(True)
+    groups = [{"params": list(head.parameters()), "lr": hp.lr, "name": "head"}]
+    backbone_params = list(backbone.parameters())
+    if backbone_params:
+        groups.append(
+            {"params": backbone_params, "lr": hp.lr * hp.backbone_lr_mult, "name": "backbone"}
+        )
+    return groups
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a backbone is adapted to a dataset.
+
+    `frozen_backbone=True` means the backbone never changes, so the core
+    computes its features once, caches them and trains only the head on them.
+    Otherwise `param_groups(backbone, head, hp)` sets `requires_grad` and
+    returns the optimiser's parameter groups (each with its "lr").
+    """
+
+    name: str
+    description: str
+    defaults: Hyperparameters
+    #: start from pretrained weights; a backbone without them is skipped with a reason.
+    pretrained: bool
+    frozen_backbone: bool = False
+    param_groups: Callable[[nn.Module, nn.Module, Hyperparameters], list[dict]] = all_trainable
+
+    def skip_reason(self, backbone: Backbone) -> str | None:
+        """Why this strategy cannot run on `backbone`, or None when it can."""
+        if self.pretrained and not backbone.has_pretrained:
+            return f"{backbone.name} has no pretrained weights; {self.name} needs them"
+        return None

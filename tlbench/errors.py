@@ -1,0 +1,48 @@
+"""User-facing errors: each says what is wrong and what to do about it.
+
+The CLI prints a `TlbenchError` as a message, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TlbenchError(Exception):
+    """An error the user can fix; its message says how."""
+
+
+class UnknownNameError(TlbenchError, KeyError):
+    """A backbone, dataset or strategy name that no plugin registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        self.kind, self.name = kind, name
+        self.matches = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(m) for m in self.matches)}?" if self.matches else ""
+        super().__init__(
+            f"unknown {kind} {name!r}.{hint} Run `tlbench list {kind}s` to see what is available."
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class DuplicateNameError(TlbenchError):
+    """Two plugins registered the same name."""
+
+
+class WeightsUnavailableError(TlbenchError):
+    """Pretrained weights cannot be loaded (offline and not cached)."""
+
+
+class DatasetError(TlbenchError):
+    """A dataset cannot be read: missing folder, no classes, bad split, offline download."""
+
+
+class ConfigError(TlbenchError):
+    """A config file or flag value is invalid."""
+
+
+class ResultsError(TlbenchError):
+    """A results file cannot be read or written."""

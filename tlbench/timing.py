@@ -1,0 +1,224 @@
+"""Honest measurement: device sync at boundaries, phase clocks, peak memory, FLOPs.
+
+On a CPU every op is synchronous, so `time.perf_counter` around a phase is its
+cost. On CUDA, work is queued asynchronously: phases are timed with CUDA
+events (read once, at the epoch boundary, so the step loop never waits on the
+host), and the wall clock is read only after `synchronize`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, for MFU.
+_PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "RTX 4090": 165.0,
+    "V100": 125.0,
+    "T4": 65.0,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from tlbench.errors import TlbenchError
+
+        raise TlbenchError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def peak_tflops(device: torch.device, precision: str) -> float | None:
+    """The device's dense peak for `precision`, where known (for MFU)."""
+    if device.type != "cuda" or precision != "bf16":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in _PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+class PhaseClock:
+    """Accumulates time spent in named phases ("data", "compute") without host syncs."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._open: dict[str, Any] = {}
+        self._events: list[tuple[str, Any, Any]] = []
+        self.seconds: dict[str, float] = {}
+
+    def start(self, phase: str) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._open[phase] = event
+        else:
+            self._open[phase] = time.perf_counter()
+
+    def stop(self, phase: str) -> None:
+        begin = self._open.pop(phase)
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((phase, begin, end))
+        else:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - begin
+
+    def collect(self) -> dict[str, float]:
+        """Totals so far; on CUDA call only after a synchronize."""
+        for phase, begin, end in self._events:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + begin.elapsed_time(end) / 1000
+        self._events.clear()
+        return dict(self.seconds)
+
+
+class PeakMemory:
+    """Peak memory of a run: CUDA peak allocated, or the process's peak RSS on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        # Linux resets the VmHWM high-water mark on "5" (since 4.0), so the
+        # figure is this run's peak rather than the whole process's.
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+    def read(self) -> dict[str, Any]:
+        if self.device.type == "cuda":
+            return {
+                "peak_memory_bytes": int(torch.cuda.max_memory_allocated(self.device)),
+                "peak_memory_kind": "cuda_max_allocated",
+            }
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return {
+                        "peak_memory_bytes": int(line.split()[1]) * 1024,
+                        "peak_memory_kind": "process_peak_rss",
+                    }
+        except OSError:
+            pass
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return {"peak_memory_bytes": int(rss), "peak_memory_kind": "process_peak_rss_lifetime"}
+
+
+def forward_flops(model: nn.Module, image_size: int, device: torch.device) -> int | None:
+    """Forward FLOPs for one image (torch's flop counter; 2 FLOPs per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, 3, image_size, image_size, device=device)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(x)
+        return int(counter.get_total_flops())
+    except Exception:  # an op the counter cannot trace: report none rather than a guess
+        return None
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class Stopwatch:
+    """Wall seconds per named section of a run, synchronised at each boundary."""
+
+    device: torch.device
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def section(self, name: str) -> _Section:
+        return _Section(self, name)
+
+
+class _Section:
+    def __init__(self, watch: Stopwatch, name: str):
+        self.watch, self.name = watch, name
+
+    def __enter__(self) -> _Section:
+        synchronize(self.watch.device)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.watch.device)
+        elapsed = time.perf_counter() - self.t0
+        self.watch.seconds[self.name] = self.watch.seconds.get(self.name, 0.0) + elapsed
+
+
+def git_sha() -> str | None:
+    """The sha of the tlbench checkout, when it is one (an editable install)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, plugin_versions: dict[str, str]) -> dict[str, Any]:
+    import torchvision
+
+    from tlbench import __version__
+
+    return {
+        "tlbench": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device.type,
+        "device_name": device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "plugins": plugin_versions,
+        "git_sha": git_sha(),
+    }
