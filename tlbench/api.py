@@ -9,7 +9,7 @@ imports a builtin by name.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -81,6 +81,44 @@ class Backbone:
     @property
     def has_pretrained(self) -> bool:
         return self.weights is not None
+
+
+# --------------------------------------------------------------------------- families
+
+
+def _no_members() -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Family:
+    """Many backbones (or strategies) under one name, picked by an argument: `timm:<model>`.
+
+    Register it with the same `register` callable as a single backbone or
+    strategy. `name` is registered like any other name (no ':'); the core then
+    accepts `name:<argument>` wherever a backbone (strategy) name is accepted
+    and calls `resolve(argument)` once per distinct name, caching the result.
+
+    `resolve` returns a `Backbone` (a `Strategy` when registered as a
+    strategy); the core renames it to `name:<argument>` if it is called
+    anything else, so results always record the name the user asked for. For
+    an argument it does not know it raises `LookupError` (or `KeyError`); the
+    core turns that into an "unknown backbone ... did you mean" error using
+    `members()`. It is not called when plugins load, only when a name is
+    used, so a family may import heavy libraries lazily.
+
+    `members()` lists the arguments it knows, for wildcards (`tlbench list
+    backbones 'timm:*'`) and close-match suggestions; `featured` is the short
+    list shown by `tlbench list` without a pattern.
+    """
+
+    name: str
+    resolve: Callable[[str], Any]
+    members: Callable[[], Iterable[str]] = _no_members
+    featured: tuple[str, ...] = ()
+    description: str = ""
+    #: how to write the argument, for listings: `timm:<model>`.
+    argument_help: str = "<name>"
 
 
 # --------------------------------------------------------------------------- datasets

@@ -31,7 +31,9 @@ def tlbench_register_backbones(register: Callable[[Backbone], None]) -> None:
     """Register backbones.
 
     Called once at load time. Call `register(backbone)` with a
-    `tlbench.api.Backbone` for each one the plugin provides. Return nothing.
+    `tlbench.api.Backbone` for each one the plugin provides. `register` also
+    accepts a `tlbench.Family` (names `family:<argument>`, e.g. `timm:<model>`).
+    Return nothing.
     """
 
 
@@ -50,7 +52,8 @@ def tlbench_register_strategies(register: Callable[[Strategy], None]) -> None:
     """Register strategies.
 
     Called once at load time. Call `register(strategy)` with a
-    `tlbench.api.Strategy` for each one. Return nothing.
+    `tlbench.api.Strategy` for each one. `register` also accepts a
+    `tlbench.Family` (names `family:<argument>`, e.g. `partial:<N>`). Return nothing.
     """
 
 

@@ -6,18 +6,24 @@ entry-point group. Loading is controlled by environment variables:
 
     TLBENCH_LOAD_PLUGINS=a,b   load only these third-party plugins ("" loads none)
     TLBENCH_BLOCK_PLUGINS=a,b  never load these (builtins too, by short name)
-    TLBENCH_TRACE_PLUGINS=1    print every load and hook call to stderr
+    TLBENCH_TRACE_PLUGINS=1    print every load, registered name and hook call to stderr
 
-A plugin that fails to import, or raises while registering, is reported once
-and skipped; the rest load.
+A third-party plugin is named by its entry-point name or its distribution
+name (`timm` or `tlbench-timm`). A plugin that fails to import, or raises
+while registering, is reported once (a `RuntimeWarning` naming it and the
+error) and skipped as a whole; the rest load. Two plugins registering the
+same name make that name unusable until one is blocked: using it raises a
+`DuplicateNameError` naming both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib
 import importlib.metadata
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +33,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from tlbench import hookspecs
-from tlbench.api import Backbone, Dataset, Strategy
+from tlbench.api import Backbone, Dataset, Family, Strategy
 from tlbench.errors import DuplicateNameError, TlbenchError, UnknownNameError
 
 ENTRY_POINT_GROUP = "tlbench"
@@ -45,6 +51,13 @@ BUILTIN_PLUGINS: dict[str, str] = {
 
 T = TypeVar("T", Backbone, Dataset, Strategy)
 
+#: discovery hook -> the registry (attribute of `Plugins`) its `register` fills.
+DISCOVERY_HOOKS = {
+    "tlbench_register_backbones": "backbones",
+    "tlbench_register_datasets": "datasets",
+    "tlbench_register_strategies": "strategies",
+}
+
 
 def _env_list(name: str) -> list[str] | None:
     value = os.environ.get(name)
@@ -53,19 +66,59 @@ def _env_list(name: str) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-class Registry(Generic[T]):
-    """Names of one kind (backbone, dataset or strategy) and the plugin behind each."""
+def _normalize(name: str) -> str:
+    # Distribution names compare the way pip compares them (PEP 503).
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    def __init__(self, kind: str):
+
+def _could_match(pattern: str, prefix: str) -> bool:
+    """Whether `pattern` can match some name starting with `prefix` (wildcards after the literal part)."""
+    literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    return literal.startswith(prefix) or prefix.startswith(literal)
+
+
+class Registry(Generic[T]):
+    """Names of one kind (backbone, dataset or strategy) and the plugin behind each.
+
+    A name is either one item or a `Family` (`timm`), which makes
+    `family:<argument>` names valid. Invariant: every name `names()` returns
+    can be passed to `get()`.
+    """
+
+    def __init__(self, kind: str, item_type: type | None = None, *, families: bool = True):
         self.kind = kind
-        self._items: dict[str, T] = {}
+        self.item_type = item_type
+        self.allows_families = families
+        self._items: dict[str, Any] = {}
         self._provider: dict[str, str] = {}
         self._conflicts: dict[str, list[str]] = {}
+        self._resolved: dict[str, T] = {}
+        self._members_failed: set[str] = set()
 
-    def add(self, item: T, plugin: str) -> None:
+    # ------------------------------------------------------------------ adding
+
+    def check(self, item: object) -> None:
+        """Raise `TlbenchError` if `item` cannot be registered here (wrong type, bad name)."""
+        if isinstance(item, Family):
+            if not self.allows_families:
+                raise TlbenchError(f"a {self.kind} cannot be a Family (got {item.name!r})")
+            if not callable(item.resolve):
+                raise TlbenchError(f"{self.kind} family {item.name!r}: resolve is not callable")
+        elif self.item_type is not None and not isinstance(item, self.item_type):
+            expected = self.item_type.__name__ + (" or Family" if self.allows_families else "")
+            raise TlbenchError(
+                f"register() for {self.kind}s expects a tlbench.{expected}, got {type(item).__name__}"
+            )
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name or ":" in name or name != name.strip():
+            raise TlbenchError(
+                f"{self.kind} name {name!r} must be a non-empty string without ':' "
+                "(a name that takes an argument is a Family)"
+            )
+
+    def add(self, item: T | Family, plugin: str) -> None:
+        self.check(item)
         name = item.name
-        if not isinstance(name, str) or not name or ":" in name:
-            raise TlbenchError(f"{self.kind} name {name!r} must be a non-empty string without ':'")
         if name in self._conflicts:
             self._conflicts[name].append(plugin)
         elif name in self._items:
@@ -75,49 +128,138 @@ class Registry(Generic[T]):
             self._items[name] = item
             self._provider[name] = plugin
 
-    def get(self, name: str) -> T:
-        if name in self._conflicts:
-            plugins = " and ".join(repr(p) for p in self._conflicts[name])
+    # ------------------------------------------------------------------ lookups
+
+    def _entry(self, base: str, name: str) -> Any:
+        if base in self._conflicts:
+            plugins = " and ".join(repr(p) for p in self._conflicts[base])
             raise DuplicateNameError(
-                f"{self.kind} {name!r} is registered by both {plugins}; block one with "
+                f"{self.kind} {base!r} is registered by both {plugins}; block one with "
                 f"TLBENCH_BLOCK_PLUGINS=<name> or uninstall it."
             )
         try:
-            return self._items[name]
+            return self._items[base]
         except KeyError:
-            raise UnknownNameError(self.kind, name, self._items) from None
+            raise UnknownNameError(self.kind, name, self.names()) from None
+
+    def get(self, name: str) -> T:
+        """The item called `name`; `family:<argument>` resolves through the family (once)."""
+        base, sep, argument = name.partition(":")
+        entry = self._entry(base, name)
+        if isinstance(entry, Family):
+            if not argument:
+                raise TlbenchError(
+                    f"{self.kind} {base!r} needs an argument: {base}:{entry.argument_help} "
+                    f"(`tlbench list {self.kind}s '{base}:*'` lists them)"
+                )
+            return self._resolve(entry, name, argument)
+        if sep:
+            raise TlbenchError(f"{self.kind} {base!r} takes no argument (got {name!r})")
+        return entry
+
+    def _resolve(self, family: Family, name: str, argument: str) -> T:
+        cached = self._resolved.get(name)
+        if cached is not None:
+            return cached
+        plugin = self._provider[family.name]
+        try:
+            item = family.resolve(argument)
+        except TlbenchError:
+            raise
+        except LookupError:
+            known = [f"{family.name}:{m}" for m in self._members(family)]
+            raise UnknownNameError(self.kind, name, known) from None
+        except Exception as exc:  # a plugin's bug is reported as its own, not as ours
+            raise TlbenchError(
+                f"{self.kind} {name!r}: plugin {plugin!r} failed to resolve it: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if self.item_type is not None and not isinstance(item, self.item_type):
+            raise TlbenchError(
+                f"{self.kind} family {family.name!r} (plugin {plugin!r}) resolved {name!r} to a "
+                f"{type(item).__name__}, not a {self.item_type.__name__}"
+            )
+        if getattr(item, "name", name) != name and dataclasses.is_dataclass(item):
+            # Results record the name the user asked for, whatever the plugin called it.
+            item = dataclasses.replace(item, name=name)
+        self._resolved[name] = item
+        return item
+
+    def _members(self, family: Family) -> list[str]:
+        try:
+            return [str(m) for m in family.members()]
+        except Exception as exc:  # one family failing to list must not break `tlbench list`
+            if family.name not in self._members_failed:
+                self._members_failed.add(family.name)
+                warnings.warn(
+                    f"tlbench plugin {self._provider.get(family.name)!r} could not list its "
+                    f"{self.kind} family {family.name!r}: {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return []
 
     def provider(self, name: str) -> str:
-        return self._provider[name]
+        """The plugin that registered `name` (for `family:<argument>`, the family's plugin)."""
+        return self._provider[name.partition(":")[0]]
 
     def names(self, pattern: str | None = None) -> list[str]:
-        names = sorted(self._items)
+        """Sorted names, filtered by a shell-style wildcard.
+
+        Without a pattern, a family contributes its `featured` members; with
+        one, every member it knows that matches (`'timm:*'`, `'*resnet*'`).
+        """
+        found = {n for n, e in self._items.items() if not isinstance(e, Family)}
+        for family in self.families.values():
+            if pattern is None:
+                found.update(f"{family.name}:{m}" for m in family.featured)
+            elif _could_match(pattern, family.name + ":"):
+                found.update(f"{family.name}:{m}" for m in self._members(family))
+        names = sorted(found)
         if pattern:
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
     @property
+    def families(self) -> dict[str, Family]:
+        return {n: e for n, e in sorted(self._items.items()) if isinstance(e, Family)}
+
+    @property
     def conflicts(self) -> dict[str, list[str]]:
-        return dict(self._conflicts)
+        return {name: list(owners) for name, owners in self._conflicts.items()}
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        """True when `get(name)` succeeds (a family member is resolved to find out)."""
+        if not isinstance(name, str) or name.partition(":")[0] not in self._items:
+            return False
+        try:
+            self.get(name)
+        except TlbenchError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[T]:
-        return iter(self._items[n] for n in self.names())
+        """The single items, sorted by name; families are in `families`."""
+        return iter(e for _, e in sorted(self._items.items()) if not isinstance(e, Family))
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(not isinstance(e, Family) for e in self._items.values())
 
 
 @dataclass
 class PluginInfo:
+    """What `tlbench plugins` shows about one plugin."""
+
     name: str
     module: str
     version: str
     builtin: bool
     provides: dict[str, list[str]] = field(default_factory=dict)
+    #: "loaded", "failed", "blocked" (TLBENCH_BLOCK_PLUGINS) or "not allowed" (TLBENCH_LOAD_PLUGINS).
+    status: str = "loaded"
+    #: why it failed ("ImportError: ...") or was not loaded.
     error: str | None = None
+    distribution: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +267,8 @@ class PluginInfo:
             "module": self.module,
             "version": self.version,
             "builtin": self.builtin,
+            "distribution": self.distribution,
+            "status": self.status,
             "provides": self.provides,
             "error": self.error,
         }
@@ -142,31 +286,51 @@ class Plugins:
     ):
         self.pm = pluggy.PluginManager("tlbench")
         self.pm.add_hookspecs(hookspecs)
-        self.backbones: Registry[Backbone] = Registry("backbone")
-        self.datasets: Registry[Dataset] = Registry("dataset")
-        self.strategies: Registry[Strategy] = Registry("strategy")
+        self.backbones: Registry[Backbone] = Registry("backbone", Backbone)
+        self.datasets: Registry[Dataset] = Registry("dataset", Dataset, families=False)
+        self.strategies: Registry[Strategy] = Registry("strategy", Strategy)
         self.info: dict[str, PluginInfo] = {}
         self._trace = os.environ.get("TLBENCH_TRACE_PLUGINS", "") not in ("", "0")
         self._blocked = set(_env_list("TLBENCH_BLOCK_PLUGINS") or ())
         self._reported: set[str] = set()
-        if self._trace:
-            self.pm.trace.root.setwriter(lambda s: sys.stderr.write(f"[tlbench plugins] {s}"))
-            self.pm.enable_tracing()
 
         if builtins:
             for short, module in BUILTIN_PLUGINS.items():
                 self._load(short, module, lambda m=module: importlib.import_module(m), builtin=True)
         if entry_points:
             allowed = _env_list("TLBENCH_LOAD_PLUGINS")
+            installed: set[str] = set()
             for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-                if allowed is not None and ep.name not in allowed:
-                    self._log(f"not loading {ep.name!r}: not in TLBENCH_LOAD_PLUGINS")
-                    continue
+                dist = ep.dist.name if ep.dist is not None else None
                 version = ep.dist.version if ep.dist is not None else "?"
-                self._load(ep.name, ep.value, ep.load, builtin=False, version=version)
+                aliases = {ep.name} | ({_normalize(dist)} if dist else set())
+                installed |= aliases
+                if allowed is not None and not aliases & {*allowed, *map(_normalize, allowed)}:
+                    self._skip(
+                        ep.name,
+                        ep.value,
+                        version,
+                        dist,
+                        "not allowed",
+                        "not in TLBENCH_LOAD_PLUGINS",
+                    )
+                    continue
+                self._load(
+                    ep.name, ep.value, ep.load, builtin=False, version=version, distribution=dist
+                )
+            unknown = [a for a in allowed or () if not {a, _normalize(a)} & installed]
+            if unknown:
+                # A typo in the allow-list would otherwise silently load nothing.
+                warnings.warn(
+                    f"TLBENCH_LOAD_PLUGINS names {', '.join(map(repr, unknown))}, but no installed "
+                    f"tlbench plugin is called that (installed: {', '.join(sorted(installed)) or 'none'})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         for name, obj in extra:
-            self._load(name, getattr(obj, "__name__", repr(obj)), lambda o=obj: o, builtin=False)
-        self.pm.check_pending()
+            self._load(
+                name, getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o, builtin=False
+            )
 
     # ------------------------------------------------------------------ loading
 
@@ -174,14 +338,35 @@ class Plugins:
         if self._trace:
             print(f"[tlbench plugins] {message}", file=sys.stderr)
 
+    def _info(
+        self, name: str, module: str, version: str, builtin: bool, dist: str | None
+    ) -> PluginInfo:
+        key = name
+        if key in self.info:
+            # Two distributions may use the same entry-point name; keep both visible.
+            key = f"{name} ({module})"
+        info = self.info[key] = PluginInfo(name, module, version, builtin, distribution=dist)
+        return info
+
+    def _skip(
+        self, name: str, module: str, version: str, dist: str | None, status: str, why: str
+    ) -> None:
+        info = self._info(name, module, version, False, dist)
+        info.status, info.error = status, why
+        self._log(f"not loading {name!r}: {why}")
+
     def _fail(self, info: PluginInfo, error: BaseException) -> None:
+        info.status = "failed"
         info.error = f"{type(error).__name__}: {error}"
-        if info.name not in self._reported:
-            self._reported.add(info.name)
+        info.provides = {}
+        self._log(f"{info.name!r} failed: {info.error}")
+        key = f"{info.name}|{info.module}"
+        if key not in self._reported:
+            self._reported.add(key)
             warnings.warn(
                 f"tlbench plugin {info.name!r} failed and was skipped: {info.error}",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _load(
@@ -192,49 +377,77 @@ class Plugins:
         *,
         builtin: bool,
         version: str | None = None,
+        distribution: str | None = None,
     ) -> None:
         if version is None:
             version = _tlbench_version() if builtin else "?"
-        info = self.info[name] = PluginInfo(name, module, version, builtin)
-        if name in self._blocked:
-            info.error = "blocked by TLBENCH_BLOCK_PLUGINS"
+        info = self._info(name, module, version, builtin, distribution)
+        aliases = {name} | ({_normalize(distribution)} if distribution else set())
+        if aliases & {*self._blocked, *map(_normalize, self._blocked)}:
+            info.status, info.error = "blocked", "blocked by TLBENCH_BLOCK_PLUGINS"
             self._log(f"blocked {name!r}")
+            return
+        if self.pm.has_plugin(name):
+            self._fail(
+                info,
+                TlbenchError(
+                    f"another plugin is already loaded under the name {name!r} "
+                    f"({self.pm.get_plugin(name)!r}); uninstall one of them"
+                ),
+            )
             return
         try:
             plugin = load()
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # any import-time error of a plugin is its own
+        # Whatever a plugin raises while importing is its own failure; SystemExit too,
+        # since a plugin calling sys.exit() must not end the user's command.
+        except (Exception, SystemExit) as exc:
             self._fail(info, exc)
             return
-        self._log(f"loaded {name!r} from {module}")
         try:
+            # A misspelled hook (`tlbench_register_backbone`) would otherwise be
+            # silently ignored; only the plugin just added can be pending.
+            self.pm.check_pending()
+            self._log(f"loaded {name!r} from {module}")
             self._discover(name, info)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             self.pm.unregister(name=name)
             self._fail(info, exc)
 
     def _discover(self, name: str, info: PluginInfo) -> None:
-        # Each plugin's discovery hooks are called on their own so that the
-        # names are attributed to it and a failing plugin adds nothing.
-        staged: list[tuple[Registry, Any]] = []
-        for hook, registry in (
-            ("tlbench_register_backbones", self.backbones),
-            ("tlbench_register_datasets", self.datasets),
-            ("tlbench_register_strategies", self.strategies),
-        ):
+        # Each plugin's discovery hooks are called on their own so that the names
+        # are attributed to it, and staged so that a failing plugin adds nothing.
+        staged: list[tuple[str, Registry, Any]] = []
+        for hook, attribute in DISCOVERY_HOOKS.items():
+            registry: Registry = getattr(self, attribute)
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if impl.plugin_name != name:
                     continue
-                items: list = []
-                impl.function(*[{"register": items.append}[a] for a in impl.argnames])
-                staged.extend((registry, item) for item in items)
-        for registry, item in staged:
+
+                def register(
+                    item: Any, attribute: str = attribute, registry: Registry = registry
+                ) -> None:
+                    registry.check(item)  # raises at the plugin's own call
+                    staged.append((attribute, registry, item))
+
+                self._log(f"calling {hook} of {name!r}")
+                impl.function(*[{"register": register}[a] for a in impl.argnames])
+        seen: set[tuple[str, str]] = set()
+        for _, registry, item in staged:
+            if (registry.kind, item.name) in seen:
+                raise TlbenchError(f"it registers the {registry.kind} {item.name!r} twice")
+            seen.add((registry.kind, item.name))
+        for attribute, registry, item in staged:
             registry.add(item, name)
-            info.provides.setdefault(registry.kind + "s", []).append(item.name)
+            takes_argument = isinstance(item, Family) or getattr(item, "takes_argument", False)
+            shown = f"{item.name}:{item.argument_help or '<arg>'}" if takes_argument else item.name
+            info.provides.setdefault(attribute, []).append(shown)
+            self._log(f"{name!r} registered {registry.kind} {shown!r}")
 
     @property
     def failures(self) -> list[PluginInfo]:
-        return [i for i in self.info.values() if i.error]
+        """Plugins that failed to import or register (not the blocked or not allowed ones)."""
+        return [i for i in self.info.values() if i.status == "failed"]
 
     # ------------------------------------------------------------------ lookups
 
@@ -251,17 +464,24 @@ class Plugins:
         return dataset, (argument or None)
 
     def provider(self, kind: str, name: str) -> str:
+        """The plugin behind a backbone, dataset or strategy name (`timm:x`: the family's)."""
         return {"backbone": self.backbones, "dataset": self.datasets, "strategy": self.strategies}[
             kind
         ].provider(name)
 
     def versions(self) -> dict[str, str]:
-        return {i.name: i.version for i in self.info.values() if not i.error and not i.builtin}
+        """Versions of the loaded third-party plugins, for result records."""
+        return {
+            i.name: i.version for i in self.info.values() if i.status == "loaded" and not i.builtin
+        }
 
     # ------------------------------------------------------------------ observers
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
+        # Called per implementation, not through pm.hook, so that one observer
+        # raising neither stops the others nor the run.
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            self._log(f"calling {hook} of {impl.plugin_name!r}")
             try:
                 impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception as exc:
@@ -272,7 +492,7 @@ class Plugins:
                         f"tlbench plugin {impl.plugin_name!r} raised in {hook}: "
                         f"{type(exc).__name__}: {exc}",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
 
     def run_started(self, run: Any) -> None:
