@@ -85,8 +85,8 @@ def test_nan_loss_fails_that_run_and_the_grid_goes_on(plugins, tiny_config):
 
 
 def test_unknown_names_fail_before_training(plugins, tiny_config):
-    tiny_config.backbones = ["tiny", "resnet18"]
-    with pytest.raises(UnknownNameError, match="resnet18.*tlbench list backbones"):
+    tiny_config.backbones = ["tiny", "tinny"]
+    with pytest.raises(UnknownNameError, match="'tinny'.*'tiny'.*tlbench list backbones"):
         Runner(tiny_config, plugins).plan()
     tiny_config.backbones = ["tiny"]
     tiny_config.strategies = ["fintune"]

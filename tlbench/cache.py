@@ -10,6 +10,7 @@ goes on without the disk cache, with one warning.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,19 +38,41 @@ class ArrayStore:
             self._warned.add(message)
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
-    def load(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+    def reject(self, key: str, why: str) -> None:
+        """Warn that entry `key` is not what it claims and will be computed again."""
+        where = self.root / f"{key}.npy" if self.root else key
+        self._warn_once(f"ignoring damaged cache entry {where} ({why}); computing it again")
+
+    def load(
+        self, key: str, *, dtype: str | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """The entry's array and sidecar, or None when it is absent or damaged.
+
+        `dtype`, when given, is required of the array (a cache is trusted no
+        further than its contents can be checked).
+        """
         if self.root is None:
             return None
         array_path, meta_path = self.root / f"{key}.npy", self.root / f"{key}.json"
-        if not (array_path.exists() and meta_path.exists()):
-            return None
         try:
-            meta = json.loads(meta_path.read_text())
+            if not (array_path.is_file() and meta_path.is_file()):
+                return None
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            # allow_pickle=False: an object array (a pickle) is refused, never run.
             array = np.load(array_path, allow_pickle=False)
-            if not isinstance(meta, dict) or list(array.shape) != meta.get("shape") or str(array.dtype) != meta.get("dtype"):
+            if not isinstance(array, np.ndarray):
+                array.close()  # an .npz archive: not what this cache writes
+                raise ValueError("not a single .npy array")
+            if (
+                not isinstance(meta, dict)
+                or list(array.shape) != meta.get("shape")
+                or str(array.dtype) != meta.get("dtype")
+            ):
                 raise ValueError(f"array {array.shape}/{array.dtype} does not match its sidecar")
-        except (OSError, ValueError, TypeError) as exc:
-            self._warn_once(f"ignoring damaged cache entry {array_path} ({exc}); computing it again")
+            if dtype is not None and str(array.dtype) != dtype:
+                raise ValueError(f"dtype {array.dtype}, expected {dtype}")
+        except Exception as exc:  # any unreadable entry is just a cache miss
+            self.reject(key, f"{type(exc).__name__}: {exc}")
             return None
         return array, meta
 
@@ -70,7 +93,9 @@ class ArrayStore:
             os.replace(tmp_meta, meta_path)
         except OSError as exc:
             for tmp in (tmp_array, tmp_meta):
-                tmp.unlink(missing_ok=True)
+                # Not unlink(missing_ok=True): under a file it raises NotADirectoryError.
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
             self._warn_once(
                 f"cannot write the cache under {self.root} ({exc.strerror or exc}); going on "
                 "without it (point --cache-dir at a writable folder to keep it)"

@@ -10,6 +10,7 @@ the same command skips every run whose key already has an "ok" record.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import gc
 import time
@@ -25,7 +26,7 @@ from tlbench import results
 from tlbench.api import Backbone, Dataset, DatasetRequest, DatasetSplits, Hyperparameters, Strategy
 from tlbench.cache import ArrayStore, cache_key
 from tlbench.config import RunConfig
-from tlbench.data import DecodeCache, ImageTensors, default_cache_dir
+from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError, default_cache_dir
 from tlbench.engine import (
     Diverged,
     Execution,
@@ -37,9 +38,16 @@ from tlbench.engine import (
     train_head_on_features,
     train_images,
 )
-from tlbench.errors import TlbenchError
+from tlbench.errors import DatasetError, TlbenchError
 from tlbench.plugins import Plugins
-from tlbench.timing import PeakMemory, Stopwatch, environment, forward_flops, peak_tflops, resolve_device
+from tlbench.timing import (
+    PeakMemory,
+    Stopwatch,
+    environment,
+    forward_flops,
+    peak_tflops,
+    resolve_device,
+)
 
 #: bumped when a change makes old results incomparable (it is part of every key).
 RESULTS_VERSION = 1
@@ -143,6 +151,7 @@ class Runner:
         cfg = self.config
         if not (cfg.backbones and cfg.datasets and cfg.strategies and cfg.seeds):
             raise TlbenchError("nothing to run: give at least one backbone, dataset, strategy and seed")
+        results.check_writable(self.out)
         backbones = [self.plugins.backbones.get(n) for n in cfg.backbones]
         strategies = [self.plugins.strategies.get(n) for n in cfg.strategies]
         for name in cfg.datasets:
@@ -177,6 +186,11 @@ class Runner:
         splits = dataset.load(request)
         if not splits.classes:
             raise TlbenchError(f"dataset {name!r} has no classes")
+        if len(splits.classes) < 2:
+            raise DatasetError(
+                f"dataset {name!r} has only one class ({splits.classes[0]!r}); a classifier needs "
+                "at least two. For imagefolder, point at the folder that holds the class folders."
+            )
         size = self.config.image_size or dataset.native_size or FALLBACK_IMAGE_SIZE
         return _LoadedDataset(name, dataset, splits, size)
 
@@ -240,6 +254,9 @@ class Runner:
             self.plugins.run_finished(spec, record)
             self.progress.run_finished(record)
             raise
+        except UnreadableImagesError:
+            # About the dataset, not this run: every run on it would fail the same way.
+            raise
         except Diverged as exc:
             record = self._record(spec, "failed", reason=str(exc), started=started, failed_epoch=exc.epoch)
         except TlbenchError as exc:
@@ -248,11 +265,12 @@ class Runner:
             last = traceback.extract_tb(exc.__traceback__)[-1]
             reason = f"{type(exc).__name__}: {exc} (at {Path(last.filename).name}:{last.lineno})"
             record = self._record(spec, "failed", reason=reason, started=started)
-        finally:
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+        # The record first, the clean-up after: an interruption during
+        # gc.collect() must not lose a finished run.
         results.append(self.out, record)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         self.plugins.run_finished(spec, record)
         self.progress.run_finished(record)
         return record
@@ -298,7 +316,7 @@ class Runner:
             self.progress.epoch(metrics, hp.epochs)
 
         while fit is None:
-            batch_history.append(hp.batch_size)
+            batch_history.append(min(hp.batch_size, len(train)))  # the batch actually tried
             try:
                 if strategy.frozen_backbone:
                     for p in module.parameters():
@@ -306,7 +324,9 @@ class Runner:
                     model = ImageClassifier(module, FeatureHead(backbone.feature_dim, num_classes), backbone.preprocessing)
                     with watch.section("features"):
                         self.progress.phase("features")
-                        (train_x, eval_x), cache_hit = self._features(spec, backbone, model, train, evalset, store)
+                        # With this attempt's batch size: an OOM retry extracts in smaller batches too.
+                        attempt = dataclasses.replace(spec, hp=hp)
+                        (train_x, eval_x), cache_hit = self._features(attempt, backbone, model, train, evalset, store)
                     torch.manual_seed(spec.seed)
                     model.head = FeatureHead(backbone.feature_dim, num_classes)
                     self.progress.phase("train")
@@ -326,10 +346,23 @@ class Runner:
                         on_epoch=on_epoch, keep_best=self.config.save_models,
                     )
             except torch.cuda.OutOfMemoryError:
-                if not self.config.retry_oom or hp.batch_size <= 1:
-                    raise
+                tried = min(hp.batch_size, len(train))
+                if not self.config.retry_oom:
+                    raise TlbenchError(
+                        f"GPU out of memory at batch size {tried} (--no-retry); "
+                        "lower --batch-size or --image-size, or drop --no-retry to retry at half the batch"
+                    ) from None
+                if tried <= 1:
+                    raise TlbenchError(
+                        f"GPU out of memory even at batch size 1 (tried {batch_history}); "
+                        "lower --image-size or use a smaller backbone"
+                    ) from None
                 # Like timm's benchmark: halve the batch and try again from fresh weights.
-                hp = hp.replace(batch_size=hp.batch_size // 2)
+                hp = hp.replace(batch_size=tried // 2)
+            if fit is None:
+                # Outside the except block, so that the failed attempt's frames
+                # (and the activations they hold) are gone before the retry.
+                model = module = None
                 gc.collect()
                 torch.cuda.empty_cache()
                 torch.manual_seed(spec.seed)
@@ -403,7 +436,7 @@ class Runner:
                 out.append(entry)
                 hits.append("memory")
                 continue
-            stored = self.features.load(key)
+            stored = self.features.load(key, dtype="float32")
             if stored is not None and stored[0].shape == (len(data), backbone.feature_dim):
                 feats = torch.from_numpy(stored[0])
                 hits.append("disk")
@@ -440,6 +473,12 @@ class Runner:
             "preprocessing": backbone.preprocessing.to_dict(),
             "best_epoch": fit.best_epoch,
             "best_accuracy": fit.best_accuracy,
+            # Provenance, so a checkpoint found alone can be traced to its record.
+            "key": spec.key,
+            "dataset": spec.dataset,
+            "seed": spec.seed,
+            "weights": spec.weights,
+            "tlbench_version": _tlbench_version(),
         }
         tmp = path.with_suffix(".tmp")
         torch.save(checkpoint, tmp)
@@ -473,3 +512,9 @@ class Runner:
         record.update(parts)
         record["environment"] = environment(self.device, self.plugins.versions())
         return record
+
+
+def _tlbench_version() -> str:
+    from tlbench import __version__
+
+    return __version__

@@ -97,8 +97,13 @@ def build(name: str, head: str, pretrained: bool) -> nn.Module:
     # torch.hub loads a cached file without any network access; only a missing file
     # is downloaded, so the two failures get different advice.
     cached = os.path.exists(cache_path(weights))
+    model = models.get_model(name, weights=None)
     try:
-        model = models.get_model(name, weights=weights, progress=False)
+        # torchvision's own download-and-cache path, but never unpickling code:
+        # torch.hub checks a file's hash only when it downloads it, so a file
+        # planted in the cache must not be able to run anything.
+        state = weights.get_state_dict(progress=False, weights_only=True)
+        model.load_state_dict(state)
     except (OSError, http.client.HTTPException) as exc:
         if cached:
             raise _unavailable(name, weights, f"could not be read ({exc})") from exc

@@ -1,0 +1,244 @@
+"""Caches that cannot be written, or that hold damaged or hostile files, never stop a run.
+
+A cache folder that cannot be created or fills the disk: one warning, then the
+run goes on without it. A cache entry that is damaged, foreign or tampered
+with: ignored with a warning and computed again, and never executed (arrays
+are read with `allow_pickle=False`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from imagetree import cli_runner, read_records
+from PIL import Image
+
+from tlbench import cache as cache_module
+from tlbench.cache import ArrayStore
+from tlbench.data import DecodeCache
+from tlbench.runner import Runner
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    return cli_runner(monkeypatch, capsys)
+
+
+def learning(record: dict) -> list[tuple[float, float, float]]:
+    """A run's loss and accuracy curve, without its timings."""
+    return [
+        (c["train_loss"], c["eval_loss"], c["eval_accuracy"]) for c in record["accuracy"]["curve"]
+    ]
+
+
+def tiny_args(tmp_path: Path, cache_dir: Path) -> list[str]:
+    return [
+        "run", "--datasets", "tinyset", "--backbones", "tiny", "--strategies", "scratch,linear",
+        "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--quiet",
+        "--out", str(tmp_path / "results.jsonl"), "--cache-dir", str(cache_dir),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- unwritable caches
+
+
+def test_cache_folder_that_cannot_be_created_is_skipped_with_a_warning(run_cli, tmp_path):
+    # Tests run as root, where permissions do not block writes; a folder under a
+    # regular file cannot be created by anyone.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_cli(*tiny_args(tmp_path, blocker / "cache"))
+    assert result.code == 0, result
+    assert [r["status"] for r in read_records(tmp_path / "results.jsonl")] == ["ok", "ok"]
+    err = " ".join(result.err.split())
+    assert "warning: cannot write the cache under" in err
+    assert "going on without it" in err
+    # One warning per cache (decoded images, features), not one per entry.
+    assert err.count("cannot write the cache") <= 2
+    assert "Traceback" not in result.err
+
+
+def test_disk_full_while_writing_the_cache_leaves_no_partial_files(run_cli, tmp_path, monkeypatch):
+    real_save = np.save
+
+    def save_then_fill_the_disk(file, array, **kwargs):
+        real_save(file, array[: max(1, len(array) // 2)], **kwargs)  # part of it lands...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
+
+    monkeypatch.setattr(cache_module.np, "save", save_then_fill_the_disk)
+    cache_dir = tmp_path / "cache"
+    result = run_cli(*tiny_args(tmp_path, cache_dir))
+    assert result.code == 0, result
+    records = read_records(tmp_path / "results.jsonl")
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert "No space left on device" in result.err
+    assert not [p for p in cache_dir.rglob("*") if p.is_file()], "partial cache files left behind"
+
+    # With space again, the next run fills the cache and gets the same result.
+    monkeypatch.setattr(cache_module.np, "save", real_save)
+    result = run_cli(*tiny_args(tmp_path, cache_dir), "--force")
+    assert result.code == 0 and "warning" not in result.err, result
+    again = read_records(tmp_path / "results.jsonl")[2:]
+    assert [learning(r) for r in again] == [learning(r) for r in records]
+    assert list(cache_dir.rglob("*.npy"))
+
+
+# --------------------------------------------------------------------------- damaged entries
+
+
+class Payload:
+    """Unpickling this creates `marker`: proof that a cache file's code was executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _rewrite(npy: Path, array: np.ndarray, *, allow_pickle: bool = False) -> None:
+    """Replace an entry's array and make its sidecar agree, as a careful forger would."""
+    with open(npy, "wb") as f:
+        np.save(f, array, allow_pickle=allow_pickle)
+    sidecar = npy.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta.update(shape=list(array.shape), dtype=str(array.dtype))
+    sidecar.write_text(json.dumps(meta))
+
+
+def _edit_sidecar(npy: Path, **changes) -> None:
+    sidecar = npy.with_suffix(".json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **changes}))
+
+
+def _damage(kind: str, npy: Path, marker: Path) -> None:
+    if kind == "pickled object array":
+        _rewrite(npy, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    elif kind == "garbage bytes":
+        npy.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "empty file":
+        npy.write_bytes(b"")
+    elif kind == "truncated":
+        npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
+    elif kind == "npz archive":
+        with open(npy, "wb") as f:
+            np.savez(f, x=np.zeros(2))
+    elif kind == "sidecar garbage":
+        npy.with_suffix(".json").write_text("{not json")
+    elif kind == "sidecar not an object":
+        npy.with_suffix(".json").write_text("[1, 2]")
+    elif kind == "sidecar disagrees":
+        _edit_sidecar(npy, shape=[1, 2, 3])
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+STORE_DAMAGE = [
+    "pickled object array", "garbage bytes", "empty file", "truncated", "npz archive",
+    "sidecar garbage", "sidecar not an object", "sidecar disagrees",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", STORE_DAMAGE)
+def test_damaged_entry_is_a_miss_with_a_warning_and_never_runs_code(tmp_path, kind):
+    store = ArrayStore(tmp_path / "store")
+    store.save("entry", np.arange(24, dtype=np.uint8).reshape(2, 3, 2, 2), {"labels": [0, 1]})
+    assert store.load("entry") is not None
+    marker = tmp_path / "EXECUTED"
+    _damage(kind, tmp_path / "store" / "entry.npy", marker)
+    with pytest.warns(RuntimeWarning, match=r"ignoring damaged cache entry .*entry.npy"):
+        assert store.load("entry") is None
+    assert not marker.exists(), "loading a cache file ran code"
+    # The next save replaces the damaged entry.
+    store.save("entry", np.zeros((1, 3, 2, 2), np.uint8), {"labels": [0]})
+    assert store.load("entry")[0].shape == (1, 3, 2, 2)
+
+
+def test_store_checks_the_dtype_it_is_asked_for(tmp_path):
+    store = ArrayStore(tmp_path)
+    store.save("a", np.arange(6, dtype=np.float32).reshape(2, 3), {"what": "features"})
+    array, meta = store.load("a", dtype="float32")
+    assert array.tolist() == [[0, 1, 2], [3, 4, 5]] and meta["what"] == "features"
+    with pytest.warns(RuntimeWarning, match="expected uint8"):
+        assert store.load("a", dtype="uint8") is None
+
+
+class Split:
+    """An in-memory ImageSource of flat-colour images."""
+
+    def __init__(self, labels: list[int]):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, index: int) -> Image.Image:
+        return Image.new("RGB", (10, 10), (40 * self.labels[index], 0, 0))
+
+    def describe(self, index: int) -> str:
+        return f"image {index}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "forge"),
+    [
+        ("other size", lambda npy: _rewrite(npy, np.zeros((4, 3, 4, 4), np.uint8))),
+        ("other dtype", lambda npy: _rewrite(npy, np.zeros((4, 3, 8, 8), np.float32))),
+        ("fewer images", lambda npy: _rewrite(npy, np.zeros((3, 3, 8, 8), np.uint8))),
+        ("foreign labels", lambda npy: _edit_sidecar(npy, labels=[7, 7, 7, 7])),
+        ("labels not numbers", lambda npy: _edit_sidecar(npy, labels=["a", "b", "c", "d"])),
+        ("labels missing", lambda npy: _edit_sidecar(npy, labels=None)),
+        ("skipped invented", lambda npy: _edit_sidecar(npy, skipped=["x.png"])),
+    ],
+)
+def test_decoded_split_that_is_not_this_split_is_decoded_again(tmp_path, kind, forge):
+    source = Split([0, 1, 2, 1])
+    first = DecodeCache(tmp_path).get(source, fingerprint="f", split="train", size=8)
+    (npy,) = (tmp_path / "decoded").glob("*.npy")
+    forge(npy)
+    with pytest.warns(RuntimeWarning, match="ignoring damaged cache entry"):
+        again = DecodeCache(tmp_path).get(source, fingerprint="f", split="train", size=8)
+    assert again.cache_hit == "none"
+    assert torch.equal(again.images, first.images) and again.labels.tolist() == [0, 1, 2, 1]
+    assert (
+        DecodeCache(tmp_path).get(source, fingerprint="f", split="train", size=8).cache_hit
+        == "disk"
+    )
+
+
+def test_hostile_and_forged_cache_files_in_a_real_run(plugins, tiny_config, tmp_path):
+    """Every cached array replaced (a pickle payload, or a forged shape): the runs recompute."""
+    tiny_config.strategies = ["scratch", "linear"]
+    first = Runner(tiny_config, plugins).run()
+    entries = sorted(Path(tiny_config.cache_dir).rglob("*.npy"))
+    assert {p.parent.name for p in entries} == {"decoded", "features"}
+    marker = tmp_path / "EXECUTED"
+    for i, npy in enumerate(entries):
+        if i % 2:
+            _damage("pickled object array", npy, marker)
+        else:
+            array = np.load(npy)
+            _rewrite(npy, np.zeros((array.shape[0] + 1, *array.shape[1:]), array.dtype))
+    tiny_config.force = True
+    with pytest.warns(RuntimeWarning, match="ignoring damaged cache entry"):
+        again = Runner(tiny_config, plugins).run()
+    assert not marker.exists(), "a cache file ran code"
+    assert [r["status"] for r in again] == ["ok", "ok"], [r["reason"] for r in again]
+    assert [learning(r) for r in again] == [learning(r) for r in first]
+    assert again[0]["cost"]["decode_cache"] == "none"
+    assert again[1]["cost"]["feature_cache"] == "none"
+
+
+def test_forged_feature_dtype_is_recomputed(plugins, tiny_config):
+    tiny_config.strategies = ["linear"]
+    Runner(tiny_config, plugins).run()
+    for npy in (Path(tiny_config.cache_dir) / "features").glob("*.npy"):
+        _rewrite(npy, np.load(npy).astype(np.float64))
+    tiny_config.force = True
+    (again,) = Runner(tiny_config, plugins).run()
+    assert again["status"] == "ok", again["reason"]
