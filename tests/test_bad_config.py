@@ -55,11 +55,6 @@ def test_strategy_table_error_names_the_key(run_cli, tmp_path):
     assert_clean_error(result, config, "epochs", "expected int, got str 'many'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.main prints messages as rich markup, which swallows '[strategy.finetune]'; "
-    "escape them (rich.markup.escape) and remove this marker",
-)
 def test_table_names_in_brackets_survive_in_the_message(run_cli, tmp_path):
     result, config = run_with(run_cli, tmp_path, '[strategy.finetune]\nepochs = "many"')
     assert_clean_error(result, config, "[strategy.finetune]")
@@ -101,12 +96,6 @@ def test_missing_config_file(run_cli, tmp_path):
     assert_clean_error(result, str(missing), "does not exist")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="load_config_file lets UnicodeDecodeError through; catch it as a ConfigError "
-    "and remove this marker",
-)
 def test_a_config_that_is_not_text(run_cli, tmp_path):
     config = tmp_path / "grid.toml"
     config.write_bytes(b"\xff\xfe\x00binary")

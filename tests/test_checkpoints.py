@@ -116,11 +116,6 @@ def test_tampered_fields_are_clear_errors(run_cli, checkpoint, image, changes, f
     assert_clean_error(run_cli("predict", str(checkpoint), str(image)), fragment)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict.load_checkpoint checks keys but not their types: a tampered field ends in "
-    "a traceback; see the report",
-)
 @pytest.mark.parametrize(
     "changes",
     [

@@ -1,16 +1,34 @@
 """One typed run configuration, from CLI flags and an optional TOML file.
 
 Precedence, lowest first: a strategy's own defaults, the config file's
-top-level hyperparameters, its `[strategy.<name>]` tables, then CLI flags.
-Unknown keys and wrong types are rejected with the file and key named.
+hyperparameters (top level or `[hyperparameters]`), its `[strategy.<name>]`
+tables, then CLI flags. Unknown keys, wrong types and out-of-range values are
+rejected with the file and key named, before anything loads or trains; a
+`[strategy.<name>]` table naming no registered strategy is rejected once the
+plugins are loaded (`check_strategy_tables`).
+
+    # grid.toml
+    backbones = ["resnet18"]
+    datasets = ["imagefolder:~/data/hymenoptera_data"]
+    strategies = ["linear", "finetune"]
+    image_size = 224
+
+    [hyperparameters]          # every strategy
+    optimizer = "sgd"
+    momentum = 0.9
+
+    [strategy.finetune]        # this strategy only
+    epochs = 25
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +43,29 @@ else:  # pragma: no cover
 
 #: hyperparameters a config file or flag may override, with their types.
 HP_FIELDS = {f.name: f.type for f in dataclasses.fields(Hyperparameters)}
+
+#: values the training loop understands; checked up front so a typo fails in
+#: a second, not as a failed record for every run of the grid.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("cosine", "step", "constant"),
+    "precision": ("auto", "fp32", "bf16"),
+}
+#: key -> (smallest allowed, whether the bound itself is allowed).
+BOUNDS: dict[str, tuple[float, bool]] = {
+    "epochs": (1, True),
+    "batch_size": (1, True),
+    "lr": (0.0, False),
+    "backbone_lr_mult": (0.0, True),
+    "weight_decay": (0.0, True),
+    "momentum": (0.0, True),
+    "warmup_epochs": (0, True),
+    "step_size": (1, True),
+    "gamma": (0.0, False),
+    "label_smoothing": (0.0, True),
+    "workers": (1, True),
+    "image_size": (1, True),
+}
 
 
 @dataclass
@@ -59,13 +100,19 @@ class RunConfig:
     retry_oom: bool = True
     workers: int | None = None
 
+    #: the TOML file these settings came from, for messages (not part of any run key).
+    source: str | None = None
+
     def hyperparameters_for(self, strategy: str, defaults: Hyperparameters) -> Hyperparameters:
-        hp = defaults.replace(**self.strategy_overrides.get(strategy, {}))
-        return hp.replace(**self.hyperparameters)
+        """The strategy's defaults, then the grid-wide overrides, then its own table."""
+        hp = defaults.replace(**self.hyperparameters)
+        return hp.replace(**self.strategy_overrides.get(strategy, {}))
 
 
 _RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-_FILE_KEYS = {k for k in _RUN_FIELDS if k not in ("hyperparameters", "strategy_overrides")}
+_FILE_KEYS = {
+    k for k in _RUN_FIELDS if k not in ("hyperparameters", "strategy_overrides", "source")
+}
 
 
 def _type_name(tp: Any) -> str:
@@ -84,7 +131,9 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
                 return _check_type(value, option, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+        raise ConfigError(
+            f"{where}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}"
+        )
     if tp is type(None):
         if value is None:
             return None
@@ -93,6 +142,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):  # "a,b" is accepted for a list, like the flags
             value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `seeds = 0` means one seed
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list of {_type_name(item)}, got {value!r}")
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -103,18 +154,48 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected int, got {value!r}")
     if not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
+def check_value(key: str, value: Any, where: str) -> Any:
+    """Reject a value the training loop would refuse (or silently misuse) later."""
+    if value is None:
+        return value
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, not {value!r}")
+    if key in BOUNDS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, inclusive = BOUNDS[key]
+        if not (value >= low if inclusive else value > low) or value != value:  # NaN too
+            raise ConfigError(
+                f"{where}: {key} must be {'>=' if inclusive else '>'} {low}, not {value!r}"
+            )
+    if key == "val_fraction" and not 0 < value < 1:
+        raise ConfigError(f"{where}: val_fraction must be between 0 and 1, not {value!r}")
+    if key == "label_smoothing" and value >= 1:
+        raise ConfigError(f"{where}: label_smoothing must be below 1, not {value!r}")
+    return value
+
+
+def _unknown(
+    key: str, known: set[str] | dict[str, Any], where: str, what: str = "key"
+) -> ConfigError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{where}: unknown {what} {key!r}.{hint} Known: {', '.join(sorted(known))}")
+
+
 def check_hyperparameters(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Typed and range-checked hyperparameter overrides; unknown names rejected."""
     out = {}
     for key, value in values.items():
         if key not in HP_FIELDS:
-            raise ConfigError(
-                f"{where}: unknown hyperparameter {key!r}; known: {', '.join(sorted(HP_FIELDS))}"
-            )
-        out[key] = _check_type(value, HP_FIELDS[key], f"{where}: {key}")
+            raise _unknown(key, HP_FIELDS, where, "hyperparameter")
+        out[key] = check_value(
+            key, _check_type(value, HP_FIELDS[key], f"{where}: {key}"), f"{where}"
+        )
     return out
 
 
@@ -127,9 +208,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not a UTF-8 text file (byte {exc.start}); a config is TOML text"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     out: dict[str, Any] = {"hyperparameters": {}, "strategy_overrides": {}}
+    top_level: dict[str, Any] = {}  # hyperparameters given outside [hyperparameters]
     for key, value in data.items():
         if key in ("hyperparameters", "strategy"):
             if not isinstance(value, dict):
@@ -144,16 +230,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
                         table, f"{path} [strategy.{name}]"
                     )
         elif key in HP_FIELDS:
-            out["hyperparameters"][key] = _check_type(value, HP_FIELDS[key], f"{path}: {key}")
+            top_level[key] = value
         elif key in _FILE_KEYS:
-            out[key] = _check_type(value, _RUN_FIELDS[key].type, f"{path}: {key}")
+            typed = _check_type(value, _RUN_FIELDS[key].type, f"{path}: {key}")
+            out[key] = check_value(key, typed, str(path))
         else:
-            known = sorted(_FILE_KEYS | set(HP_FIELDS) | {"hyperparameters", "strategy"})
-            import difflib
-
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{path}: unknown key {key!r}.{hint} Known keys: {', '.join(known)}")
+            raise _unknown(
+                key, _FILE_KEYS | set(HP_FIELDS) | {"hyperparameters", "strategy"}, str(path)
+            )
+    both = sorted(set(top_level) & set(out["hyperparameters"]))
+    if both:
+        raise ConfigError(
+            f"{path}: {both[0]!r} is set both at the top level and in [hyperparameters]; keep one"
+        )
+    out["hyperparameters"].update(check_hyperparameters(top_level, str(path)))
+    out["source"] = str(path)
     return out
 
 
@@ -161,14 +252,31 @@ def make_config(file: str | Path | None = None, **flags: Any) -> RunConfig:
     """A RunConfig from an optional file, then flags (None means 'not given')."""
     values: dict[str, Any] = load_config_file(file) if file else {}
     hyper = dict(values.pop("hyperparameters", {}))
-    overrides = values.pop("strategy_overrides", {})
+    overrides = {k: dict(v) for k, v in values.pop("strategy_overrides", {}).items()}
     for key, value in flags.items():
         if value is None:
             continue
         if key in HP_FIELDS:
+            check_value(key, value, f"--{key.replace('_', '-')}")
             hyper[key] = value
-        elif key in _RUN_FIELDS:
-            values[key] = value
+            # A flag beats the file everywhere, [strategy.<name>] tables included.
+            for table in overrides.values():
+                table.pop(key, None)
+        elif key in _FILE_KEYS:
+            values[key] = check_value(key, value, f"--{key.replace('_', '-')}")
         else:
             raise ConfigError(f"unknown setting {key!r}")
     return RunConfig(**values, hyperparameters=hyper, strategy_overrides=overrides)
+
+
+def check_strategy_tables(config: RunConfig, known: Iterable[str]) -> None:
+    """Reject a `[strategy.<name>]` table for a strategy no plugin registered.
+
+    A misspelt table would otherwise be ignored silently; this needs the
+    loaded plugins, so the CLI calls it right after loading them.
+    """
+    known = list(known)
+    for name in config.strategy_overrides:
+        if name not in known:
+            where = config.source or "config"
+            raise _unknown(name, set(known), f"{where} [strategy.{name}]", "strategy")

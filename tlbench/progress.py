@@ -1,72 +1,218 @@
-"""Live progress of a grid: rich bars on a terminal, plain lines in logs and CI."""
+"""Live progress of a grid: rich bars on a terminal, plain lines in logs and CI.
+
+Three modes, picked by `make_progress`:
+
+- live (a terminal): two bars, the grid (run i of n, elapsed, ETA) and the
+  current run (phase: decode, features, train, eval; epoch, loss, accuracy,
+  images/s), with one line per finished run printed above them;
+- plain (output is not a terminal, or `--plain`): one line per run, phase
+  change and epoch, no colour and no cursor movement, readable in a log;
+- quiet (`--quiet`): nothing until the final table.
+
+The ETA counts runs still to train, with the current run's finished epochs
+as a fraction of a run; runs already in the results file and skipped runs
+take no time and are not counted.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBars
+from rich.text import Text
 
 from tlbench.runner import PlannedRun, Progress
 
+#: phases the runner reports before training; train and eval alternate every epoch.
+SETUP_PHASES = ("decode", "build", "features")
 
-def _describe(metrics: dict[str, Any]) -> str:
+
+def format_duration(seconds: float | None) -> str:
+    """`0.34` -> `0.3s`, `75` -> `1m15s`; `None` -> `?`."""
+    if seconds is None or seconds != seconds:
+        return "?"
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def describe_epoch(metrics: dict[str, Any]) -> str:
+    """`loss 0.412  acc 83.3%  1,234 img/s` from an epoch's metrics."""
+    loss, acc = metrics.get("train_loss"), metrics.get("eval_accuracy")
     ips = metrics.get("train_images_per_s")
-    return (
-        f"loss {metrics['train_loss']:.3f}  acc {100 * metrics['eval_accuracy']:.1f}%"
-        + (f"  {ips:.0f} img/s" if ips else "")
-    )
+    parts = [
+        "loss ?" if loss is None else f"loss {loss:.3f}",
+        "acc ?" if acc is None else f"acc {100 * acc:.1f}%",
+    ]
+    if ips:
+        parts.append(f"{ips:,.0f} img/s")
+    return "  ".join(parts)
 
 
-def _outcome(record: dict[str, Any]) -> str:
+def short_dataset(name: str) -> str:
+    """`imagefolder:/long/path/to/flowers` -> `imagefolder:…/flowers` (progress lines only)."""
+    base, sep, argument = name.partition(":")
+    parts = argument.rstrip("/").split("/")
+    return f"{base}:…/{parts[-1]}" if sep and len(parts) > 2 else name
+
+
+def describe_run(backbone: str, strategy: str, dataset: str, seed: int) -> str:
+    return f"{backbone} / {strategy} / {short_dataset(dataset)} / seed {seed}"
+
+
+def describe_outcome(record: dict[str, Any]) -> str:
+    """One line for a finished run: its name and its result or reason."""
     c = record["config"]
-    name = f"{c['backbone']} / {c['strategy']} / {c['dataset']} / seed {c['seed']}"
+    name = describe_run(c["backbone"], c["strategy"], c["dataset"], c["seed"])
     if record["status"] == "ok":
         acc = record["accuracy"]
-        return f"{name}: top-1 {100 * acc['final']:.1f}% (best {100 * acc['best']:.1f}% at epoch {acc['best_epoch']})"
+        seconds = record.get("elapsed_seconds") or record.get("cost", {}).get("wall_seconds")
+        took = f" in {format_duration(seconds)}" if seconds is not None else ""
+        return (
+            f"{name}: top-1 {100 * acc['final']:.1f}% "
+            f"(best {100 * acc['best']:.1f}% at epoch {acc['best_epoch']}){took}"
+        )
     return f"{name}: {record['status']} — {record.get('reason')}"
 
 
+class GridClock:
+    """Runs done (with the current run's epochs as a fraction) and the time left."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.finished = 0
+        self.fraction = 0.0  # of the current run
+        self.started = time.perf_counter()
+
+    @property
+    def done(self) -> float:
+        return self.finished + self.fraction
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far; None before any progress."""
+        if self.done <= 0:
+            return None
+        return self.elapsed() / self.done * max(0.0, self.total - self.done)
+
+
 class PlainProgress(Progress):
-    """One line per run and per epoch: readable in a log file."""
+    """One line per run and setup phase, epoch lines every few seconds: readable in a log."""
+
+    #: at most one epoch line per this many seconds (first and last epochs always).
+    EPOCH_LINE_SECONDS = 10.0
 
     def __init__(self, console: Console, quiet: bool = False):
         self.console, self.quiet = console, quiet
-        self._index = self._total = 0
+        self.clock = GridClock(0)
         self._last_phase = ""
+        self._pending_decode = ""
+        self._epochs = 0
+        self._last_line = 0.0
 
-    def _print(self, text: str) -> None:
+    def _emit(self, text: str, style: str | None = None) -> None:
         if not self.quiet:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.console.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
 
     def grid_started(self, plans: list[PlannedRun]) -> None:
         todo = sum(p.status == "pending" for p in plans)
         done = sum(p.status == "done" for p in plans)
         skipped = sum(p.status == "skipped" for p in plans)
-        self._print(f"grid: {len(plans)} runs — {todo} to train, {done} already done, {skipped} skipped")
+        self.clock = GridClock(todo)
+        self._emit(
+            f"grid: {len(plans)} runs — {todo} to train, {done} already done, {skipped} skipped"
+        )
 
     def run_started(self, plan: PlannedRun, index: int, total: int) -> None:
-        self._index, self._total = index, total
-        self._print(f"[{index}/{total}] {plan.spec.label} at {plan.spec.image_size} px")
+        self._last_phase = ""
+        self.clock.fraction = 0.0
+        eta = self.clock.eta()
+        when = f"  (elapsed {format_duration(self.clock.elapsed())}, eta {format_duration(eta)})"
+        s = plan.spec
+        self._emit(
+            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed)} "
+            f"at {s.image_size} px" + (when if eta is not None else "")
+        )
 
     def phase(self, name: str, done: int | None = None, total: int | None = None) -> None:
-        if done is None and name != self._last_phase:
-            self._last_phase = name
-            self._print(f"    {name}")
+        # Epoch lines already say that training and evaluation happen, and
+        # building a model is instant; a decode is worth a line only when
+        # images are really decoded (counts arrive), not read from the cache.
+        base = name.split()[0] if name else name
+        if done is None:
+            if base == "decode":
+                self._pending_decode = name
+            elif name != self._last_phase and base not in ("train", "eval", "build"):
+                self._last_phase = name
+                self._emit(f"    {name}")
+        elif base == "decode" and self._pending_decode:
+            self._emit(f"    {self._pending_decode}: {total} images")
+            self._pending_decode = ""
 
     def epoch(self, metrics: dict[str, Any], epochs: int) -> None:
-        self._print(f"    epoch {metrics['epoch']}/{epochs}  {_describe(metrics)}")
+        self._epochs = epochs
+        self.clock.fraction = min(1.0, metrics["epoch"] / max(1, epochs))
+        # A log wants the trend, not 30 lines of a head that trains in a second:
+        # the first and last epochs, and one line per EPOCH_LINE_SECONDS between.
+        now = time.perf_counter()
+        epoch = metrics["epoch"]
+        if epoch in (1, epochs) or now - self._last_line >= self.EPOCH_LINE_SECONDS:
+            self._last_line = now
+            self._emit(f"    epoch {epoch}/{epochs}  {describe_epoch(metrics)}")
 
     def run_finished(self, record: dict[str, Any]) -> None:
-        self._print(f"    -> {_outcome(record)}")
+        if record["status"] != "skipped":
+            self.clock.finished += 1
+        self.clock.fraction = 0.0
+        self._emit(f"    -> {describe_outcome(record)}")
+
+    def grid_finished(self, records: list[dict[str, Any]]) -> None:
+        trained = sum(r["status"] != "skipped" for r in records)
+        if trained:
+            self._emit(f"grid done: {trained} runs in {format_duration(self.clock.elapsed())}")
+
+    def close(self) -> None:
+        """Release the display (after an interruption too)."""
+
+
+class _CountColumn(ProgressColumn):
+    """`run 3/12`, `epoch 2/5`, `320/720 images`; blank without a count (building, extracting)."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
+        if task.total is None or not unit:
+            return Text("")
+        done, total = int(task.completed), int(task.total)
+        if unit == "run":  # the run under way, not the runs finished
+            return Text(f"run {min(done + 1, total)}/{total}", style="progress.download")
+        if unit == "epoch":
+            return Text(f"epoch {done}/{total}", style="progress.download")
+        return Text(f"{done}/{total} {unit}", style="progress.download")
+
+
+class _EtaColumn(ProgressColumn):
+    """The grid's own ETA (runs, not rich's recent-speed window)."""
+
+    def __init__(self, clock_of: Any):
+        super().__init__()
+        self._clock_of = clock_of
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") != "run":
+            return Text("")
+        return Text(f"eta {format_duration(self._clock_of().eta())}", style="progress.remaining")
 
 
 class LiveProgress(PlainProgress):
@@ -76,59 +222,103 @@ class LiveProgress(PlainProgress):
         super().__init__(console)
         self.bars = RichBars(
             TextColumn("{task.description}"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
+            BarColumn(bar_width=20),
+            _CountColumn(),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            _EtaColumn(lambda: self.clock),
             TextColumn("{task.fields[info]}"),
             console=console,
-            transient=False,
+            transient=True,  # the bars vanish at the end; the run lines and table remain
         )
-        self._grid = self._run = None
-        self._started = 0.0
+        self._grid: Any = None
+        self._run: Any = None
+        self._run_info = ""
+
+    def renderable(self) -> RenderableType:
+        """What the bars show now (for captures and tests)."""
+        return self.bars.get_renderable()
+
+    def _emit(self, text: str, style: str | None = None) -> None:
+        # Through the live console, so lines appear above the bars.
+        self.bars.console.print(text, style=style, highlight=False, markup=False)
 
     def grid_started(self, plans: list[PlannedRun]) -> None:
         super().grid_started(plans)
-        todo = sum(p.status != "done" for p in plans)
         self.bars.start()
-        self._grid = self.bars.add_task("grid", total=todo, info="")
-        self._started = time.perf_counter()
+        self._grid = self.bars.add_task("grid", total=max(1, self.clock.total), info="", unit="run")
 
     def run_started(self, plan: PlannedRun, index: int, total: int) -> None:
+        self._last_phase = ""
+        self._epochs, self._run_info = 0, ""
+        self.clock.fraction = 0.0
         if self._run is not None:
             self.bars.remove_task(self._run)
-        self.bars.update(self._grid, description=f"grid run {index}/{total}")
-        self._run = self.bars.add_task(f"  {plan.spec.backbone}/{plan.spec.strategy}", total=None, info="")
+        s = plan.spec
+        self.bars.update(self._grid, completed=self.clock.done)
+        self._run = self.bars.add_task(
+            f"  {s.backbone} / {s.strategy} / seed {s.seed}", total=None, info="starting", unit=""
+        )
+        self._emit(
+            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed)} "
+            f"at {s.image_size} px",
+            style="bold",
+        )
 
     def phase(self, name: str, done: int | None = None, total: int | None = None) -> None:
         if self._run is None:
             return
-        if done is not None:
-            self.bars.update(self._run, completed=done, total=total, info=name)
+        base = name.split()[0] if name else name
+        if base in ("train", "eval") and self._epochs:
+            # Keep the epoch bar and the last metrics; only the phase word changes.
+            self.bars.update(self._run, info=f"{name:<6} {self._run_info}")
+        elif done is not None:
+            # "decode" counts belong to the "decode train" announced before them.
+            label = self._last_phase if self._last_phase.startswith(name) else name
+            self.bars.update(self._run, completed=done, total=total, info=label, unit="images")
         else:
-            self.bars.update(self._run, completed=0, total=None, info=name)
+            self._last_phase = name
+            self.bars.update(self._run, completed=0, total=None, info=name, unit="")
 
     def epoch(self, metrics: dict[str, Any], epochs: int) -> None:
-        if self._run is not None:
-            self.bars.update(self._run, completed=metrics["epoch"], total=epochs,
-                             info=f"train  epoch {metrics['epoch']}/{epochs}  {_describe(metrics)}")
+        self._epochs = epochs
+        self.clock.fraction = min(1.0, metrics["epoch"] / max(1, epochs))
+        if self._run is None:
+            return
+        self._run_info = describe_epoch(metrics)
+        self.bars.update(
+            self._run,
+            completed=metrics["epoch"],
+            total=epochs,
+            unit="epoch",
+            info=f"{'train':<6} {self._run_info}",
+        )
+        self.bars.update(self._grid, completed=self.clock.done)
 
     def run_finished(self, record: dict[str, Any]) -> None:
-        self.bars.console.print(f"  {_outcome(record)}", highlight=False)
+        if record["status"] != "skipped":
+            self.clock.finished += 1
+        self.clock.fraction = 0.0
+        self._epochs, self._run_info = 0, ""
+        style = {"ok": "green", "skipped": "dim"}.get(record["status"], "red")
+        self._emit(f"    -> {describe_outcome(record)}", style=style)
         if self._grid is not None:
-            self.bars.advance(self._grid)
+            self.bars.update(self._grid, completed=self.clock.done)
 
     def grid_finished(self, records: list[dict[str, Any]]) -> None:
+        self.close()
+        super().grid_finished(records)
+
+    def close(self) -> None:
         if self._run is not None:
             self.bars.remove_task(self._run)
             self._run = None
         self.bars.stop()
 
 
-def make_progress(console: Console, *, quiet: bool) -> Progress:
+def make_progress(console: Console, *, quiet: bool = False, plain: bool = False) -> PlainProgress:
+    """Live bars on a terminal; plain lines when not a terminal or `plain`; nothing when `quiet`."""
     if quiet:
         return PlainProgress(console, quiet=True)
-    if console.is_terminal:
+    if console.is_terminal and not plain:
         return LiveProgress(console)
     return PlainProgress(console)

@@ -2,7 +2,7 @@
 
 Two layouts are read:
 
-- a tree with `train/` and an evaluation folder, `val/`, `valid/` or `test/`
+- a tree with `train/` and an evaluation folder, `val/`, `valid/`, `validation/` or `test/`
   (the first that exists, in that order), each holding the same class
   subfolders (hymenoptera_data, dogscats, flowers12);
 - a single folder of class subfolders (or a tree with only `train/`): a
@@ -31,7 +31,7 @@ from tlbench.hookspecs import hookimpl
 from tlbench.images import IMG_EXTENSIONS, FileImages, is_image_file
 
 #: evaluation folder names, in order of preference.
-EVAL_DIRS = ("val", "valid", "test")
+EVAL_DIRS = ("val", "valid", "validation", "test")
 
 # Bump when the split rule or fingerprint inputs change, so caches keyed on
 # the old rule are not reused.
@@ -104,7 +104,7 @@ def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
 def _load_fraction(root: Path, class_root: Path, fraction: float, seed: int) -> DatasetSplits:
     if not 0.0 < fraction < 1.0:
         raise DatasetError(
-            f"imagefolder: {class_root} has no val/, valid/ or test/ folder, so a fraction of "
+            f"imagefolder: {class_root} has no val/, valid/, validation/ or test/ folder, so a fraction of "
             f"each class is held out for evaluation, but val_fraction={fraction} is not "
             f"between 0 and 1. Pass e.g. --val-fraction 0.2."
         )

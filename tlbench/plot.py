@@ -1,0 +1,248 @@
+"""`tlbench report --plot`: accuracy against training cost, and the learning curves.
+
+One figure, one row of two panels per dataset:
+
+- left: top-1 against training seconds (log scale), one labelled point per
+  comparison row (error bars: std over seeds), and the Pareto frontier as a
+  staircase: the best accuracy reachable for at most that much training;
+- right: held-out accuracy after every epoch, one line per row (mean over
+  seeds, over the epochs every seed reached).
+
+matplotlib is an optional extra (`pip install 'tlbench[plot]'`). It is used
+through its object API with the Agg canvas: no pyplot state, no display needed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from tlbench.errors import TlbenchError
+from tlbench.report import Row, by_dataset
+
+MISSING = (
+    "--plot needs matplotlib, an optional extra: pip install 'tlbench[plot]' "
+    "(or pip install matplotlib)"
+)
+
+#: a colour per strategy, stable across plots; other strategies take the next colours.
+STRATEGY_COLOURS = {"scratch": "#d62728", "linear": "#1f77b4", "finetune": "#2ca02c"}
+_OTHER_COLOURS = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+#: where a zero-second row lands on the log axis (a cached head can train in microseconds).
+MIN_SECONDS = 1e-3
+
+
+def _figure_class() -> Any:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise TlbenchError(MISSING) from None
+    return Figure, FigureCanvasAgg
+
+
+def mean_curve(records: list[dict[str, Any]]) -> list[float]:
+    """Per-epoch held-out accuracy averaged over runs, up to the shortest curve."""
+    curves = [
+        [c.get("eval_accuracy") for c in r.get("accuracy", {}).get("curve", [])]
+        for r in records
+        if r.get("status") == "ok"
+    ]
+    curves = [c for c in curves if c and all(v is not None for v in c)]
+    if not curves:
+        return []
+    length = min(len(c) for c in curves)
+    return [statistics.fmean(c[i] for c in curves) for i in range(length)]
+
+
+def frontier(rows: list[Row]) -> list[tuple[float, float]]:
+    """(seconds, accuracy) of the Pareto rows, cheapest first."""
+    points = sorted(
+        (max(MIN_SECONDS, r.train_seconds or 0.0), r.accuracy)
+        for r in rows
+        if r.pareto and r.accuracy is not None
+    )
+    return [(s, a) for s, a in points]
+
+
+def _styles(rows: list[Row]) -> tuple[dict[str, str], dict[str, str]]:
+    colours = dict(STRATEGY_COLOURS)
+    extra = iter(_OTHER_COLOURS * 10)
+    for r in rows:
+        if r.strategy not in colours:
+            colours[r.strategy] = next(extra)
+    backbones = sorted({r.backbone for r in rows})
+    markers = {b: _MARKERS[i % len(_MARKERS)] for i, b in enumerate(backbones)}
+    return colours, markers
+
+
+def plot_comparison(
+    rows: list[Row], records: list[dict[str, Any]], path: str | Path, *, title: str | None = None
+) -> Path:
+    """Draw the trade-off and the learning curves of `rows` into the image file `path`."""
+    figure_class, canvas_class = _figure_class()
+    path = Path(path).expanduser()
+    groups = by_dataset(rows)
+    if not groups:
+        raise TlbenchError("nothing to plot: no rows")
+    by_key = {r["key"]: r for r in records}
+    colours, markers = _styles(rows)
+
+    fig = figure_class(figsize=(14, 5.2 * len(groups)), dpi=110, layout="constrained")
+    canvas = canvas_class(fig)
+    if title:
+        fig.suptitle(title)
+    axes = fig.subplots(len(groups), 2, squeeze=False)
+    panels = []
+    for (dataset, group), (trade, curves) in zip(groups.items(), axes, strict=True):
+        done = [r for r in group if r.accuracy is not None]
+        panels.append((trade, done))
+        _draw_tradeoff(trade, dataset, group, done, colours, markers)
+        _draw_curves(curves, dataset, done, by_key, colours, markers)
+    # Labels go last, placed on the laid-out figure so that they do not collide.
+    canvas.draw()
+    for trade, done in panels:
+        _label_points(trade, done, canvas.get_renderer())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=110)
+    except (OSError, ValueError) as exc:
+        raise TlbenchError(f"cannot write plot {path}: {exc}") from exc
+    return path
+
+
+def _x(row: Row) -> float:
+    return max(MIN_SECONDS, row.train_seconds or 0.0)
+
+
+def _draw_tradeoff(
+    ax: Any, dataset: str, group: list[Row], done: list[Row], colours: dict, markers: dict
+) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (feature extraction + training), log scale")
+    ax.set_ylabel("top-1 % on the held-out split (final epoch)")
+    ax.set_title(f"{dataset}: accuracy against training cost")
+    ax.grid(True, which="both", alpha=0.3)
+    missing = [r for r in group if r.accuracy is None]
+    if missing:
+        text = "\n".join(f"{r.label}: {r.status}" for r in missing[:6])
+        ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, color="grey", va="bottom")
+    if not done:
+        return
+    for r in done:
+        ax.errorbar(
+            _x(r),
+            100 * r.accuracy,
+            yerr=100 * r.accuracy_std if r.accuracy_std else None,
+            fmt=markers[r.backbone],
+            color=colours[r.strategy],
+            markersize=9 if r.pareto else 7,
+            markeredgecolor="black" if r.pareto else "none",
+            capsize=3,
+            zorder=3,
+        )
+    right = max(_x(r) for r in done) * 3
+    points = frontier(done)
+    if points:
+        xs, ys = [p[0] for p in points], [100 * p[1] for p in points]
+        # A staircase: the best accuracy reachable for at most that much training.
+        ax.step(
+            [*xs, right],
+            [*ys, ys[-1]],
+            where="post",
+            color="black",
+            alpha=0.6,
+            linestyle="--",
+            linewidth=1.2,
+            zorder=2,
+            label="Pareto frontier",
+        )
+        ax.legend(loc="lower right", fontsize=8)
+    top = max(100 * (r.accuracy + (r.accuracy_std or 0)) for r in done)
+    ax.set_ylim(bottom=max(0.0, min(100 * r.accuracy for r in done) - 10), top=min(105.0, top + 8))
+    ax.set_xlim(min(_x(r) for r in done) / 2, right * 1.5)
+
+
+def _draw_curves(
+    ax: Any, dataset: str, done: list[Row], by_key: dict, colours: dict, markers: dict
+) -> None:
+    styles = ["-", "--", "-.", ":"]
+    seen: dict[tuple[str, str], int] = {}
+    for r in done:
+        curve = mean_curve([by_key[k] for k in r.run_keys if k in by_key])
+        if not curve:
+            continue
+        # Variants of one backbone x strategy share a colour and marker: the line style tells them apart.
+        variant = seen[r.backbone, r.strategy] = seen.get((r.backbone, r.strategy), -1) + 1
+        ax.plot(
+            range(1, len(curve) + 1),
+            [100 * v for v in curve],
+            marker=markers[r.backbone],
+            markersize=4,
+            color=colours[r.strategy],
+            label=r.label,
+            linestyle=styles[variant % len(styles)],
+            linewidth=2 if r.pareto else 1.2,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top-1 % on the held-out split")
+    ax.set_title(f"{dataset}: learning curves (mean over seeds)")
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8, loc="lower right")
+
+
+#: where a label may go relative to its point (points), in order of preference.
+_LABEL_OFFSETS = [
+    (6, 4, "left"),
+    (6, -13, "left"),
+    (-6, 4, "right"),
+    (-6, -13, "right"),
+    (6, 16, "left"),
+    (6, -25, "left"),
+    (-6, 16, "right"),
+    (-6, -25, "right"),
+]
+
+
+def _label_points(ax: Any, done: list[Row], renderer: Any) -> None:
+    """A label per point, at the first nearby place that overlaps no label, point or legend."""
+    area = ax.get_window_extent(renderer)
+    taken = [ax.transData.transform((_x(r), 100 * r.accuracy)) for r in done]
+    from matplotlib.transforms import Bbox
+
+    placed = [Bbox.from_extents(x - 6, y - 6, x + 6, y + 6) for x, y in taken]
+    legend = ax.get_legend()
+    if legend is not None:
+        placed.append(legend.get_window_extent(renderer))
+    # Pareto rows first: their labels matter most and get the best places.
+    for r in sorted(done, key=lambda r: not r.pareto):
+        fallback = None
+        for dx, dy, ha in _LABEL_OFFSETS:
+            label = ax.annotate(
+                r.label,
+                (_x(r), 100 * r.accuracy),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                fontsize=8,
+                fontweight="bold" if r.pareto else "normal",
+            )
+            label.set_in_layout(False)
+            box = label.get_window_extent(renderer)
+            inside = (
+                area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
+            )
+            if inside and not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                if fallback is not None:
+                    fallback.remove()
+                break
+            if fallback is None:
+                fallback = label  # kept if no place is free
+            else:
+                label.remove()
+        else:
+            placed.append(fallback.get_window_extent(renderer))
