@@ -8,10 +8,13 @@ host), and the wall clock is read only after `synchronize`.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ _PEAK_BF16_TFLOPS = {
     "H100": 989.0,
     "A100": 312.0,
     "L40S": 362.0,
+    "L40": 181.0,
     "L4": 121.0,
     "A10G": 70.0,
     "RTX 4090": 165.0,
@@ -105,40 +109,92 @@ class PhaseClock:
         return dict(self.seconds)
 
 
+def _vm_kib(field: str) -> int | None:
+    """A `Vm*` line of /proc/self/status in KiB (Linux), or None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class PeakMemory:
-    """Peak memory of a run: CUDA peak allocated, or the process's peak RSS on a CPU."""
+    """Peak memory of a run: CUDA peak allocated, or the process's peak RSS on a CPU.
+
+    On a CPU, `reset()` clears the kernel's resident-set high-water mark
+    (VmHWM, Linux 4.0+), so the figure is this run's peak and not that of an
+    earlier, bigger run in the same process. Where the mark cannot be reset
+    the figure is the process's lifetime peak and its `peak_memory_kind` says
+    so. On CUDA the host's peak RSS is recorded beside the device figure.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.rss_reset = False
 
     def reset(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        # Linux resets the VmHWM high-water mark on "5" (since 4.0), so the
-        # figure is this run's peak rather than the whole process's.
+        self.rss_reset = self._reset_rss_peak()
+
+    @staticmethod
+    def _reset_rss_peak() -> bool:
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
-            pass
+            return False
+        # Trust the reset only if it took: right after it, the mark is the current RSS.
+        hwm, rss = _vm_kib("VmHWM"), _vm_kib("VmRSS")
+        return hwm is not None and rss is not None and hwm <= rss * 1.05 + 1024
+
+    def _host(self) -> tuple[int, str]:
+        hwm = _vm_kib("VmHWM")
+        if hwm is not None:
+            return hwm * 1024, "process_peak_rss" if self.rss_reset else "process_peak_rss_lifetime"
+        # ru_maxrss is KiB on Linux and never resets.
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return int(rss), "process_peak_rss_lifetime"
 
     def read(self) -> dict[str, Any]:
+        host_bytes, host_kind = self._host()
         if self.device.type == "cuda":
             return {
                 "peak_memory_bytes": int(torch.cuda.max_memory_allocated(self.device)),
                 "peak_memory_kind": "cuda_max_allocated",
+                "peak_host_memory_bytes": host_bytes,
             }
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return {
-                        "peak_memory_bytes": int(line.split()[1]) * 1024,
-                        "peak_memory_kind": "process_peak_rss",
-                    }
-        except OSError:
-            pass
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return {"peak_memory_bytes": int(rss), "peak_memory_kind": "process_peak_rss_lifetime"}
+        return {"peak_memory_bytes": host_bytes, "peak_memory_kind": host_kind}
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only; musl has no malloc_trim)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def release_host_memory() -> None:
+    """Return the memory glibc keeps after PyTorch freed it to the OS (`malloc_trim`).
+
+    glibc's allocator keeps freed blocks in its arenas, fragmented, so a CPU
+    training process grows by the size of its activations again and again:
+    measured on EfficientNet-Lite0 at 224 px, batch 32, 2 CPU threads, the
+    resident set left between steps rose from 0.8 to 3.0 GB in 8 steps, and an
+    evaluation pass on top of it peaked at 3.9 GB (3.3 GB when trimmed).
+    Called at epoch boundaries, never inside the step loop: a trim costs
+    milliseconds but the next step page-faults the memory back in. A no-op
+    where glibc is absent.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def forward_flops(model: nn.Module, image_size: int, device: torch.device) -> int | None:
