@@ -278,6 +278,13 @@ def efficientnet_lite(
         model.load_state_dict(state, strict=True)
         if num_classes != 1000:
             model.reset_classifier(num_classes)
+    else:
+        # Without TF-estimated statistics to keep, TF's slow 0.01 update leaves the
+        # running statistics far from the data for hundreds of steps: evaluation
+        # features were nearly constant and scratch stayed at chance. PyTorch's 0.1.
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
     return model
 
 
