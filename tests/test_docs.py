@@ -104,6 +104,8 @@ def test_the_minimal_plugin_passes_the_contract_checks(hello, tlbench_plugins, t
 def test_the_guides_example_test_file_passes(hello, tlbench_plugins, tlbench_request, tlbench_run):
     namespace: dict = {}
     exec(compile(code_block("Testing your plugin"), str(GUIDE), "exec"), namespace)
+    # The guide's tests hold the assertions; they must all be there to run.
+    assert {"test_plugin_loads_cleanly", "test_contracts", "test_a_real_run"} <= namespace.keys()
     namespace["test_plugin_loads_cleanly"]()
     namespace["test_contracts"](tlbench_plugins, tlbench_request)
     namespace["test_a_real_run"](tlbench_plugins, tlbench_run)
