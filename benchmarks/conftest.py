@@ -49,11 +49,10 @@ def device() -> torch.device:
 
 @pytest.fixture(scope="session")
 def execution(device: torch.device) -> Execution:
-    """The harness's own defaults for the device: bf16 + channels-last on CUDA, fp32 on a CPU."""
-    cuda = device.type == "cuda"
-    if cuda:
+    """The harness's own defaults for the device (`Execution.resolve`, as the runner uses)."""
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Execution(device, "bf16" if cuda else "fp32", channels_last=cuda)
+    return Execution.resolve(device)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from tlbench import IMAGENET_MEAN, IMAGENET_STD, Plugins, Preprocessing, WeightsUnavailableError
 from tlbench.builtin import efficientnet_lite, torchvision_backbones
-from tlbench.builtin.efficientnet_lite import VARIANTS, EfficientNetLite, SameConv2d
+from tlbench.builtin.efficientnet_lite import VARIANTS, EfficientNetLite, MBConv, ReLU6, SameConv2d
 
 FLOWERS12 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
 
@@ -257,6 +257,52 @@ def test_same_conv_pads_like_tensorflow(size, kernel):
     reference = torch.nn.functional.conv2d(torch.nn.functional.pad(x, pad), conv.weight, stride=2)
     assert conv(x).shape[-1] == -(-size // 2)
     assert torch.allclose(conv(x), reference)
+
+
+def test_lite_relu6_matches_torch_including_the_clipping_points():
+    x = torch.tensor([-1.0, 0.0, 0.5, 3.0, 6.0, 7.0]).repeat(3, 1)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.arange(18.0).view(3, 6)
+    ReLU6()(ours * 1).backward(grad)
+    torch.nn.ReLU6(inplace=True)(theirs * 1).backward(grad)
+    assert torch.equal(ours.grad, theirs.grad)
+    with torch.no_grad():  # no autograd: a plain in-place clamp
+        assert torch.equal(ReLU6()(x.clone()), torch.nn.functional.relu6(x))
+
+
+def _strided_block() -> tuple[MBConv, torch.Tensor]:
+    # Lite0's second stage at 32 px: expand 16 -> 96, 3x3 depthwise stride 2, project to 24.
+    torch.manual_seed(0)
+    return MBConv(16, 24, 3, 2, 6, 0.0, same=True).train(), torch.randn(4, 16, 32, 32)
+
+
+def test_lite_block_pads_before_its_activation_with_the_same_result():
+    block, x = _strided_block()
+    relu6 = torch.nn.ReLU6()
+    y = relu6(block._bn0(block._expand_conv(x)))
+    y = relu6(block._bn1(block._depthwise_conv(y)))  # SameConv2d.forward pads here
+    assert torch.allclose(block(x), block._bn2(block._project_conv(y)), atol=1e-6)
+
+
+def test_lite_block_keeps_one_tensor_per_activation_for_backward():
+    block, x = _strided_block()
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        block(x.requires_grad_())
+    # The input; the expand output (BatchNorm's input) and the padded ReLU6 output
+    # (the depthwise conv's input); the depthwise output and its ReLU6 output (the
+    # projection's input); the projection output: one tensor each, plus weights and
+    # BatchNorm statistics (a few KB). nn.ReLU6 and a separate F.pad keep 1.7x this.
+    b, e = 4, x.element_size()
+    activations = (
+        b * e * (16 * 32 * 32 + 96 * 32 * 32 + 96 * 33 * 33 + 2 * 96 * 16 * 16 + 24 * 16 * 16)
+    )
+    assert activations <= sum(storages.values()) < activations + 32 * 1024
 
 
 def _flowers(species: str, count: int) -> torch.Tensor:

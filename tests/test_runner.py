@@ -67,7 +67,7 @@ def test_same_seed_twice_gives_identical_curves(plugins, tiny_config, tmp_path):
     first = Runner(tiny_config, plugins).run()
     tiny_config.out = str(tmp_path / "second.jsonl")
     second = Runner(tiny_config, plugins).run()
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         curve = lambda r: [(c["train_loss"], c["eval_accuracy"], c["eval_loss"]) for c in r["accuracy"]["curve"]]  # noqa: E731
         assert curve(a) == curve(b)
 
@@ -86,7 +86,7 @@ def test_nan_loss_fails_that_run_and_the_grid_goes_on(plugins, tiny_config):
 
 def test_unknown_names_fail_before_training(plugins, tiny_config):
     tiny_config.backbones = ["tiny", "tinny"]
-    with pytest.raises(UnknownNameError, match="'tinny'.*'tiny'.*tlbench list backbones"):
+    with pytest.raises(UnknownNameError, match=r"'tinny'.*'tiny'.*tlbench list backbones"):
         Runner(tiny_config, plugins).plan()
     tiny_config.backbones = ["tiny"]
     tiny_config.strategies = ["fintune"]

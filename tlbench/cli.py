@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fp32", "bf16"],
         help="auto: bf16 autocast on CUDA, fp32 on CPU",
     )
-    _bool_flag(where, "channels-last", "channels-last memory format (default: on for CUDA)")
+    _bool_flag(where, "channels-last", "channels-last memory format (default: on; faster for convnets on CPU and CUDA)")
     where.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile the model"
     )

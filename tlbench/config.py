@@ -86,7 +86,7 @@ class RunConfig:
     device: str = "auto"
     # "auto": bf16 autocast on CUDA, fp32 on a CPU (where bf16 is slower on most chips).
     precision: str = "auto"
-    channels_last: bool | None = None  # None: on for CUDA, where it is faster for convnets
+    channels_last: bool | None = None  # None: on (Execution.resolve)
     compile: bool = False
     out: str = "results/runs.jsonl"
     data_dir: str | None = None

@@ -126,13 +126,10 @@ class Runner:
     def __post_init__(self) -> None:
         cfg = self.config
         self.device = resolve_device(cfg.device)
-        precision = cfg.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise TlbenchError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
-        channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
-        self.execution = Execution(self.device, precision, channels_last, cfg.compile)
+        try:
+            self.execution = Execution.resolve(self.device, cfg.precision, cfg.channels_last, cfg.compile)
+        except ValueError as error:
+            raise TlbenchError(f"--{error}") from None
         cache_dir = None if cfg.no_cache else Path(cfg.cache_dir or default_cache_dir()).expanduser()
         self.decode = DecodeCache(cache_dir, workers=cfg.workers)
         self.features = ArrayStore(cache_dir / "features" if cache_dir else None)
