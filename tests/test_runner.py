@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -111,6 +112,31 @@ def test_features_are_cached_across_seeds_and_processes(plugins, tiny_config):
         return [[(c["train_loss"], c["eval_accuracy"]) for c in r["accuracy"]["curve"]] for r in rs]
 
     assert losses(again) == losses(first)
+
+
+def test_feature_cache_hit_builds_no_backbone_and_reports_the_same_cost_facts(
+    plugins, tiny_config, monkeypatch
+):
+    tiny_config.strategies = ["linear"]
+    builds = []
+    tiny = plugins.backbones.get("tiny")
+    counted = dataclasses.replace(tiny, build=lambda pretrained: builds.append(pretrained) or tiny.build(pretrained))
+    monkeypatch.setitem(plugins.backbones._items, "tiny", counted)
+    (first,) = Runner(tiny_config, plugins).run()
+    assert builds == [True]
+    tiny_config.force = True
+    (again,) = Runner(tiny_config, plugins).run()  # a new runner: the features come from disk
+    assert again["cost"]["feature_cache"] == "disk"
+    assert builds == [True]  # not built again
+    facts = ("trainable_params", "total_params", "forward_flops_per_image")
+    assert [again["cost"][k] for k in facts] == [first["cost"][k] for k in facts]
+    assert first["cost"]["forward_flops_per_image"] > 0
+    assert first["cost"]["total_params"] > first["cost"]["trainable_params"] > 0
+
+    tiny_config.save_models = True  # a checkpoint holds the backbone: built for it
+    (saved,) = Runner(tiny_config, plugins).run()
+    assert saved["cost"]["feature_cache"] == "disk" and builds == [True, True]
+    assert Path(saved["cost"]["checkpoint"]).is_file()
 
 
 def test_batch_larger_than_dataset_works(plugins, tiny_config):

@@ -15,6 +15,7 @@ import datetime as _dt
 import gc
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ from tlbench.timing import (
 #: bumped when a change makes old results incomparable (it is part of every key).
 RESULTS_VERSION = 1
 FEATURES_VERSION = 1
+#: What a feature cache entry records of the model that made it (see `Runner._features`).
+_MODEL_FACTS = frozenset({"backbone_params", "forward_flops_per_image"})
 #: image size used when neither the flag nor the dataset gives one (fast on a CPU).
 FALLBACK_IMAGE_SIZE = 128
 
@@ -137,7 +140,7 @@ class Runner:
         self.out = Path(cfg.out).expanduser()
         self._flops: dict[tuple[str, int], int | None] = {}
         self._datasets: dict[str, _LoadedDataset] = {}
-        self._feature_memory: dict[str, torch.Tensor] = {}
+        self._feature_memory: dict[str, tuple[torch.Tensor, dict[str, Any]]] = {}
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -265,7 +268,12 @@ class Runner:
         # The record first, the clean-up after: an interruption during
         # gc.collect() must not lose a finished run.
         results.append(self.out, record)
-        gc.collect()
+        if record["status"] != "ok":
+            # A failure's traceback can keep the run's model alive in a reference
+            # cycle. A finished run leaves only a few hundred small objects in
+            # cycles (typing and dynamo internals, no tensor), and a full
+            # collection costs ~0.12 s: a quarter of a cached `linear` run.
+            gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.plugins.run_finished(spec, record)
@@ -302,11 +310,23 @@ class Runner:
             store = backbone.preprocessing.resize_for(spec.image_size)
             train, evalset = self._decoded(loaded, store)
 
-        torch.manual_seed(spec.seed)
-        self.progress.phase("build")
-        module = backbone.build(strategy.pretrained)
         hp, batch_history, fit, cache_hit = spec.hp, [], None, "none"
+        module: nn.Module | None = None
         self.plugins.run_started(spec)
+
+        def build() -> nn.Module:
+            nonlocal module
+            if module is None:
+                torch.manual_seed(spec.seed)
+                self.progress.phase("build")
+                module = backbone.build(strategy.pretrained)
+            return module
+
+        def frozen_model() -> ImageClassifier:
+            for p in build().parameters():
+                p.requires_grad_(False)
+            head = FeatureHead(backbone.feature_dim, num_classes)
+            return ImageClassifier(build(), head, backbone.preprocessing)
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
             self.plugins.epoch_ended(spec, epoch, metrics)
@@ -316,23 +336,23 @@ class Runner:
             batch_history.append(min(hp.batch_size, len(train)))  # the batch actually tried
             try:
                 if strategy.frozen_backbone:
-                    for p in module.parameters():
-                        p.requires_grad_(False)
-                    model = ImageClassifier(module, FeatureHead(backbone.feature_dim, num_classes), backbone.preprocessing)
                     with watch.section("features"):
                         self.progress.phase("features")
                         # With this attempt's batch size: an OOM retry extracts in smaller batches too.
                         attempt = dataclasses.replace(spec, hp=hp)
-                        (train_x, eval_x), cache_hit = self._features(attempt, backbone, model, train, evalset, store)
+                        (train_x, eval_x), cache_hit, facts = self._features(
+                            attempt, backbone, frozen_model, train, evalset, store
+                        )
                     torch.manual_seed(spec.seed)
-                    model.head = FeatureHead(backbone.feature_dim, num_classes)
+                    head = FeatureHead(backbone.feature_dim, num_classes)
                     self.progress.phase("train")
                     fit = train_head_on_features(
-                        model.head, train_x, train.labels, eval_x, evalset.labels,
+                        head, train_x, train.labels, eval_x, evalset.labels,
                         num_classes=num_classes, hp=hp, ex=self.execution, seed=spec.seed,
                         on_epoch=on_epoch, keep_best=self.config.save_models,
                     )
                 else:
+                    module = build()  # seeds, then builds: before the head takes its draws
                     head = nn.Linear(backbone.feature_dim, num_classes)
                     groups = strategy.param_groups(module, head, hp)
                     model = ImageClassifier(module, head, backbone.preprocessing)
@@ -362,15 +382,16 @@ class Runner:
                 model = module = None
                 gc.collect()
                 torch.cuda.empty_cache()
-                torch.manual_seed(spec.seed)
-                module = backbone.build(strategy.pretrained)
                 memory.reset()
 
-        trainable, total = count_parameters(model)
-        key = (backbone.name, spec.image_size)
-        if key not in self._flops:
-            self._flops[key] = forward_flops(model, spec.image_size, self.device)
-        flops = self._flops[key]
+        if strategy.frozen_backbone:
+            # From the feature cache's sidecar on a hit: the backbone is not even built.
+            trainable, head_total = count_parameters(head)
+            total = facts["backbone_params"] + head_total
+            flops = facts["forward_flops_per_image"]
+        else:
+            trainable, total = count_parameters(model)
+            flops = self._forward_flops(backbone, model, spec.image_size)
         cost = {
             "data_prep_seconds": watch.seconds.get("data_prep", 0.0),
             "feature_seconds": watch.seconds.get("features", 0.0),
@@ -392,6 +413,9 @@ class Runner:
             # Training costs about 3x the forward pass (forward + two backward matmuls).
             cost["mfu"] = 3 * flops * cost["train_images_per_s"] / (peak * 1e12)
         if self.config.save_models and fit.best_state is not None:
+            if strategy.frozen_backbone:
+                model = frozen_model()  # a cache hit built no backbone; the checkpoint holds one
+                model.head = head
             cost["checkpoint"] = str(
                 self._save_model(spec, backbone, model, fit, loaded, head_only=strategy.frozen_backbone)
             )
@@ -416,12 +440,24 @@ class Runner:
         hp_used = hp
         return self._record(spec, "ok", accuracy=accuracy, cost=cost, data=data, hp_used=hp_used)
 
+    def _forward_flops(self, backbone: Backbone, model: nn.Module, image_size: int) -> int | None:
+        key = (backbone.name, image_size)
+        if key not in self._flops:
+            self._flops[key] = forward_flops(model, image_size, self.device)
+        return self._flops[key]
+
     def _features(
-        self, spec: RunSpec, backbone: Backbone, model: ImageClassifier,
+        self, spec: RunSpec, backbone: Backbone, frozen_model: Callable[[], ImageClassifier],
         train: ImageTensors, evalset: ImageTensors, store: int,
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
-        """Backbone features of both splits, from the cache or computed once and cached."""
-        out, hits = [], []
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], str, dict[str, Any]]:
+        """Backbone features of both splits, from the cache or computed once and cached.
+
+        Beside the features, the cache keeps what the record says of the model
+        that made them (`backbone_params`, `forward_flops_per_image`), so a hit
+        needs no backbone at all: `frozen_model` is called only on a miss.
+        """
+        out, hits, facts = [], [], {}
+        model: ImageClassifier | None = None
         for split, data in (("train", train), ("eval", evalset)):
             key = cache_key(
                 "features", FEATURES_VERSION, backbone.name, backbone.weights,
@@ -430,21 +466,33 @@ class Runner:
             )
             entry = self._feature_memory.get(key)
             if entry is not None:
-                out.append(entry)
+                feats, facts = entry
+                out.append(feats)
                 hits.append("memory")
                 continue
             stored = self.features.load(key, dtype="float32")
-            if stored is not None and stored[0].shape == (len(data), backbone.feature_dim):
+            if (
+                stored is not None
+                and stored[0].shape == (len(data), backbone.feature_dim)
+                and stored[1].keys() >= _MODEL_FACTS
+            ):
                 feats = torch.from_numpy(stored[0])
+                facts = {k: stored[1][k] for k in _MODEL_FACTS}
                 hits.append("disk")
             else:
+                if model is None:
+                    model = frozen_model()
+                    facts = {
+                        "backbone_params": count_parameters(model.backbone)[1],
+                        "forward_flops_per_image": self._forward_flops(backbone, model, spec.image_size),
+                    }
                 feats = extract_features(model, data, spec.image_size, 2 * spec.hp.batch_size, self.execution)
-                self.features.save(key, feats.numpy(), {"backbone": backbone.name, "split": split})
+                self.features.save(key, feats.numpy(), {"backbone": backbone.name, "split": split, **facts})
                 hits.append("none")
-            self._feature_memory[key] = feats
+            self._feature_memory[key] = (feats, facts)
             out.append(feats)
         hit = hits[0] if len(set(hits)) == 1 else "partial"
-        return (out[0], out[1]), hit
+        return (out[0], out[1]), hit, facts
 
     def _save_model(
         self, spec: RunSpec, backbone: Backbone, model: ImageClassifier, fit: FitResult,
