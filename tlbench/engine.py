@@ -354,6 +354,8 @@ class FitResult:
 
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+#: told "eval" when an epoch's training is done and its evaluation starts (the live view).
+PhaseCallback = Callable[[str], None]
 
 
 def _record_epoch(
@@ -462,6 +464,7 @@ def train_images(
     ex: Execution,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    on_phase: PhaseCallback | None = None,
     keep_best: bool = False,
 ) -> FitResult:
     """Train `model` end to end on decoded images; evaluate after every epoch.
@@ -532,6 +535,8 @@ def train_images(
         # The epoch's freed activations, before evaluation allocates its own on top.
         release_host_memory()
 
+        if on_phase is not None:
+            on_phase("eval")
         t0 = time.perf_counter()
         evaluation = evaluate_images(
             step_model, evalset, image_size, num_classes, 2 * batch, ex, eval_images_dev
@@ -567,6 +572,19 @@ def extract_features(
     return torch.cat(chunks).cpu()
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_head_on_features(
     head: FeatureHead,
     train_x: torch.Tensor,
@@ -579,6 +597,7 @@ def train_head_on_features(
     ex: Execution,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    on_phase: PhaseCallback | None = None,
     keep_best: bool = False,
 ) -> FitResult:
     """Train the linear head on cached features: mini-batch, on the device, L2 by weight decay.
@@ -596,87 +615,56 @@ def train_head_on_features(
     wait for descheduled threads (measured: 30x slower on 2 shared cores).
     """
     with _one_cpu_thread(ex.device):
-        return _train_head(
-            head, train_x, train_y, eval_x, eval_y,
-            num_classes=num_classes, hp=hp, ex=ex, seed=seed, on_epoch=on_epoch, keep_best=keep_best,
-        )  # fmt: skip
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_head(
-    head: FeatureHead,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    eval_x: torch.Tensor,
-    eval_y: torch.Tensor,
-    *,
-    num_classes: int,
-    hp: Hyperparameters,
-    ex: Execution,
-    seed: int,
-    on_epoch: EpochCallback | None = None,
-    keep_best: bool = False,
-) -> FitResult:
-    device = ex.device
-    train_x, train_y = train_x.to(device), train_y.to(device)
-    eval_x, eval_y = eval_x.to(device), eval_y.to(device)
-    with torch.no_grad():
-        head.mean.copy_(train_x.mean(0))
-        if len(train_x) > 1:
-            head.std.copy_(train_x.std(0).clamp_min(1e-6))
-    head.to(device)
-    n = len(train_x)
-    batch = min(hp.batch_size, n)
-    steps = math.ceil(n / batch)
-    optimizer = make_optimizer([{"params": list(head.parameters()), "lr": hp.lr}], hp)
-    schedule = make_schedule(optimizer, hp, steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    # A linear layer gains nothing from bf16 and would lose precision: fp32 always.
-    step = TrainStep(
-        head, optimizer, criterion, dataclasses.replace(ex, precision="fp32"), schedule
-    )
-    generator = torch.Generator().manual_seed(seed)
-    warmup_epochs = 1 if hp.epochs > 1 else 0
-    result = FitResult(batch_size=batch, warmup_steps=warmup_epochs * steps)
-    state = _state_copy(head) if keep_best else None
-    for epoch in range(1, hp.epochs + 1):
-        head.train()
-        synchronize(device)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        perm = _host_to_device(torch.randperm(n, generator=generator), device)
-        for s in range(steps):
-            idx = perm[s * batch : (s + 1) * batch]
-            loss_sum.add_(step(train_x[idx], train_y[idx]), alpha=idx.shape[0])
-        train_loss = float(loss_sum) / n  # the epoch's one host sync
-        elapsed = time.perf_counter() - t0
-        result.train_seconds += elapsed
-        if epoch > warmup_epochs:
-            result.measured_seconds += elapsed
-            result.measured_images += n
-            result.measured_steps += steps
-            # The features are already on the device: the whole step is compute.
-            result.phase_seconds["compute"] = result.measured_seconds
-        if not math.isfinite(train_loss):
-            raise Diverged(epoch, train_loss)
-        head.eval()
-        t0 = time.perf_counter()
-        evaluation = evaluate_logits(
-            lambda a, b: head(eval_x[a:b]), eval_y, num_classes, 4096, device
+        device = ex.device
+        train_x, train_y = train_x.to(device), train_y.to(device)
+        eval_x, eval_y = eval_x.to(device), eval_y.to(device)
+        with torch.no_grad():
+            head.mean.copy_(train_x.mean(0))
+            if len(train_x) > 1:
+                head.std.copy_(train_x.std(0).clamp_min(1e-6))
+        head.to(device)
+        n = len(train_x)
+        batch = min(hp.batch_size, n)
+        steps = math.ceil(n / batch)
+        optimizer = make_optimizer([{"params": list(head.parameters()), "lr": hp.lr}], hp)
+        schedule = make_schedule(optimizer, hp, steps)
+        criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        # A linear layer gains nothing from bf16 and would lose precision: fp32 always.
+        step = TrainStep(
+            head, optimizer, criterion, dataclasses.replace(ex, precision="fp32"), schedule
         )
-        result.eval_seconds += time.perf_counter() - t0
-        result.eval_images += len(eval_y)
-        _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, state, on_epoch)
-    return result
+        generator = torch.Generator().manual_seed(seed)
+        warmup_epochs = 1 if hp.epochs > 1 else 0
+        result = FitResult(batch_size=batch, warmup_steps=warmup_epochs * steps)
+        state = _state_copy(head) if keep_best else None
+        for epoch in range(1, hp.epochs + 1):
+            head.train()
+            synchronize(device)
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            perm = _host_to_device(torch.randperm(n, generator=generator), device)
+            for s in range(steps):
+                idx = perm[s * batch : (s + 1) * batch]
+                loss_sum.add_(step(train_x[idx], train_y[idx]), alpha=idx.shape[0])
+            train_loss = float(loss_sum) / n  # the epoch's one host sync
+            elapsed = time.perf_counter() - t0
+            result.train_seconds += elapsed
+            if epoch > warmup_epochs:
+                result.measured_seconds += elapsed
+                result.measured_images += n
+                result.measured_steps += steps
+                # The features are already on the device: the whole step is compute.
+                result.phase_seconds["compute"] = result.measured_seconds
+            if not math.isfinite(train_loss):
+                raise Diverged(epoch, train_loss)
+            head.eval()
+            if on_phase is not None:
+                on_phase("eval")
+            t0 = time.perf_counter()
+            evaluation = evaluate_logits(
+                lambda a, b: head(eval_x[a:b]), eval_y, num_classes, 4096, device
+            )
+            result.eval_seconds += time.perf_counter() - t0
+            result.eval_images += len(eval_y)
+            _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, state, on_epoch)
+        return result

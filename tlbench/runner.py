@@ -349,7 +349,7 @@ class Runner:
                     fit = train_head_on_features(
                         head, train_x, train.labels, eval_x, evalset.labels,
                         num_classes=num_classes, hp=hp, ex=self.execution, seed=spec.seed,
-                        on_epoch=on_epoch, keep_best=self.config.save_models,
+                        on_epoch=on_epoch, on_phase=self.progress.phase, keep_best=self.config.save_models,
                     )
                 else:
                     module = build()  # seeds, then builds: before the head takes its draws
@@ -360,7 +360,7 @@ class Runner:
                     fit = train_images(
                         model, groups, train, evalset, num_classes=num_classes,
                         image_size=spec.image_size, hp=hp, ex=self.execution, seed=spec.seed,
-                        on_epoch=on_epoch, keep_best=self.config.save_models,
+                        on_epoch=on_epoch, on_phase=self.progress.phase, keep_best=self.config.save_models,
                     )
             except torch.cuda.OutOfMemoryError:
                 tried = min(hp.batch_size, len(train))
