@@ -25,10 +25,9 @@ The results files are kept here (`flowers12.jsonl`, `flowers12_64px.jsonl`):
 run again, the script remakes steps 3 and 4 from them without training;
 `--fresh` deletes them and redoes everything.
 
-The committed captures were made on a 2-core machine shared with other jobs,
-with OMP_NUM_THREADS=1 (two threads contending for busy cores ran
-EfficientNet-Lite0 several times slower than one): their seconds and
-images/s say so, and are not a benchmark.
+The committed captures were made on a quiet 2-core CPU (torch's default
+threads) at commit 46f2b34; their seconds and images/s are that machine's,
+not a benchmark (see benchmarks/ for those).
 """
 
 from __future__ import annotations
