@@ -6,7 +6,7 @@ under the same settings, stores every ratio and the settings behind it in
 `benchmark.extra_info`, prints it in the "tlbench speed ratios" summary and
 asserts the goal. Absolute times are reported, never asserted.
 
-Run: `python -m pytest benchmarks -q` (about 10-15 minutes on 2 quiet CPU cores).
+Run: `python -m pytest benchmarks -q` (about 5-6 minutes on 2 quiet CPU cores).
 """
 
 from __future__ import annotations

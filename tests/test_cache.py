@@ -240,5 +240,6 @@ def test_forged_feature_dtype_is_recomputed(plugins, tiny_config):
     for npy in (Path(tiny_config.cache_dir) / "features").glob("*.npy"):
         _rewrite(npy, np.load(npy).astype(np.float64))
     tiny_config.force = True
-    (again,) = Runner(tiny_config, plugins).run()
+    with pytest.warns(RuntimeWarning, match=r"dtype float64, expected float32\); computing it again"):
+        (again,) = Runner(tiny_config, plugins).run()
     assert again["status"] == "ok", again["reason"]

@@ -101,6 +101,10 @@ def test_sigterm_mid_epoch_keeps_finished_records_and_a_rerun_completes_the_grid
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     assert code == 130, output + errors
     assert "interrupted" in output and "run the same command again to resume" in output
     assert "Traceback" not in output + errors
