@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tlbench import report, results
-from tlbench.errors import TlbenchError
+from tlbench.errors import Terminated, TlbenchError
 
 EPILOG_RUN = """examples:
   tlbench run                                   the embedded default: offline, a few minutes on a CPU
@@ -329,7 +329,7 @@ def _close(progress: Any) -> None:
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -349,7 +349,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         runner.run(plans)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _close(progress)
         keys = {p.spec.key for p in plans}
         latest = results.latest_by_key(results.read(runner.out))
@@ -360,7 +360,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             "run the same command again to resume.",
             soft_wrap=True,
         )
-        return 130
+        return _interrupted_code(stop)
     finally:
         _close(progress)
         signal.signal(signal.SIGTERM, previous)
@@ -778,9 +778,14 @@ def main(argv: list[str] | None = None) -> int:
     except TlbenchError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         err.print("interrupted")
-        return 130
+        return _interrupted_code(stop)
+
+
+def _interrupted_code(stop: KeyboardInterrupt) -> int:
+    """The shell's convention, 128 + the signal: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ class TlbenchError(Exception):
     """An error the user can fix; its message says how."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises `KeyboardInterrupt`: the grid stops the same way,
+    and the command exits with 143 (128 + SIGTERM) instead of 130, as a shell reports it."""
+
+
 class UnknownNameError(TlbenchError, KeyError):
     """A backbone, dataset or strategy name that no plugin registered."""
 

@@ -39,7 +39,7 @@ from tlbench.engine import (
     train_head_on_features,
     train_images,
 )
-from tlbench.errors import DatasetError, TlbenchError
+from tlbench.errors import DatasetError, Terminated, TlbenchError
 from tlbench.plugins import Plugins
 from tlbench.timing import (
     PeakMemory,
@@ -248,8 +248,9 @@ class Runner:
         started = time.time()
         try:
             record = self._train(spec)
-        except KeyboardInterrupt:
-            record = self._record(spec, "interrupted", reason="interrupted (Ctrl-C or SIGTERM)", started=started)
+        except KeyboardInterrupt as stop:
+            how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+            record = self._record(spec, "interrupted", reason=f"interrupted ({how})", started=started)
             results.append(self.out, record)
             self.plugins.run_finished(spec, record)
             self.progress.run_finished(record)
