@@ -111,6 +111,12 @@ def test_single_names_resolve_and_unknown_names_suggest(tlbench_plugins):
     assert "tiny_cnn" in plugins.backbones and "tiny_cn" not in plugins.backbones
 
 
+def test_the_public_builtin_strategies_are_the_registered_ones(tlbench_plugins):
+    plugins = tlbench_plugins(builtins=True)
+    for public in (tlbench.SCRATCH, tlbench.LINEAR, tlbench.FINETUNE):
+        assert plugins.strategies.get(public.name) is public
+
+
 def test_family_members_resolve_once_under_the_asked_name(tlbench_plugins):
     letters = Letters()
     plugins = tlbench_plugins(("letters", letters))

@@ -18,6 +18,7 @@ from tlbench.api import (
     Strategy,
     all_trainable,
 )
+from tlbench.builtin.strategies import FINETUNE, LINEAR, SCRATCH
 from tlbench.errors import (
     ConfigError,
     DatasetError,
@@ -30,8 +31,11 @@ from tlbench.hookspecs import hookimpl
 from tlbench.plugins import Plugins
 
 __all__ = [
+    "FINETUNE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LINEAR",
+    "SCRATCH",
     "Backbone",
     "ConfigError",
     "Dataset",

@@ -28,6 +28,7 @@ from tlbench import (
     Dataset,
     DatasetError,
     DatasetRequest,
+    FINETUNE,
     DatasetSplits,
     Family,
     Hyperparameters,
@@ -189,16 +190,10 @@ BITFIT = Strategy(
     name="bitfit",
     description="pretrained backbone: only biases and normalisation layers train, with a new head",
     pretrained=True,
-    defaults=Hyperparameters(
-        epochs=10,
-        batch_size=32,
-        # Biases and norm scales are a tiny, well-conditioned set: they take the
-        # head's step size (the BitFit paper's 1e-3 range), not fine-tuning's 0.1x.
-        lr=1e-3,
-        backbone_lr_mult=1.0,
-        weight_decay=1e-4,
-        warmup_epochs=1,
-    ),
+    # Fine-tuning's hyperparameters, but biases and norm scales are a tiny,
+    # well-conditioned set: they take the head's step size (the BitFit paper's
+    # 1e-3 range), not fine-tuning's 0.1x, and get more epochs to move.
+    defaults=FINETUNE.defaults.replace(epochs=10, backbone_lr_mult=1.0),
     param_groups=bitfit_groups,
 )
 
@@ -273,15 +268,8 @@ def resolve_partial(argument: str) -> Strategy:
         name=f"partial:{n}",
         description=f"pretrained backbone: its last {n} block(s) and a new head train",
         pretrained=True,
-        defaults=Hyperparameters(
-            epochs=5,
-            batch_size=32,
-            lr=1e-3,
-            # Same discriminative rule as `finetune`: the pretrained blocks move 10x slower.
-            backbone_lr_mult=0.1,
-            weight_decay=1e-4,
-            warmup_epochs=1,
-        ),
+        # `finetune`'s hyperparameters: the pretrained blocks move 10x slower than the head.
+        defaults=FINETUNE.defaults,
         param_groups=_PartialGroups(n),
     )
 
