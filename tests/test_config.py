@@ -226,9 +226,10 @@ def test_the_tutorial_scenarios_are_shipped():
     ants = by_name["hymenoptera_resnet18.toml"]
     assert ants.backbones == ["resnet18"] and {"linear", "finetune"} <= set(ants.strategies)
     hp = ants.hyperparameters_for("finetune", Hyperparameters())
-    assert (hp.optimizer, hp.momentum, hp.schedule, hp.step_size, hp.gamma) == (
+    assert (hp.optimizer, hp.momentum, hp.nesterov, hp.schedule, hp.step_size, hp.gamma) == (
         "sgd",
         0.9,
+        False,  # the tutorial's torch.optim.SGD(momentum=0.9): plain momentum
         "step",
         7,
         0.1,

@@ -77,6 +77,20 @@ class HostReads(TorchDispatchMode):
 # --------------------------------------------------------------------------- the step
 
 
+@pytest.mark.parametrize(
+    ("hp", "expected"),
+    [
+        (Hyperparameters(optimizer="sgd", momentum=0.9), (0.9, False)),  # as the tutorials
+        (Hyperparameters(optimizer="sgd", momentum=0.9, nesterov=True), (0.9, True)),
+        (Hyperparameters(optimizer="sgd", momentum=0.0, nesterov=True), (0.0, False)),
+    ],
+)
+def test_sgd_momentum_is_plain_unless_nesterov_is_asked_for(hp, expected):
+    optimizer = make_optimizer([{"params": list(nn.Linear(2, 2).parameters())}], hp)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert {(g["momentum"], g["nesterov"]) for g in optimizer.param_groups} == {expected}
+
+
 def test_train_step_is_the_bare_pytorch_step():
     torch.manual_seed(0)
     harness_model = nn.Sequential(tiny_net(), nn.Linear(16, 3))

@@ -203,6 +203,8 @@ class Hyperparameters:
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # "adamw" or "sgd"
     momentum: float = 0.9  # sgd only
+    #: sgd only: Nesterov momentum (off: plain momentum, as the PyTorch tutorials use).
+    nesterov: bool = False
     schedule: str = "cosine"  # "cosine", "step" or "constant"
     warmup_epochs: int = 0
     step_size: int = 7  # "step" schedule: decay every step_size epochs...

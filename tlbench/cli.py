@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--optimizer", choices=["adamw", "sgd"])
     train.add_argument("--momentum", type=float, help="SGD momentum")
+    _bool_flag(train, "nesterov", "SGD: Nesterov momentum (default: plain momentum)")
     train.add_argument("--schedule", choices=["cosine", "step", "constant"])
     train.add_argument("--step-size", type=int, metavar="N", help="step schedule: decay every N epochs")
     train.add_argument("--gamma", type=float, help="step schedule: multiply the LR by this")
@@ -296,6 +297,7 @@ def _config_from_args(args: argparse.Namespace):
             "weight_decay",
             "optimizer",
             "momentum",
+            "nesterov",
             "schedule",
             "warmup_epochs",
             "step_size",

@@ -169,7 +169,9 @@ def make_optimizer(groups: list[dict], hp: Hyperparameters) -> torch.optim.Optim
     if not split:
         raise ValueError("the strategy left no trainable parameter")
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(split, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
+        return torch.optim.SGD(
+            split, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0
+        )
     if hp.optimizer == "adamw":
         return torch.optim.AdamW(split, lr=hp.lr)
     raise ValueError(f"unknown optimizer {hp.optimizer!r} (adamw or sgd)")

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlbench import (
+    FINETUNE,
     Dataset,
     DatasetError,
     DatasetRequest,
-    FINETUNE,
     DatasetSplits,
     Family,
     Hyperparameters,
