@@ -117,6 +117,11 @@ def test_sigterm_mid_epoch_keeps_finished_records_and_a_rerun_completes_the_grid
     records = read_records(out)
     assert [(r["config"]["seed"], r["status"]) for r in records] == [(0, "ok"), (1, "interrupted")]
     assert records[1]["reason"] == "interrupted (SIGTERM)"
+    # The epochs it did finish are in the record, as they were reported.
+    done = records[1]["epochs_completed"]
+    assert 1 <= done < EPOCHS and [c["epoch"] for c in records[1]["partial_curve"]] == [
+        *range(1, done + 1)
+    ]
 
     # The same command again: run 1 is not redone, runs 2 and 3 are, the grid is complete.
     rerun = subprocess.run(

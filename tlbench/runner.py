@@ -246,11 +246,15 @@ class Runner:
 
     def _run_one(self, spec: RunSpec) -> dict[str, Any]:
         started = time.time()
+        epochs: list[dict[str, Any]] = []  # the epochs this run finished, for an interruption
         try:
-            record = self._train(spec)
+            record = self._train(spec, epochs)
         except KeyboardInterrupt as stop:
             how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
-            record = self._record(spec, "interrupted", reason=f"interrupted ({how})", started=started)
+            record = self._record(
+                spec, "interrupted", reason=f"interrupted ({how})", started=started,
+                epochs_completed=len(epochs), partial_curve=epochs,
+            )  # fmt: skip
             results.append(self.out, record)
             self.plugins.run_finished(spec, record)
             self.progress.run_finished(record)
@@ -298,7 +302,7 @@ class Runner:
             )
         return out[0], out[1]
 
-    def _train(self, spec: RunSpec) -> dict[str, Any]:
+    def _train(self, spec: RunSpec, epochs: list[dict[str, Any]]) -> dict[str, Any]:
         loaded = self._datasets[spec.dataset]
         backbone = self.plugins.backbones.get(spec.backbone)
         strategy = self.plugins.strategies.get(spec.strategy)
@@ -330,11 +334,13 @@ class Runner:
             return ImageClassifier(build(), head, backbone.preprocessing)
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+            epochs.append(metrics)
             self.plugins.epoch_ended(spec, epoch, metrics)
             self.progress.epoch(metrics, hp.epochs)
 
         while fit is None:
             batch_history.append(min(hp.batch_size, len(train)))  # the batch actually tried
+            epochs.clear()  # an out-of-memory retry starts its curve again
             try:
                 if strategy.frozen_backbone:
                     with watch.section("features"):
