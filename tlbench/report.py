@@ -53,7 +53,7 @@ class Row:
     best_epoch: float | None = None
     train_seconds: float | None = None
     images_per_s: float | None = None
-    peak_memory_mb: float | None = None
+    peak_memory_mb: float | None = None  # MB: 10^6 bytes (benchmarks/ counts GB as 10^9)
     trainable_params: int | None = None
     total_params: int | None = None
     gain_over_scratch: float | None = None
@@ -196,7 +196,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
                 best_epoch=_mean([r["accuracy"]["best_epoch"] for r in ok]),
                 train_seconds=_mean([train_cost_seconds(r, extraction) for r in ok]),
                 images_per_s=_mean(ips),
-                peak_memory_mb=_mean(peak) / 2**20 if peak else None,
+                peak_memory_mb=_mean(peak) / 1e6 if peak else None,
                 trainable_params=costs[0].get("trainable_params"),
                 total_params=costs[0].get("total_params"),
                 features_cached=any(c.get("feature_cache") not in (None, "none") for c in costs),
