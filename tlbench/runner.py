@@ -489,6 +489,7 @@ class Runner:
             else:
                 if model is None:
                     model = frozen_model()
+                    self.progress.phase("features")  # again: building showed "build"
                     facts = {
                         "backbone_params": count_parameters(model.backbone)[1],
                         "forward_flops_per_image": self._forward_flops(backbone, model, spec.image_size),
