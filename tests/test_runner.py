@@ -160,3 +160,20 @@ def test_record_config_holds_the_hyperparameters_used(plugins, tiny_config):
     assert hp["backbone_lr_mult"] == 0.1  # the strategy's own default survives the overrides
     assert record["config"]["precision"] == "fp32"
     assert dataclasses.is_dataclass(tiny_config)
+
+
+def test_compile_trains_the_same_model_through_torch_compile(plugins, tiny_config):
+    # --compile on a CPU: TorchInductor's C++ backend (needs a C++ compiler, as CI has).
+    tiny_config.strategies = ["finetune"]
+    (eager,) = Runner(tiny_config, plugins).run()
+    tiny_config.compile, tiny_config.force = True, True
+    (compiled,) = Runner(tiny_config, plugins).run()
+    assert compiled["status"] == "ok", compiled.get("reason")
+    assert (eager["cost"]["compile"], compiled["cost"]["compile"]) == (False, True)
+    assert compiled["key"] != eager["key"]  # a setting of the run, so not resumed from the other
+
+    def losses(r):
+        return [c["train_loss"] for c in r["accuracy"]["curve"]]
+
+    # Same data, seed and weights; fused kernels round differently, nothing more.
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
