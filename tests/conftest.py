@@ -37,6 +37,17 @@ class TinyPlugin:
 
 
 @pytest.fixture
+def tiny_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tlbench ...` in-process with the tiny plugin and nothing else installed."""
+    real = tlbench.plugins.Plugins
+    monkeypatch.setattr(
+        tlbench.plugins,
+        "Plugins",
+        lambda **k: real(entry_points=False, extra=[("tiny", TinyPlugin())]),
+    )
+
+
+@pytest.fixture
 def plugins() -> tlbench.Plugins:
     return tlbench.Plugins(entry_points=False, extra=[("tiny", TinyPlugin())])
 

@@ -6,7 +6,7 @@ import io
 import re
 
 import pytest
-from conftest import TinyPlugin, tiny_net
+from conftest import tiny_net
 from rich.console import Console
 
 import tlbench
@@ -26,17 +26,6 @@ from tlbench.runner import Runner
 
 ANSI = re.compile(r"\x1b\[")
 ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-@pytest.fixture
-def tiny_cli(monkeypatch):
-    """`tlbench ...` in-process with the tiny plugin and nothing else installed."""
-    real = tlbench.plugins.Plugins
-    monkeypatch.setattr(
-        tlbench.plugins,
-        "Plugins",
-        lambda **k: real(entry_points=False, extra=[("tiny", TinyPlugin())]),
-    )
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TinyPlugin
+from conftest import REPO
 
 import tlbench
 import tlbench.plugins
@@ -21,17 +21,6 @@ def write(tmp_path: Path, text: str, name: str = "grid.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-@pytest.fixture
-def tiny_cli(monkeypatch):
-    """`tlbench ...` in-process with the tiny plugin and nothing else installed."""
-    real = tlbench.plugins.Plugins
-    monkeypatch.setattr(
-        tlbench.plugins,
-        "Plugins",
-        lambda **k: real(entry_points=False, extra=[("tiny", TinyPlugin())]),
-    )
 
 
 def test_misspelt_top_level_key_names_the_key_the_file_and_the_fix(tmp_path):

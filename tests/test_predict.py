@@ -20,17 +20,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["red", "green", "blue"]
 
 
-@pytest.fixture
-def tiny_cli(monkeypatch):
-    """`tlbench ...` in-process with the tiny plugin and nothing else installed."""
-    real = tlbench.plugins.Plugins
-    monkeypatch.setattr(
-        tlbench.plugins,
-        "Plugins",
-        lambda **k: real(entry_points=False, extra=[("tiny", TinyPlugin())]),
-    )
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Checkpoints of a fine-tuned (linear head) and a linear-probe (feature head) run,
