@@ -48,6 +48,14 @@ def tiny_cli(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """`run_cli(*args)`: `tlbench.cli.main` with the builtins plus the tiny plugin (imagetree)."""
+    from imagetree import cli_runner
+
+    return cli_runner(monkeypatch, capsys)
+
+
+@pytest.fixture
 def plugins() -> tlbench.Plugins:
     return tlbench.Plugins(entry_points=False, extra=[("tiny", TinyPlugin())])
 

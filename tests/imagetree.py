@@ -78,6 +78,13 @@ class CLIResult:
         return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
+def learning(record: dict) -> list[tuple[float, float, float]]:
+    """A run's loss and accuracy curve, without its timings."""
+    return [
+        (c["train_loss"], c["eval_loss"], c["eval_accuracy"]) for c in record["accuracy"]["curve"]
+    ]
+
+
 def cli_runner(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """A `run(*args)` that calls `tlbench.cli.main` with the builtins plus the tiny test plugin.
 

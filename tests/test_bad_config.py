@@ -6,12 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from imagetree import assert_clean_error, cli_runner
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    return cli_runner(monkeypatch, capsys)
+from imagetree import assert_clean_error
 
 
 def run_with(run_cli, tmp_path: Path, toml: str, *flags: str):

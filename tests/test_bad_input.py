@@ -16,7 +16,6 @@ import pytest
 from imagetree import (
     CLASS_COLOURS,
     assert_clean_error,
-    cli_runner,
     make_split,
     make_tree,
     read_records,
@@ -26,11 +25,6 @@ from PIL import Image
 from tlbench.api import DatasetRequest
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.data import DecodeCache
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    return cli_runner(monkeypatch, capsys)
 
 
 def run_args(tmp_path: Path, dataset: str, *extra: str) -> list[str]:

@@ -15,25 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from imagetree import cli_runner, read_records
+from imagetree import learning, read_records
 from PIL import Image
 
 from tlbench import cache as cache_module
 from tlbench.cache import ArrayStore
 from tlbench.data import DecodeCache
 from tlbench.runner import Runner
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    return cli_runner(monkeypatch, capsys)
-
-
-def learning(record: dict) -> list[tuple[float, float, float]]:
-    """A run's loss and accuracy curve, without its timings."""
-    return [
-        (c["train_loss"], c["eval_loss"], c["eval_accuracy"]) for c in record["accuracy"]["curve"]
-    ]
 
 
 def tiny_args(tmp_path: Path, cache_dir: Path) -> list[str]:

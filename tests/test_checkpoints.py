@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ColourSquares
-from imagetree import assert_clean_error, cli_runner
+from imagetree import assert_clean_error
 
 
 class Payload:
@@ -26,11 +26,6 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    return cli_runner(monkeypatch, capsys)
 
 
 @pytest.fixture

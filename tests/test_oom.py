@@ -9,22 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from imagetree import cli_runner, read_records
+from imagetree import learning, read_records
 
 import tlbench.runner
 from tlbench.runner import Runner
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    return cli_runner(monkeypatch, capsys)
-
-
-def learning(record: dict) -> list[tuple[float, float, float]]:
-    """A run's loss and accuracy curve, without its timings."""
-    return [
-        (c["train_loss"], c["eval_loss"], c["eval_accuracy"]) for c in record["accuracy"]["curve"]
-    ]
 
 
 def gpu_with_room_for(monkeypatch: pytest.MonkeyPatch, limit: int, attempts: list[int]) -> None:

@@ -15,23 +15,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from imagetree import assert_clean_error, cli_runner
+from imagetree import assert_clean_error, learning
 
 from tlbench import results
 from tlbench.errors import ResultsError
 from tlbench.runner import Runner
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    return cli_runner(monkeypatch, capsys)
-
-
-def learning(record: dict) -> list[tuple[float, float, float]]:
-    """A run's loss and accuracy curve, without its timings."""
-    return [
-        (c["train_loss"], c["eval_loss"], c["eval_accuracy"]) for c in record["accuracy"]["curve"]
-    ]
 
 
 def record(n: int, **extra) -> dict:
