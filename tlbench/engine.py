@@ -78,16 +78,21 @@ class Execution:
             self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
         )
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move `model` to the device, in channels-last if asked; returns `model`."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Move `model` to the device (channels-last if asked) and return what to call.
+        """`place` the model for training and return what to call.
 
         The returned module is `torch.compile(model)` under `compile=True`; it
         shares its parameters with `model`, so optimisers and state dicts built
         on `model` stay valid.
         """
-        model.to(self.device)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self.place(model)
         return torch.compile(model) if self.compile else model
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -562,9 +567,7 @@ def extract_features(
     model: ImageClassifier, data: ImageTensors, image_size: int, batch_size: int, ex: Execution
 ) -> torch.Tensor:
     """Backbone features of every image (centre crop), as float32 on the CPU."""
-    model.eval().to(ex.device)
-    if ex.channels_last:
-        model.to(memory_format=torch.channels_last)
+    ex.place(model.eval())
     chunks = []
     for start in range(0, len(data), batch_size):
         x = _host_to_device(data.images[start : start + batch_size], ex.device)

@@ -328,10 +328,9 @@ class Runner:
             return module
 
         def frozen_model() -> ImageClassifier:
-            for p in build().parameters():
-                p.requires_grad_(False)
+            frozen = build().requires_grad_(False)
             head = FeatureHead(backbone.feature_dim, num_classes)
-            return ImageClassifier(build(), head, backbone.preprocessing)
+            return ImageClassifier(frozen, head, backbone.preprocessing)
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
             epochs.append(metrics)
@@ -343,13 +342,12 @@ class Runner:
             epochs.clear()  # an out-of-memory retry starts its curve again
             try:
                 if strategy.frozen_backbone:
-                    with watch.section("features"):
-                        self.progress.phase("features")
-                        # With this attempt's batch size: an OOM retry extracts in smaller batches too.
-                        attempt = dataclasses.replace(spec, hp=hp)
-                        (train_x, eval_x), cache_hit, facts = self._features(
-                            attempt, backbone, frozen_model, train, evalset, store
-                        )
+                    self.progress.phase("features")
+                    # With this attempt's batch size: an OOM retry extracts in smaller batches too.
+                    attempt = dataclasses.replace(spec, hp=hp)
+                    (train_x, eval_x), cache_hit, facts = self._features(
+                        attempt, backbone, frozen_model, train, evalset, store, watch
+                    )
                     torch.manual_seed(spec.seed)
                     head = FeatureHead(backbone.feature_dim, num_classes)
                     self.progress.phase("train")
@@ -455,13 +453,15 @@ class Runner:
 
     def _features(
         self, spec: RunSpec, backbone: Backbone, frozen_model: Callable[[], ImageClassifier],
-        train: ImageTensors, evalset: ImageTensors, store: int,
+        train: ImageTensors, evalset: ImageTensors, store: int, watch: Stopwatch,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], str, dict[str, Any]]:
         """Backbone features of both splits, from the cache or computed once and cached.
 
         Beside the features, the cache keeps what the record says of the model
         that made them (`backbone_params`, `forward_flops_per_image`), so a hit
         needs no backbone at all: `frozen_model` is called only on a miss.
+        `watch`'s "features" section times reading or extracting and saving
+        them; building the backbone and counting its FLOPs are not that cost.
         """
         out, hits, facts = [], [], {}
         model: ImageClassifier | None = None
@@ -477,7 +477,8 @@ class Runner:
                 out.append(feats)
                 hits.append("memory")
                 continue
-            stored = self.features.load(key, dtype="float32")
+            with watch.section("features"):
+                stored = self.features.load(key, dtype="float32")
             if (
                 stored is not None
                 and stored[0].shape == (len(data), backbone.feature_dim)
@@ -494,8 +495,9 @@ class Runner:
                         "backbone_params": count_parameters(model.backbone)[1],
                         "forward_flops_per_image": self._forward_flops(backbone, model, spec.image_size),
                     }
-                feats = extract_features(model, data, spec.image_size, 2 * spec.hp.batch_size, self.execution)
-                self.features.save(key, feats.numpy(), {"backbone": backbone.name, "split": split, **facts})
+                with watch.section("features"):
+                    feats = extract_features(model, data, spec.image_size, 2 * spec.hp.batch_size, self.execution)
+                    self.features.save(key, feats.numpy(), {"backbone": backbone.name, "split": split, **facts})
                 hits.append("none")
             self._feature_memory[key] = (feats, facts)
             out.append(feats)
