@@ -77,6 +77,9 @@ class Backbone:
     min_image_size: int = 32
     #: the only input side the architecture accepts, if it has one (ViT-B/16: 224).
     fixed_image_size: int | None = None
+    #: parameters of the network `build` returns (no classification head), when known
+    #: without building it: `tlbench show` prints it and never imports torch.
+    num_params: int | None = None
 
     @property
     def has_pretrained(self) -> bool:

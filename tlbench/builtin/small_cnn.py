@@ -1,49 +1,32 @@
-"""The small CNN that image-classification tutorials train from scratch: the no-transfer baseline."""
+"""The small CNN that image-classification tutorials train from scratch: the no-transfer baseline.
+
+The network (`SmallCNN`) is in `tlbench.builtin.small_cnn_net`, imported when
+it is built, so registering the backbone imports no torch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from tlbench.api import Backbone, Preprocessing
 from tlbench.errors import WeightsUnavailableError
 from tlbench.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from torch import nn
+
 WIDTHS = (32, 64, 128, 256)
 
 
-class SmallCNN(nn.Module):
-    """Four conv3x3-BN-ReLU-maxpool blocks, then global average pooling: (B, 3, H, W) -> (B, 256).
-
-    Global pooling (rather than the tutorials' flatten into a Linear) makes it
-    work at any image size of 16 px or more.
-    """
-
-    def __init__(self, widths: tuple[int, ...] = WIDTHS) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for width in widths:
-            layers += [
-                nn.Conv2d(cin, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            cin = width
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = cin
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He init for ReLU nets (as torchvision's ResNets): trains faster from scratch
-                # than PyTorch's default uniform init.
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x)).flatten(1)
+def parameter_count(widths: tuple[int, ...] = WIDTHS) -> int:
+    """Parameters of `SmallCNN(widths)`, without building it: per block a bias-free 3x3
+    convolution (9 * in * out) and a BatchNorm's weight and bias (2 * out)."""
+    total, cin = 0, 3
+    for width in widths:
+        total += 9 * cin * width + 2 * width
+        cin = width
+    return total
 
 
 def _build(pretrained: bool) -> nn.Module:
@@ -54,6 +37,8 @@ def _build(pretrained: bool) -> nn.Module:
             "small_cnn has no pretrained weights; build it with pretrained=False "
             "(`--strategies scratch`)."
         )
+    from tlbench.builtin.small_cnn_net import SmallCNN
+
     return SmallCNN()
 
 
@@ -68,5 +53,15 @@ def tlbench_register_backbones(register: Callable[[Backbone], None]) -> None:
             weights=None,
             description="tutorials' custom CNN baseline: 4 conv-BN-ReLU-pool blocks, 0.4M params, scratch only",
             min_image_size=16,
+            num_params=parameter_count(),
         )
     )
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: `from tlbench.builtin.small_cnn import SmallCNN` imports torch only then.
+    if name == "SmallCNN":
+        from tlbench.builtin.small_cnn_net import SmallCNN
+
+        return SmallCNN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
