@@ -18,6 +18,11 @@ class Terminated(KeyboardInterrupt):
     and the command exits with 143 (128 + SIGTERM) instead of 130, as a shell reports it."""
 
 
+def plural(kind: str) -> str:
+    """The `tlbench list` argument of a kind: "strategy" -> "strategies", "backbone" -> "backbones"."""
+    return kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+
+
 class UnknownNameError(TlbenchError, KeyError):
     """A backbone, dataset or strategy name that no plugin registered."""
 
@@ -26,7 +31,8 @@ class UnknownNameError(TlbenchError, KeyError):
         self.matches = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(m) for m in self.matches)}?" if self.matches else ""
         super().__init__(
-            f"unknown {kind} {name!r}.{hint} Run `tlbench list {kind}s` to see what is available."
+            f"unknown {kind} {name!r}.{hint} Run `tlbench list {plural(kind)}` to see what is "
+            "available."
         )
 
     def __str__(self) -> str:  # KeyError would quote the message
