@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,23 +53,33 @@ def test_cache_folder_that_cannot_be_created_is_skipped_with_a_warning(run_cli, 
 
 
 def test_disk_full_while_writing_the_cache_leaves_no_partial_files(run_cli, tmp_path, monkeypatch):
-    real_save = np.save
+    real_save, real_allocate = np.save, cache_module._allocate
 
     def save_then_fill_the_disk(file, array, **kwargs):
         real_save(file, array[: max(1, len(array) // 2)], **kwargs)  # part of it lands...
         raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
 
-    monkeypatch.setattr(cache_module.np, "save", save_then_fill_the_disk)
+    def allocate_on_a_full_disk(fd, length):
+        os.ftruncate(fd, length // 2)  # part of it is allocated...
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Features are saved whole (np.save); decoded splits are written into a
+    # file allocated up front (a full disk then fails before any page is written).
+    monkeypatch.setattr(np, "save", save_then_fill_the_disk)
+    monkeypatch.setattr(cache_module, "_allocate", allocate_on_a_full_disk)
     cache_dir = tmp_path / "cache"
     result = run_cli(*tiny_args(tmp_path, cache_dir))
     assert result.code == 0, result
     records = read_records(tmp_path / "results.jsonl")
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert "No space left on device" in result.err
-    assert not [p for p in cache_dir.rglob("*") if p.is_file()], "partial cache files left behind"
+    # Only the (empty) lock files of the entries it tried to write remain.
+    left = [p for p in cache_dir.rglob("*") if p.is_file()]
+    assert left and all(p.suffix == ".lock" and p.stat().st_size == 0 for p in left), left
 
     # With space again, the next run fills the cache and gets the same result.
-    monkeypatch.setattr(cache_module.np, "save", real_save)
+    monkeypatch.setattr(np, "save", real_save)
+    monkeypatch.setattr(cache_module, "_allocate", real_allocate)
     result = run_cli(*tiny_args(tmp_path, cache_dir), "--force")
     assert result.code == 0 and "warning" not in result.err, result
     again = read_records(tmp_path / "results.jsonl")[2:]
@@ -187,12 +198,14 @@ class Split:
 def test_decoded_split_that_is_not_this_split_is_decoded_again(tmp_path, kind, forge):
     source = Split([0, 1, 2, 1])
     first = DecodeCache(tmp_path).get(source, fingerprint="f", split="train", size=8)
+    # A copy: `first` maps the very file the forger rewrites in place.
+    first_images = first.images.clone()
     (npy,) = (tmp_path / "decoded").glob("*.npy")
     forge(npy)
     with pytest.warns(RuntimeWarning, match="ignoring damaged cache entry"):
         again = DecodeCache(tmp_path).get(source, fingerprint="f", split="train", size=8)
     assert again.cache_hit == "none"
-    assert torch.equal(again.images, first.images) and again.labels.tolist() == [0, 1, 2, 1]
+    assert torch.equal(again.images, first_images) and again.labels.tolist() == [0, 1, 2, 1]
     assert (
         DecodeCache(tmp_path).get(source, fingerprint="f", split="train", size=8).cache_hit
         == "disk"
@@ -228,6 +241,8 @@ def test_forged_feature_dtype_is_recomputed(plugins, tiny_config):
     for npy in (Path(tiny_config.cache_dir) / "features").glob("*.npy"):
         _rewrite(npy, np.load(npy).astype(np.float64))
     tiny_config.force = True
-    with pytest.warns(RuntimeWarning, match=r"dtype float64, expected float32\); computing it again"):
+    with pytest.warns(
+        RuntimeWarning, match=r"dtype float64, expected float32\); computing it again"
+    ):
         (again,) = Runner(tiny_config, plugins).run()
     assert again["status"] == "ok", again["reason"]

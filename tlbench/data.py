@@ -1,10 +1,16 @@
-"""Decode once: every (dataset, split, size) becomes one uint8 tensor, cached.
+"""Decode once: every (dataset, split, size) becomes one uint8 array, cached and mapped.
 
 Each image is decoded, its shorter side resized to `store_size` and the centre
-square kept, once. The result lives in memory for the process and on disk as a
-plain `.npy` file (read with `allow_pickle=False`: loading a cache file never
-executes code) keyed by the dataset's fingerprint, so a second process reuses
-it and a change to the files invalidates it. Training augmentations then run
+square kept, once. The result is written straight into the disk cache (a
+plain `.npy` file, read with `allow_pickle=False`: loading a cache file never
+executes code), keyed by the dataset's fingerprint, so a second process reuses
+it and a change to the files invalidates it. The split is then read
+memory-mapped: a dataset larger than memory trains without being loaded,
+each batch gathered by index from the map, the kernel paging the images in
+and out. Two processes decoding the same split at once take turns: the
+second waits for the first and reads its entry. Within a process, decoded
+splits are kept in a bounded LRU (`default_memory_limit`; a mapped split
+holds no process memory and costs nothing there). Training augmentations run
 batched on tensors, on the device (`random_resized_crop_flip`); evaluation
 takes the centre crop, which equals torchvision's resize + centre-crop.
 """
@@ -26,16 +32,60 @@ import torch
 import torch.nn.functional as F
 
 from tlbench.api import ImageSource
-from tlbench.cache import ArrayStore, cache_key
+from tlbench.cache import (
+    ArrayStore,
+    MemoryLRU,
+    cache_key,
+    default_cache_dir,
+    default_memory_limit,
+)
 from tlbench.errors import DatasetError
+
+__all__ = [
+    "DECODE_VERSION",
+    "DecodeCache",
+    "ImageTensors",
+    "UnreadableImagesError",
+    "center_crop",
+    "default_cache_dir",
+    "default_memory_limit",
+    "mapped_tensor",
+    "random_resized_crop_flip",
+]
 
 #: bumped whenever decoding changes, so old caches are not reused.
 DECODE_VERSION = 1
 
+#: What a decoded entry's sidecar must hold beyond shape and dtype, with its types.
+DECODED_FIELDS: dict[str, Any] = {
+    "labels": list[int],
+    "skipped": list[str],
+    "skip_reasons": list[str],
+}
+
+
+def mapped_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor sharing `array`'s memory, a read-only memory map (`ArrayStore.load`) included.
+
+    torch has no read-only tensors and warns about a read-only array; the
+    warning is silenced here because tlbench only reads cached tensors:
+    batches are gathered (copied) by index, never written in place. Writing
+    into the returned tensor would fault, as the pages are mapped read-only.
+    """
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(array)
+
 
 @dataclass
 class ImageTensors:
-    """A decoded split: `images` uint8 (N, 3, S, S) on the CPU and `labels` int64 (N,)."""
+    """A decoded split: `images` uint8 (N, 3, S, S) on the CPU and `labels` int64 (N,).
+
+    `images` may be a read-only memory map of the disk cache (`mapped`):
+    gather from it (`images[idx]`, slices), never write into it in place.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -45,6 +95,8 @@ class ImageTensors:
     seconds: float = 0.0
     #: why each of `skipped` could not be read, in the same order.
     skip_reasons: list[str] = field(default_factory=list)
+    #: whether `images` is memory-mapped from the disk cache (it holds no process memory).
+    mapped: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,6 +105,12 @@ class ImageTensors:
     def size(self) -> int:
         return int(self.images.shape[-1])
 
+    @property
+    def resident_bytes(self) -> int:
+        """Process memory the split holds: its labels, and its images unless mapped."""
+        images = 0 if self.mapped else self.images.numel() * self.images.element_size()
+        return images + self.labels.numel() * self.labels.element_size()
+
 
 class UnreadableImagesError(DatasetError):
     """Images of a split could not be decoded: all of them, or any of them under `--strict`.
@@ -60,13 +118,6 @@ class UnreadableImagesError(DatasetError):
     It is about the data, not about one run, so the runner stops the grid on
     it instead of recording a failure for every run on that dataset.
     """
-
-
-def default_cache_dir() -> Path:
-    if env := os.environ.get("TLBENCH_CACHE_DIR"):
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tlbench"
 
 
 def _decode_one(source: ImageSource, index: int, size: int) -> np.ndarray:
@@ -93,20 +144,31 @@ def _listing(data: ImageTensors, limit: int = 20) -> str:
     return "\n  " + "\n  ".join(lines) + more
 
 
+#: rows copied at a time when failed images are squeezed out of a mapped split.
+_COPY_ROWS = 256
+
+
 class DecodeCache:
-    """Decoded splits, in memory and on disk.
+    """Decoded splits: on disk, memory-mapped, and in a bounded in-process LRU.
 
     Unreadable images (corrupt, truncated, not an image at all) are left out
     and listed in `ImageTensors.skipped`, with one warning per split and
     process; with `strict=True` any of them is an `UnreadableImagesError`
     naming the files. Strictness is checked on every `get`, also when the
     split comes from a cache that a non-strict run filled.
+
+    `memory_limit` bounds the bytes of process memory the LRU keeps
+    (default: `default_memory_limit()`, a quarter of the RAM). Without a
+    disk cache (`cache_dir=None`, or a folder that cannot be written) a split
+    is decoded into memory and kept only while it fits that bound.
     """
 
-    def __init__(self, cache_dir: Path | None, *, workers: int | None = None):
+    def __init__(
+        self, cache_dir: Path | None, *, workers: int | None = None, memory_limit: int | None = None
+    ):
         self.store = ArrayStore(cache_dir / "decoded" if cache_dir else None)
         self.workers = workers or min(8, os.cpu_count() or 1)
-        self._memory: dict[str, ImageTensors] = {}
+        self._memory: MemoryLRU[ImageTensors] = MemoryLRU(memory_limit)
         self._warned: set[str] = set()
 
     def key(self, fingerprint: str, split: str, size: int) -> str:
@@ -121,21 +183,39 @@ class DecodeCache:
         size: int,
         strict: bool = False,
         progress: Any = None,
+        dataset: str | None = None,
     ) -> ImageTensors:
+        """The decoded `split` of `source` at `size` px: from memory, the disk cache, or decoded.
+
+        `dataset` (the canonical name, `tlbench.identity.dataset_identity`)
+        is written in the entry's sidecar for `tlbench cache`; it is not part
+        of the key: the fingerprint is.
+        """
         key = self.key(fingerprint, split, size)
-        if key in self._memory:
-            cached = self._memory[key]
+        cached = self._memory.get(key)
+        if cached is not None:
             result = dataclasses.replace(cached, cache_hit="memory", seconds=0.0)
         else:
             t0 = time.perf_counter()
             result = self._load_disk(key, source, size) if fingerprint else None
+            if result is None and fingerprint:
+                meta = {
+                    "kind": "decoded",
+                    "dataset": dataset,
+                    "fingerprint": fingerprint,
+                    "split": split,
+                    "size": size,
+                }
+                # One decoder per split across processes: who waited reads the entry.
+                with self.store.lock(key):
+                    result = self._load_disk(key, source, size)
+                    if result is None:
+                        result = self._decode_to_disk(key, source, size, split, progress, meta)
             if result is None:
                 result = self._decode(source, size, split=split, progress=progress)
-                if fingerprint:
-                    self._save_disk(key, result, {"fingerprint": fingerprint, "split": split})
             result.seconds = time.perf_counter() - t0
-            # Cached even when strict fails below: the decode itself was sound.
-            self._memory[key] = result
+            # Kept even when strict fails below: the decode itself was sound.
+            self._memory.put(key, result, result.resident_bytes)
         if result.skipped:
             self._report_skipped(key, result, split, strict)
         return result
@@ -159,17 +239,17 @@ class DecodeCache:
 
     # ---------------------------------------------------------------- decode
 
-    def _decode(self, source: ImageSource, size: int, *, split: str, progress: Any) -> ImageTensors:
+    def _decode_into(
+        self, images: np.ndarray, source: ImageSource, size: int, progress: Any
+    ) -> dict[int, str]:
+        """Decode every image of `source` into `images` (N, 3, size, size); {index: error}."""
         n = len(source)
-        images = np.empty((n, 3, size, size), dtype=np.uint8)
-        ok = np.ones(n, dtype=bool)
         errors: dict[int, str] = {}
 
         def work(i: int) -> None:
             try:
                 images[i] = _decode_one(source, i, size)
             except Exception as exc:  # unreadable image: counted, reported, left out
-                ok[i] = False
                 errors[i] = f"{type(exc).__name__}: {exc}"
 
         # PIL releases the GIL while decoding and resizing, so threads scale.
@@ -177,38 +257,96 @@ class DecodeCache:
             for done, _ in enumerate(pool.map(work, range(n)), start=1):
                 if progress is not None and (done % 32 == 0 or done == n):
                     progress(done, n)
+        return errors
+
+    def _outcome(
+        self, source: ImageSource, errors: dict[int, str], split: str
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        """(kept mask, labels kept, skipped descriptions, reasons); raises if nothing was read."""
+        n = len(source)
+        ok = np.ones(n, dtype=bool)
         failed = sorted(errors)
+        ok[failed] = False
         skipped = [source.describe(i) for i in failed]
         reasons = [errors[i] for i in failed]
-        labels = torch.as_tensor(np.asarray(source.labels, dtype=np.int64)[ok])
+        labels = np.asarray(source.labels, dtype=np.int64)[ok]
         if len(labels) == 0:
-            data = ImageTensors(torch.empty(0), labels, skipped, skip_reasons=reasons)
+            data = ImageTensors(
+                torch.empty(0), torch.from_numpy(labels), skipped, skip_reasons=reasons
+            )
             raise UnreadableImagesError(
                 f"none of the {n} image(s) of the {split} split could be read:{_listing(data, 5)}"
             )
+        return ok, labels, skipped, reasons
+
+    def _decode(self, source: ImageSource, size: int, *, split: str, progress: Any) -> ImageTensors:
+        """Decode into process memory (no disk cache)."""
+        images = np.empty((len(source), 3, size, size), dtype=np.uint8)
+        errors = self._decode_into(images, source, size, progress)
+        ok, labels, skipped, reasons = self._outcome(source, errors, split)
         return ImageTensors(
-            torch.from_numpy(images[ok] if failed else images),
-            labels,
+            torch.from_numpy(images[ok] if skipped else images),
+            torch.from_numpy(labels),
             skipped,
             skip_reasons=reasons,
         )
 
+    def _decode_to_disk(
+        self,
+        key: str,
+        source: ImageSource,
+        size: int,
+        split: str,
+        progress: Any,
+        meta: dict[str, Any],
+    ) -> ImageTensors | None:
+        """Decode straight into a new cache entry and return it mapped; None if it cannot be written.
+
+        The images go into a map of the entry's temporary file, never all in
+        process memory; unreadable ones are squeezed out into a second file.
+        """
+        n = len(source)
+        with self.store.create(key, (n, 3, size, size), "uint8") as pending:
+            if pending is None:
+                return None
+            errors = self._decode_into(pending.array, source, size, progress)
+            ok, labels, skipped, reasons = self._outcome(source, errors, split)
+            meta = {**meta, "labels": labels.tolist(), "skipped": skipped, "skip_reasons": reasons}
+            if not skipped:
+                committed = pending.commit(meta)
+            else:
+                with self.store.create(key, (len(labels), 3, size, size), "uint8") as kept:
+                    if kept is None:
+                        return None
+                    rows = np.flatnonzero(ok)
+                    for start in range(0, len(rows), _COPY_ROWS):
+                        chunk = rows[start : start + _COPY_ROWS]
+                        kept.array[start : start + len(chunk)] = pending.array[chunk]
+                    committed = kept.commit(meta)
+        if not committed:
+            return None
+        result = self._load_disk(key, source, size)
+        if result is not None:
+            result.cache_hit = "none"
+        return result
+
     # ---------------------------------------------------------------- disk
 
     def _load_disk(self, key: str, source: ImageSource, size: int) -> ImageTensors | None:
-        """The cached split, or None when absent or not what it claims to be."""
-        entry = self.store.load(key, dtype="uint8")
+        """The cached split, mapped, or None when absent or not what it claims to be."""
+        entry = self.store.load(
+            key, dtype="uint8", shape=(None, 3, size, size), fields=DECODED_FIELDS
+        )
         if entry is None:
             return None
         array, meta = entry
         try:
             labels = np.asarray(meta["labels"], dtype=np.int64)
-            skipped = [str(s) for s in meta.get("skipped", [])]
-            reasons = [str(s) for s in meta.get("skip_reasons", [])]
+            skipped, reasons = meta["skipped"], meta["skip_reasons"]
             expected = np.asarray(source.labels, dtype=np.int64)
             # The sidecar must describe this very split: every image kept or
             # skipped, and labels the dataset itself gives (no out-of-range class).
-            if array.shape[1:] != (3, size, size) or len(labels) != len(array):
+            if len(labels) != len(array):
                 raise ValueError(f"shape {array.shape} for {len(labels)} labels at {size} px")
             if len(labels) + len(skipped) != len(expected):
                 raise ValueError(
@@ -223,17 +361,13 @@ class DecodeCache:
             return None
         reasons = (reasons + ["unreadable"] * len(skipped))[: len(skipped)]
         return ImageTensors(
-            torch.from_numpy(array), torch.from_numpy(labels), skipped, "disk", skip_reasons=reasons
+            mapped_tensor(array),
+            torch.from_numpy(labels),
+            skipped,
+            "disk",
+            skip_reasons=reasons,
+            mapped=isinstance(array, np.memmap),
         )
-
-    def _save_disk(self, key: str, data: ImageTensors, meta: dict[str, Any]) -> None:
-        meta = {
-            **meta,
-            "labels": data.labels.tolist(),
-            "skipped": data.skipped,
-            "skip_reasons": data.skip_reasons,
-        }
-        self.store.save(key, data.images.numpy(), meta)
 
 
 # --------------------------------------------------------------------------- on-device transforms
