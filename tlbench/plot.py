@@ -14,12 +14,15 @@ through its object API with the Agg canvas: no pyplot state, no display needed.
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from tlbench.errors import TlbenchError
 from tlbench.report import Row, by_dataset
+from tlbench.results import answer_by_key
 
 MISSING = (
     "--plot needs matplotlib, an optional extra: pip install 'tlbench[plot]' "
@@ -43,18 +46,88 @@ def _figure_class() -> Any:
     return Figure, FigureCanvasAgg
 
 
+#: image formats written when matplotlib is not installed to ask (its usual set).
+_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "pgf")
+
+
+def image_path(path: str | os.PathLike[str], default_name: str) -> Path:
+    """The file an image written to `path` really goes to, so that the path printed is it.
+
+    An existing folder, or a path ending in a separator, gets `default_name`
+    inside it; a name without a suffix gets `.png` (matplotlib would add it
+    silently, and the path printed would not be the file written).
+    """
+    text = os.fspath(path)
+    p = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) or p.is_dir():
+        return p / default_name
+    if not p.suffix:
+        return p.with_name(p.name + ".png")
+    return p
+
+
+def _supported_formats() -> tuple[str, ...]:
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return _FORMATS
+    return tuple(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_image_path(path: str | os.PathLike[str], default_name: str, flag: str) -> Path:
+    """`image_path`, checked before any work: a known image format, in a folder that can be
+    written, not over a folder. Raises a `TlbenchError` naming the path and what to do."""
+    target = image_path(path, default_name)
+    suffix = target.suffix.lower().lstrip(".")
+    formats = _supported_formats()
+    if suffix not in formats:
+        raise TlbenchError(
+            f"{flag} {target}: cannot write a .{suffix} image; name a file ending in one of "
+            f"{', '.join('.' + f for f in sorted(formats))} (e.g. {target.with_suffix('.png').name})"
+        )
+    from tlbench.results import check_folder_writable
+
+    check_folder_writable(target.parent, f"{flag} image", flag)
+    if target.exists() and not target.is_file():
+        raise TlbenchError(f"{flag} {target} exists and is not a file. Choose another path.")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise TlbenchError(
+            f"{flag} {target} exists and cannot be overwritten. Choose another path."
+        )
+    return target
+
+
+def save_figure(fig: Any, path: Path, flag: str) -> None:
+    """Write `fig` to exactly `path` (its suffix gives the format), or raise a `TlbenchError`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=fig.dpi, format=path.suffix.lower().lstrip("."))
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise TlbenchError(
+            f"cannot write {flag} image {path}: {why}. Choose another path."
+        ) from None
+
+
 def mean_curve(records: list[dict[str, Any]]) -> list[float]:
     """Per-epoch held-out accuracy averaged over runs, up to the shortest curve."""
-    curves = [
-        [c.get("eval_accuracy") for c in r.get("accuracy", {}).get("curve", [])]
-        for r in records
-        if r.get("status") == "ok"
-    ]
-    curves = [c for c in curves if c and all(v is not None for v in c)]
+    curves = []
+    for r in records:
+        accuracy = r.get("accuracy")
+        curve = accuracy.get("curve") if isinstance(accuracy, dict) else None
+        if r.get("status") != "ok" or not isinstance(curve, list):
+            continue  # a record the report warned about: no curve to draw
+        values = [c.get("eval_accuracy") if isinstance(c, dict) else None for c in curve]
+        if values and all(_finite(v) for v in values):
+            curves.append(values)
     if not curves:
         return []
     length = min(len(c) for c in curves)
     return [statistics.fmean(c[i] for c in curves) for i in range(length)]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def frontier(rows: list[Row]) -> list[tuple[float, float]]:
@@ -83,11 +156,11 @@ def plot_comparison(
 ) -> Path:
     """Draw the trade-off and the learning curves of `rows` into the image file `path`."""
     figure_class, canvas_class = _figure_class()
-    path = Path(path).expanduser()
+    path = check_image_path(path, "tradeoff.png", "--plot")
     groups = by_dataset(rows)
     if not groups:
         raise TlbenchError("nothing to plot: no rows")
-    by_key = {r["key"]: r for r in records}
+    by_key = answer_by_key(records)  # the record each row shows, not merely the last one
     colours, markers = _styles(rows)
 
     fig = figure_class(figsize=(14, 5.2 * len(groups)), dpi=110, layout="constrained")
@@ -105,11 +178,7 @@ def plot_comparison(
     canvas.draw()
     for trade, done in panels:
         _label_points(trade, done, canvas.get_renderer())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=110)
-    except (OSError, ValueError) as exc:
-        raise TlbenchError(f"cannot write plot {path}: {exc}") from exc
+    save_figure(fig, path, "--plot")
     return path
 
 

@@ -239,10 +239,11 @@ def save_grid(
     columns: int = 6,
 ) -> Path:
     """The images in a grid, each titled with its prediction and (when known) its true label."""
-    from tlbench.plot import _figure_class
+    from tlbench.plot import _figure_class, check_image_path, save_figure
 
     figure_class, canvas_class = _figure_class()
-    path = Path(path).expanduser()
+    # A folder or a name without a suffix: the file really written, which the caller prints.
+    path = check_image_path(path, "predictions.png", "--grid")
     n = len(inputs)
     cols = max(1, min(columns, n))
     rows = (n + cols - 1) // cols
@@ -265,9 +266,5 @@ def save_grid(
         )
         truth = f"true: {item.true_label}" if item.true_label else Path(item.path).name
         ax.set_title(f"{label} ({100 * p:.0f}%)\n{truth}", fontsize=8, color=colour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=100)
-    except (OSError, ValueError) as exc:
-        raise TlbenchError(f"cannot write {path}: {exc}") from exc
+    save_figure(fig, path, "--grid")
     return path

@@ -12,18 +12,20 @@ record, never between a finished run and its record.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import errno
 import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tlbench.errors import ResultsError
+from tlbench.errors import ResultsError, TlbenchError
 
 try:
     import fcntl
@@ -84,6 +86,9 @@ def append(path: str | os.PathLike, record: dict[str, Any]) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             if size:
+                problem = _foreign(os.pread(fd, _HEAD, 0), size)
+                if problem:
+                    raise ResultsError(_foreign_message(path, problem))
                 # A torn last line (no newline) must not swallow this record.
                 os.lseek(fd, size - 1, os.SEEK_SET)
                 if os.read(fd, 1) != b"\n":
@@ -106,7 +111,9 @@ def check_writable(path: str | os.PathLike) -> None:
 
     Meant for before the first run, so that a typo in --out or a read-only
     folder fails in a second instead of after the first hour of training.
-    Creates the folder (as `append` would) but not the file.
+    Creates the folder (as `append` would) but not the file. An existing
+    non-empty file whose first line is not a run record (notes, a CSV, a
+    report) is refused: records are never mixed into someone else's file.
     """
     path = Path(path)
     try:
@@ -114,14 +121,57 @@ def check_writable(path: str | os.PathLike) -> None:
         if path.exists():
             if not path.is_file():
                 raise IsADirectoryError(errno.EISDIR, "not a regular file")
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            os.close(fd)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            try:
+                problem = _foreign(os.pread(fd, _HEAD, 0), os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            if problem:
+                raise ResultsError(_foreign_message(path, problem))
         elif not os.access(path.parent, os.W_OK):
             raise PermissionError(errno.EACCES, "folder not writable")
     except OSError as exc:
         raise ResultsError(
             f"cannot write results file {path}: {exc.strerror or exc}. Choose another with --out."
         ) from exc
+
+
+#: how much of an existing file is read to tell whether it is a results file.
+_HEAD = 64 * 1024
+
+
+def _foreign(head: bytes, size: int) -> str | None:
+    """Why a non-empty file starting with `head` is not a results file, or None.
+
+    A results file starts with a record: a JSON object line. A first line that
+    does not start with `{` (notes, a CSV, a report) or that is a complete JSON
+    value but not a record is foreign: appending to it would mix records into
+    someone's file. A first line that starts with `{` but does not parse is a
+    torn record (a power loss during the first append) and is accepted.
+    """
+    text = head.lstrip()
+    if not text:
+        return None  # empty, or only blank lines
+    line, newline, _ = text.partition(b"\n")
+    line = line.rstrip(b"\r")
+    shown = line[:60].decode("utf-8", errors="replace")
+    if not line.startswith(b"{"):
+        return f"its first line is not a run record: {shown!r}"
+    if newline or len(head) >= size:  # the whole first line is here
+        try:
+            value = json.loads(line)
+        except ValueError:
+            return None  # a torn record: readers skip it with a warning
+        if not _is_record(value):
+            return f"its first line is JSON but not a run record: {shown!r}"
+    return None
+
+
+def _foreign_message(path: Path, problem: str) -> str:
+    return (
+        f"{path} exists and is not a tlbench results file ({problem}). Records are not "
+        "appended to it: choose another file with --out, or move this one away."
+    )
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -146,43 +196,243 @@ def _is_record(value: Any) -> bool:
     )
 
 
+#: per file and kind of bad line, how many are named one by one before a summary.
+_WARN_LINES = 3
+
+
 def read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Every record of one or more results files, skipping torn or invalid lines."""
+    """Every record of one or more results files, skipping torn or invalid lines.
+
+    The first few bad lines of a file are each named in a warning, then one
+    warning counts the rest: a foreign file read by mistake gives a few
+    lines of warnings, not one per line.
+    """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     records: list[dict[str, Any]] = []
     for path in map(Path, paths):
         if not path.exists():
             continue
+        bad: dict[str, list[int]] = {"torn": [], "foreign": []}
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            # Binary lines split on b"\n" only: str.splitlines would also split
+            # inside a record at characters such as \x1c or \u2028.
+            with path.open("rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    line = raw.decode("utf-8", errors="replace")
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except (json.JSONDecodeError, RecursionError):
+                        kind = "torn"
+                    else:
+                        if _is_record(record):
+                            records.append(record)
+                            continue
+                        kind = "foreign"
+                    bad[kind].append(number)
+                    if len(bad[kind]) <= _WARN_LINES:
+                        what = (
+                            "a torn or invalid line (an interrupted write?)"
+                            if kind == "torn"
+                            else "a line that is not a tlbench record"
+                        )
+                        warnings.warn(
+                            f"{path}:{number}: skipping {what}", RuntimeWarning, stacklevel=2
+                        )
         except OSError as exc:
-            raise ResultsError(f"cannot read results file {path}: {exc.strerror}") from exc
-        # Split on newlines only: str.splitlines would also split inside a
-        # record at characters such as \x1c or \u2028.
-        for number, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                warnings.warn(
-                    f"{path}:{number}: skipping a torn or invalid line (an interrupted write?)",
-                    RuntimeWarning,
-                    stacklevel=2,
+            raise ResultsError(f"cannot read results file {path}: {exc.strerror or exc}") from exc
+        for kind, numbers in bad.items():
+            if len(numbers) > _WARN_LINES:
+                what = (
+                    "torn or invalid lines"
+                    if kind == "torn"
+                    else "lines that are not tlbench records"
                 )
-                continue
-            if _is_record(record):
-                records.append(record)
-            else:
                 warnings.warn(
-                    f"{path}:{number}: skipping a line that is not a tlbench record",
+                    f"{path}: skipping {len(numbers) - _WARN_LINES} more {what} "
+                    f"({len(numbers)} in all; is it a results file?)",
                     RuntimeWarning,
                     stacklevel=2,
                 )
     return records
 
 
+def record_time(record: dict[str, Any]) -> _dt.datetime | None:
+    """When a record was written (its "time", ISO-8601; naive times are UTC), or None."""
+    value = record.get("time")
+    if not isinstance(value, str):
+        return None
+    try:
+        when = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
+
+
+_DAWN = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+
+
+def in_time_order(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records oldest first by their "time"; records without one count as oldest.
+
+    The sort is stable, so records of the same second (or without a time)
+    keep the order they were read in: within one file, the order written.
+    Records read from several files are thus resolved by when they were
+    written, not by the order of the files on the command line.
+    """
+    return sorted(records, key=lambda r: record_time(r) or _DAWN)
+
+
 def latest_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last record of each run key: a rerun supersedes what came before it."""
-    return {r["key"]: r for r in records}
+    """The newest record of each run key, whatever its status (see `answer_by_key`)."""
+    return {r["key"]: r for r in in_time_order(records)}
+
+
+def answer_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The record that answers each run key: its newest "ok" one, else its newest one.
+
+    A finished result stays the answer until a newer "ok" replaces it: a rerun
+    that was interrupted, failed or skipped after it (`--force`, Ctrl-C) does
+    not hide its accuracy, and resuming does not train it again. Used by both
+    resume (which keys are done) and the report (which accuracy to show).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for r in in_time_order(records):
+        previous = out.get(r["key"])
+        if previous is None or r.get("status") == "ok" or previous.get("status") != "ok":
+            out[r["key"]] = r
+    return out
+
+
+def needs_rerun(record: dict[str, Any], config: Any) -> str | None:
+    """Why the finished `record` does not give what `config` asks of its run, or None.
+
+    For the planner: a key whose answer is "ok" is "already done" only when
+    this is None. `config` is a `RunConfig` (read: `save_models`, `models_dir`,
+    `out`, `strict`). The reason is a phrase for "trained again: <reason>".
+    """
+    if record.get("status") != "ok":
+        return f"its last run ended {record.get('status')!r}"
+    if getattr(config, "save_models", False):
+        cost = record.get("cost") if isinstance(record.get("cost"), dict) else {}
+        saved = cost.get("checkpoint")
+        folder = (
+            getattr(config, "models_dir", None)
+            or Path(getattr(config, "out", ".")).expanduser().parent / "models"
+        )
+        expected = Path(folder).expanduser() / f"{record.get('key')}.pt"
+        here = expected.is_file()
+        # Without --models-dir, the checkpoint the record names (wherever it was written) will do.
+        there = (
+            isinstance(saved, str)
+            and getattr(config, "models_dir", None) is None
+            and Path(saved).is_file()
+        )
+        if not (here or there):
+            if not isinstance(saved, str):
+                return (
+                    f"it ran without --save-models, so it has no checkpoint (looked for {expected})"
+                )
+            return f"its checkpoint is missing (--save-models; looked for {expected})"
+    if getattr(config, "strict", False):
+        data = record.get("data") if isinstance(record.get("data"), dict) else {}
+        skipped = data.get("skipped_images")
+        if isinstance(skipped, int) and not isinstance(skipped, bool) and skipped > 0:
+            files = data.get("skipped_files") or []
+            example = f", e.g. {files[0]}" if files and isinstance(files[0], str) else ""
+            return (
+                f"it skipped {skipped} unreadable image(s){example}, which --strict does not "
+                "accept (remove or replace them, or rerun without --strict)"
+            )
+    return None
+
+
+def check_folder_writable(folder: str | os.PathLike, what: str, flag: str) -> Path:
+    """Create `folder` if needed and prove a file can be written in it; `TlbenchError` if not."""
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise TlbenchError(f"{what} {path} is a file, not a folder. Choose another with {flag}.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tlbench-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TlbenchError(
+            f"cannot write {what} in {path}: {exc.strerror or exc}. Choose another with {flag}."
+        ) from None
+    return path
+
+
+def looks_like_results(path: str | os.PathLike) -> bool:
+    """Whether `path` is a non-empty file that starts with a run record (or a torn one)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return bool(head.strip()) and _foreign(head, size) is None
+
+
+def check_report_output(name: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """The file `tlbench report --output` may write, checked before any work.
+
+    Refused: a folder; one of the results files being read, or any file
+    holding run records (the report would replace them); a place that
+    cannot be written. Raises a `TlbenchError` naming the path.
+    """
+    text = os.fspath(name)
+    path = Path(text).expanduser()
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        raise TlbenchError(f"--output {path} is a folder; name a file, e.g. {path / 'report.md'}")
+    if path.exists():
+        for source in map(Path, inputs):
+            if source.exists() and os.path.samefile(path, source):
+                raise TlbenchError(
+                    f"--output {path} is one of the results files being read; writing the "
+                    "report there would replace its records. Choose another --output."
+                )
+        if looks_like_results(path):
+            raise TlbenchError(
+                f"--output {path} holds tlbench run records; writing the report there would "
+                "replace them. Choose another --output."
+            )
+        if not path.is_file():
+            return path  # a device or a pipe (/dev/stdout): written as it is
+    check_folder_writable(path.parent, "the report", "--output")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise TlbenchError(f"--output {path} cannot be overwritten. Choose another --output.")
+    return path
+
+
+def check_output_locations(
+    *,
+    results: str | os.PathLike | None = None,
+    models_dir: str | os.PathLike | None = None,
+    plot: str | os.PathLike | None = None,
+    grid: str | os.PathLike | None = None,
+) -> dict[str, Path]:
+    """Check, before any work, that every output location given can be written.
+
+    `results`: the results file (--out); `models_dir`: the folder --save-models
+    writes to; `plot` and `grid`: image files (a folder or a name without a
+    suffix resolve as `tlbench.plot.image_path` says). Raises a `TlbenchError`
+    naming the path and what to do; returns the resolved paths by name.
+    """
+    out: dict[str, Path] = {}
+    if results is not None:
+        check_writable(results)
+        out["results"] = Path(results).expanduser()
+    if models_dir is not None:
+        out["models_dir"] = check_folder_writable(models_dir, "checkpoints", "--models-dir")
+    if plot is not None or grid is not None:
+        from tlbench.plot import check_image_path
+
+        if plot is not None:
+            out["plot"] = check_image_path(plot, "tradeoff.png", "--plot")
+        if grid is not None:
+            out["grid"] = check_image_path(grid, "predictions.png", "--grid")
+    return out
