@@ -1,9 +1,12 @@
 """The `tlbench` command: run a grid, list what plugins provide, report results."""
 
+# PYTHON_ARGCOMPLETE_OK (tab completion: `eval "$(register-python-argcomplete tlbench)"`)
+
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import warnings
@@ -36,6 +39,13 @@ EPILOG_REPORT = """examples:
   tlbench report results/runs.jsonl --plot tradeoff.png
 """
 
+EPILOG_EXAMPLES = """examples:
+  tlbench examples                               name and summary of each
+  tlbench examples show flowers12_quick          print one
+  tlbench examples copy hymenoptera_resnet18 .   copy one here, then edit it and
+  tlbench run --config hymenoptera_resnet18.toml run it
+"""
+
 EPILOG_PREDICT = """examples:
   tlbench predict results/models/3f2a....pt photo.jpg
   tlbench predict model.pt ~/data/flowers/test --top-k 3 --grid predictions.png
@@ -65,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark transfer learning on images: every backbone x dataset x strategy, "
         "accuracy against training cost.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
@@ -127,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=float, help="SGD momentum")
     _bool_flag(train, "nesterov", "SGD: Nesterov momentum (default: plain momentum)")
     train.add_argument("--schedule", choices=["cosine", "step", "constant"])
-    train.add_argument("--step-size", type=int, metavar="N", help="step schedule: decay every N epochs")
+    train.add_argument(
+        "--step-size", type=int, metavar="N", help="step schedule: decay every N epochs"
+    )
     train.add_argument("--gamma", type=float, help="step schedule: multiply the LR by this")
     train.add_argument("--warmup-epochs", type=int)
     train.add_argument("--label-smoothing", type=float)
@@ -166,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fp32", "bf16"],
         help="auto: bf16 autocast on CUDA, fp32 on CPU",
     )
-    _bool_flag(where, "channels-last", "channels-last memory format (default: on; faster for convnets on CPU and CUDA)")
+    _bool_flag(
+        where,
+        "channels-last",
+        "channels-last memory format (default: on; faster for convnets on CPU and CUDA)",
+    )
     where.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile the model"
     )
@@ -204,17 +221,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser(
         "list",
-        help="list backbones, datasets and strategies",
+        help="list backbones, datasets, strategies and executors",
         description="List what the loaded plugins provide, with wildcards: tlbench list backbones 'resnet*'",
     )
-    lst.add_argument("kind", nargs="?", choices=["backbones", "datasets", "strategies"])
-    lst.add_argument("pattern", nargs="?", help="shell-style wildcard, e.g. 'resnet*'")
+    lst.add_argument(
+        "kind", nargs="?", choices=LIST_KINDS, help="list one kind only (default: every kind)"
+    )
+    lst.add_argument(
+        "pattern",
+        nargs="?",
+        help="shell-style wildcard, e.g. 'resnet*' or 'timm:*' (default: every name, and the "
+        "featured members of each family)",
+    )
+    lst.add_argument(
+        "--json", action="store_true", help="machine-readable output (default: tables)"
+    )
 
-    show = sub.add_parser("show", help="details of one backbone, dataset or strategy")
-    show.add_argument("name")
+    show = sub.add_parser(
+        "show",
+        help="details of one backbone, dataset, strategy or executor",
+        description="Everything known about one name, without building or downloading anything.",
+    )
+    show.add_argument(
+        "name",
+        help="any name `tlbench list` prints: resnet18, timm:resnet18, partial:2, imagefolder:PATH",
+    )
+    show.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
 
     plug = sub.add_parser("plugins", help="loaded plugins, versions, and what each provides")
-    plug.add_argument("--json", action="store_true", help="machine-readable output")
+    plug.add_argument(
+        "--json", action="store_true", help="machine-readable output (default: a table)"
+    )
+
+    examples = sub.add_parser(
+        "examples",
+        help="example config files shipped with tlbench: list, show or copy one out",
+        description="Example grids as TOML config files, shipped inside the package. Copy one out, "
+        "edit it, and run it with `tlbench run --config FILE.toml`.",
+        epilog=EPILOG_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    examples.add_argument(
+        "--json", action="store_true", help="list as machine-readable output (default: a table)"
+    )
+    actions = examples.add_subparsers(dest="examples_command", metavar="ACTION")
+    actions.add_parser("list", help="name and summary of each example (the default action)")
+    ex_show = actions.add_parser("show", help="print one example to stdout")
+    ex_show.add_argument("name", help="an example's name, as `tlbench examples` lists it")
+    ex_copy = actions.add_parser("copy", help="copy one example into a folder or to a file")
+    ex_copy.add_argument("name", help="an example's name, as `tlbench examples` lists it")
+    ex_copy.add_argument(
+        "dest", nargs="?", default=".", help="folder or file to write (default: the current folder)"
+    )
+    ex_copy.add_argument(
+        "--force", action="store_true", help="overwrite an existing file (default: refuse)"
+    )
 
     rep = sub.add_parser(
         "report",
@@ -271,9 +332,139 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.png",
         help="save the images with predicted and true labels (needs matplotlib)",
     )
-    pred.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    pred.add_argument("--json", action="store_true", help="machine-readable output")
+    pred.add_argument(
+        "--device",
+        type=device_arg,
+        default="cpu",
+        metavar="DEVICE",
+        help="auto, cpu, cuda, cuda:N or mps (default: cpu)",
+    )
+    pred.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
+    _document_defaults(parser)
+    _add_completers(parser)
     return parser
+
+
+def _version() -> str:
+    from tlbench import __version__
+
+    return __version__
+
+
+#: a `--device` value: auto, cpu, cuda, cuda:N or mps (the device itself is checked when used).
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
+
+
+def device_arg(text: str) -> str:
+    """argparse type of `--device`: any of `DEVICE_PATTERN`, case as given."""
+    import re
+
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device: use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
+        )
+    return text
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """`parser` and every subcommand's parser below it, depth first."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += _subparsers(child)
+    return found
+
+
+def _document_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's help ends with its default, unless it already names it.
+
+    The default shown is the option's own, or for options left unset so that
+    something else decides (a strategy's hyperparameters) what the option's
+    group title says: "training (default: each strategy's own, ...)".
+    """
+    import re
+
+    for sub in _subparsers(parser):
+        for group in sub._action_groups:
+            said = re.search(r"\(default: ([^,)]+)", group.title or "")
+            for action in group._group_actions:
+                if (
+                    not action.option_strings
+                    or action.help == argparse.SUPPRESS
+                    or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+                    or "default" in (action.help or "")
+                ):
+                    continue
+                if action.default not in (None, False, argparse.SUPPRESS):
+                    default = str(action.default)
+                elif said:
+                    default = said.group(1)
+                elif action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+                    default = "off"
+                elif action.choices and "auto" in action.choices:
+                    default = "auto"
+                else:
+                    default = "none"
+                # `%` is argparse's format character in help strings.
+                action.help = (
+                    f"{action.help or ''} (default: {default.replace('%', '%%')})".lstrip()
+                )
+
+
+def _names(kind: str, prefix: str) -> list[str]:
+    """Registered names of `kind` ("backbones") that complete `prefix` (tab completion)."""
+    import warnings as _warnings
+
+    from tlbench.plugins import Plugins
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")  # a broken plugin must not spoil the shell's line
+        plugins = Plugins()
+        registries = _registries(plugins)
+        kinds = [kind] if kind in registries else list(registries)
+        names: list[str] = []
+        for k in kinds:
+            # With "family:" typed, every member the family knows; else what `list` shows.
+            pattern = f"{prefix}*" if ":" in prefix else None
+            names += [row["name"] for row in _list_rows(plugins, k, pattern)]
+    return [n for n in names if n.startswith(prefix)]
+
+
+def _completer(kind: str, *, comma_separated: bool = False) -> Any:
+    """An argcomplete completer of registered names; for `--backbones a,b,` the last item."""
+
+    def complete(prefix: str, **kwargs: Any) -> list[str]:
+        head, _, last = prefix.rpartition(",") if comma_separated else ("", "", prefix)
+        lead = f"{head}," if head else ""
+        return [lead + name for name in _names(kind, last)]
+
+    return complete
+
+
+def _example_completer(prefix: str, **kwargs: Any) -> list[str]:
+    return [n for n in _examples() if n.startswith(prefix)]
+
+
+def _add_completers(parser: argparse.ArgumentParser) -> None:
+    """Tab completion of registered names (argcomplete reads `action.completer`)."""
+    completers = {
+        ("show", "name"): _completer("all"),
+        ("run", "backbones"): _completer("backbones", comma_separated=True),
+        ("run", "datasets"): _completer("datasets", comma_separated=True),
+        ("run", "strategies"): _completer("strategies", comma_separated=True),
+        ("run", "executor"): _completer("executors"),
+        ("copy", "name"): _example_completer,
+        ("show:examples", "name"): _example_completer,
+    }
+    for sub in _subparsers(parser):
+        command = sub.prog.split()[-1]
+        if sub.prog.split()[-2:] == ["examples", "show"]:
+            command = "show:examples"
+        for action in sub._actions:
+            completer = completers.get((command, action.dest))
+            if completer is not None:
+                action.completer = completer  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- run
@@ -434,7 +625,7 @@ def print_comparison(
     if hidden:
         console.print(
             f"(hidden to fit the terminal: {', '.join(sorted(hidden))}; "
-            "`tlbench report --format markdown` shows every column)",
+            "`tlbench report RESULTS.jsonl --format markdown` shows every column)",
             style="dim",
         )
 
@@ -460,169 +651,294 @@ def _print_wide(console: Console, renderable: Any, **kwargs: Any) -> None:
 
 # --------------------------------------------------------------------------- list / show / plugins
 
+#: what `tlbench list KIND` accepts: one per registry of `Plugins`.
+LIST_KINDS = ("backbones", "datasets", "strategies", "executors")
+
+
+def _registries(plugins: Any) -> dict[str, Any]:
+    """Kind ("backbones") -> registry, for the kinds this tlbench's `Plugins` has."""
+    return {k: getattr(plugins, k) for k in LIST_KINDS if hasattr(plugins, k)}
+
+
+def _list_rows(plugins: Any, kind: str, pattern: str | None) -> list[dict[str, Any]]:
+    """One dict per name `tlbench list` shows; `name` is exactly what `show` and `run` accept."""
+    import fnmatch
+
+    registry = _registries(plugins)[kind]
+    rows: list[dict[str, Any]] = []
+    for name in registry.names(pattern):
+        row: dict[str, Any] = {"kind": registry.kind, "name": name}
+        family = registry.families.get(name.partition(":")[0])
+        if family is not None:
+            # Members are resolved only when used: listing 1000 timm models builds none.
+            # The family's own row describes them.
+            row.update(description="", plugin=registry.provider(name), family=family.name)
+            rows.append(row)
+            continue
+        item = registry.get(name)
+        if kind == "backbones":
+            row["pretrained"] = item.has_pretrained
+        elif kind == "datasets" and item.takes_argument:
+            row["name"] = f"{name}:{item.argument_help or '<arg>'}"
+            row["takes_argument"] = True
+        elif kind == "strategies":
+            row["frozen_backbone"] = item.frozen_backbone
+        row.update(description=item.description, plugin=registry.provider(item.name))
+        rows.append(row)
+    for fname, family in registry.families.items():
+        shown = f"{fname}:{family.argument_help}"
+        if pattern is None or fnmatch.fnmatchcase(shown, pattern):
+            hint = f"`tlbench list {kind} '{fname}:*'` lists them"
+            rows.append(
+                {
+                    "kind": registry.kind,
+                    "name": shown,
+                    "description": f"{family.description}; {hint}" if family.description else hint,
+                    "plugin": registry.provider(fname),
+                    "family": fname,
+                    "takes_argument": True,
+                }
+            )
+    return sorted(rows, key=lambda r: r["name"])
+
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     import fnmatch
 
-    from rich.markup import escape
-
     from tlbench.plugins import Plugins
 
     plugins = Plugins()
-    kinds = [args.kind] if args.kind else ["backbones", "datasets", "strategies"]
+    registries = _registries(plugins)
+    kinds = [args.kind] if args.kind else list(registries)
+    if args.json:
+        print(
+            json.dumps(
+                [row for k in kinds for row in _list_rows(plugins, k, args.pattern)], indent=2
+            )
+        )
+        return 0
     for kind in kinds:
-        registry = getattr(plugins, kind)
-        table = Table(title=kind, title_justify="left")
-        table.add_column("name")
-        table.add_column("pretrained" if kind == "backbones" else "", justify="left")
-        table.add_column("description")
-        table.add_column("plugin", style="dim")
-        rows = []
-        for name in registry.names(args.pattern):
-            family = registry.families.get(name.partition(":")[0])
-            if family is not None:
-                # Members are resolved only when used: listing 1000 timm models builds none.
-                # The family's own row describes them.
-                rows.append((name, "", "", registry.provider(name)))
-                continue
-            item = registry.get(name)
-            extra = ""
-            if kind == "backbones":
-                extra = "yes" if item.has_pretrained else "no"
-            elif kind == "datasets" and item.takes_argument:
-                name = f"{name}:{item.argument_help or '<arg>'}"
-            elif kind == "strategies":
-                extra = "frozen" if item.frozen_backbone else ""
-            rows.append((name, extra, item.description, registry.provider(item.name)))
-        for fname, family in registry.families.items():
-            shown = f"{fname}:{family.argument_help}"
-            if args.pattern is None or fnmatch.fnmatchcase(shown, args.pattern):
-                hint = f"`tlbench list {kind} '{fname}:*'` lists them"
-                description = f"{family.description}; {hint}" if family.description else hint
-                rows.append((shown, "", description, registry.provider(fname)))
+        registry = registries[kind]
+        rows = _list_rows(plugins, kind, args.pattern)
         conflicts = {
             n: owners
             for n, owners in registry.conflicts.items()
             if args.pattern is None or fnmatch.fnmatchcase(n, args.pattern)
         }
         if not rows and not conflicts and args.pattern:
-            console.print(f"no {kind} match {args.pattern!r}")
+            console.print(Text(f"no {kind} match {args.pattern!r}"))
             continue
-        for row in sorted(rows):
-            # Plugin-supplied text is not rich markup: `timm:<model>[@random]` stays as written.
-            table.add_row(*(escape(cell) for cell in row))
-        console.print(table)
+        table = Table(title=kind, title_justify="left")
+        # Names are never cut or folded: they are what the user copies into `run` and `show`.
+        table.add_column(
+            "name", no_wrap=True, min_width=max((len(r["name"]) for r in rows), default=4)
+        )
+        extra = {"backbones": "pretrained", "strategies": "backbone"}.get(kind, "")
+        table.add_column(extra, justify="left", no_wrap=True)
+        table.add_column("description", overflow="fold")
+        table.add_column("plugin", style="dim", no_wrap=True)
+        for row in rows:
+            if "pretrained" in row:
+                cell = "yes" if row["pretrained"] else "no"
+            elif "frozen_backbone" in row:
+                cell = "frozen" if row["frozen_backbone"] else ""
+            else:
+                cell = ""
+            # Text, not markup: `timm:<model>[@random]` stays as written.
+            table.add_row(
+                *(Text(c) for c in (row["name"], cell, row["description"], row["plugin"]))
+            )
+        _print_wide(console, table)
         for name, owners in conflicts.items():
             console.print(
-                f"[red]conflict[/]: {registry.kind} {name!r} is registered by "
-                f"{' and '.join(repr(o) for o in owners)}; it cannot be used until one is blocked "
-                "(TLBENCH_BLOCK_PLUGINS)"
+                Text.assemble(
+                    ("conflict", "red"),
+                    f": {registry.kind} {name!r} is registered by "
+                    f"{' and '.join(repr(o) for o in owners)}; it cannot be used until one is "
+                    "blocked (TLBENCH_BLOCK_PLUGINS)",
+                ),
+                soft_wrap=True,
             )
     # Plugins that failed were already reported once, as a warning, while loading.
     return 0
 
 
+def _describe(plugins: Any, name: str) -> dict[str, Any]:
+    """Everything known about one name `tlbench list` prints, as plain data (`show --json`).
+
+    Nothing is built and nothing is downloaded: a backbone's parameter count is
+    the one its plugin declares. A family member (`timm:resnet18`, `partial:2`)
+    is resolved by its plugin, which may import its own library to do so; the
+    placeholder `list` prints (`timm:<model_name>[@random]`, `imagefolder:<path>`)
+    describes the family or dataset itself; `imagefolder:PATH` lists the folder.
+    """
+    base, sep, argument = name.partition(":")
+    for kind, registry in _registries(plugins).items():
+        family = registry.families.get(base)
+        if family is not None:
+            if not argument or argument == family.argument_help:
+                return {
+                    "kind": f"{registry.kind} family",
+                    "name": f"{base}:{family.argument_help}",
+                    "description": family.description,
+                    "plugin": registry.provider(base),
+                    "featured": [f"{base}:{m}" for m in family.featured],
+                    "members": f"`tlbench list {kind} '{base}:*'` lists them",
+                }
+            return _describe_item(plugins, kind, registry, registry.get(name), name)
+        if base in registry:
+            item = registry.get(base)
+            if kind == "datasets":
+                return _describe_dataset(registry, item, argument if sep else None)
+            if sep:
+                registry.get(name)  # raises: "... takes no argument"
+            return _describe_item(plugins, kind, registry, item, base)
+    import difflib
+
+    known = [row["name"] for k in _registries(plugins) for row in _list_rows(plugins, k, None)]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(m) for m in close)}?" if close else ""
+    raise TlbenchError(
+        f"nothing is called {name!r}.{hint} Run `tlbench list` to see what is available."
+    )
+
+
+def _describe_item(plugins: Any, kind: str, registry: Any, item: Any, name: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": registry.kind, "name": name}
+    info["description"] = getattr(item, "description", "")
+    info["plugin"] = registry.provider(name)
+    if kind == "backbones":
+        p = item.preprocessing
+        info.update(
+            feature_dim=item.feature_dim,
+            weights=item.weights,
+            weights_source=item.weights_source or None,
+            preprocessing={**p.to_dict(), "crop_pct": round(p.crop_pct, 4)},
+            min_image_size=item.min_image_size,
+            fixed_image_size=item.fixed_image_size,
+            num_params=item.num_params,
+        )
+    elif kind == "strategies":
+        import dataclasses
+
+        info.update(
+            pretrained=item.pretrained,
+            frozen_backbone=item.frozen_backbone,
+            defaults=dataclasses.asdict(item.defaults),
+        )
+    return info
+
+
+def _describe_dataset(registry: Any, d: Any, argument: str | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "kind": "dataset",
+        "name": d.name,
+        "description": d.description,
+        "plugin": registry.provider(d.name),
+        "argument": (d.argument_help or "<arg>") if d.takes_argument else None,
+        "native_size": d.native_size,
+    }
+    if argument is not None and not d.takes_argument:
+        raise TlbenchError(f"dataset {d.name!r} takes no argument (got {d.name}:{argument})")
+    if argument and argument != info["argument"]:
+        # An argument names local files (imagefolder:PATH): listing them is cheap.
+        from tlbench.api import DatasetRequest
+        from tlbench.cache import default_cache_dir
+
+        splits = d.load(DatasetRequest(argument=argument, data_dir=default_cache_dir() / "data"))
+        info.update(
+            name=f"{d.name}:{argument}",
+            classes=list(splits.classes),
+            train_images=len(splits.train),
+            eval_images=len(splits.eval),
+            eval_split=splits.eval_split,
+            fingerprint=splits.fingerprint,
+        )
+    return info
+
+
+def _show_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """`show`'s human-readable lines for `_describe`'s data."""
+    rows = [(info["kind"], info["name"]), ("description", info["description"] or "-")]
+    rows.append(("plugin", info["plugin"]))
+    if "feature_dim" in info:
+        p = info["preprocessing"]
+        n = info["num_params"]
+        rows += [
+            ("feature width", str(info["feature_dim"])),
+            ("pretrained weights", info["weights"] or "none (random init only: scratch)"),
+            ("weights source", info["weights_source"] or "-"),
+            (
+                "preprocessing",
+                f"resize the shorter side to {p['resize']}, centre crop {p['crop']} "
+                f"({100 * p['crop_pct']:.1f}%), {p['interpolation']}; normalise with "
+                f"mean {tuple(p['mean'])}, std {tuple(p['std'])}",
+            ),
+            (
+                "input size",
+                f"{info['fixed_image_size']} px only"
+                if info["fixed_image_size"]
+                else f"any, at least {info['min_image_size']} px (the crop fraction is kept)",
+            ),
+            (
+                "parameters",
+                f"{n:,} (backbone, without the new head)"
+                if n is not None
+                else "not declared by its plugin; computed at run time",
+            ),
+        ]
+    if "frozen_backbone" in info:
+        rows += [
+            ("needs pretrained weights", "yes" if info["pretrained"] else "no"),
+            (
+                "backbone",
+                "frozen: features computed once and cached"
+                if info["frozen_backbone"]
+                else "trains",
+            ),
+            ("defaults", ", ".join(f"{k}={v}" for k, v in info["defaults"].items())),
+        ]
+    if "native_size" in info:
+        rows += [
+            ("argument", info["argument"] or "none"),
+            ("native size", f"{info['native_size']} px" if info["native_size"] else "varies"),
+        ]
+    if "classes" in info:
+        classes = info["classes"]
+        shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+        rows += [
+            ("classes", f"{len(classes)}: {shown}"),
+            ("images", f"{info['train_images']} train, {info['eval_images']} {info['eval_split']}"),
+        ]
+    if "featured" in info:
+        rows += [("featured", ", ".join(info["featured"]) or "-"), ("members", info["members"])]
+    return rows
+
+
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
-    """Everything known about one backbone, dataset or strategy."""
+    """Everything known about one backbone, dataset, strategy or executor."""
     from tlbench.plugins import Plugins
 
-    plugins = Plugins()
-    name = args.name
-    base, _, argument = name.partition(":")
-    info: dict[str, Any]
-    if base in plugins.backbones:
-        b = plugins.backbones.get(base)
-        p = b.preprocessing
-        info = {
-            "backbone": b.name,
-            "description": b.description,
-            "plugin": plugins.provider("backbone", b.name),
-            "feature width": b.feature_dim,
-            "pretrained weights": b.weights or "none (random init only: scratch)",
-            "weights source": b.weights_source or "-",
-            "preprocessing": (
-                f"resize the shorter side to {p.resize}, centre crop {p.crop} "
-                f"({100 * p.crop_pct:.1f}%), {p.interpolation}; normalise with "
-                f"mean {tuple(p.mean)}, std {tuple(p.std)}"
-            ),
-            "input size": f"{b.fixed_image_size} px only"
-            if b.fixed_image_size
-            else f"any, at least {b.min_image_size} px (the crop fraction is kept)",
-        }
-        try:
-            _, total = _count(b.build(False))  # random init: never downloads
-            info["parameters"] = f"{total:,} (backbone, without the new head)"
-        except Exception as exc:  # building is best effort for `show`
-            info["parameters"] = f"? ({type(exc).__name__}: {exc})"
-    elif base in plugins.datasets:
-        d = plugins.datasets.get(base)
-        info = {
-            "dataset": d.name,
-            "description": d.description,
-            "plugin": plugins.provider("dataset", d.name),
-            "argument": d.argument_help if d.takes_argument else "none",
-            "native size": f"{d.native_size} px" if d.native_size else "varies",
-        }
-        if argument and d.takes_argument:
-            # An argument names local files (imagefolder:PATH): listing them is cheap.
-            from tlbench.api import DatasetRequest
-            from tlbench.data import default_cache_dir
-
-            splits = d.load(
-                DatasetRequest(argument=argument, data_dir=default_cache_dir() / "data")
-            )
-            info["classes"] = f"{len(splits.classes)}: {', '.join(splits.classes[:20])}" + (
-                ", ..." if len(splits.classes) > 20 else ""
-            )
-            info["images"] = f"{len(splits.train)} train, {len(splits.eval)} {splits.eval_split}"
-    elif base in plugins.strategies:
-        s = plugins.strategies.get(base)
-        info = {
-            "strategy": s.name,
-            "description": s.description,
-            "plugin": plugins.provider("strategy", s.name),
-            "needs pretrained weights": "yes" if s.pretrained else "no",
-            "backbone": "frozen: features computed once and cached"
-            if s.frozen_backbone
-            else "trains",
-            "defaults": s.defaults.__dict__,
-        }
-    else:
-        import difflib
-
-        known = plugins.backbones.names() + plugins.datasets.names() + plugins.strategies.names()
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(m) for m in close)}?" if close else ""
-        raise TlbenchError(
-            f"no backbone, dataset or strategy is called {name!r}.{hint} "
-            "Run `tlbench list` to see what is available."
-        )
+    info = _describe(Plugins(), args.name)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
     table = Table.grid(padding=(0, 2))
     table.add_column(justify="right", style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    for key, value in info.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        table.add_row(key, Text(str(value)))
-    console.print(table)
+    for key, value in _show_rows(info):
+        table.add_row(key, Text(value))
+    _print_wide(console, table)
     return 0
 
 
-def _count(module) -> tuple[int, int]:
-    from tlbench.engine import count_parameters
-
-    return count_parameters(module)
-
-
 def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
-    from rich.markup import escape
-
     from tlbench.plugins import Plugins
 
     plugins = Plugins()
     infos = list(plugins.info.values())
     conflicts: dict[str, list[str]] = {}
-    for registry in (plugins.backbones, plugins.datasets, plugins.strategies):
+    for registry in _registries(plugins).values():
         for name, owners in registry.conflicts.items():
             for owner in owners:
                 conflicts.setdefault(owner, []).append(f"{registry.kind} {name}")
@@ -634,23 +950,118 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
         )
         return 0
     table = Table(title="plugins", title_justify="left")
-    for column in ("name", "version", "kind", "provides", "status"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("provides", overflow="fold")
+    table.add_column("status", overflow="fold")
     colours = {"loaded": "green", "failed": "red"}
     for i in infos:
-        # Plugin-supplied text is not rich markup: `timm:<model_name>[@random]` stays as written.
-        provides = escape("; ".join(f"{k}: {', '.join(v)}" for k, v in i.provides.items()))
-        colour = colours.get(i.status, "yellow")
-        status = f"[{colour}]{i.status}[/]" + (f": {escape(i.error)}" if i.error else "")
+        # Text, not markup: `timm:<model_name>[@random]` stays as written.
+        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in i.provides.items())
+        status = Text(i.status, style=colours.get(i.status, "yellow"))
+        if i.error:
+            status.append(f": {i.error}")
         kind = "builtin" if i.builtin else f"entry point ({i.distribution or '-'})"
-        table.add_row(escape(i.name), i.version, kind, provides, status)
-    console.print(table)
-    for registry in (plugins.backbones, plugins.datasets, plugins.strategies):
+        table.add_row(Text(i.name), Text(i.version), Text(kind), Text(provides), status)
+    _print_wide(console, table)
+    for registry in _registries(plugins).values():
         for name, owners in registry.conflicts.items():
             console.print(
-                f"[red]conflict[/]: {registry.kind} {name!r} registered by "
-                f"{' and '.join(repr(o) for o in owners)}"
+                Text.assemble(
+                    ("conflict", "red"),
+                    f": {registry.kind} {name!r} registered by "
+                    f"{' and '.join(repr(o) for o in owners)}",
+                ),
+                soft_wrap=True,
             )
+    return 0
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def _examples() -> dict[str, Any]:
+    """Name -> the example config file shipped inside the package (an importlib resource)."""
+    from importlib.resources import files
+
+    folder = files("tlbench") / "examples"
+    return {
+        f.name.removesuffix(".toml"): f
+        for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".toml")
+    }
+
+
+def _example(name: str) -> Any:
+    examples = _examples()
+    found = examples.get(name.removesuffix(".toml"))
+    if found is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(examples), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(m) for m in close)}?" if close else ""
+        raise TlbenchError(
+            f"no example is called {name!r}.{hint} Run `tlbench examples` to list them."
+        )
+    return found
+
+
+def _summary(text: str) -> str:
+    """The first paragraph of an example's leading comment, as one line (up to an indented command)."""
+    words: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#") or not line.strip("# ") or line.startswith("#  "):
+            break
+        words.append(line.lstrip("#").strip())
+    return " ".join(words)
+
+
+def cmd_examples(args: argparse.Namespace, console: Console) -> int:
+    """List the shipped example configs, print one, or copy one out to edit and run."""
+    action = args.examples_command or "list"
+    if action == "list":
+        examples = _examples()
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {"name": n, "summary": _summary(f.read_text(encoding="utf-8"))}
+                        for n, f in examples.items()
+                    ],
+                    indent=2,
+                )
+            )
+            return 0
+        table = Table(title="examples", title_justify="left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("summary", overflow="fold")
+        for name, f in examples.items():
+            table.add_row(Text(name), Text(_summary(f.read_text(encoding="utf-8"))))
+        _print_wide(console, table)
+        console.print(
+            Text(
+                "`tlbench examples copy NAME [DEST]` copies one out to edit; "
+                "`tlbench run --config NAME.toml` then runs it."
+            ),
+            soft_wrap=True,
+        )
+        return 0
+    source = _example(args.name)
+    text = source.read_text(encoding="utf-8")
+    if action == "show":
+        sys.stdout.write(text)
+        return 0
+    dest = Path(args.dest).expanduser()
+    if dest.is_dir():
+        dest = dest / source.name
+    if dest.exists() and not args.force:
+        raise TlbenchError(f"{dest} exists; pass --force to overwrite it, or another DEST.")
+    try:
+        dest.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise TlbenchError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    console.print(Text(f"wrote {dest}; run it with: tlbench run --config {dest}"), soft_wrap=True)
     return 0
 
 
@@ -758,17 +1169,30 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "report": cmd_report,
     "predict": cmd_predict,
+    "examples": cmd_examples,
 }
+
+
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's tab completion (argcomplete, optional: `pip install 'tlbench[completion]'`)."""
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)  # exits when it has answered
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # set only while the shell asks for completions
+        _autocomplete(parser)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    # Messages are never hard-wrapped: a terminal wraps them itself, a log keeps one line each.
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     warnings.simplefilter("default")
     # Messages name tables like [strategy.finetune] and paths with brackets:
     # escaped, so rich prints them instead of reading them as markup.
@@ -783,6 +1207,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as stop:
         err.print("interrupted")
         return _interrupted_code(stop)
+    except BrokenPipeError:
+        # `tlbench list | head`: the reader has gone; say nothing more, exit as a shell would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def _interrupted_code(stop: KeyboardInterrupt) -> int:
