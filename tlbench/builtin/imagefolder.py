@@ -14,6 +14,15 @@ Files are found recursively inside each class folder; hidden files and
 folders and files without an image extension are ignored. Class names are
 the sorted subfolder names. Nothing is decoded here: the fingerprint hashes
 relative paths, sizes and modification times.
+
+Symbolic links are followed, and a file belongs to the class folder it is
+under once links are resolved: a link into another class or split (`up ->
+../../test`) adds nothing there, a link back up the tree (`loop -> ..`)
+neither loops nor relabels, and a file reached twice counts once. Links out
+of the dataset folder (a class folder on another disk) belong to the class
+that links them. Identical train and evaluation splits (`val -> train`), a
+folder that is two classes, or one file in two classes or both splits are
+errors: each would give labels or accuracies that mean nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ class _File:
     rel: str  # relative to the dataset root, for the fingerprint
     size: int
     mtime_ns: int
+    #: (device, inode): the same file reached by two links or hard links is one file.
+    ident: tuple[int, int] = (0, 0)
 
 
 def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
@@ -71,8 +82,18 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
 
 
 def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
-    train = _scan_classes(root / "train", root)
-    held = _scan_classes(root / eval_dir, root)
+    if os.path.realpath(root / eval_dir) == os.path.realpath(root / "train"):
+        raise DatasetError(
+            f"imagefolder: {root}: {eval_dir}/ is the same folder as train/ (a link), so the "
+            f"evaluation would run on the training images. Give {eval_dir}/ held-out images, or "
+            f"remove it to hold out a fraction of train/ (--val-fraction)."
+        )
+    train_dirs = _class_dirs(root / "train")
+    held_dirs = _class_dirs(root / eval_dir)
+    owners = _owners(root, {"train": train_dirs, eval_dir: held_dirs})
+    train = _scan_classes(train_dirs, "train", root, owners)
+    held = _scan_classes(held_dirs, eval_dir, root, owners)
+    _check_disjoint(root, [("train", train), (eval_dir, held)])
     if set(train) != set(held):
         only_train = sorted(set(train) - set(held))
         only_eval = sorted(set(held) - set(train))
@@ -108,7 +129,9 @@ def _load_fraction(root: Path, class_root: Path, fraction: float, seed: int) -> 
             f"each class is held out for evaluation, but val_fraction={fraction} is not "
             f"between 0 and 1. Pass e.g. --val-fraction 0.2."
         )
-    by_class = _scan_classes(class_root, root)
+    dirs = _class_dirs(class_root)
+    by_class = _scan_classes(dirs, "", root, _owners(root, {"": dirs}))
+    _check_disjoint(root, [("", by_class)])
     classes = sorted(by_class)
     train_files: list[_File] = []
     train_labels: list[int] = []
@@ -161,18 +184,18 @@ def _held_out(n: int, fraction: float, seed: str) -> list[int]:
     return random.Random(seed).sample(range(n), k)
 
 
-def _scan_classes(class_root: Path, root: Path) -> dict[str, list[_File]]:
-    """Class name -> its image files (sorted by path) under `class_root`."""
+def _class_dirs(class_root: Path) -> dict[str, str]:
+    """Class name -> its folder under `class_root` (sorted by name)."""
     try:
         entries = sorted(
             (e for e in os.scandir(class_root) if not e.name.startswith(".")),
             key=lambda e: e.name,
         )
     except OSError as exc:
-        raise DatasetError(f"imagefolder: cannot read {class_root}: {exc}") from exc
-    class_dirs = [e for e in entries if e.is_dir()]
+        raise DatasetError(f"imagefolder: cannot read {class_root}: {exc.strerror or exc}") from exc
+    class_dirs = [e for e in entries if _is_dir(e)]
     if not class_dirs:
-        loose = sum(1 for e in entries if e.is_file() and is_image_file(e.name))
+        loose = sum(1 for e in entries if _is_file(e) and is_image_file(e.name))
         hint = (
             f" It holds {loose} images directly: move them into one subfolder per class."
             if loose
@@ -182,38 +205,172 @@ def _scan_classes(class_root: Path, root: Path) -> dict[str, list[_File]]:
             f"imagefolder: {class_root} has no class folders.{hint} Expected "
             f"{class_root}/<class>/<image> (or train/<class>/ and val/<class>/)."
         )
+    return {e.name: e.path for e in class_dirs}
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link loop (`a -> a`) or an unreadable link: not a folder
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+#: (split, class): who a folder's files belong to.
+_Owner = tuple[str, str]
+
+
+def _owners(root: Path, splits: dict[str, dict[str, str]]) -> dict[str, _Owner]:
+    """Real path of each class folder -> (split, class); two classes in one folder is an error."""
+    owners: dict[str, _Owner] = {}
+    for split, dirs in splits.items():
+        for name, path in dirs.items():
+            real = os.path.realpath(path)
+            other = owners.get(real)
+            if other is not None:
+                here = f"{split}/{name}" if split else name
+                there = f"{other[0]}/{other[1]}" if other[0] else other[1]
+                if other[0] != split:
+                    why = "the evaluation would run on training images"
+                else:
+                    why = "its images would carry two labels"
+                raise DatasetError(
+                    f"imagefolder: {root}: {here}/ and {there}/ are the same folder (a link), so "
+                    f"{why}. Give each class of each split its own folder."
+                )
+            owners[real] = (split, name)
+    return owners
+
+
+def _owner_of(real: str, owners: dict[str, _Owner]) -> _Owner | None:
+    """The class whose folder holds the real path `real` (the deepest), or None."""
+    path = real
+    while True:
+        owner = owners.get(path)
+        if owner is not None:
+            return owner
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def _scan_classes(
+    dirs: dict[str, str], split: str, root: Path, owners: dict[str, _Owner]
+) -> dict[str, list[_File]]:
+    """Class name -> its image files (sorted by path, each once) in the class folders `dirs`."""
+    root_real = os.path.realpath(root)
     by_class: dict[str, list[_File]] = {}
-    for entry in class_dirs:
+    for name, path in dirs.items():
         files: list[_File] = []
-        _walk(entry.path, root, files, set())
+        walk = _Walk(root, root_real, owners, (split, name), files)
+        walk.folder(path, os.path.realpath(path))
         if not files:
             raise DatasetError(
-                f"imagefolder: class folder {entry.path} has no images (looked for "
-                f"{', '.join(IMG_EXTENSIONS)}; hidden files are ignored). Add images or "
-                f"remove the folder."
+                f"imagefolder: class folder {path} has no images (looked for "
+                f"{', '.join(IMG_EXTENSIONS)}; hidden files are ignored; files that links "
+                f"lead to count in the class folder they are in). Add images or remove the folder."
             )
         files.sort(key=lambda f: f.rel)
-        by_class[entry.name] = files
+        unique: dict[tuple[int, int], _File] = {}
+        for f in files:
+            unique.setdefault(f.ident, f)  # two links to one file: the file once
+        by_class[name] = sorted(unique.values(), key=lambda f: f.rel)
     return by_class
 
 
-def _walk(folder: str, root: Path, out: list[_File], seen: set[tuple[int, int]]) -> None:
-    st = os.stat(folder)
-    # Symlinked folders are followed (as torchvision's ImageFolder does); a
-    # link back up the tree must not loop forever.
-    if (st.st_dev, st.st_ino) in seen:
-        return
-    seen.add((st.st_dev, st.st_ino))
-    with os.scandir(folder) as it:
-        for entry in it:
+@dataclass
+class _Walk:
+    """One class folder's walk: follows links, never loops, never takes others' files."""
+
+    root: Path
+    root_real: str
+    owners: dict[str, _Owner]
+    me: _Owner
+    out: list[_File]
+
+    def __post_init__(self) -> None:
+        self.seen: set[tuple[int, int]] = set()
+
+    def _mine(self, real: str) -> bool:
+        owner = _owner_of(real, self.owners)
+        if owner is not None:
+            return owner == self.me
+        # Under no class folder: inside the dataset folder it is no class's (loose files, an
+        # unused split); outside it, it is the linking class's (a class folder on another disk).
+        inside = real == self.root_real or real.startswith(self.root_real.rstrip(os.sep) + os.sep)
+        return not inside
+
+    def folder(self, path: str, real: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise DatasetError(f"imagefolder: cannot read {path}: {exc.strerror or exc}") from exc
+        # Symlinked folders are followed (as torchvision's ImageFolder does); a
+        # link back up the tree must not loop forever.
+        if (st.st_dev, st.st_ino) in self.seen:
+            return
+        self.seen.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise DatasetError(
+                f"imagefolder: cannot read {path}: {exc.strerror or exc}. Make it readable, or "
+                "move it out of the dataset folder."
+            ) from exc
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                _walk(entry.path, root, out, seen)
-            elif is_image_file(entry.name) and entry.is_file():
+            link = entry.is_symlink()
+            child = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+            if _is_dir(entry):
+                owner = self.owners.get(child)
+                if owner is not None and owner != self.me:
+                    continue  # another class's folder: its files are counted there
+                if link and not self._mine(child):
+                    continue
+                self.folder(entry.path, child)
+            elif is_image_file(entry.name) and _is_file(entry):
+                if link and not self._mine(child):
+                    continue
                 stat = entry.stat()
-                rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
-                out.append(_File(entry.path, rel, stat.st_size, stat.st_mtime_ns))
+                rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
+                self.out.append(
+                    _File(
+                        entry.path, rel, stat.st_size, stat.st_mtime_ns, (stat.st_dev, stat.st_ino)
+                    )
+                )
+
+
+def _check_disjoint(root: Path, splits: list[tuple[str, dict[str, list[_File]]]]) -> None:
+    """One file (by device and inode: links and hard links too) in one class of one split."""
+    where: dict[tuple[int, int], tuple[str, str, _File]] = {}
+    for split, by_class in splits:
+        for name, files in by_class.items():
+            for f in files:
+                other = where.get(f.ident)
+                if other is None:
+                    where[f.ident] = (split, name, f)
+                    continue
+                o_split, o_name, o_file = other
+                a = f"{o_split}/{o_name}" if o_split else o_name
+                b = f"{split}/{name}" if split else name
+                why = (
+                    "the evaluation would include a training image"
+                    if o_split != split
+                    else "it would carry two labels"
+                )
+                raise DatasetError(
+                    f"imagefolder: {root}: one file is in both {a}/ and {b}/ ({o_file.path} and "
+                    f"{f.path} are links to it, or hard links), so {why}. Keep it in one place."
+                )
 
 
 def _flatten(by_class: dict[str, list[_File]], classes: list[str]) -> tuple[list[_File], list[int]]:
