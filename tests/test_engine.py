@@ -1,7 +1,7 @@
 """The shared training loop and its pieces, on tiny models and tiny images.
 
 What a user would notice: the harness's step does exactly what a bare PyTorch
-step does; warm-up steps are left out of the throughput; the step loop never
+step does; the warm-up runs before the clock and leaves no trace; the step loop never
 reads a value back to the host; augmentation and evaluation crop what they
 claim to; cost figures are computed from the measured steps. No speed
 assertions here: those live in benchmarks/.
@@ -21,7 +21,6 @@ from tlbench import engine
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors, center_crop, random_resized_crop_flip
 from tlbench.engine import (
-    WARMUP_STEPS,
     BatchLoader,
     Execution,
     FeatureHead,
@@ -173,37 +172,57 @@ def test_full_frame_crop_is_the_image_or_its_mirror():
 # --------------------------------------------------------------------------- the loop
 
 
-def _fit(n_train: int, epochs: int = 2, batch: int = 4, **hp_changes) -> FitResult:
+def _fit(
+    n_train: int, epochs: int = 2, batch: int = 4, warmup: bool = True, ex: Execution = EX,
+    **hp_changes,
+) -> FitResult:  # fmt: skip
     model = _classifier()
     hp = Hyperparameters(epochs=epochs, batch_size=batch, lr=0.05, **hp_changes)
     groups = [{"params": list(model.parameters()), "lr": hp.lr}]
     return train_images(
         model, groups, _decoded(n_train), _decoded(6, seed=1),
-        num_classes=3, image_size=16, hp=hp, ex=EX, seed=0,
+        num_classes=3, image_size=16, hp=hp, ex=ex, seed=0, warmup=warmup,
     )  # fmt: skip
 
 
-def test_warm_up_steps_are_left_out_of_the_throughput():
-    fit = _fit(n_train=20, epochs=2, batch=4)  # 5 steps per epoch
+def test_every_step_is_measured_and_the_warm_up_is_timed_apart():
+    fit = _fit(n_train=22, epochs=2, batch=4)  # 6 steps per epoch: 5 of 4 images, 1 of 2
     cost = fit.cost()
-    assert fit.warmup_steps == WARMUP_STEPS
-    assert fit.measured_steps == 2 * 5 - WARMUP_STEPS
-    assert fit.measured_images == fit.measured_steps * 4
-    assert fit.measured_seconds < fit.train_seconds
+    # The warm-up met each training batch size once (4 and the last 2) and each
+    # evaluation size (6 eval images in batches of 8: one batch of 6).
+    assert fit.warmup_batches == {"train": [4, 2], "eval": [6]}
+    assert fit.warmup_steps == 2 and fit.warmup_seconds > 0
+    assert fit.measured_steps == 2 * 6
+    assert fit.measured_images == 2 * 22
+    assert fit.measured_seconds == pytest.approx(fit.train_seconds)
     # On a CPU the phases run one after the other: they fit inside the measured wall time.
     phases = fit.phase_seconds
     assert phases["data"] > 0 and phases["compute"] > 0
     assert phases["data"] + phases["compute"] <= fit.measured_seconds * 1.001
     assert 0 <= cost["data_stall_fraction"] <= 1
     assert cost["train_images_per_s"] <= cost["compute_images_per_s"]
-    assert cost["measured_steps"] == 7 and cost["warmup_steps"] == WARMUP_STEPS
+    assert cost["measured_steps"] == 12 and cost["warmup_seconds"] == fit.warmup_seconds
 
 
-def test_a_fit_shorter_than_the_warm_up_reports_no_throughput():
-    cost = _fit(n_train=8, epochs=1, batch=4).cost()  # 2 steps < WARMUP_STEPS
-    assert cost["measured_steps"] == 0
-    assert "train_images_per_s" not in cost and "data_stall_fraction" not in cost
-    assert cost["train_seconds"] > 0 and cost["eval_images_per_s"] > 0
+def test_a_one_step_epoch_is_measured_in_full():
+    """Issue 10: an epoch shorter than a warm-up once had its steps counted as warm-up."""
+    fit = _fit(n_train=4, epochs=2, batch=4)  # one step per epoch
+    cost = fit.cost()
+    assert cost["measured_steps"] == 2 and fit.measured_images == 8
+    assert cost["train_images_per_s"] == pytest.approx(8 / fit.train_seconds)
+    assert fit.warmup_batches["train"] == [4]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_warm_up_leaves_no_trace_in_the_result(precision):
+    """Weights, BatchNorm statistics, optimiser, schedule, scaler and RNG are all put back."""
+    ex = Execution(CPU, precision, channels_last=True)
+    kw = dict(n_train=22, epochs=2, batch=4, ex=ex, optimizer="adamw", warmup_epochs=1)
+    warm, cold = _fit(warmup=True, **kw), _fit(warmup=False, **kw)
+    assert warm.warmup_steps == 2 and cold.warmup_steps == 0 and cold.warmup_seconds == 0
+    for a, b in zip(warm.curve, cold.curve, strict=True):
+        for key in ("train_loss", "eval_loss", "eval_accuracy"):
+            assert a[key] == b[key], key
 
 
 @pytest.mark.parametrize("augment", [True, False])
@@ -281,18 +300,25 @@ def test_extract_features_equals_the_backbone_on_the_centre_crop():
     torch.testing.assert_close(feats, expected)
 
 
-def test_head_learns_separable_features_and_skips_the_first_epoch_in_throughput():
+def test_head_learns_separable_features_and_its_warm_up_leaves_no_trace():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(60) % 3
     x = torch.randn(60, 5, generator=g) * 0.1 + 3.0 * F.one_hot(y, 5)[:, :5].float() + 10.0
+    torch.manual_seed(0)
     head = FeatureHead(5, 3)
     hp = Hyperparameters(epochs=5, batch_size=16, lr=0.1, augment=False)
     fit = train_head_on_features(head, x, y, x, y, num_classes=3, hp=hp, ex=EX, seed=0)
     assert fit.best_accuracy == 1.0
     torch.testing.assert_close(head.mean, x.mean(0))
-    assert fit.warmup_steps == 4 and fit.measured_steps == 4 * 4
-    assert fit.measured_images == 4 * 60
+    # 60 features in batches of 16: 3 of 16 and one of 12, each size met once in the warm-up.
+    assert fit.warmup_batches["train"] == [16, 12] and fit.warmup_steps == 2
+    assert fit.measured_steps == 5 * 4 and fit.measured_images == 5 * 60
     assert fit.cost()["data_stall_fraction"] == 0.0
+    torch.manual_seed(0)
+    cold = train_head_on_features(
+        FeatureHead(5, 3), x, y, x, y, num_classes=3, hp=hp, ex=EX, seed=0, warmup=False
+    )
+    assert [c["train_loss"] for c in cold.curve] == [c["train_loss"] for c in fit.curve]
 
 
 def test_evaluate_logits_top1_balanced_and_loss():

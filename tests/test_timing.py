@@ -107,24 +107,9 @@ def test_forward_flops_restores_training_mode_and_reports_none_it_cannot_count()
     assert forward_flops(Broken(), 8, CPU) is None
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("NVIDIA H100 80GB HBM3", 989.0),
-        ("NVIDIA H100 PCIe", 756.0),
-        ("NVIDIA L40S", 362.0),
-        ("NVIDIA L40", 181.0),
-        ("NVIDIA L4", 121.0),
-        ("NVIDIA A100-SXM4-80GB", 312.0),
-        ("Some Future GPU", None),
-    ],
-)
-def test_peak_tflops_by_device_name(monkeypatch, name, expected):
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
-    assert peak_tflops(torch.device("cuda"), "bf16") == expected
-    # No MFU is claimed for a precision whose peak is not in the table, nor on a CPU.
-    assert peak_tflops(torch.device("cuda"), "fp32") is None
-    assert peak_tflops(CPU, "bf16") is None
+def test_peak_tflops_is_none_off_cuda():
+    # No MFU is claimed on a CPU (the table is of GPUs); names are matched in test_gpu_honesty.
+    assert peak_tflops(CPU, "bf16") is None and peak_tflops(CPU, "fp32") is None
 
 
 def test_resolve_device():

@@ -4,17 +4,23 @@ The loop is tight: batches are gathered from the decoded uint8 tensor (on the
 device when it fits, else through pinned memory with non-blocking copies),
 augmented there, and one `TrainStep` runs forward, backward and the optimiser.
 The loss is accumulated on the device and read back once per epoch: nothing in
-the step loop waits on the host. Timing follows `tlbench.timing`: the first
-`WARMUP_STEPS` steps are excluded (allocator, cuDNN autotuning, compilation),
-the device is synchronised only at measurement boundaries, and the time of
-every measured step is split into a data and a compute phase.
+the step loop waits on the host. Timing follows `tlbench.timing`: before the
+clock starts, the splits are uploaded (timed apart) and every shape the run
+will meet (the full and the last, partial batch; training and evaluation) is
+run once and undone (`warm-up`: cuDNN autotuning, compilation, kernel and
+handle set-up, timed apart); then every step of every epoch is measured, the
+device is synchronised only at measurement boundaries, and the time of every
+step is split into a data and a compute phase.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import functools
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +34,9 @@ from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors, center_crop, random_resized_crop_flip
 from tlbench.timing import PhaseClock, release_host_memory, synchronize
 
-#: steps at the start of the first epoch left out of throughput (allocator, cuDNN autotune, compile).
-WARMUP_STEPS = 3
+#: the precisions a run can ask for; "auto" resolves to one of them (`Execution.resolve`).
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Diverged(RuntimeError):
@@ -42,12 +49,21 @@ class Diverged(RuntimeError):
 
 @dataclass(frozen=True)
 class Execution:
-    """How the work runs on the hardware; stored beside every figure it produced."""
+    """How the work runs on the hardware; stored beside every figure it produced.
+
+    `precision`: "fp32" is true IEEE fp32 (TF32 off for matmuls and cuDNN
+    convolutions, which PyTorch otherwise runs in TF32 on Ampere and newer);
+    "tf32" is fp32 storage with TF32 tensor-core math (CUDA, compute
+    capability 8.0+); "bf16" and "fp16" are autocast, fp16 with a gradient
+    scaler. Under autocast the ops it leaves in fp32 run in true fp32 too.
+    """
 
     device: torch.device
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    precision: str = "fp32"  # one of PRECISIONS
     channels_last: bool = False
     compile: bool = False
+    #: cuDNN autotuning per input shape (CUDA): the one-off cost is paid in the warm-up.
+    cudnn_benchmark: bool = True
 
     @classmethod
     def resolve(
@@ -59,24 +75,71 @@ class Execution:
     ) -> Execution:
         """The harness's defaults for `device`, where a setting is left unset.
 
-        `precision="auto"` is bf16 autocast on CUDA and fp32 elsewhere (CPU bf16
-        is an option: few CPUs run it faster). Channels-last is on everywhere
-        unless turned off: on this project's 2-core CPU, training steps ran 1.10x
-        (ResNet-18) to 1.37x (EfficientNet-Lite0) faster, and Lite0 inference
-        1.29x (benchmarks/measure_memory_format.py); on CUDA it is what cuDNN's
+        `precision="auto"`: on CUDA bf16 autocast where the GPU runs bf16 natively
+        (compute capability 8.0 or newer), else fp16 autocast with a gradient
+        scaler; fp32 elsewhere (CPU bf16 is an option: few CPUs run it faster).
+        Channels-last is on everywhere unless turned off: on this project's
+        2-core CPU, training steps ran 1.10x (ResNet-18) to 1.37x
+        (EfficientNet-Lite0) faster, and Lite0 inference 1.29x
+        (benchmarks/measure_memory_format.py); on CUDA it is what cuDNN's
         fastest convolutions expect.
         """
+        capability = _capability(device)
         if precision == "auto":
-            precision = "bf16" if device.type == "cuda" else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+            if device.type == "cuda":
+                precision = "bf16" if capability >= (8, 0) else "fp16"
+            else:
+                precision = "fp32"
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}, not {precision!r}")
+        if precision == "tf32":
+            if device.type != "cuda":
+                raise ValueError(f"precision tf32 is a CUDA setting; on {device.type} use fp32")
+            if capability < (8, 0):
+                raise ValueError(
+                    "precision tf32 needs compute capability 8.0 or newer (Ampere); this GPU "
+                    f"has {capability[0]}.{capability[1]}: use fp32 or fp16"
+                )
         return cls(device, precision, True if channels_last is None else channels_last, compile)
 
     @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _AUTOCAST_DTYPES.get(self.precision)
+
+    @property
     def autocast(self) -> torch.autocast:
+        dtype = self.autocast_dtype
         return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+            self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
         )
+
+    @property
+    def tf32(self) -> bool:
+        """Whether fp32 matmuls and convolutions may run in TF32 (only `precision="tf32"`)."""
+        return self.precision == "tf32"
+
+    def apply_backends(self) -> None:
+        """Set the process's TF32 and cuDNN autotuning flags this execution stands for (CUDA).
+
+        Process-wide, so set again by every fit and extraction: a run never
+        inherits the settings of the one before it.
+        """
+        if self.device.type != "cuda":
+            return
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
+        except RuntimeError:  # someone used the new API: PyTorch refuses a mix
+            word = "tf32" if self.tf32 else "ieee"
+            torch.backends.cuda.matmul.fp32_precision = word
+            torch.backends.cudnn.conv.fp32_precision = word
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """fp16 needs loss scaling (its range is too narrow for small gradients)."""
+        if self.precision != "fp16":
+            return None
+        return torch.amp.GradScaler(self.device.type)
 
     def place(self, model: nn.Module) -> nn.Module:
         """Move `model` to the device, in channels-last if asked; returns `model`."""
@@ -100,12 +163,28 @@ class Execution:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": str(self.device),
+        """The settings that change a result: part of run keys, so a pure function of the fields.
+
+        The device is its type: which index ran a run is an executor's choice.
+        On CUDA the TF32 and autotuning settings are included (what really ran
+        is read back by `tlbench.timing.backend_state`).
+        """
+        out: dict[str, Any] = {
+            "device": self.device.type,
             "precision": self.precision,
             "memory_format": "channels_last" if self.channels_last else "contiguous",
             "compile": self.compile,
         }
+        if self.device.type == "cuda":
+            out["tf32"] = self.tf32
+            out["cudnn_benchmark"] = self.cudnn_benchmark
+        return out
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    if device.type != "cuda":
+        return (0, 0)
+    return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
 
 
 class Normalize(nn.Module):
@@ -159,8 +238,14 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
 # --------------------------------------------------------------------------- optimisation
 
 
-def make_optimizer(groups: list[dict], hp: Hyperparameters) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on biases and normalisation parameters."""
+def make_optimizer(
+    groups: list[dict], hp: Hyperparameters, device: torch.device | None = None
+) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on biases and normalisation parameters.
+
+    On CUDA the fused kernels (one launch per step for all parameters, and no
+    host sync under a gradient scaler); elsewhere PyTorch's default.
+    """
     split: list[dict] = []
     for group in groups:
         params = [p for p in group["params"] if p.requires_grad]
@@ -173,13 +258,20 @@ def make_optimizer(groups: list[dict], hp: Hyperparameters) -> torch.optim.Optim
             split.append({**base, "params": no_decay, "weight_decay": 0.0})
     if not split:
         raise ValueError("the strategy left no trainable parameter")
+    kernels: dict[str, Any] = (
+        {"fused": True} if device is not None and device.type == "cuda" else {}
+    )
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(
-            split, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0
-        )
-    if hp.optimizer == "adamw":
-        return torch.optim.AdamW(split, lr=hp.lr)
-    raise ValueError(f"unknown optimizer {hp.optimizer!r} (adamw or sgd)")
+        nesterov = hp.nesterov and hp.momentum > 0
+        make = functools.partial(torch.optim.SGD, lr=hp.lr, momentum=hp.momentum, nesterov=nesterov)
+    elif hp.optimizer == "adamw":
+        make = functools.partial(torch.optim.AdamW, lr=hp.lr)
+    else:
+        raise ValueError(f"unknown optimizer {hp.optimizer!r} (adamw or sgd)")
+    try:
+        return make(split, **kernels)
+    except RuntimeError:  # a parameter the fused kernel does not take: the foreach one
+        return make(split, foreach=True)
 
 
 def make_schedule(
@@ -210,12 +302,13 @@ def make_schedule(
 class TrainStep:
     """One optimisation step of the shared loop, exactly as `train_images` runs it.
 
-    Forward under the execution's autocast (none in fp32), loss, backward,
-    optimiser step and, if given, the per-step learning-rate schedule. Returns
-    the loss detached and still on the device: reading it is left to the caller,
-    at a logging boundary, so a step never waits on the host. Public so that a
-    benchmark can time the harness's step against a bare PyTorch loop on the
-    same model, batch, dtype and memory format (`benchmarks/test_speed.py`).
+    Forward under the execution's autocast (none in fp32 and tf32), loss,
+    backward, optimiser step (through a gradient scaler in fp16) and, if given,
+    the per-step learning-rate schedule. Returns the loss detached and still on
+    the device: reading it is left to the caller, at a logging boundary, so a
+    step never waits on the host. Public so that a benchmark can time the
+    harness's step against a bare PyTorch loop on the same model, batch, dtype
+    and memory format (`benchmarks/test_speed.py`).
     """
 
     def __init__(
@@ -228,31 +321,105 @@ class TrainStep:
     ):
         self.model, self.optimizer, self.criterion = model, optimizer, criterion
         self.schedule = schedule
-        self.autocast = ex.precision == "bf16"
+        self.dtype = ex.autocast_dtype
         self.device_type = ex.device.type
+        self.scaler = ex.grad_scaler()
+
+    @property
+    def autocast(self) -> bool:
+        return self.dtype is not None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.autocast:
-            with torch.autocast(self.device_type, dtype=torch.bfloat16):
+        if self.dtype is not None:
+            with torch.autocast(self.device_type, dtype=self.dtype):
                 loss = self.criterion(self.model(x), y)
         else:
             loss = self.criterion(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step()
         return loss.detach()
 
+    def state(self) -> dict[str, Any]:
+        """What a step changes besides the model: optimiser, schedule and scaler (copied)."""
+        return copy.deepcopy(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            }
+        )
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def _fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Keep a split on the GPU when it takes under a quarter of free memory."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < free // 4
+
 
 def _to_device_if_fits(images: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    """The whole uint8 split on the GPU when it takes under a quarter of free memory."""
-    if device.type != "cuda":
-        return None
-    free, _ = torch.cuda.mem_get_info(device)
-    if images.numel() * images.element_size() < free // 4:
+    """The whole uint8 split on the device when it fits (`_fits_on_device`), else None."""
+    if _fits_on_device(images.numel() * images.element_size(), device):
         return images.to(device)
     return None
+
+
+def _nbytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an out-of-memory in any of the forms PyTorch raises it.
+
+    `torch.OutOfMemoryError` (the caching allocator, `torch.cuda.OutOfMemoryError`);
+    a `RuntimeError` from cuDNN, cuBLAS or the CUDA runtime whose message says
+    it failed to allocate (`CUDNN_STATUS_ALLOC_FAILED`, `CUBLAS_STATUS_ALLOC_FAILED`,
+    "CUDA error: out of memory"), from MPS or from the CPU allocator; and any of
+    these wrapped by another exception, as `torch.compile` wraps an OOM met while
+    compiling (`BackendCompilerFailed`, through `inner_exception` or the cause
+    chain). "out of resource" (Triton's shared memory per block) is not memory
+    a smaller batch frees, and is not an OOM.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, torch.OutOfMemoryError):
+            return True
+        if isinstance(current, RuntimeError) and _OOM_MESSAGE.search(str(current)):
+            return True
+        stack += [
+            getattr(current, "inner_exception", None),
+            current.__cause__,
+            current.__context__,
+        ]
+    return False
+
+
+_OOM_MESSAGE = re.compile(
+    r"out of memory|CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|CUSOLVER_STATUS_ALLOC_FAILED"
+    r"|CUFFT_ALLOC_FAILED|DefaultCPUAllocator: (?:can't allocate|not enough) memory",
+    re.IGNORECASE,
+)
 
 
 def _host_to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -282,6 +449,8 @@ class BatchLoader:
         self.on_device = on_device is not None
         self.images = on_device if on_device is not None else data.images
         self.labels = data.labels.to(ex.device) if self.on_device else data.labels
+        #: bytes of this split kept on the device for the whole fit (0 when it stays on the host).
+        self.device_bytes = _nbytes(self.images, self.labels) if self.on_device else 0
         self.augment_generator = torch.Generator(device=ex.device).manual_seed(seed)
 
     def __len__(self) -> int:
@@ -314,14 +483,23 @@ class FitResult:
     best_accuracy: float = 0.0
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
-    #: wall seconds of all training epochs, warm-up included (end to end).
+    #: wall seconds of all training epochs (warm-up and uploads excluded).
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
-    #: images and wall seconds of the measured (post warm-up) steps only.
+    #: images and wall seconds of the measured steps (every step of every epoch).
     measured_images: int = 0
     measured_seconds: float = 0.0
     measured_steps: int = 0
+    #: training steps run (and undone) in the warm-up, before the clock started.
     warmup_steps: int = 0
+    #: wall seconds of the warm-up (every shape met once: autotuning, compilation, set-up).
+    warmup_seconds: float = 0.0
+    #: the batch sizes the warm-up ran: {"train": [...], "eval": [...]}.
+    warmup_batches: dict[str, list[int]] = field(default_factory=dict)
+    #: wall seconds putting the splits (or features) on the device, before the clock.
+    upload_seconds: float = 0.0
+    #: bytes of data kept on the device during the fit (0 when it stays on the host).
+    resident_data_bytes: int = 0
     #: seconds of the measured steps spent in each phase ("data", "compute").
     phase_seconds: dict[str, float] = field(default_factory=dict)
     eval_images: int = 0
@@ -332,7 +510,7 @@ class FitResult:
         return self.curve[-1]["eval_accuracy"] if self.curve else 0.0
 
     def cost(self) -> dict[str, Any]:
-        """Throughput figures from the measured (post warm-up) steps.
+        """Throughput figures from the measured steps (the warm-up is never among them).
 
         `train_images_per_s` is end to end (wall clock over the measured steps),
         `compute_images_per_s` and `data_images_per_s` count only the time in
@@ -344,8 +522,12 @@ class FitResult:
         out: dict[str, Any] = {
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
+            "warmup_seconds": self.warmup_seconds,
+            "upload_seconds": self.upload_seconds,
+            "resident_data_bytes": self.resident_data_bytes,
             "batch_size": self.batch_size,
             "warmup_steps": self.warmup_steps,
+            "warmup_batches": self.warmup_batches,
             "measured_steps": self.measured_steps,
         }
         if self.measured_seconds > 0 and self.measured_images:
@@ -410,7 +592,9 @@ def evaluate_logits(
 ) -> dict[str, Any]:
     """Top-1, balanced accuracy and mean loss; `logits_of(start, stop)` gives a batch's logits.
 
-    Counts accumulate on the device; the confusion matrix is read back once.
+    Counts accumulate on the device, added into a preallocated confusion matrix
+    with `scatter_add_` (`torch.bincount` on CUDA reads its input's range back to
+    the host: a sync per batch); the matrix is read back once.
     """
     n = len(labels)
     labels = _host_to_device(labels, device)
@@ -421,7 +605,8 @@ def evaluate_logits(
         logits = logits_of(start, stop).float()
         y = labels[start:stop]
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+        cells = y * num_classes + logits.argmax(1)
+        confusion.scatter_add_(0, cells, torch.ones_like(cells))
     confusion = confusion.view(num_classes, num_classes).cpu()  # the one sync
     correct = confusion.diag()
     support = confusion.sum(1)
@@ -459,6 +644,37 @@ def evaluate_images(
 # --------------------------------------------------------------------------- image training
 
 
+def _batch_sizes(n: int, batch: int, drop_last: bool = False) -> list[int]:
+    """The distinct batch sizes a pass over `n` items in batches of `batch` meets, in order."""
+    if n <= batch:
+        return [n]
+    rest = n % batch
+    return [batch] + ([rest] if rest and not drop_last else [])
+
+
+@contextlib.contextmanager
+def _undone(
+    module: nn.Module, step: TrainStep, generators: list[torch.Generator], device: torch.device
+) -> Iterator[None]:
+    """Run the block, then put back all it changed: weights, buffers, optimiser, schedule, scaler, RNG.
+
+    The copy of the weights goes to the host, so the warm-up adds nothing to
+    the device's peak memory. Weights are copied back in place: the optimiser,
+    a compiled graph and the caller keep the very same parameter objects.
+    """
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    step_state = step.state()
+    generator_states = [g.get_state() for g in generators]
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        yield
+    with torch.no_grad():
+        module.load_state_dict(weights)
+    step.restore(step_state)
+    for generator, state in zip(generators, generator_states, strict=True):
+        generator.set_state(state)
+
+
 def train_images(
     model: ImageClassifier,
     groups: list[dict],
@@ -473,13 +689,21 @@ def train_images(
     on_epoch: EpochCallback | None = None,
     on_phase: PhaseCallback | None = None,
     keep_best: bool = False,
+    warmup: bool = True,
 ) -> FitResult:
     """Train `model` end to end on decoded images; evaluate after every epoch.
 
-    Every step is `BatchLoader` (the data phase) then `TrainStep` (the compute
-    phase). The first `WARMUP_STEPS` steps are run but left out of the
-    throughput figures; the device is synchronised at the warm-up boundary and
-    at each epoch's end, where the loss is read back: never inside the loop.
+    Before the clock: the splits go to the device when they fit (timed as
+    `upload_seconds`, their bytes as `resident_data_bytes`), then the warm-up
+    runs one training step at each batch size an epoch meets (full and last,
+    partial batch) and one evaluation at each of its batch sizes, and undoes
+    them (`_undone`): cuDNN autotuning, `torch.compile`'s graphs and
+    recompilations, kernel and handle set-up all happen there, timed as
+    `warmup_seconds`, so the result is the same as without it and no run pays
+    a one-off cost another run of the same architecture does not. Then every
+    step is `BatchLoader` (the data phase) then `TrainStep` (the compute phase),
+    all of them measured; the device is synchronised at each epoch's end, where
+    the loss is read back: never inside the loop.
     """
     device = ex.device
     n = len(train)
@@ -487,56 +711,82 @@ def train_images(
     # A last batch of one breaks BatchNorm in training mode; drop it when it happens.
     drop_last = n % batch == 1
     steps = n // batch if drop_last else math.ceil(n / batch)
-    optimizer = make_optimizer(groups, hp)
+    ex.apply_backends()
+    # Placed before the optimiser is built: the fused CUDA kernels check where parameters live.
+    step_model = ex.prepare(model)
+    optimizer = make_optimizer(groups, hp, device)
     schedule = make_schedule(optimizer, hp, steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     generator = torch.Generator().manual_seed(seed)
     # A seed of its own for the augmentation: a second generator seeded with the
     # same number would draw the very stream the permutations draw.
     augment_seed = int(torch.randint(2**62, (1,), generator=generator))
-
-    step_model = ex.prepare(model)
     step = TrainStep(step_model, optimizer, criterion, ex, schedule)
+
+    synchronize(device)
+    t0 = time.perf_counter()
     loader = BatchLoader(train, image_size, ex, augment=hp.augment, seed=augment_seed)
     eval_images_dev = _to_device_if_fits(evalset.images, device)
+    synchronize(device)
+    result = FitResult(
+        batch_size=batch,
+        upload_seconds=time.perf_counter() - t0,
+        resident_data_bytes=loader.device_bytes + _nbytes(eval_images_dev),
+    )
+    eval_batch = 2 * batch
+    release_host_memory()  # what building and loading the model left behind
 
-    result = FitResult(batch_size=batch, warmup_steps=min(WARMUP_STEPS, steps * hp.epochs))
+    if warmup:
+        if on_phase is not None:
+            on_phase("train warm-up")
+        train_sizes = _batch_sizes(n, batch, drop_last)
+        eval_sizes = _batch_sizes(len(evalset), eval_batch)
+        t0 = time.perf_counter()
+        with _undone(model, step, [loader.augment_generator], device):
+            model.train()
+            start = 0
+            for size in train_sizes:
+                idx = torch.arange(start, start + size)
+                x, y = loader(_host_to_device(idx, device) if loader.on_device else idx)
+                step(x, y)
+                start += size
+            k = sum(eval_sizes)
+            evaluate_images(
+                step_model, ImageTensors(evalset.images[:k], evalset.labels[:k]), image_size,
+                num_classes, eval_batch, ex, None if eval_images_dev is None else eval_images_dev[:k],
+            )  # fmt: skip
+        synchronize(device)
+        result.warmup_seconds = time.perf_counter() - t0
+        result.warmup_steps = len(train_sizes)
+        result.warmup_batches = {"train": train_sizes, "eval": eval_sizes}
+        release_host_memory()
+
     clock = PhaseClock(device)
     state = _state_copy(model) if keep_best else None
-    step_index = 0
-    release_host_memory()  # what building and loading the model left behind
     for epoch in range(1, hp.epochs + 1):
+        if on_phase is not None:
+            on_phase("train")
         model.train()
         synchronize(device)
         epoch_start = time.perf_counter()
-        measure_start = epoch_start if step_index >= WARMUP_STEPS else None
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
         perm = loader.permutation(generator)
         for s in range(steps):
-            measuring = measure_start is not None
-            if measuring:
-                clock.start("data")
+            clock.start("data")
             x, y = loader(perm[s * batch : (s + 1) * batch])
-            if measuring:
-                clock.stop("data")
-                clock.start("compute")
+            clock.stop("data")
+            clock.start("compute")
             loss = step(x, y)
             loss_sum.add_(loss, alpha=y.shape[0])
-            if measuring:
-                clock.stop("compute")
-                result.measured_images += y.shape[0]
-                result.measured_steps += 1
+            clock.stop("compute")
             seen += y.shape[0]
-            step_index += 1
-            if measure_start is None and step_index == WARMUP_STEPS:
-                synchronize(device)  # the warm-up boundary: a measurement boundary
-                measure_start = time.perf_counter()
         train_loss = float(loss_sum) / max(1, seen)  # the epoch's one host sync
         epoch_end = time.perf_counter()
         result.train_seconds += epoch_end - epoch_start
-        if measure_start is not None:
-            result.measured_seconds += epoch_end - measure_start
+        result.measured_seconds += epoch_end - epoch_start
+        result.measured_images += seen
+        result.measured_steps += steps
         if not math.isfinite(train_loss):
             raise Diverged(epoch, train_loss)
         # The epoch's freed activations, before evaluation allocates its own on top.
@@ -546,7 +796,7 @@ def train_images(
             on_phase("eval")
         t0 = time.perf_counter()
         evaluation = evaluate_images(
-            step_model, evalset, image_size, num_classes, 2 * batch, ex, eval_images_dev
+            step_model, evalset, image_size, num_classes, eval_batch, ex, eval_images_dev
         )
         eval_seconds = time.perf_counter() - t0  # evaluate_* ends on a host read: synchronised
         result.eval_seconds += eval_seconds
@@ -567,6 +817,7 @@ def extract_features(
     model: ImageClassifier, data: ImageTensors, image_size: int, batch_size: int, ex: Execution
 ) -> torch.Tensor:
     """Backbone features of every image (centre crop), as float32 on the CPU."""
+    ex.apply_backends()
     ex.place(model.eval())
     chunks = []
     for start in range(0, len(data), batch_size):
@@ -590,6 +841,10 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+#: evaluation batch of the head on cached features (a linear layer: large batches are cheap).
+HEAD_EVAL_BATCH = 4096
+
+
 def train_head_on_features(
     head: FeatureHead,
     train_x: torch.Tensor,
@@ -604,6 +859,7 @@ def train_head_on_features(
     on_epoch: EpochCallback | None = None,
     on_phase: PhaseCallback | None = None,
     keep_best: bool = False,
+    warmup: bool = True,
 ) -> FitResult:
     """Train the linear head on cached features: mini-batch, on the device, L2 by weight decay.
 
@@ -613,16 +869,24 @@ def train_head_on_features(
     once instead of every epoch. The features are standardised with the
     training split's mean and std (stored in the head, so it applies to raw
     features), which lets one learning rate suit every backbone's feature scale.
-    The features never leave the device; the loss is read once per epoch. The
-    first epoch is left out of the throughput when there are several. On a CPU
-    the head trains on one thread: its matrices are too small to gain from
-    more, and on a busy machine every parallel region of every tiny op would
-    wait for descheduled threads (measured: 30x slower on 2 shared cores).
+    The features never leave the device; the loss is read once per epoch. As
+    in `train_images`, the upload is timed apart and every batch size is met
+    once in an undone warm-up before the clock starts; every epoch is then
+    measured. On a CPU the head trains on one thread: its matrices are too
+    small to gain from more, and on a busy machine every parallel region of
+    every tiny op would wait for descheduled threads (measured: 30x slower on
+    2 shared cores).
     """
     with _one_cpu_thread(ex.device):
         device = ex.device
+        ex.apply_backends()
+        synchronize(device)
+        t0 = time.perf_counter()
         train_x, train_y = train_x.to(device), train_y.to(device)
         eval_x, eval_y = eval_x.to(device), eval_y.to(device)
+        synchronize(device)
+        upload_seconds = time.perf_counter() - t0
+        resident = _nbytes(train_x, train_y, eval_x, eval_y) if device.type != "cpu" else 0
         with torch.no_grad():
             head.mean.copy_(train_x.mean(0))
             if len(train_x) > 1:
@@ -631,7 +895,7 @@ def train_head_on_features(
         n = len(train_x)
         batch = min(hp.batch_size, n)
         steps = math.ceil(n / batch)
-        optimizer = make_optimizer([{"params": list(head.parameters()), "lr": hp.lr}], hp)
+        optimizer = make_optimizer([{"params": list(head.parameters()), "lr": hp.lr}], hp, device)
         schedule = make_schedule(optimizer, hp, steps)
         criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
         # A linear layer gains nothing from bf16 and would lose precision: fp32 always.
@@ -639,10 +903,40 @@ def train_head_on_features(
             head, optimizer, criterion, dataclasses.replace(ex, precision="fp32"), schedule
         )
         generator = torch.Generator().manual_seed(seed)
-        warmup_epochs = 1 if hp.epochs > 1 else 0
-        result = FitResult(batch_size=batch, warmup_steps=warmup_epochs * steps)
+        result = FitResult(
+            batch_size=batch, upload_seconds=upload_seconds, resident_data_bytes=resident
+        )
+
+        def evaluate() -> dict[str, Any]:
+            return evaluate_logits(
+                lambda a, b: head(eval_x[a:b]), eval_y, num_classes, HEAD_EVAL_BATCH, device
+            )
+
+        if warmup:
+            if on_phase is not None:
+                on_phase("train warm-up")
+            train_sizes = _batch_sizes(n, batch)
+            t0 = time.perf_counter()
+            with _undone(head, step, [], device):
+                head.train()
+                start = 0
+                for size in train_sizes:
+                    step(train_x[start : start + size], train_y[start : start + size])
+                    start += size
+                head.eval()
+                evaluate()
+            synchronize(device)
+            result.warmup_seconds = time.perf_counter() - t0
+            result.warmup_steps = len(train_sizes)
+            result.warmup_batches = {
+                "train": train_sizes,
+                "eval": _batch_sizes(len(eval_y), HEAD_EVAL_BATCH),
+            }
+
         state = _state_copy(head) if keep_best else None
         for epoch in range(1, hp.epochs + 1):
+            if on_phase is not None:
+                on_phase("train")
             head.train()
             synchronize(device)
             t0 = time.perf_counter()
@@ -654,21 +948,18 @@ def train_head_on_features(
             train_loss = float(loss_sum) / n  # the epoch's one host sync
             elapsed = time.perf_counter() - t0
             result.train_seconds += elapsed
-            if epoch > warmup_epochs:
-                result.measured_seconds += elapsed
-                result.measured_images += n
-                result.measured_steps += steps
-                # The features are already on the device: the whole step is compute.
-                result.phase_seconds["compute"] = result.measured_seconds
+            result.measured_seconds += elapsed
+            result.measured_images += n
+            result.measured_steps += steps
+            # The features are already on the device: the whole step is compute.
+            result.phase_seconds["compute"] = result.measured_seconds
             if not math.isfinite(train_loss):
                 raise Diverged(epoch, train_loss)
             head.eval()
             if on_phase is not None:
                 on_phase("eval")
             t0 = time.perf_counter()
-            evaluation = evaluate_logits(
-                lambda a, b: head(eval_x[a:b]), eval_y, num_classes, 4096, device
-            )
+            evaluation = evaluate()
             result.eval_seconds += time.perf_counter() - t0
             result.eval_images += len(eval_y)
             _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, state, on_epoch)
