@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import re
@@ -620,15 +621,28 @@ def git_sha() -> str | None:
         return None
 
 
+def _torchvision_version() -> str | None:
+    """`torchvision.__version__` (with its build tag, "0.29.1+cu130") without importing
+    torchvision, which costs as much as importing torch: a run that uses no torchvision
+    backbone or dataset never loads it."""
+    spec = importlib.util.find_spec("torchvision")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            text = Path(folder, "version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if found := re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", text, re.M):
+            return found.group(1)
+    try:
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device, plugin_versions: dict[str, str]) -> dict[str, Any]:
     from tlbench import __version__
 
-    # The installed version, without importing torchvision (as slow as importing torch):
-    # a run that uses no torchvision backbone or dataset never loads it.
-    try:
-        torchvision_version = importlib.metadata.version("torchvision")
-    except importlib.metadata.PackageNotFoundError:
-        torchvision_version = None
+    torchvision_version = _torchvision_version()
 
     return {
         "tlbench": __version__,
