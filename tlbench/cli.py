@@ -53,8 +53,27 @@ EPILOG_PREDICT = """examples:
 
 
 def _csv(kind: type = str):
+    """A comma-separated list; `\\,` is a comma inside an item (`imagefolder:/data/a\\,b`)."""
+
     def parse(text: str) -> list:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        import re
+
+        items = [t.replace("\\,", ",").strip() for t in re.split(r"(?<!\\),", text)]
+        items = [t for t in items if t]
+        for i, item in enumerate(items[:-1]):
+            # `imagefolder:/data/a,b` where the folder `a,b` exists: say how to pass it.
+            name, colon, argument = item.partition(":")
+            if not colon or not argument or Path(argument).expanduser().exists():
+                continue
+            for end in range(len(items), i + 1, -1):
+                candidate = ",".join([argument, *items[i + 1 : end]])
+                if Path(candidate).expanduser().exists():
+                    escaped = candidate.replace(",", "\\,")
+                    raise argparse.ArgumentTypeError(
+                        f"{text!r} is read as a comma-separated list, but {candidate!r} is one "
+                        f"path with a comma in it: write '{name}:{escaped}' (quoted, so the shell "
+                        "keeps the backslash), or list it in a --config file"
+                    )
         try:
             return [kind(t) for t in items]
         except ValueError:
@@ -1070,33 +1089,47 @@ def cmd_examples(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """Compare the runs of results files: a table, a text format, and optionally a plot."""
-    missing = [p for p in args.results if not Path(p).exists()]
+    missing = [p for p in args.results if not Path(p).expanduser().exists()]
     if missing:
         raise TlbenchError(f"results file not found: {', '.join(missing)}")
-    records = results.read(args.results)
+    inputs = [Path(p).expanduser() for p in args.results]
+    # Every output location is checked before any work, and the paths printed are the files written.
+    plot_path = None
+    if args.plot:
+        from tlbench.plot import _figure_class, check_image_path
+
+        _figure_class()  # a missing matplotlib fails before any output is written
+        plot_path = check_image_path(args.plot, "tradeoff.png", "--plot")
+    output = results.check_report_output(args.output, inputs) if args.output else None
+    records = results.read(inputs)
     if not records:
         raise TlbenchError(f"no records in {', '.join(args.results)}")
     rows = report.sort_rows(report.summarize(records), args.sort)
-    if args.plot:
-        # First, so that a missing matplotlib fails before any output is written.
+    if not rows:
+        raise TlbenchError(
+            f"none of the {len(records)} record(s) in {', '.join(args.results)} can be shown "
+            "(the warnings above say what they lack)"
+        )
+    if plot_path is not None:
         from tlbench.plot import plot_comparison
 
-        plotted = plot_comparison(rows, records, args.plot)
-    if args.output:
+        plot_path = plot_comparison(rows, records, plot_path)
+    if output is not None:
         text = report.render(rows, args.format, args.group_by)  # "table": plain text, no colour
         try:
-            Path(args.output).expanduser().write_text(text, encoding="utf-8")
+            output.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise TlbenchError(f"cannot write {args.output}: {exc.strerror}") from None
-        console.print(f"report: {escape(args.output)}")
+            raise TlbenchError(
+                f"cannot write the report to {output}: {exc.strerror or exc}. Choose another --output."
+            ) from None
+        console.print(Text.assemble("report: ", str(output)))
     elif args.format == "table":
         print_comparison(console, records, args.sort, args.group_by)
     else:
         sys.stdout.write(report.render(rows, args.format, args.group_by))
-    if args.plot:
-        (console if args.output or args.format == "table" else Console(stderr=True)).print(
-            f"plot: {escape(str(plotted))}"
-        )
+    if plot_path is not None:
+        where = console if output is not None or args.format == "table" else Console(stderr=True)
+        where.print(Text.assemble("plot: ", str(plot_path)))
     return 0
 
 
@@ -1108,6 +1141,13 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
     if args.top_k < 1:
         raise TlbenchError("--top-k must be at least 1")
+    if args.grid:
+        from tlbench.plot import _figure_class, check_image_path
+
+        # Before any work: matplotlib present, and the grid's place writable (a folder or a
+        # name without a suffix resolves to the file really written, which is printed).
+        _figure_class()
+        args.grid = str(check_image_path(args.grid, "predictions.png", "--grid"))
     checkpoint = predict.load_checkpoint(args.checkpoint)
     classes = list(checkpoint["classes"])
     inputs = predict.collect_images(args.images, classes)
@@ -1137,13 +1177,14 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(out, indent=2))
     else:
         for entry in out:
+            # Text, not markup: names and paths with [brackets] or a trailing \ print as they are.
             truth = f"  (true: {entry['true']})" if entry["true"] else ""
-            console.print(f"[bold]{escape(entry['image'])}[/]{escape(truth)}", highlight=False)
+            console.print(Text.assemble((entry["image"], "bold"), truth), highlight=False)
             if entry["error"]:
-                console.print(f"    [red]unreadable:[/] {escape(entry['error'])}", highlight=False)
+                console.print(Text.assemble("    ", ("unreadable:", "red"), " ", entry["error"]))
             for t in entry["top"]:
                 console.print(
-                    f"    {100 * t['probability']:5.1f}%  {escape(t['class'])}", highlight=False
+                    Text(f"    {100 * t['probability']:5.1f}%  {t['class']}"), highlight=False
                 )
     labelled = [e for e in out if e["true"] and e["top"]]
     if labelled and not args.json:
@@ -1158,7 +1199,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         crops = (center_crop(images, size) * 255).round().to(images.dtype)
         preds = [top[i][0] if i in top else None for i in range(len(inputs))]
         path = predict.save_grid(args.grid, crops, inputs, preds)
-        (Console(stderr=True) if args.json else console).print(f"grid: {escape(str(path))}")
+        (Console(stderr=True) if args.json else console).print(Text.assemble("grid: ", str(path)))
     return 1 if any(errors) else 0
 
 

@@ -66,6 +66,38 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "workers": (1, True),
     "image_size": (1, True),
 }
+#: key -> (largest allowed, whether the bound itself is allowed). Far beyond any sane
+#: setting, so only typos and overflow (`--lr 1e300`, `--image-size 10000`) are refused
+#: before they fail an hour in, or worse, finish "ok" at chance accuracy (`--lr inf`).
+UPPER: dict[str, tuple[float, bool]] = {
+    "epochs": (100_000, True),
+    "batch_size": (65_536, True),
+    "lr": (10.0, True),  # SGD on a linear head rarely goes above 1
+    "backbone_lr_mult": (100.0, True),
+    "weight_decay": (10.0, True),
+    "momentum": (1.0, False),  # momentum 1 never forgets a gradient: it diverges
+    "warmup_epochs": (100_000, True),
+    "step_size": (100_000, True),
+    "gamma": (10.0, True),
+    "label_smoothing": (1.0, False),
+    "workers": (1024, True),
+    # 2048 px: a decoded 2048 px image is 12.6 MB, so 1000 of them need 12.6 GB.
+    "image_size": (2048, True),
+}
+#: seeds every random generator accepts (numpy's are below 2**32).
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def _range(key: str) -> str:
+    """`key`'s valid range as text: "> 0 and <= 10"."""
+    parts = []
+    if key in BOUNDS:
+        low, inclusive = BOUNDS[key]
+        parts.append(f"{'>=' if inclusive else '>'} {low:g}")
+    if key in UPPER:
+        high, inclusive = UPPER[key]
+        parts.append(f"{'<=' if inclusive else '<'} {high:g}")
+    return " and ".join(parts)
 
 
 @dataclass
@@ -150,7 +182,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a TOML integer of hundreds of digits
+            raise ConfigError(f"{where}: {value} is too large for a number") from None
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected int, got {value!r}")
     if not isinstance(value, tp):
@@ -166,16 +201,33 @@ def check_value(key: str, value: Any, where: str) -> Any:
         return value
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, not {value!r}")
-    if key in BOUNDS and isinstance(value, (int, float)) and not isinstance(value, bool):
-        low, inclusive = BOUNDS[key]
-        if not (value >= low if inclusive else value > low) or value != value:  # NaN too
-            raise ConfigError(
-                f"{where}: {key} must be {'>=' if inclusive else '>'} {low}, not {value!r}"
-            )
+    if key == "seeds" and isinstance(value, list):
+        low, high = SEED_RANGE
+        for seed in value:
+            if isinstance(seed, int) and not isinstance(seed, bool) and not low <= seed <= high:
+                raise ConfigError(f"{where}: a seed must be between {low} and {high}, not {seed!r}")
+    if (
+        (key in BOUNDS or key in UPPER)
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ):
+        valid = f"(valid: {_range(key)})"
+        if value != value:
+            raise ConfigError(f"{where}: {key} must be a number {valid}, not {value!r}")
+        if key in BOUNDS:
+            low, inclusive = BOUNDS[key]
+            if not (value >= low if inclusive else value > low):
+                raise ConfigError(
+                    f"{where}: {key} must be {'>=' if inclusive else '>'} {low}, not {value!r} {valid}"
+                )
+        if key in UPPER:
+            high, inclusive = UPPER[key]
+            if not (value <= high if inclusive else value < high):
+                raise ConfigError(
+                    f"{where}: {key} must be {'<=' if inclusive else '<'} {high:g}, not {value!r} {valid}"
+                )
     if key == "val_fraction" and not 0 < value < 1:
         raise ConfigError(f"{where}: val_fraction must be between 0 and 1, not {value!r}")
-    if key == "label_smoothing" and value >= 1:
-        raise ConfigError(f"{where}: label_smoothing must be below 1, not {value!r}")
     return value
 
 
