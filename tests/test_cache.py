@@ -246,3 +246,208 @@ def test_forged_feature_dtype_is_recomputed(plugins, tiny_config):
     ):
         (again,) = Runner(tiny_config, plugins).run()
     assert again["status"] == "ok", again["reason"]
+
+
+# --------------------------------------------------------------------------- sidecar types (issue 13.7)
+
+#: what a feature entry's sidecar records of its model, as the feature store asks for it.
+FACTS = {"backbone_params": int, "forward_flops_per_image": (int, float, None)}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("backbone_params", "12"),  # the field of the report: a string where a count belongs
+        ("backbone_params", None),
+        ("backbone_params", True),
+        ("forward_flops_per_image", "many"),
+        ("shape", "2x3"),
+        ("shape", [2, "3"]),
+        ("shape", [-2, 3]),
+        ("dtype", 32),
+        ("created", "yesterday"),
+        ("dataset", 7),
+        ("split", ["train"]),
+        ("size", 1.5),
+    ],
+)
+def test_a_wrongly_typed_sidecar_field_is_recomputed_with_a_warning(tmp_path, field, value):
+    store = ArrayStore(tmp_path)
+    features = np.arange(6, dtype=np.float32).reshape(2, 3)
+    meta = {"backbone_params": 12, "forward_flops_per_image": 3.5e6, "split": "train", "size": 8}
+    store.save("f", features, meta)
+    _edit_sidecar(tmp_path / "f.npy", **{field: value})
+    with pytest.warns(
+        RuntimeWarning, match=rf"ignoring damaged cache entry .*sidecar field '{field}' is"
+    ):
+        assert store.load("f", dtype="float32", fields=FACTS) is None
+    # The rerun computes it again (it does not fail), and the entry is sound afterwards.
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return features * 2, meta
+
+    array, got, hit = store.load_or_compute("f", compute, dtype="float32", fields=FACTS)
+    assert (hit, len(calls)) == (False, 1) and array.tolist() == (features * 2).tolist()
+    array, got, hit = ArrayStore(tmp_path).load_or_compute("f", compute, fields=FACTS)
+    assert hit and len(calls) == 1 and got["backbone_params"] == 12
+
+
+def test_a_missing_required_field_or_other_shape_is_a_miss(tmp_path):
+    store = ArrayStore(tmp_path)
+    store.save("f", np.zeros((4, 16), np.float32), {"backbone_params": 5})
+    with pytest.warns(RuntimeWarning, match="sidecar has no 'forward_flops_per_image'"):
+        assert store.load("f", fields=FACTS) is None
+    with pytest.warns(RuntimeWarning, match=r"shape \(4, 16\), expected \(4, 32\)"):
+        assert store.load("f", shape=(4, 32)) is None
+    assert store.load("f", shape=(None, 16))[0].shape == (4, 16)
+
+
+# --------------------------------------------------------------------------- two processes at once
+
+
+def _compute_in_a_process(root: str, log: str, barrier, results) -> None:
+    import time
+
+    store = ArrayStore(Path(root))
+
+    def compute():
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1.0)  # long enough for the other process to be waiting
+        return np.full((64, 1024), os.getpid() % 997, np.float32), {"split": "train"}
+
+    barrier.wait()
+    array, _, hit = store.load_or_compute("same", compute, dtype="float32")
+    results.put((array[:, 0].tolist(), hit))
+
+
+class SlowSplit:
+    """A picklable ImageSource that logs each full decode pass and takes its time."""
+
+    def __init__(self, log: str, n: int = 24):
+        self.log, self.labels = log, [i % 3 for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, index: int) -> Image.Image:
+        import time
+
+        if index == 0:
+            with open(self.log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+        time.sleep(0.03)
+        return Image.new("RGB", (12, 12), (80 * self.labels[index], 40, 200))
+
+    def describe(self, index: int) -> str:
+        return f"slow[{index}]"
+
+
+def _decode_in_a_process(root: str, log: str, barrier, results) -> None:
+    barrier.wait()
+    got = DecodeCache(Path(root), workers=1).get(
+        SlowSplit(log), fingerprint="fp", split="train", size=8
+    )
+    results.put((got.images.flatten().tolist(), got.cache_hit))
+
+
+@pytest.mark.parametrize("work", [_compute_in_a_process, _decode_in_a_process])
+def test_two_processes_asking_for_one_entry_compute_it_once(tmp_path, work):
+    import multiprocessing
+
+    # fork: the child needs nothing but what this process already imported.
+    ctx = multiprocessing.get_context("fork")
+    log = tmp_path / "computed.log"
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    workers = [
+        ctx.Process(target=work, args=(str(tmp_path / "cache"), str(log), barrier, queue))
+        for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        results = [queue.get(timeout=120) for _ in workers]
+    finally:
+        for w in workers:
+            w.join(30)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(log.read_text().split()) == 1, "both processes did the work"
+    (a, hit_a), (b, hit_b) = results
+    assert a == b, "the processes got different entries"
+    # One computed it, the other waited and read it from the disk cache.
+    assert sorted(map(str, (hit_a, hit_b))) in (["False", "True"], ["disk", "none"])
+    entries = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(entries) == 1 and not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- orphans (issue 13.8)
+
+
+def _write_then_hang(root: str, ready: str) -> None:
+    import time
+
+    store = ArrayStore(Path(root))
+    with store.create("big", (64, 3, 64, 64), "uint8") as pending:
+        pending.array[:32] = 7
+        Path(ready).write_text("")
+        time.sleep(600)  # killed here, mid-write
+
+
+def test_a_write_killed_with_sigkill_leaves_a_temp_file_that_the_next_store_removes(tmp_path):
+    import multiprocessing
+    import signal
+
+    # fork: the child needs nothing but what this process already imported.
+    ctx = multiprocessing.get_context("fork")
+    root, ready = tmp_path / "features", tmp_path / "ready"
+    writer = ctx.Process(target=_write_then_hang, args=(str(root), str(ready)))
+    writer.start()
+    try:
+        for _ in range(600):
+            if ready.exists() or not writer.is_alive():
+                break
+            writer.join(0.1)
+        assert ready.exists(), "the writer never started writing"
+        (tmp,) = root.glob("*.tmp")
+        assert tmp.stat().st_size >= 64 * 3 * 64 * 64  # allocated in full
+        # While its writer lives, the temp file is left alone.
+        assert ArrayStore(root).load("other") is None and tmp.exists()
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.join(30)
+    assert writer.exitcode == -signal.SIGKILL
+    assert tmp.exists(), "kill -9 leaves the temporary file"
+    assert ArrayStore(root).load("big") is None  # the next run's store...
+    assert not tmp.exists(), "...removed the dead writer's temporary file"
+
+
+def test_only_temp_files_of_dead_or_long_gone_writers_are_removed(tmp_path):
+    import subprocess
+    import time
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    host = cache_module._HOST
+    old = time.time() - cache_module.ORPHAN_AGE_S - 60
+    names = {
+        f"k1.npy.{dead.pid}@{host}.t0a1b.tmp": False,  # dead writer here: removed
+        f"k2.npy.{dead.pid}.tmp": False,  # older tlbench's name, dead writer: removed
+        f"k3.json.{alive.pid}@{host}.t0a1b.tmp": True,  # a live writer: kept
+        f"k4.npy.{os.getpid()}@{host}.t0a1b.tmp": True,  # this process's own: kept
+        f"k5.npy.{dead.pid}@other-host.t0a1b.tmp": True,  # another host's, fresh: kept
+        f"k6.npy.{alive.pid}@other-host.t0a1b.tmp": False,  # another host's, a day old: removed
+        "k7.npy.tmp": True,  # not a name tlbench writes, fresh: kept
+    }
+    try:
+        for name in names:
+            (tmp_path / name).write_bytes(b"x" * 100)
+        os.utime(tmp_path / f"k6.npy.{alive.pid}@other-host.t0a1b.tmp", (old, old))
+        removed = cache_module.remove_orphans(tmp_path)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert {p.name for p, _ in removed} == {n for n, kept in names.items() if not kept}
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, kept in names.items() if kept}

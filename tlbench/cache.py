@@ -152,7 +152,7 @@ def check_sidecar(meta: Any, fields: Mapping[str, Any] | None = None) -> dict[st
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
             raise ValueError(f"sidecar field {name!r} is {shown}, expected {_describe(expected)}")
     if any(n < 0 for n in meta["shape"]):
-        raise ValueError(f"sidecar shape {meta['shape']} has a negative size")
+        raise ValueError(f"sidecar field 'shape' is {meta['shape']}, expected sizes >= 0")
     return meta
 
 
