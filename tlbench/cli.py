@@ -191,12 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out fraction for a single-folder imagefolder (default 0.1)",
     )
     where.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], help="default auto: CUDA when available"
+        "--device",
+        type=device_arg,
+        metavar="DEVICE",
+        help="auto, cpu, cuda, cuda:N or mps (default auto: CUDA when available)",
     )
     where.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
-        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+        choices=["auto", "fp32", "tf32", "bf16", "fp16"],
+        help="fp32 is true fp32 (TF32 off); tf32: TF32 tensor-core math (CUDA 8.0+); "
+        "bf16/fp16: autocast (fp16 with a gradient scaler). auto: bf16 on CUDA 8.0+, "
+        "fp16 on older GPUs, fp32 on CPU",
     )
     _bool_flag(
         where,

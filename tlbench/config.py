@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 import types
 import typing
@@ -49,8 +50,12 @@ HP_FIELDS = {f.name: f.type for f in dataclasses.fields(Hyperparameters)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "sgd"),
     "schedule": ("cosine", "step", "constant"),
-    "precision": ("auto", "fp32", "bf16"),
+    # fp32 is true IEEE fp32 (TF32 off); tf32 is fp32 storage with TF32 math (CUDA, Ampere+);
+    # bf16 and fp16 are autocast (fp16 with a gradient scaler); auto picks per device.
+    "precision": ("auto", "fp32", "tf32", "bf16", "fp16"),
 }
+#: what `device` may say; whether that device is there is checked when a run resolves it.
+DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?|mps")
 #: key -> (smallest allowed, whether the bound itself is allowed).
 BOUNDS: dict[str, tuple[float, bool]] = {
     "epochs": (1, True),
@@ -226,6 +231,10 @@ def check_value(key: str, value: Any, where: str) -> Any:
                 raise ConfigError(
                     f"{where}: {key} must be {'<=' if inclusive else '<'} {high:g}, not {value!r} {valid}"
                 )
+    if key == "device" and isinstance(value, str) and not DEVICE.fullmatch(value):
+        raise ConfigError(
+            f"{where}: device must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps, not {value!r}"
+        )
     if key == "val_fraction" and not 0 < value < 1:
         raise ConfigError(f"{where}: val_fraction must be between 0 and 1, not {value!r}")
     return value
