@@ -15,6 +15,7 @@ import torch
 from imagetree import assert_clean_error, make_tree
 
 from tlbench import cli, predict, results
+from tlbench.errors import TlbenchError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -221,3 +222,26 @@ def test_a_dataset_path_with_a_comma_in_a_config_file_list_is_one_dataset(tmp_pa
     config = tmp_path / "grid.toml"
     config.write_text('datasets = ["imagefolder:/data/a,b"]\n')
     assert make_config(config).datasets == ["imagefolder:/data/a,b"]
+
+
+def test_grid_titles_with_dollar_signs_are_drawn_not_typeset(tmp_path):
+    pytest.importorskip("matplotlib")
+    images = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    inputs = [predict.ImageInput("a/$\\frac$.png", "$\\x$")]
+    path = predict.save_grid(tmp_path / "g.png", images, inputs, [("$\\frac$", 0.5)])
+    assert path.read_bytes().startswith(PNG)
+
+
+def test_predict_refuses_a_pipe_named_like_an_image(tmp_path):
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    with pytest.raises(TlbenchError, match="not a regular file"):
+        predict.collect_images([str(fifo)], ["cat"])
+
+
+def test_report_output_and_plot_naming_one_file_is_refused(run_cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = tmp_path / "runs.jsonl"
+    results.append(runs, ok_record())
+    result = run_cli("report", runs, "-o", tmp_path / "x.png", "--plot", tmp_path / "x.png")
+    assert_clean_error(result, "name the same file")

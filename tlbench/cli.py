@@ -1106,6 +1106,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         _figure_class()  # a missing matplotlib fails before any output is written
         plot_path = check_image_path(args.plot, "tradeoff.png", "--plot")
     output = results.check_report_output(args.output, inputs) if args.output else None
+    if output is not None and plot_path is not None and output.absolute() == plot_path.absolute():
+        raise TlbenchError(f"--output and --plot name the same file, {output}; choose two")
     records = results.read(inputs)
     if not records:
         raise TlbenchError(f"no records in {', '.join(args.results)}")

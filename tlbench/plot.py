@@ -50,6 +50,12 @@ def _figure_class() -> Any:
 _FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "pgf")
 
 
+def literal(text: str) -> str:
+    """`text` as matplotlib should draw it: a `$` in a name is a dollar, not mathtext
+    (`imagefolder:/data/$x$` would be typeset, and `$\\frac$` would raise)."""
+    return text.replace("$", r"\$")
+
+
 def image_path(path: str | os.PathLike[str], default_name: str) -> Path:
     """The file an image written to `path` really goes to, so that the path printed is it.
 
@@ -166,7 +172,7 @@ def plot_comparison(
     fig = figure_class(figsize=(14, 5.2 * len(groups)), dpi=110, layout="constrained")
     canvas = canvas_class(fig)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal(title))
     axes = fig.subplots(len(groups), 2, squeeze=False)
     panels = []
     for (dataset, group), (trade, curves) in zip(groups.items(), axes, strict=True):
@@ -192,11 +198,11 @@ def _draw_tradeoff(
     ax.set_xscale("log")
     ax.set_xlabel("training seconds (feature extraction + training), log scale")
     ax.set_ylabel("top-1 % on the held-out split (final epoch)")
-    ax.set_title(f"{dataset}: accuracy against training cost")
+    ax.set_title(literal(f"{dataset}: accuracy against training cost"))
     ax.grid(True, which="both", alpha=0.3)
     missing = [r for r in group if r.accuracy is None]
     if missing:
-        text = "\n".join(f"{r.label}: {r.status}" for r in missing[:6])
+        text = literal("\n".join(f"{r.label}: {r.status}" for r in missing[:6]))
         ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, color="grey", va="bottom")
     if not done:
         return
@@ -251,13 +257,13 @@ def _draw_curves(
             marker=markers[r.backbone],
             markersize=4,
             color=colours[r.strategy],
-            label=r.label,
+            label=literal(r.label),
             linestyle=styles[variant % len(styles)],
             linewidth=2 if r.pareto else 1.2,
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 % on the held-out split")
-    ax.set_title(f"{dataset}: learning curves (mean over seeds)")
+    ax.set_title(literal(f"{dataset}: learning curves (mean over seeds)"))
     ax.grid(True, alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8, loc="lower right")
@@ -291,7 +297,7 @@ def _label_points(ax: Any, done: list[Row], renderer: Any) -> None:
         fallback = None
         for dx, dy, ha in _LABEL_OFFSETS:
             label = ax.annotate(
-                r.label,
+                literal(r.label),
                 (_x(r), 100 * r.accuracy),
                 xytext=(dx, dy),
                 textcoords="offset points",

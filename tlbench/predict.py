@@ -175,8 +175,11 @@ def collect_images(inputs: list[str], classes: list[str]) -> list[ImageInput]:
             if not found:
                 raise TlbenchError(f"no images found in folder {path}")
             files = found
-        elif path.exists():
+        elif path.is_file():
             files = [path]
+        elif path.exists():
+            # A FIFO or a device would block or never end: only regular files are images.
+            raise TlbenchError(f"image {path} is not a regular file (a pipe or a device?)")
         else:
             raise TlbenchError(f"image {path} does not exist")
         for f in files:
@@ -239,7 +242,7 @@ def save_grid(
     columns: int = 6,
 ) -> Path:
     """The images in a grid, each titled with its prediction and (when known) its true label."""
-    from tlbench.plot import _figure_class, check_image_path, save_figure
+    from tlbench.plot import _figure_class, check_image_path, literal, save_figure
 
     figure_class, canvas_class = _figure_class()
     # A folder or a name without a suffix: the file really written, which the caller prints.
@@ -258,13 +261,13 @@ def save_grid(
         ax.imshow(images[i].permute(1, 2, 0).numpy())
         item, pred = inputs[i], predictions[i]
         if pred is None:
-            ax.set_title(f"unreadable\n{Path(item.path).name}", fontsize=8, color="grey")
+            ax.set_title(literal(f"unreadable\n{Path(item.path).name}"), fontsize=8, color="grey")
             continue
         label, p = pred
         colour = (
             "black" if item.true_label is None else "green" if label == item.true_label else "red"
         )
         truth = f"true: {item.true_label}" if item.true_label else Path(item.path).name
-        ax.set_title(f"{label} ({100 * p:.0f}%)\n{truth}", fontsize=8, color=colour)
+        ax.set_title(literal(f"{label} ({100 * p:.0f}%)\n{truth}"), fontsize=8, color=colour)
     save_figure(fig, path, "--grid")
     return path

@@ -138,6 +138,7 @@ def check_writable(path: str | os.PathLike) -> None:
 
 #: how much of an existing file is read to tell whether it is a results file.
 _HEAD = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
 
 
 def _foreign(head: bytes, size: int) -> str | None:
@@ -149,7 +150,7 @@ def _foreign(head: bytes, size: int) -> str | None:
     someone's file. A first line that starts with `{` but does not parse is a
     torn record (a power loss during the first append) and is accepted.
     """
-    text = head.lstrip()
+    text = head.removeprefix(_BOM).lstrip()  # an editor may have saved it with a BOM
     if not text:
         return None  # empty, or only blank lines
     line, newline, _ = text.partition(b"\n")
@@ -220,6 +221,8 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[st
             with path.open("rb") as f:
                 for number, raw in enumerate(f, start=1):
                     line = raw.decode("utf-8", errors="replace")
+                    if number == 1:
+                        line = line.removeprefix("\ufeff")  # saved by an editor with a BOM
                     if not line.strip():
                         continue
                     try:
