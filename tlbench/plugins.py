@@ -34,7 +34,7 @@ import pluggy
 
 from tlbench import hookspecs
 from tlbench.api import Backbone, Dataset, Family, Strategy
-from tlbench.errors import DuplicateNameError, TlbenchError, UnknownNameError
+from tlbench.errors import DuplicateNameError, TlbenchError, UnknownNameError, plural
 
 ENTRY_POINT_GROUP = "tlbench"
 
@@ -150,7 +150,7 @@ class Registry(Generic[T]):
             if not argument:
                 raise TlbenchError(
                     f"{self.kind} {base!r} needs an argument: {base}:{entry.argument_help} "
-                    f"(`tlbench list {self.kind}s '{base}:*'` lists them)"
+                    f"(`tlbench list {plural(self.kind)} '{base}:*'` lists them)"
                 )
             return self._resolve(entry, name, argument)
         if sep:
