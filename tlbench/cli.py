@@ -364,6 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto, cpu, cuda, cuda:N or mps (default: cpu)",
     )
     pred.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
+
+    # `tlbench cache`: its options live beside its logic, which imports no torch.
+    from tlbench import cachecmd
+
+    cachecmd.add_arguments(
+        sub.add_parser(
+            "cache",
+            help="what the decoded-image and feature caches hold; prune or clear them",
+            description="List, prune or clear the decoded-image and feature caches.",
+        )
+    )
     _document_defaults(parser)
     _add_completers(parser)
     return parser
@@ -1218,6 +1229,9 @@ COMMANDS = {
     "report": cmd_report,
     "predict": cmd_predict,
     "examples": cmd_examples,
+    "cache": lambda args, console: __import__("tlbench.cachecmd", fromlist=["main"]).main(
+        args, console
+    ),
 }
 
 
