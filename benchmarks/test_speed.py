@@ -12,6 +12,7 @@ Run: `python -m pytest benchmarks -q` (about 5-6 minutes on 2 quiet CPU cores).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import statistics
 import subprocess
@@ -83,16 +84,21 @@ def test_harness_step_vs_bare_loop(
 
     Harness: `tlbench.engine.TrainStep` as `train_images` builds it (the model
     through `Execution.prepare`, AdamW from `make_optimizer` with its decay /
-    no-decay groups, the per-step cosine schedule, the loss kept on the device).
-    Bare loop: `model(x)`, `F.cross_entropy`, `zero_grad`, `backward`, `AdamW.step`.
-    Same model (a deep copy of the same `ImageClassifier`), batch, dtype
-    (the harness's default: fp32 on a CPU, bf16 autocast on CUDA) and memory
-    format, on the same in-memory float batches already on the device. A bare
-    round runs right before each harness round (the pedantic `setup`), so both
-    see the same machine load; one warm-up round each. The asserted ratio is
-    that of the best rounds of each (the least disturbed by other processes:
-    the work per round is fixed, so noise only ever adds time); the median of
-    the paired per-round ratios is stored beside it.
+    no-decay groups and, on CUDA, its fused kernel, the per-step cosine
+    schedule, a gradient scaler in fp16, the loss kept on the device).
+    Bare loop: the same work written out in plain PyTorch: `model(x)`,
+    `F.cross_entropy`, `zero_grad`, `backward`, `AdamW.step` with the same two
+    parameter groups (no weight decay on biases and norms) and the same fused
+    kernel, and a `LambdaLR` cosine schedule stepped every step, so a
+    launch-bound GPU step compares equal work. Same model (a deep copy of the
+    same `ImageClassifier`), batch, dtype (the harness's default: fp32 on a
+    CPU, bf16 autocast on CUDA 8.0+) and memory format, on the same in-memory
+    float batches already on the device. A bare round runs right before each
+    harness round (the pedantic `setup`), so both see the same machine load;
+    one warm-up round each. The asserted ratio is that of the best rounds of
+    each (the least disturbed by other processes: the work per round is fixed,
+    so noise only ever adds time); the median of the paired per-round ratios
+    is stored beside it.
     """
     device = execution.device
     backbone = plugins.backbones.get(backbone_name)
@@ -111,9 +117,11 @@ def test_harness_step_vs_bare_loop(
     ]
 
     hp = Hyperparameters(batch_size=batch, lr=1e-3, weight_decay=1e-4, epochs=1000)
-    optimizer = make_optimizer([{"params": list(model.parameters()), "lr": hp.lr}], hp)
+    execution.apply_backends()
+    harness_model = execution.prepare(model)  # placed first, as train_images does
+    optimizer = make_optimizer([{"params": list(model.parameters()), "lr": hp.lr}], hp, device)
     step = TrainStep(
-        execution.prepare(model),
+        harness_model,
         optimizer,
         nn.CrossEntropyLoss(),
         execution,
@@ -129,19 +137,40 @@ def test_harness_step_vs_bare_loop(
     bare_model.to(device)
     if execution.channels_last:
         bare_model.to(memory_format=torch.channels_last)
-    bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     bare_model.train()
-    bf16 = execution.precision == "bf16"
+    params = list(bare_model.parameters())
+    bare_opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ],
+        lr=hp.lr,
+        **({"fused": True} if device.type == "cuda" else {}),
+    )
+    total_steps = hp.epochs * steps
+    bare_schedule = torch.optim.lr_scheduler.LambdaLR(
+        bare_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
+    )
+    dtype = execution.autocast_dtype
+    scaler = torch.amp.GradScaler(device.type) if execution.precision == "fp16" else None
     bare_times: list[float] = []
 
     def bare_round() -> None:
         t0 = time.perf_counter()
         for x, y in batches:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(
+                device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+            ):
                 loss = nn.functional.cross_entropy(bare_model(x), y)
             bare_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            bare_opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(bare_opt)
+                scaler.update()
+            else:
+                loss.backward()
+                bare_opt.step()
+            bare_schedule.step()
         synchronize(device)
         bare_times.append(time.perf_counter() - t0)
 
@@ -181,6 +210,7 @@ def test_linear_20_epochs_vs_tutorial_loop(
     flowers12: Path,
     image_size: int,
     device: torch.device,
+    execution: Execution,
     machine: dict[str, Any],
     warm_process: None,
     tmp_path: Path,
@@ -197,8 +227,12 @@ def test_linear_20_epochs_vs_tutorial_loop(
     (ImageFolder + transforms + DataLoader decoding every JPEG every epoch, the
     frozen backbone forward on every batch of every epoch, the same head,
     optimiser, schedule and epochs), timed once: its 20 epochs are its own
-    repetitions. Both on the same device with the same threads, after
-    `warm_process`. Accuracies are the final epoch's test top-1.
+    repetitions, in the harness's precision and memory format (like with
+    like: bf16 channels-last on CUDA, fp32 channels-last on a CPU). The
+    tutorial as written (fp32, contiguous) is timed and reported beside it on
+    CUDA, where it is cheap, or with TLBENCH_BENCH_TUTORIAL_PLAIN=1. Both on
+    the same device with the same threads, after `warm_process`. Accuracies
+    are the final epoch's test top-1.
     """
     dataset = f"imagefolder:{flowers12}"
     fresh = iter(range(1000))
@@ -217,14 +251,15 @@ def test_linear_20_epochs_vs_tutorial_loop(
     hp = Hyperparameters(**record["config"]["hyperparameters"])
     assert hp.epochs == 20
 
+    backbone = plugins.backbones.get("efficientnet_lite0")
     tutorial = tutorial_linear_probe(
-        flowers12,
-        plugins.backbones.get("efficientnet_lite0"),
-        image_size=image_size,
-        hp=hp,
-        seed=0,
-        device=device,
+        flowers12, backbone, image_size=image_size, hp=hp, seed=0, execution=execution
     )
+    plain = None
+    if device.type == "cuda" or os.environ.get("TLBENCH_BENCH_TUTORIAL_PLAIN") == "1":
+        plain = tutorial_linear_probe(
+            flowers12, backbone, image_size=image_size, hp=hp, seed=0, device=device
+        )
     if benchmark.disabled:
         return
     harness_seconds = statistics.median(round_seconds(benchmark))
@@ -244,6 +279,12 @@ def test_linear_20_epochs_vs_tutorial_loop(
             "accuracy_gap_points": gap_points,
             "harness_best_accuracy": record["accuracy"]["best"],
             "tutorial_best_accuracy": tutorial.best_accuracy,
+            "tutorial_precision": execution.precision,
+            "tutorial_memory_format": execution.to_dict()["memory_format"],
+            # The tutorial as written (fp32, contiguous), where it was timed too.
+            "plain_tutorial_seconds": plain.seconds if plain else None,
+            "plain_speedup_vs_tutorial": plain.seconds / harness_seconds if plain else None,
+            "plain_tutorial_accuracy": plain.final_accuracy if plain else None,
             "harness_data_prep_seconds": cost["data_prep_seconds"],
             "harness_feature_seconds": cost["feature_seconds"],
             "harness_head_train_seconds": cost["train_seconds"],
@@ -280,8 +321,8 @@ def test_finetune_epoch_data_stall_with_warm_decode_cache(
     benchmarks left behind. Before it, the decode cache is filled for exactly the
     (dataset, split, size) the run asks for, so the run reads it from disk
     (asserted). The stall fraction is the record's own `data_stall_fraction`:
-    over the measured steps (the first 3 are warm-up), the share of wall time not
-    spent in the compute phase. Peak memory is the record's `peak_memory_bytes`:
+    over the measured steps (every step: the warm-up runs before the clock), the
+    share of wall time not spent in the compute phase. Peak memory is the record's `peak_memory_bytes`:
     process peak RSS on a CPU (reset at the run's start), peak allocated on CUDA.
     GB here is 10^9 bytes.
     """
@@ -310,7 +351,7 @@ def test_finetune_epoch_data_stall_with_warm_decode_cache(
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
         return results.read(out)[-1]
 
-    # warmup_rounds=0: the warm-up that matters is inside the record (its first steps).
+    # warmup_rounds=0: the warm-up that matters is inside the run, before its clock.
     record = benchmark.pedantic(run_cli, rounds=1, warmup_rounds=0)
     assert record["status"] == "ok", record.get("reason")
     cost = record["cost"]

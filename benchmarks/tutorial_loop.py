@@ -20,9 +20,15 @@ comparison isolates "features once" from "features every epoch":
   learning rate and weight decay, batch size, per-step cosine schedule, epochs;
   it is a plain `nn.Linear` on raw features, as a tutorial writes it, where the
   harness standardises the features first;
-- the same seed for the head's initialisation and the shuffling.
+- the same seed for the head's initialisation and the shuffling;
+- with `execution`, the same precision and memory format as the harness (the
+  frozen backbone's forward under its autocast, model and batches in its memory
+  format; the head in fp32, as the harness trains it), so a comparison on a GPU
+  (bf16, channels-last) is like with like. Without it: fp32, contiguous, as a
+  tutorial runs; `benchmarks/test_speed.py` reports that one beside it.
 
-Run it alone: `python benchmarks/tutorial_loop.py ../shared/data/flowers12 --image-size 128`.
+Run it alone: `python benchmarks/tutorial_loop.py ../shared/data/flowers12 --image-size 128`
+(`--device cuda --precision bf16 --channels-last` for the harness's CUDA settings).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from tlbench.api import Backbone, Hyperparameters
+from tlbench.engine import Execution
 
 
 @dataclass
@@ -59,14 +66,18 @@ def tutorial_linear_probe(
     seed: int = 0,
     num_workers: int = 2,
     device: torch.device | None = None,
+    execution: Execution | None = None,
 ) -> TutorialResult:
     """Train a linear head on a frozen `backbone` the tutorial way; wall time from the first line.
 
     `root` is an ImageFolder tree with `train/` and `test/`. `num_workers`
     decoding processes (the tutorial uses 4; 2 on a 2-core machine) overlap
-    JPEG decoding with the forward pass.
+    JPEG decoding with the forward pass. `execution` (its device wins over
+    `device`): the backbone's forward in its precision and memory format.
     """
-    device = device or torch.device("cpu")
+    ex = execution or Execution(device or torch.device("cpu"))
+    device = ex.device
+    ex.apply_backends()
     t0 = time.perf_counter()
     pre = backbone.preprocessing
     transform = transforms.Compose(
@@ -92,7 +103,7 @@ def tutorial_linear_probe(
         test_set, batch_size=2 * hp.batch_size, num_workers=num_workers, pin_memory=pin
     )
 
-    model = backbone.build(True).to(device).eval()
+    model = ex.place(backbone.build(True)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     torch.manual_seed(seed)
@@ -108,9 +119,9 @@ def tutorial_linear_probe(
         head.train()
         for x, y in train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.no_grad():
-                features = model(x)  # the frozen backbone, again, every epoch
-            loss = criterion(head(features), y)
+            with torch.no_grad(), ex.autocast:
+                features = model(ex.to_input(x))  # the frozen backbone, again, every epoch
+            loss = criterion(head(features.float()), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -120,7 +131,9 @@ def tutorial_linear_probe(
         with torch.no_grad():
             for x, y in test_loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                correct += int((head(model(x)).argmax(1) == y).sum())
+                with ex.autocast:
+                    features = model(ex.to_input(x))
+                correct += int((head(features.float()).argmax(1) == y).sum())
         curve.append(correct / len(test_set))
     seconds = time.perf_counter() - t0
     return TutorialResult(seconds, curve[-1], max(curve), curve, len(train_set), len(test_set))
@@ -135,13 +148,20 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="fp32, tf32, bf16 or fp16")
+    parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
     plugins = Plugins()
     backbone = plugins.backbones.get(args.backbone)
     hp = plugins.strategies.get("linear").defaults.replace(epochs=args.epochs)
+    from tlbench.timing import resolve_device
+
+    ex = Execution.resolve(resolve_device(args.device), args.precision, args.channels_last)
     out = tutorial_linear_probe(
-        args.root, backbone, image_size=args.image_size, hp=hp, num_workers=args.workers
-    )
+        args.root, backbone, image_size=args.image_size, hp=hp, num_workers=args.workers,
+        execution=ex,
+    )  # fmt: skip
     print(
         f"{out.seconds:.1f} s, final top-1 {out.final_accuracy:.4f}, best {out.best_accuracy:.4f}"
     )

@@ -449,19 +449,63 @@ def test_evaluation_counts_per_class_hits_without_bincount(monkeypatch):
     assert out["balanced_accuracy"] == pytest.approx((1 / 2 + 1 + 2 / 3) / 3)
 
 
+def _tiny_convnet() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    )  # fmt: skip
+
+
 @needs_cuda
-def test_cuda_evaluation_never_synchronises_until_its_one_read():
-    labels = torch.randint(0, 5, (100,))
-    logits = torch.randn(100, 5, device="cuda")
+@pytest.mark.parametrize("resident", [True, False], ids=["split-on-gpu", "split-on-host"])
+def test_cuda_evaluation_never_synchronises_before_its_one_read(resident):
+    """Issue 12.7, on a real GPU: sync debug mode "error" raises on any synchronising op."""
+    ex = Execution(CUDA, "bf16", channels_last=True)
+    model = ex.place(_tiny_convnet()).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 20, 20), dtype=torch.uint8, generator=g)
+    labels = torch.arange(40) % 3
+    logits_of = engine.image_logits(model, images.cuda() if resident else images, 16, ex)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        cells = (labels.cuda(non_blocking=False) * 5 + logits.argmax(1)).long()
-        confusion = torch.zeros(25, dtype=torch.long, device="cuda")
-        confusion.scatter_add_(0, cells, torch.ones_like(cells))
+        confusion, loss_sum = engine.eval_counts(logits_of, labels, 3, 8, CUDA)  # 5 batches
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert int(confusion.sum()) == 100
+    assert int(confusion.sum()) == 40 and float(loss_sum) > 0
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_cuda_training_steps_never_synchronise(precision):
+    """Fused AdamW takes the gradient scaler's inf check on the device: no per-step sync in fp16."""
+    ex = Execution(CUDA, precision, channels_last=True)
+    model = ex.place(_tiny_convnet())
+    hp = Hyperparameters(epochs=1)
+    optimizer = make_optimizer([{"params": list(model.parameters())}], hp, CUDA)
+    schedule = engine.make_schedule(optimizer, hp, steps_per_epoch=4)
+    step = TrainStep(model, optimizer, nn.CrossEntropyLoss(), ex, schedule)
+    x = ex.to_input(torch.rand(8, 3, 16, 16, device=CUDA))
+    y = torch.randint(0, 3, (8,), device=CUDA)
+    step(x, y)  # the first step allocates the optimiser's and the scaler's state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [step(x, y) for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(loss) for loss in losses)
+
+
+@needs_cuda
+def test_cuda_device_identity_and_peak_of_this_gpu():
+    identity = device_identity(CUDA)
+    assert identity["name"] == torch.cuda.get_device_name(0)
+    assert identity["total_memory_bytes"] == torch.cuda.get_device_properties(0).total_memory
+    peak = device_peak(identity, "bf16")
+    # Either a peak from the table or a reason; never a silent None.
+    assert peak.tflops or peak.reason
 
 
 # --------------------------------------------------------------------------- 8: OOM

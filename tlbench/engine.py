@@ -592,9 +592,38 @@ def evaluate_logits(
 ) -> dict[str, Any]:
     """Top-1, balanced accuracy and mean loss; `logits_of(start, stop)` gives a batch's logits.
 
-    Counts accumulate on the device, added into a preallocated confusion matrix
-    with `scatter_add_` (`torch.bincount` on CUDA reads its input's range back to
-    the host: a sync per batch); the matrix is read back once.
+    Counts accumulate on the device (`eval_counts`, no host read); the
+    confusion matrix and the loss are read back once, here.
+    """
+    n = len(labels)
+    confusion, loss_sum = eval_counts(logits_of, labels, num_classes, batch_size, device)
+    confusion = confusion.view(num_classes, num_classes).cpu()  # the one sync
+    correct = confusion.diag()
+    support = confusion.sum(1)
+    present = support > 0
+    return {
+        "accuracy": float(correct.sum() / max(1, n)),
+        "balanced_accuracy": float((correct[present] / support[present]).mean())
+        if present.any()
+        else 0.0,
+        "loss": float(loss_sum) / max(1, n),
+    }
+
+
+@torch.inference_mode()
+def eval_counts(
+    logits_of: Callable[[int, int], torch.Tensor],
+    labels: torch.Tensor,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat confusion matrix and the summed loss of an evaluation, left on the device.
+
+    Per-class hits are added into a preallocated matrix with `scatter_add_`:
+    `torch.bincount` on CUDA reads its input's range back to the host, a sync
+    per batch. Nothing here waits on the host (the GPU check runs it under
+    `torch.cuda.set_sync_debug_mode("error")`).
     """
     n = len(labels)
     labels = _host_to_device(labels, device)
@@ -607,17 +636,7 @@ def evaluate_logits(
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         cells = y * num_classes + logits.argmax(1)
         confusion.scatter_add_(0, cells, torch.ones_like(cells))
-    confusion = confusion.view(num_classes, num_classes).cpu()  # the one sync
-    correct = confusion.diag()
-    support = confusion.sum(1)
-    present = support > 0
-    return {
-        "accuracy": float(correct.sum() / max(1, n)),
-        "balanced_accuracy": float((correct[present] / support[present]).mean())
-        if present.any()
-        else 0.0,
-        "loss": float(loss_sum) / max(1, n),
-    }
+    return confusion, loss_sum
 
 
 def evaluate_images(
@@ -632,13 +651,21 @@ def evaluate_images(
     """Evaluate on the centre crop of every image (torchvision's resize + centre crop)."""
     model.eval()
     images = images_on_device if images_on_device is not None else data.images
+    logits_of = image_logits(model, images, image_size, ex)
+    return evaluate_logits(logits_of, data.labels, num_classes, batch_size, ex.device)
+
+
+def image_logits(
+    model: nn.Module, images: torch.Tensor, image_size: int, ex: Execution
+) -> Callable[[int, int], torch.Tensor]:
+    """`logits_of(start, stop)` for `evaluate_logits`: the centre crops of a uint8 split."""
 
     def logits_of(start: int, stop: int) -> torch.Tensor:
         x = center_crop(_host_to_device(images[start:stop], ex.device), image_size)
         with ex.autocast:
             return model(ex.to_input(x))
 
-    return evaluate_logits(logits_of, data.labels, num_classes, batch_size, ex.device)
+    return logits_of
 
 
 # --------------------------------------------------------------------------- image training
