@@ -153,3 +153,39 @@ def test_an_unreadable_subfolder_is_a_clear_error(tmp_path):
             labelled(root)
     finally:
         locked.chmod(0o755)
+
+
+def test_a_file_removed_while_the_tree_is_read_is_left_out(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "ds", train=2, val=1)
+    gone = str(root / "train" / "dog" / "001.png")
+    real_scandir = os.scandir
+
+    class Entry:
+        def __init__(self, entry):
+            self.entry, self.name, self.path = entry, entry.name, entry.path
+
+        def __getattr__(self, name):
+            return getattr(self.entry, name)
+
+        def stat(self, **kwargs):
+            if self.path == gone:  # listed, then deleted by a sync before it was looked at
+                raise FileNotFoundError(2, "No such file or directory", self.path)
+            return self.entry.stat(**kwargs)
+
+    class Listing:
+        def __init__(self, path):
+            self.entries = [Entry(e) for e in real_scandir(path)]
+
+        def __iter__(self):
+            return iter(self.entries)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(os, "scandir", Listing)
+    train, _ = labelled(root)
+    assert ("train/dog/000.png", "dog") in train
+    assert ("train/dog/001.png", "dog") not in train and len(train) == 5

@@ -1135,7 +1135,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if output is not None:
         text = report.render(rows, args.format, args.group_by)  # "table": plain text, no colour
         try:
-            output.write_text(text, encoding="utf-8")
+            results.write_text_atomic(output, text)
         except OSError as exc:
             raise TlbenchError(
                 f"cannot write the report to {output}: {exc.strerror or exc}. Choose another --output."

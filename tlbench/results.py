@@ -411,6 +411,25 @@ def check_report_output(name: str | os.PathLike, inputs: Iterable[str | os.PathL
     return path
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` with `text` in one step: an interruption or a full disk leaves the old
+    file, never half a new one. A device or a pipe (/dev/stdout) is written directly."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        path.write_text(text, encoding="utf-8")
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def check_output_locations(
     *,
     results: str | os.PathLike | None = None,

@@ -340,7 +340,10 @@ class _Walk:
             elif is_image_file(entry.name) and _is_file(entry):
                 if link and not self._mine(child):
                     continue
-                stat = entry.stat()
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue  # removed while the folder was read (a sync in progress)
                 rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
                 self.out.append(
                     _File(
