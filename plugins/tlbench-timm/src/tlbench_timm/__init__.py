@@ -188,6 +188,10 @@ class _Builder:
 
 def resolve(argument: str) -> Backbone:
     """The backbone for `timm:<argument>`; `LookupError` when timm has no such model."""
+    if argument.startswith("hf-hub:"):  # a model published on the Hub: see hf_hub.py
+        from tlbench_timm.hf_hub import resolve_hf_hub
+
+        return resolve_hf_hub(argument)
     import timm
 
     random_weights = argument.endswith(RANDOM_SUFFIX)
