@@ -18,7 +18,7 @@ import pytest
 from imagetree import CLASS_COLOURS, square_image
 
 import tlbench
-from tlbench import testing
+from tlbench import cli, testing
 from tlbench.api import DatasetRequest
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.errors import DatasetError
@@ -319,6 +319,24 @@ def test_a_hub_id_offline_says_what_to_do(tmp_path: Path) -> None:
         _load("someone/flowers", tmp_path, download=False)
 
 
+def test_a_hub_id_without_network_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What `datasets` raises (after its retries) when huggingface.co cannot be reached.
+    def unreachable(*args, **kwargs):
+        raise ConnectionError(
+            "Couldn't reach 'someone/flowers' on the Hub (LocalEntryNotFoundError)"
+        )
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(DatasetError) as error:
+        _load("someone/flowers", tmp_path)
+    message = str(error.value)
+    assert "not in the local Hugging Face cache and the Hub is unreachable" in message
+    assert "Couldn't reach" in message and "save_to_disk('<folder>')" in message
+
+
 def test_bad_arguments_are_explained(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         _load(tmp_path / "missing", tmp_path)
@@ -338,28 +356,19 @@ def test_bad_arguments_are_explained(tmp_path: Path) -> None:
 def test_tlbench_run_on_a_saved_dataset_end_to_end(
     saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from conftest import TinyPlugin
-
-    # The installed hf plugin through its entry point, the tiny test backbone, nothing else.
-    class WithTiny(tlbench.plugins.Plugins):
-        def __init__(self, **kwargs):
-            super().__init__(
-                **{**kwargs, "extra": [*kwargs.get("extra", ()), ("tiny", TinyPlugin())]}
-            )
-
-    monkeypatch.setattr("tlbench.plugins.Plugins", WithTiny)
+    # The installed hf plugin through its entry point, the builtins, nothing else installed.
     for var in testing.PLUGIN_ENV:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "hf")
     monkeypatch.setenv("COLUMNS", "1000")
     out = tmp_path / "results.jsonl"
-    code = tlbench.cli.main(
+    code = cli.main(
         [
             "run",
             "--datasets",
             f"hf:{saved}",
             "--backbones",
-            "tiny",
+            "small_cnn",
             "--strategies",
             "scratch",
             "--epochs",
