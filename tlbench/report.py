@@ -11,20 +11,36 @@ charged instead, so a cache hit does not make a strategy look free.
 
 A row is Pareto-optimal when no other row of its dataset is at least as
 accurate and at least as cheap to train, and strictly better in one of them.
+
+Rows never mix data: runs are grouped by their dataset's fingerprint
+(`config.dataset_fingerprint`; for older records, the facts in `data`), so
+adding images to a class and running again gives a new row, not a second
+"seed". For each dataset name the newest data (that of the newest record)
+is the main view; rows on older data are flagged `older_data` and shown in
+sections of their own. Each run key is answered by its newest "ok" record
+(`results.answer_by_key`): a later interrupted or failed rerun is mentioned
+in the note, it does not hide the result. Records the report does not fully
+understand are shown as far as they can be, or skipped, with one warning
+per kind of problem.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as _dt
+import hashlib
 import html
 import io
 import json
+import math
 import statistics
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tlbench.results import latest_by_key
+from tlbench.record import problems as record_problems
+from tlbench.results import answer_by_key, in_time_order, latest_by_key, record_time
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 SORT_KEYS = ("accuracy", "time", "backbone", "strategy", "memory", "params", "gain")
@@ -65,6 +81,20 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     #: the result keys of the runs aggregated here (to find their curves).
     run_keys: list[str] = field(default_factory=list)
+    #: which data the runs used: the dataset fingerprint (short), "" when unknown.
+    data: str = ""
+    #: True when the dataset has newer data than these runs used (shown apart).
+    older_data: bool = False
+    #: when the newest run on this data was recorded (ISO-8601 UTC), "" when unknown.
+    last_run: str = ""
+
+    @property
+    def section(self) -> str:
+        """The dataset, or for rows on older data, the dataset, which data and when last run."""
+        if not self.older_data:
+            return self.dataset
+        when = f", last run {self.last_run[:16].replace('T', ' ')} UTC" if self.last_run else ""
+        return f"{self.dataset} (older data {self.data or '?'}{when})"
 
     @property
     def label(self) -> str:
@@ -81,7 +111,162 @@ def _config_without_seed(record: dict[str, Any]) -> dict[str, Any]:
     config.pop("seed", None)
     # The hyperparameters actually used (after an OOM retry) are an outcome, not a setting.
     config.pop("hyperparameters_used", None)
+    # The data a run used is grouped on separately (see `_data_identities`).
+    config.pop("dataset_fingerprint", None)
     return config
+
+
+# --------------------------------------------------------------------------- data identity
+
+#: facts of `record["data"]` that identify the data when a record has no fingerprint
+#: (records written before `config.dataset_fingerprint` existed).
+_DATA_FACTS = (
+    "root",
+    "layout",
+    "split",
+    "eval_dir",
+    "eval_split",
+    "num_classes",
+    "classes",
+    "train_images",
+    "eval_images",
+)
+
+
+def _data_facts(record: dict[str, Any]) -> str | None:
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    facts = {k: data[k] for k in _DATA_FACTS if k in data}
+    if not facts:
+        return None
+    text = json.dumps(facts, sort_keys=True, default=str)
+    return "d" + hashlib.sha256(text.encode()).hexdigest()[:11]
+
+
+def _data_identities(records: list[dict[str, Any]]) -> dict[int, str | None]:
+    """id(record) -> the identity of the data it ran on, or None when unknown.
+
+    The fingerprint when the record has one; else its data facts, mapped to
+    the fingerprint of a newer record with the same facts where there is one,
+    so old and new records of unchanged data stay together.
+    """
+
+    def fingerprint(r: dict[str, Any]) -> str | None:
+        fp = r["config"].get("dataset_fingerprint")
+        return fp if isinstance(fp, str) and fp else None
+
+    fingerprint_of_facts: dict[str, str] = {}
+    if any(fingerprint(r) is None for r in records):  # old records: worth the hashing
+        for r in records:
+            fp, facts = fingerprint(r), _data_facts(r)
+            if fp and facts:
+                fingerprint_of_facts.setdefault(facts, fp)
+    out: dict[int, str | None] = {}
+    for r in records:
+        fp = r["config"].get("dataset_fingerprint")
+        if isinstance(fp, str) and fp:
+            out[id(r)] = fp
+        else:
+            facts = _data_facts(r)
+            out[id(r)] = fingerprint_of_facts.get(facts, facts) if facts else None
+    return out
+
+
+# --------------------------------------------------------------------------- records the report reads
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, or None (JSON can carry strings, booleans, 1e999 and NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+_COST_NUMBERS = (
+    "train_seconds",
+    "feature_seconds",
+    "train_images_per_s",
+    "peak_memory_bytes",
+    "trainable_params",
+    "total_params",
+)
+
+
+def _kind(message: str) -> str:
+    """The kind of a `record.problems` message: "no cost", "schema", "accuracy.final"..."""
+    words = message.split() or [""]
+    return " ".join(words[:2]) if words[0] == "no" else words[0]
+
+
+def _readable(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of `records` the report can index safely; one warning per kind of problem.
+
+    `tlbench.record.problems` says what a record lacks. What is missing is
+    filled with None (a blank cell) where the row can still be shown; an "ok"
+    record without a usable final accuracy is skipped, since it cannot be
+    averaged with the others.
+    """
+    seen: dict[str, list[Any]] = {}  # kind -> [count, first message, example key, actions]
+
+    def problem(kind: str, message: str, record: dict[str, Any], action: str) -> None:
+        entry = seen.setdefault(kind, [0, message, record.get("key"), set()])
+        entry[0] += 1
+        entry[3].add(action)
+
+    out = []
+    for raw in records:
+        found = list(record_problems(raw))
+        r = dict(raw)
+        config = dict(r["config"])
+        r["config"] = config
+        for k in ("backbone", "dataset", "strategy"):
+            if not isinstance(config.get(k), str):
+                config[k] = "?" if config.get(k) is None else str(config[k])
+        seed = config.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            text = str(seed).strip()
+            config["seed"] = int(text) if text.lstrip("-").isdigit() else None
+        if r.get("reason") is not None and not isinstance(r.get("reason"), str):
+            r["reason"] = str(r["reason"])
+        keep = True
+        if r.get("status") == "ok":
+            accuracy = r.get("accuracy")
+            final = _number(accuracy.get("final")) if isinstance(accuracy, dict) else None
+            if final is None:
+                keep = False
+            else:
+                curve = accuracy.get("curve")
+                r["accuracy"] = {
+                    **accuracy,
+                    "final": final,
+                    "best": _number(accuracy.get("best")),
+                    "best_epoch": _number(accuracy.get("best_epoch")),
+                    "curve": [c for c in curve if isinstance(c, dict)]
+                    if isinstance(curve, list)
+                    else [],
+                }
+            cost = dict(r["cost"]) if isinstance(r.get("cost"), dict) else {}
+            for k in _COST_NUMBERS:
+                if cost.get(k) is not None and _number(cost[k]) is None:
+                    found.append(f"cost.{k} is {cost[k]!r}, not a number")
+                    cost[k] = None
+            r["cost"] = cost
+        elif not isinstance(r.get("cost"), dict):
+            r["cost"] = {}
+        action = "shown as far as understood" if keep else "skipped: no final accuracy to average"
+        for message in found:
+            problem(_kind(message), message, r, action)
+        if keep:
+            out.append(r)
+    for count, message, key, actions in seen.values():
+        warnings.warn(
+            f"report: {count} record(s) not fully understood ({message}; e.g. key {key}): "
+            f"{' or '.join(sorted(actions))}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def _flatten(config: dict[str, Any]) -> dict[str, Any]:
@@ -138,20 +323,38 @@ def _variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
-    """Aggregate the latest record of each run key into comparison rows."""
-    latest = list(latest_by_key(records).values())
-    extraction = _extraction_seconds(latest)
+    """Aggregate the answer of each run key into comparison rows (see the module docstring)."""
+    usable = in_time_order(_readable(records))
+    identity = _data_identities(usable)
+    # The newest data of each dataset name: that of its newest record with a known identity.
+    newest: dict[str, str | None] = {}
+    last_run: dict[tuple[str, str | None], str] = {}  # (dataset, data) -> newest record's time
+    for r in usable:
+        dataset = r["config"]["dataset"]
+        if identity[id(r)] is not None or dataset not in newest:
+            newest[dataset] = identity[id(r)]
+        when = record_time(r)
+        if when is not None:
+            text = when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+            last_run[dataset, identity[id(r)]] = text  # records are oldest first
+    answers = list(answer_by_key(usable).values())
+    latest = latest_by_key(usable)
+    extraction = _extraction_seconds(answers)
     groups: dict[str, list[dict[str, Any]]] = {}
     configs: dict[str, dict[str, Any]] = {}
-    for record in latest:
+    data_of: dict[str, str | None] = {}
+    for record in answers:
         config = _config_without_seed(record)
-        gkey = json.dumps(config, sort_keys=True, default=str)
+        # A record whose data is unknown (an old failed run) counts as the newest data's.
+        data = identity[id(record)] or newest.get(config["dataset"])
+        gkey = json.dumps([config, data], sort_keys=True, default=str)
         groups.setdefault(gkey, []).append(record)
         configs[gkey] = config
-    # Variants are told apart within one dataset x backbone x strategy.
-    families: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+        data_of[gkey] = data
+    # Variants are told apart within one dataset x backbone x strategy, on the same data.
+    families: dict[tuple, dict[str, dict[str, Any]]] = {}
     for gkey, config in configs.items():
-        name = tuple(str(config.get(k, "?")) for k in NAME_COLUMNS)
+        name = (*(str(config.get(k, "?")) for k in NAME_COLUMNS), data_of[gkey])
         families.setdefault(name, {})[gkey] = config
     variants: dict[str, str] = {}
     for family in families.values():
@@ -161,6 +364,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
     for gkey, group in groups.items():
         config = configs[gkey]
         dataset, backbone, strategy = (str(config.get(k, "?")) for k in NAME_COLUMNS)
+        data = data_of[gkey]
         base = dict(
             dataset=dataset,
             backbone=backbone,
@@ -169,12 +373,25 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
             image_size=config.get("image_size"),
             device=config.get("device"),
             run_keys=[r["key"] for r in group],
+            data=(data or "")[:12],
+            older_data=data != newest.get(dataset),
+            last_run=last_run.get((dataset, data), ""),
         )
+        # A rerun that ended badly after a finished run: the result stands, the note says so.
+        later = [latest[r["key"]] for r in group if latest[r["key"]] is not r]
+        later_note = ""
+        if later:
+            first = later[0]
+            later_note = (
+                f"{len(later)} later rerun(s) {first.get('status')}"
+                + (f": {first.get('reason')}" if first.get("reason") else "")
+                + "; the finished result is shown"
+            )
         ok = [r for r in group if r.get("status") == "ok"]
         if not ok:
             last = group[-1]
             rows.append(
-                Row(**base, status=last.get("status", "?"), reason=last.get("reason") or "")
+                Row(**base, status=str(last.get("status", "?")), reason=last.get("reason") or "")
             )
             continue
         accs = [r["accuracy"]["final"] for r in ok]
@@ -182,9 +399,17 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         peak = [c["peak_memory_bytes"] for c in costs if c.get("peak_memory_bytes")]
         ips = [c["train_images_per_s"] for c in costs if c.get("train_images_per_s")]
         failed = [r for r in group if r.get("status") != "ok"]
-        reason = ""
+        notes = []
         if failed:
-            reason = f"{len(failed)} of {len(group)} seeds {failed[0].get('status')}: {failed[0].get('reason')}"
+            notes.append(
+                f"{len(failed)} of {len(group)} seeds {failed[0].get('status')}: {failed[0].get('reason')}"
+            )
+        if later_note:
+            notes.append(later_note)
+        best = [r["accuracy"]["best"] for r in ok if r["accuracy"]["best"] is not None]
+        best_epoch = [
+            r["accuracy"]["best_epoch"] for r in ok if r["accuracy"]["best_epoch"] is not None
+        ]
         rows.append(
             Row(
                 **base,
@@ -192,16 +417,18 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
                 n=len(ok),
                 accuracy=_mean(accs),
                 accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None,
-                best_accuracy=_mean([r["accuracy"]["best"] for r in ok]),
-                best_epoch=_mean([r["accuracy"]["best_epoch"] for r in ok]),
+                best_accuracy=_mean(best),
+                best_epoch=_mean(best_epoch),
                 train_seconds=_mean([train_cost_seconds(r, extraction) for r in ok]),
                 images_per_s=_mean(ips),
                 peak_memory_mb=_mean(peak) / 1e6 if peak else None,
                 trainable_params=costs[0].get("trainable_params"),
                 total_params=costs[0].get("total_params"),
                 features_cached=any(c.get("feature_cache") not in (None, "none") for c in costs),
-                reason=reason,
-                seeds=sorted(r["config"].get("seed", 0) for r in ok),
+                reason="; ".join(notes),
+                seeds=sorted(
+                    r["config"]["seed"] for r in ok if isinstance(r["config"].get("seed"), int)
+                ),
             )
         )
     _mark_gain_and_pareto(rows)
@@ -217,7 +444,7 @@ def _mark_gain_and_pareto(rows: list[Row]) -> None:
                 o
                 for o in rows
                 if o.strategy == "scratch"
-                and o.dataset == row.dataset
+                and o.section == row.section
                 and o.backbone == row.backbone
                 and o.accuracy is not None
             ]
@@ -230,7 +457,7 @@ def _mark_gain_and_pareto(rows: list[Row]) -> None:
         cost = row.train_seconds or 0.0
         row.pareto = not any(
             o is not row
-            and o.dataset == row.dataset
+            and o.section == row.section
             and o.accuracy is not None
             and o.accuracy >= row.accuracy
             and (o.train_seconds or 0.0) <= cost
@@ -246,19 +473,26 @@ def sort_rows(rows: list[Row], key: str = "accuracy") -> list[Row]:
 
     def order(r: Row) -> tuple:
         failed = r.accuracy is None
+        # Rows on older data after the newest, newest older data first.
+        section = (r.dataset, r.older_data, "" if not r.older_data else _desc(r.last_run), r.data)
         if key == "accuracy":
-            return (r.dataset, failed, -(r.accuracy or 0.0), r.train_seconds or 0.0)
+            return (*section, failed, -(r.accuracy or 0.0), r.train_seconds or 0.0)
         if key == "time":
-            return (r.dataset, failed, r.train_seconds or 0.0)
+            return (*section, failed, r.train_seconds or 0.0)
         if key == "memory":
-            return (r.dataset, failed, r.peak_memory_mb or 0.0)
+            return (*section, failed, r.peak_memory_mb or 0.0)
         if key == "params":
-            return (r.dataset, failed, r.trainable_params or 0)
+            return (*section, failed, r.trainable_params or 0)
         if key == "gain":
-            return (r.dataset, r.gain_over_scratch is None, -(r.gain_over_scratch or 0.0))
-        return (r.dataset, getattr(r, key), r.strategy, r.backbone)
+            return (*section, r.gain_over_scratch is None, -(r.gain_over_scratch or 0.0))
+        return (*section, getattr(r, key), r.strategy, r.backbone)
 
     return sorted(rows, key=order)
+
+
+def _desc(text: str) -> tuple[int, ...]:
+    """Sorts ISO times newest first (as a tuple of negated code points)."""
+    return tuple(-ord(c) for c in text)
 
 
 def group_rows(rows: list[Row], by: str = "dataset") -> dict[str, list[Row]]:
@@ -267,7 +501,8 @@ def group_rows(rows: list[Row], by: str = "dataset") -> dict[str, list[Row]]:
         raise ValueError(f"--group-by must be one of {', '.join(GROUP_KEYS)}")
     out: dict[str, list[Row]] = {}
     for row in rows:
-        out.setdefault("all runs" if by == "none" else getattr(row, by), []).append(row)
+        title = "all runs" if by == "none" else row.section if by == "dataset" else getattr(row, by)
+        out.setdefault(title, []).append(row)
     return out
 
 
@@ -318,7 +553,9 @@ def columns(group_by: str = "dataset") -> list[str]:
 
 
 def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
-    names = [getattr(row, c) for c in NAME_COLUMNS if c != group_by]
+    names = [
+        row.section if c == "dataset" else getattr(row, c) for c in NAME_COLUMNS if c != group_by
+    ]
     if row.variant:
         names[-1] = f"{names[-1]} ({row.variant})"
     if row.accuracy is None:
