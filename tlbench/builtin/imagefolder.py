@@ -37,7 +37,9 @@ from pathlib import Path
 from tlbench.api import Dataset, DatasetRequest, DatasetSplits
 from tlbench.errors import DatasetError
 from tlbench.hookspecs import hookimpl
-from tlbench.images import IMG_EXTENSIONS, FileImages, is_image_file
+
+# tlbench.images (numpy, Pillow) is imported by the functions that read folders:
+# registering the plugin stays instant.
 
 #: evaluation folder names, in order of preference.
 EVAL_DIRS = ("val", "valid", "validation", "test")
@@ -82,6 +84,8 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
 
 
 def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
+    from tlbench.images import FileImages
+
     if os.path.realpath(root / eval_dir) == os.path.realpath(root / "train"):
         raise DatasetError(
             f"imagefolder: {root}: {eval_dir}/ is the same folder as train/ (a link), so the "
@@ -123,6 +127,8 @@ def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
 
 
 def _load_fraction(root: Path, class_root: Path, fraction: float, seed: int) -> DatasetSplits:
+    from tlbench.images import FileImages
+
     if not 0.0 < fraction < 1.0:
         raise DatasetError(
             f"imagefolder: {class_root} has no val/, valid/, validation/ or test/ folder, so a fraction of "
@@ -186,6 +192,8 @@ def _held_out(n: int, fraction: float, seed: str) -> list[int]:
 
 def _class_dirs(class_root: Path) -> dict[str, str]:
     """Class name -> its folder under `class_root` (sorted by name)."""
+    from tlbench.images import is_image_file
+
     try:
         entries = sorted(
             (e for e in os.scandir(class_root) if not e.name.startswith(".")),
@@ -265,6 +273,8 @@ def _scan_classes(
     dirs: dict[str, str], split: str, root: Path, owners: dict[str, _Owner]
 ) -> dict[str, list[_File]]:
     """Class name -> its image files (sorted by path, each once) in the class folders `dirs`."""
+    from tlbench.images import IMG_EXTENSIONS
+
     root_real = os.path.realpath(root)
     by_class: dict[str, list[_File]] = {}
     for name, path in dirs.items():
@@ -308,6 +318,8 @@ class _Walk:
         return not inside
 
     def folder(self, path: str, real: str) -> None:
+        from tlbench.images import is_image_file
+
         try:
             st = os.stat(path)
         except OSError as exc:

@@ -24,15 +24,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from tlbench.api import Dataset, DatasetRequest, DatasetSplits, ImageSource
 from tlbench.errors import DatasetError
 from tlbench.hookspecs import hookimpl
-from tlbench.images import FileImages
+
+if TYPE_CHECKING:
+    # numpy, Pillow and torchvision load with the first dataset: registering is instant.
+    import numpy as np
+    from PIL import Image
 
 # Bump when the split protocol or the fingerprint inputs change.
 _VERSION = "tv-v1"
@@ -152,6 +153,9 @@ class ArrayImages:
         return len(self.labels)
 
     def load(self, index: int) -> Image.Image:
+        import numpy as np
+        from PIL import Image
+
         return Image.fromarray(np.ascontiguousarray(self.data[index]))
 
     def describe(self, index: int) -> str:
@@ -258,6 +262,10 @@ def _classes(dataset: Any, spec: TorchvisionSpec) -> Sequence[Any]:
 
 def _adapt(name: str, parts: list[Any], classes: list[str], spec: TorchvisionSpec) -> ImageSource:
     """Wrap torchvision dataset objects as one `ImageSource` without decoding images."""
+    import numpy as np
+
+    from tlbench.images import FileImages
+
     labels: list[int] = []
     for ds in parts:
         labels.extend(_labels(ds, name, classes, spec))
