@@ -307,6 +307,10 @@ class _Walk:
 
     def __post_init__(self) -> None:
         self.seen: set[tuple[int, int]] = set()
+        # Trees of links to a shared copy have thousands of links into a few folders:
+        # resolving and judging each folder once keeps them as fast as plain trees.
+        self._real_dirs: dict[str, str] = {}
+        self._mine_dirs: dict[str, bool] = {}
 
     def _mine(self, real: str) -> bool:
         owner = _owner_of(real, self.owners)
@@ -316,6 +320,28 @@ class _Walk:
         # unused split); outside it, it is the linking class's (a class folder on another disk).
         inside = real == self.root_real or real.startswith(self.root_real.rstrip(os.sep) + os.sep)
         return not inside
+
+    def _file_is_mine(self, real: str) -> bool:
+        # A file's owner is its folder's: no class folder is a file.
+        folder = os.path.dirname(real)
+        mine = self._mine_dirs.get(folder)
+        if mine is None:
+            mine = self._mine_dirs[folder] = self._mine(folder)
+        return mine
+
+    def _link_target(self, path: str, real_parent: str) -> str:
+        """The real path of the file link `path` (in the real folder `real_parent`)."""
+        try:
+            head, tail = os.path.split(os.path.join(real_parent, os.readlink(path)))
+        except OSError:
+            return os.path.realpath(path)
+        if tail in ("", ".", ".."):
+            return os.path.realpath(path)
+        real_head = self._real_dirs.get(head)
+        if real_head is None:
+            real_head = self._real_dirs[head] = os.path.realpath(head)
+        target = os.path.join(real_head, tail)
+        return os.path.realpath(target) if os.path.islink(target) else target  # a chain
 
     def folder(self, path: str, real: str) -> None:
         from tlbench.images import is_image_file
@@ -341,8 +367,8 @@ class _Walk:
             if entry.name.startswith("."):
                 continue
             link = entry.is_symlink()
-            child = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
             if _is_dir(entry):
+                child = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
                 owner = self.owners.get(child)
                 if owner is not None and owner != self.me:
                     continue  # another class's folder: its files are counted there
@@ -350,7 +376,7 @@ class _Walk:
                     continue
                 self.folder(entry.path, child)
             elif is_image_file(entry.name) and _is_file(entry):
-                if link and not self._mine(child):
+                if link and not self._file_is_mine(self._link_target(entry.path, real)):
                     continue
                 try:
                     stat = entry.stat()
