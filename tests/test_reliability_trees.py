@@ -189,3 +189,18 @@ def test_a_file_removed_while_the_tree_is_read_is_left_out(tmp_path, monkeypatch
     train, _ = labelled(root)
     assert ("train/dog/000.png", "dog") in train
     assert ("train/dog/001.png", "dog") not in train and len(train) == 5
+
+
+def test_a_chain_of_links_is_followed_to_the_file_at_its_end(tmp_path):
+    root = make_tree(tmp_path / "ds", train=2, val=1)
+    (root / "train" / "fox" / "hop.png").symlink_to("../cat/000.png")
+    (root / "train" / "dog" / "chain.png").symlink_to("../fox/hop.png")  # -> fox -> cat
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "extra.png").write_bytes((root / "train" / "dog" / "000.png").read_bytes())
+    (outside / "alias.png").symlink_to("extra.png")
+    (root / "train" / "dog" / "far.png").symlink_to(outside / "alias.png")  # out and on
+    train, _ = labelled(root)
+    assert ("train/dog/far.png", "dog") in train  # outside the dataset: the linking class's
+    assert not any("hop" in p or "chain" in p for p, _ in train)
+    assert len(train) == 7
