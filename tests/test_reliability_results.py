@@ -418,3 +418,17 @@ def test_report_output_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_text() == "new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary left
+
+
+def test_names_with_newlines_and_pipes_cannot_break_markdown_or_latex():
+    record = rec("k", "failed", dataset="imagefolder:/d/a\n\\input{/etc/passwd}")
+    record["config"]["backbone"] = "b|x<script>"
+    rows = report.summarize([record])
+    markdown = report.render(rows, "markdown")
+    row_lines = [line for line in markdown.splitlines() if line.startswith("| b")]
+    assert len(row_lines) == 1 and "b\\|x&lt;script&gt;" in row_lines[0]
+    # A row has as many unescaped cell separators as the header.
+    header = next(line for line in markdown.splitlines() if line.startswith("| backbone"))
+    assert row_lines[0].replace("\\|", "").count("|") == header.count("|")
+    latex = report.render(rows, "latex")
+    assert not any(line.startswith("\\input") for line in latex.splitlines())

@@ -582,6 +582,20 @@ def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
     ]
 
 
+def _safe(text: str, fmt: str) -> str:
+    """A name or reason as one line that cannot break the table or heading it is in.
+
+    Names come from users' paths and plugins: a newline would end a markdown row
+    or a LaTeX comment (and start a command), a `|` would split a markdown
+    cell, and `<tag>` would be HTML in rendered markdown. (tabulate escapes
+    html and latex cells itself.)
+    """
+    text = " ".join(text.splitlines())
+    if fmt == "markdown":
+        text = text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return text
+
+
 def render(rows: list[Row], fmt: str, group_by: str = "dataset") -> str:
     """Rows as text: table (plain), markdown, csv, json, html or latex.
 
@@ -617,13 +631,13 @@ def render(rows: list[Row], fmt: str, group_by: str = "dataset") -> str:
     for title, group in group_rows(rows, group_by).items():
         header = columns(group_by)
         table = tabulate(
-            [row_cells(r, group_by) for r in group],
+            [[_safe(c, fmt) for c in row_cells(r, group_by)] for r in group],
             headers=header,
             tablefmt=tablefmt,
             disable_numparse=True,  # cells are formatted already ("85.0 ± 1.2", "1,234")
             colalign=["left" if c in (*NAME_COLUMNS, "note") else "right" for c in header],
         )
-        heading = f"{group_by}: {title}" if group_by != "none" else title
+        heading = _safe(f"{group_by}: {title}" if group_by != "none" else title, fmt)
         if fmt == "markdown":
             parts.append(f"### {heading}\n\n{table}")
         elif fmt == "html":
