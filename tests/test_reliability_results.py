@@ -425,7 +425,7 @@ def test_names_with_newlines_and_pipes_cannot_break_markdown_or_latex():
     record["config"]["backbone"] = "b|x<script>"
     rows = report.summarize([record])
     markdown = report.render(rows, "markdown")
-    row_lines = [line for line in markdown.splitlines() if line.startswith("| b")]
+    row_lines = [line for line in markdown.splitlines() if line.startswith("| b\\|x")]
     assert len(row_lines) == 1 and "b\\|x&lt;script&gt;" in row_lines[0]
     # A row has as many unescaped cell separators as the header.
     header = next(line for line in markdown.splitlines() if line.startswith("| backbone"))
