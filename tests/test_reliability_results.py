@@ -432,3 +432,12 @@ def test_names_with_newlines_and_pipes_cannot_break_markdown_or_latex():
     assert row_lines[0].replace("\\|", "").count("|") == header.count("|")
     latex = report.render(rows, "latex")
     assert not any(line.startswith("\\input") for line in latex.splitlines())
+
+
+def test_out_ending_in_a_slash_is_a_folder_not_a_file_named_like_it(tmp_path):
+    given = f"{tmp_path / 'runs'}/"
+    with pytest.raises(ResultsError, match=r"names a folder; name the results file, e\.g\."):
+        results.check_writable(given)
+    with pytest.raises(ResultsError, match="names a folder"):
+        results.check_output_locations(results=given)
+    assert not (tmp_path / "runs").exists()

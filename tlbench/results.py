@@ -115,6 +115,10 @@ def check_writable(path: str | os.PathLike) -> None:
     non-empty file whose first line is not a run record (notes, a CSV, a
     report) is refused: records are never mixed into someone else's file.
     """
+    if isinstance(path, str) and path.endswith(("/", os.sep)):
+        raise ResultsError(
+            f"--out {path} names a folder; name the results file, e.g. {path}runs.jsonl"
+        )
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -446,8 +450,9 @@ def check_output_locations(
     """
     out: dict[str, Path] = {}
     if results is not None:
-        check_writable(results)
-        out["results"] = Path(results).expanduser()
+        given = os.fspath(results)
+        check_writable(given if given.endswith(("/", os.sep)) else Path(given).expanduser())
+        out["results"] = Path(given).expanduser()
     if models_dir is not None:
         out["models_dir"] = check_folder_writable(models_dir, "checkpoints", "--models-dir")
     if plot is not None or grid is not None:
