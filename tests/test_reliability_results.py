@@ -441,3 +441,17 @@ def test_out_ending_in_a_slash_is_a_folder_not_a_file_named_like_it(tmp_path):
     with pytest.raises(ResultsError, match="names a folder"):
         results.check_output_locations(results=given)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_pretty_printed_json_file_is_not_mistaken_for_a_torn_record(tmp_path):
+    lock = tmp_path / "package-lock.json"
+    lock.write_text(json.dumps({"name": "x", "lockfileVersion": 3}, indent=2) + "\n")
+    with pytest.raises(ResultsError, match="not a tlbench results file"):
+        results.check_writable(lock)
+    minified_then_text = tmp_path / "log.jsonl"
+    minified_then_text.write_text('{"event": "start", "tru\nplain text\n')
+    with pytest.raises(ResultsError, match="first lines are not run records"):
+        results.check_writable(minified_then_text)
+    torn_then_record = tmp_path / "runs.jsonl"
+    torn_then_record.write_text('{"schema":2,"key":"a","sta\n' + json.dumps(rec("b")) + "\n")
+    results.check_writable(torn_then_record)

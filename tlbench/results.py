@@ -151,24 +151,38 @@ def _foreign(head: bytes, size: int) -> str | None:
     A results file starts with a record: a JSON object line. A first line that
     does not start with `{` (notes, a CSV, a report) or that is a complete JSON
     value but not a record is foreign: appending to it would mix records into
-    someone's file. A first line that starts with `{` but does not parse is a
-    torn record (a power loss during the first append) and is accepted.
+    someone's file. A first line that starts like a record (`{"`) but does not
+    parse, followed by a record or by nothing, is a torn record (a power loss
+    during the first append) and is accepted; a pretty-printed JSON file (`{`
+    alone on its first line) is not.
     """
     text = head.removeprefix(_BOM).lstrip()  # an editor may have saved it with a BOM
     if not text:
         return None  # empty, or only blank lines
-    line, newline, _ = text.partition(b"\n")
+    line, newline, rest = text.partition(b"\n")
     line = line.rstrip(b"\r")
     shown = line[:60].decode("utf-8", errors="replace")
     if not line.startswith(b"{"):
         return f"its first line is not a run record: {shown!r}"
-    if newline or len(head) >= size:  # the whole first line is here
-        try:
-            value = json.loads(line)
-        except ValueError:
-            return None  # a torn record: readers skip it with a warning
-        if not _is_record(value):
-            return f"its first line is JSON but not a run record: {shown!r}"
+    if not (newline or len(head) >= size):
+        return None  # a first line longer than what was read: a (long) record
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        # A torn record (a power loss during the first append) starts like one, and
+        # the next line, if any, is a record; `{` alone starts a pretty-printed JSON file.
+        if not line.startswith(b'{"'):
+            return f"its first line is not a run record: {shown!r}"
+        following, more, _ = rest.lstrip().partition(b"\n")
+        if more and following.strip():
+            try:
+                if not _is_record(json.loads(following)):
+                    raise ValueError
+            except (ValueError, RecursionError):
+                return f"its first lines are not run records: {shown!r}"
+        return None
+    if not _is_record(value):
+        return f"its first line is JSON but not a run record: {shown!r}"
     return None
 
 
