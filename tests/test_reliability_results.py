@@ -455,3 +455,32 @@ def test_a_pretty_printed_json_file_is_not_mistaken_for_a_torn_record(tmp_path):
     torn_then_record = tmp_path / "runs.jsonl"
     torn_then_record.write_text('{"schema":2,"key":"a","sta\n' + json.dumps(rec("b")) + "\n")
     results.check_writable(torn_then_record)
+
+
+def test_a_plot_of_many_rows_names_only_the_pareto_and_best_few(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from tlbench import plot
+
+    records = []
+    for i in range(12):
+        r = rec(f"k{i}", acc=0.3 + 0.05 * i)
+        r["config"]["backbone"] = f"b{i}"
+        r["accuracy"]["curve"] = [{"eval_accuracy": 0.3 + 0.05 * i}]
+        r["cost"]["train_seconds"] = 1.0 + i
+        records.append(r)
+    legends: list[list[str]] = []
+    real_legend = Axes.legend
+
+    def legend(self, *args, **kwargs):
+        legends.append(self.get_legend_handles_labels()[1])
+        return real_legend(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "legend", legend)
+    monkeypatch.setattr(plot, "MAX_LABELS", 4)
+    rows = report.summarize(records)
+    plot.plot_comparison(rows, records, tmp_path / "p.png")
+    curves = legends[-1]  # the learning-curve panel's legend
+    # Every row is Pareto here (more accurate costs more): the four most accurate are named.
+    assert sorted(curves) == ["b10 / linear", "b11 / linear", "b8 / linear", "b9 / linear"]

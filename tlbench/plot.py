@@ -33,6 +33,8 @@ MISSING = (
 STRATEGY_COLOURS = {"scratch": "#d62728", "linear": "#1f77b4", "finetune": "#2ca02c"}
 _OTHER_COLOURS = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+#: the most points labelled (and curves in the legend) per panel; Pareto rows come first.
+MAX_LABELS = 20
 #: where a zero-second row lands on the log axis (a cached head can train in microseconds).
 MIN_SECONDS = 1e-3
 
@@ -245,6 +247,9 @@ def _draw_curves(
 ) -> None:
     styles = ["-", "--", "-.", ":"]
     seen: dict[tuple[str, str], int] = {}
+    # A legend of hundreds of lines squeezes the axes to nothing: name the Pareto rows and
+    # the most accurate others, up to MAX_LABELS; the rest draw without a legend entry.
+    named = {id(r) for r in sorted(done, key=lambda r: (not r.pareto, -r.accuracy))[:MAX_LABELS]}
     for r in done:
         curve = mean_curve([by_key[k] for k in r.run_keys if k in by_key])
         if not curve:
@@ -257,7 +262,7 @@ def _draw_curves(
             marker=markers[r.backbone],
             markersize=4,
             color=colours[r.strategy],
-            label=literal(r.label),
+            label=literal(r.label) if id(r) in named else "_unnamed",
             linestyle=styles[variant % len(styles)],
             linewidth=2 if r.pareto else 1.2,
         )
@@ -292,8 +297,9 @@ def _label_points(ax: Any, done: list[Row], renderer: Any) -> None:
     legend = ax.get_legend()
     if legend is not None:
         placed.append(legend.get_window_extent(renderer))
-    # Pareto rows first: their labels matter most and get the best places.
-    for r in sorted(done, key=lambda r: not r.pareto):
+    # Pareto rows first: their labels matter most and get the best places. Beyond
+    # MAX_LABELS the rest stay unlabelled: placing hundreds takes minutes and reads as ink.
+    for r in sorted(done, key=lambda r: (not r.pareto, -r.accuracy))[:MAX_LABELS]:
         fallback = None
         for dx, dy, ha in _LABEL_OFFSETS:
             label = ax.annotate(
