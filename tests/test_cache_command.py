@@ -305,6 +305,7 @@ def test_clear_removes_every_entry_without_asking_off_a_terminal(run_cli, cache)
     dead_tmp = cache / "features" / f"y.npy.{dead.pid}@{cachecmd_host()}.t1.tmp"
     live_tmp.write_bytes(b"being written")
     dead_tmp.write_bytes(b"x" * 5000)
+    (cache / "decoded" / "never-written.lock").touch()  # a decode that failed left its lock
 
     dry = run_cli("cache", "clear", "--dry-run", "--cache-dir", cache)
     said = [line for line in dry.out.splitlines() if line.startswith("would remove")]
@@ -318,6 +319,9 @@ def test_clear_removes_every_entry_without_asking_off_a_terminal(run_cli, cache)
     assert f"removed {dead_tmp.name}" in result.out
     assert "removed 4 entries and 1 temporary file(s)" in result.out and "0 left" in result.out
     assert live_tmp.exists() and not dead_tmp.exists()
+    # Nothing is left of the entries, their lock files included.
+    assert sorted(p.name for p in (cache / "decoded").iterdir()) == [live_tmp.name]
+    assert list((cache / "features").iterdir()) == []
     assert (cache / "data" / "cifar10" / "batch.bin").read_bytes() == b"downloaded"
     # The next run decodes again, and finds no trace of the old entry.
     assert (

@@ -33,7 +33,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tlbench.cache import CacheEntry, default_cache_dir, lock_is_free, orphan_writer, scan
+from tlbench.cache import (
+    KINDS,
+    CacheEntry,
+    default_cache_dir,
+    lock_is_free,
+    orphan_writer,
+    scan,
+)
 from tlbench.identity import dataset_identity, short_name, short_names
 
 EPILOG = """examples:
@@ -207,7 +214,10 @@ def main(args: argparse.Namespace, console: Any = None) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 out("nothing removed")
                 return 1
-    return _remove(root, entries, chosen, temps, dry_run=args.dry_run, out=out)
+    code = _remove(root, entries, chosen, temps, dry_run=args.dry_run, out=out)
+    if action == "clear" and not args.dry_run:
+        _remove_stray_locks(root)
+    return code
 
 
 def _err(message: str) -> None:
@@ -409,6 +419,16 @@ def _remove_entry(entry: CacheEntry) -> tuple[bool, str | None]:
         except OSError as exc:
             return False, f"{path}: {exc.strerror or exc}"
     return True, None
+
+
+def _remove_stray_locks(root: Path) -> None:
+    """Lock files of entries that never came to be (a failed decode), unless held."""
+    for kind in KINDS:
+        with contextlib.suppress(OSError):
+            for lock in (root / kind).glob("*.lock"):
+                if not lock.with_suffix(".npy").exists() and lock_is_free(lock):
+                    with contextlib.suppress(OSError):
+                        lock.unlink()
 
 
 def _remove(
