@@ -204,3 +204,14 @@ def test_a_chain_of_links_is_followed_to_the_file_at_its_end(tmp_path):
     assert ("train/dog/far.png", "dog") in train  # outside the dataset: the linking class's
     assert not any("hop" in p or "chain" in p for p, _ in train)
     assert len(train) == 7
+
+
+def test_a_file_name_that_is_not_utf8_is_an_image_like_any_other(tmp_path):
+    root = make_tree(tmp_path / "ds", train=2, val=1)
+    odd = os.fsdecode(os.fsencode(root / "train" / "cat") + b"/\xff\xfe.png")
+    shutil.copy(root / "train" / "cat" / "000.png", odd)
+    splits = load_imagefolder(DatasetRequest(argument=str(root), data_dir=root))
+    assert odd in splits.train.paths and len(splits.train) == 7
+    first = splits.fingerprint
+    os.utime(odd, ns=(0, 0))  # its bytes count in the fingerprint like any name's
+    assert load_imagefolder(DatasetRequest(argument=str(root), data_dir=root)).fingerprint != first

@@ -428,7 +428,8 @@ def _fingerprint(head: str, splits: list[tuple[str, list[_File]]]) -> str:
     for split, files in splits:
         h.update(f"\n[{split}]".encode())
         for f in sorted(files, key=lambda f: f.rel):
-            h.update(f"\n{f.rel}\0{f.size}\0{f.mtime_ns}".encode())
+            # surrogateescape: a file name that is not UTF-8 hashes as its own bytes.
+            h.update(f"\n{f.rel}\0{f.size}\0{f.mtime_ns}".encode(errors="surrogateescape"))
     return h.hexdigest()[:16]
 
 
