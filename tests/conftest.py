@@ -23,17 +23,9 @@ def tiny_net() -> nn.Module:
     return testing.tiny_backbone().build(False)
 
 
-class TinyPlugin:
-    """Registers `tiny` (with fixed "pretrained" weights), `tiny_random` and `tinyset`."""
-
-    @tlbench.hookimpl
-    def tlbench_register_backbones(self, register):
-        register(testing.tiny_backbone("tiny"))
-        register(testing.tiny_backbone("tiny_random", weights=False))
-
-    @tlbench.hookimpl
-    def tlbench_register_datasets(self, register):
-        register(testing.tiny_dataset("tinyset"))
+#: registers `tiny` (with fixed "pretrained" weights), `tiny_random` and `tinyset`;
+#: importable (`tlbench.testing:TINY_PLUGIN`), so worker processes load it too.
+TinyPlugin = testing.TinyPlugin
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ def tiny_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         tlbench.plugins,
         "Plugins",
-        lambda **k: real(entry_points=False, extra=[("tiny", TinyPlugin())]),
+        lambda **k: real(entry_points=False, extra=[("tiny", testing.TINY_PLUGIN)]),
     )
 
 
@@ -57,7 +49,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
 
 @pytest.fixture
 def plugins() -> tlbench.Plugins:
-    return tlbench.Plugins(entry_points=False, extra=[("tiny", TinyPlugin())])
+    return tlbench.Plugins(entry_points=False, extra=[("tiny", testing.TINY_PLUGIN)])
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import tlbench.cli
 import tlbench.plugins
 from tlbench import results
 from tlbench.cli import main
-from tlbench.progress import (
+from tlbench.console import (
     GridClock,
     LiveProgress,
     PlainProgress,

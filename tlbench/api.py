@@ -1,9 +1,11 @@
-"""The types plugins register: backbones, datasets and strategies.
+"""The types plugins see: what they register, and what the core hands their hooks.
 
-A plugin builds these objects and hands them to the `register` callable of a
-discovery hook (see `tlbench.hookspecs`). Everything the core needs to know
-about a backbone, a dataset or a strategy is on these objects; the core never
-imports a builtin by name.
+A plugin builds `Backbone`, `Dataset`, `Strategy` and `Executor` objects and
+hands them to the `register` callable of a discovery hook (see
+`tlbench.hookspecs`); the core never imports a builtin by name. Observer hooks
+receive a `RunSpec` (one cell of the grid) and a run record
+(`tlbench.record.RunRecord`). Everything here is plain, picklable and free
+of torch, so a run spec travels to a subprocess or another machine as it is.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from PIL import Image
     from torch import nn
+
+    from tlbench.record import RunRecord
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -256,3 +262,139 @@ class Strategy:
         if self.pretrained and not backbone.has_pretrained:
             return f"{backbone.name} has no pretrained weights; {self.name} needs them"
         return None
+
+
+# --------------------------------------------------------------------------- runs
+
+#: bumped when a change makes old results incomparable (it is part of every run key).
+RESULTS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: everything that determines its result, and nothing else.
+
+    `key` hashes all of it, so a run is done once per key: a results file
+    resumes whatever executor or machine ran it. `execution` holds the
+    device type and its model, precision, memory format and compile mode as
+    plain values; which device index runs it is the executor's choice and
+    not part of the result.
+    """
+
+    backbone: str
+    dataset: str
+    strategy: str
+    seed: int
+    image_size: int
+    hp: Hyperparameters
+    execution: dict[str, Any]
+    weights: str | None
+    dataset_fingerprint: str
+
+    def config(self) -> dict[str, Any]:
+        """The settings a record stores (its `config`), the fingerprint aside."""
+        return {
+            "backbone": self.backbone,
+            "weights": self.weights,
+            "dataset": self.dataset,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "image_size": self.image_size,
+            "hyperparameters": {**self.hp.__dict__},
+            **self.execution,
+        }
+
+    @property
+    def key(self) -> str:
+        from tlbench.cache import cache_key
+
+        return cache_key("run", RESULTS_VERSION, self.config(), self.dataset_fingerprint)
+
+    @property
+    def label(self) -> str:
+        return f"{self.backbone} / {self.strategy} / {self.dataset} / seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run spec and what the plan decided for it."""
+
+    spec: RunSpec
+    #: "pending" (to train), "skipped" (cannot run here, `reason` says why) or
+    #: "done" (an ok record for its key is already in the results file).
+    status: str = "pending"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a trial reads and writes, and the settings that shape how, not what, it runs.
+
+    None of this is part of a run's key: the same spec gives the same result
+    from any cache folder. Paths are absolute by the time a trial sees them,
+    so a worker started in another folder finds the same files.
+    """
+
+    #: decoded-image and feature caches; None keeps nothing on disk.
+    cache_dir: Path | None
+    #: where downloadable datasets live.
+    data_dir: Path
+    #: where `--save-models` writes checkpoints; None saves none.
+    models_dir: Path | None = None
+    val_fraction: float = 0.1
+    strict: bool = False
+    retry_oom: bool = True
+    #: threads decoding images (None: up to 8).
+    decode_workers: int | None = None
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class Executor(Protocol):
+    """Runs trials somewhere: in this process, in subprocesses, on a cluster.
+
+    `run` starts every spec (in any order, as many at once as it can) and
+    yields each run's record as soon as that run ends, whatever its status;
+    the caller appends it to the results file and tells the observers. Per-run
+    events (phases, epochs) go to `events(hook_name, kwargs)` in the caller's
+    process, from whichever process runs the trial. On `KeyboardInterrupt`
+    the executor cancels what has not started, yields an "interrupted" record
+    for each run under way, then re-raises. A run whose worker dies is retried
+    once, then yields a "failed" record naming the exit status.
+    """
+
+    def run(
+        self,
+        specs: list[RunSpec],
+        workspace: Workspace,
+        events: Callable[[str, dict[str, Any]], None],
+    ) -> Iterator[RunRecord]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """What the user asked of the executor (`--devices`, `--ray-address`)."""
+
+    #: one worker per entry: "cuda:0,cuda:1", "cpu,cpu"; empty: the executor's default.
+    devices: tuple[str, ...] = ()
+    #: the device the grid was planned for ("cpu", "cuda", "cuda:1", "mps").
+    device: str = "cpu"
+    ray_address: str | None = None
+    #: the driver's loaded plugins (`tlbench.plugins.Plugins`); workers in other
+    #: processes load the same ones through its `plugin_set`.
+    plugins: Any = None
+    #: the driver's `tlbench.trial.TrialHost` (loaded datasets, caches), for an
+    #: executor that runs trials in the driver's own process.
+    host: Any = None
+
+
+@dataclass(frozen=True)
+class ExecutorKind:
+    """An executor plugins register: `--executor NAME` calls `create(options)`."""
+
+    name: str
+    description: str
+    create: Callable[[ExecutorOptions], Executor]

@@ -236,6 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="on GPU out-of-memory fail instead of retrying at half the batch",
     )
+    fleet = run.add_argument_group("where the runs execute")
+    fleet.add_argument(
+        "--executor",
+        metavar="NAME",
+        help="inline (default: one run after another in this process), process (each run in a "
+        "fresh subprocess), devices (one worker per --devices entry), ray (Ray tasks), or a "
+        "plugin's; see `tlbench list executors`",
+    )
+    fleet.add_argument(
+        "--devices",
+        type=_csv(),
+        metavar="D,D",
+        help="workers of --executor devices, e.g. cuda:0,cuda:1 or cpu,cpu "
+        "(default: every visible GPU)",
+    )
+    fleet.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="--executor ray joins this cluster: auto, or HOST:PORT of `ray start --head` "
+        "(default: start a local Ray instance)",
+    )
     where.add_argument("--quiet", "-q", action="store_true", help="print only the final table")
     where.add_argument(
         "--plain",
@@ -545,6 +566,9 @@ def _config_from_args(args: argparse.Namespace):
             "save_models",
             "models_dir",
             "retry_oom",
+            "executor",
+            "devices",
+            "ray_address",
         )
     }
     return make_config(args.config, **flags)
@@ -562,8 +586,8 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from tlbench.config import check_strategy_tables
+    from tlbench.console import make_progress
     from tlbench.plugins import Plugins
-    from tlbench.progress import make_progress
     from tlbench.runner import Runner
 
     config = _config_from_args(args)  # a bad config file fails here, before any loading

@@ -136,6 +136,12 @@ class RunConfig:
     models_dir: str | None = None
     retry_oom: bool = True
     workers: int | None = None
+    #: where the runs execute: inline (this process), process, devices, ray or a plugin's.
+    executor: str = "inline"
+    #: one worker per entry for `devices` ("cuda:0,cuda:1", "cpu,cpu"); empty: every GPU.
+    devices: list[str] = field(default_factory=list)
+    #: `ray` joins this cluster ("auto", "HOST:PORT"); None starts a local Ray instance.
+    ray_address: str | None = None
 
     #: the TOML file these settings came from, for messages (not part of any run key).
     source: str | None = None

@@ -1,5 +1,11 @@
 """Live progress of a grid: rich bars on a terminal, plain lines in logs and CI.
 
+The console is an observer plugin like any other (pytest's terminal reporter
+is the model): `tlbench run` registers it for the grid, and it hears the same
+hooks a third-party tracker does (`tlbench_grid_started`, `tlbench_run_phase`,
+`tlbench_epoch_ended`, ...), whichever process or machine runs the trials.
+Runs may overlap (the `devices` and `ray` executors): each line names its run.
+
 Three modes, picked by `make_progress`:
 
 - live (a terminal): two bars, the grid (run i of n, elapsed, ETA) and the
@@ -24,7 +30,8 @@ from rich.progress import BarColumn, ProgressColumn, Task, TextColumn, TimeElaps
 from rich.progress import Progress as RichBars
 from rich.text import Text
 
-from tlbench.runner import PlannedRun, Progress
+from tlbench.api import PlannedRun, RunSpec
+from tlbench.hookspecs import hookimpl
 
 #: phases the runner reports before training; train and eval alternate every epoch.
 SETUP_PHASES = ("decode", "build", "features")
@@ -108,13 +115,58 @@ class GridClock:
         return self.elapsed() / self.done * max(0.0, self.total - self.done)
 
 
-class PlainProgress(Progress):
+class Observer:
+    """Turns the observer hooks into the display's calls (run numbers kept here)."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._total = 0
+
+    @hookimpl
+    def tlbench_grid_started(self, plan: list[PlannedRun]) -> None:
+        self._index.clear()
+        self._total = sum(p.status == "pending" for p in plan)
+        self.grid_started(plan)
+
+    @hookimpl
+    def tlbench_run_started(self, run: RunSpec) -> None:
+        self._index[run.key] = len(self._index) + 1
+        self.run_started(run, self._index[run.key], self._total)
+
+    @hookimpl
+    def tlbench_run_phase(
+        self, run: RunSpec, phase: str, done: int | None, total: int | None
+    ) -> None:
+        self.phase(phase, done, total)
+
+    @hookimpl
+    def tlbench_epoch_ended(self, run: RunSpec, epoch: int, metrics: dict[str, Any]) -> None:
+        self.epoch(metrics, metrics.get("epochs", epoch))
+
+    @hookimpl
+    def tlbench_run_finished(self, run: RunSpec, record: dict[str, Any]) -> None:
+        self.run_finished(record)
+
+    @hookimpl
+    def tlbench_grid_finished(self, records: list[dict[str, Any]]) -> None:
+        self.grid_finished(records)
+
+    def grid_started(self, plans: list[PlannedRun]) -> None: ...
+    def run_started(self, spec: RunSpec, index: int, total: int) -> None: ...
+    def phase(self, name: str, done: int | None = None, total: int | None = None) -> None: ...
+    def epoch(self, metrics: dict[str, Any], epochs: int) -> None: ...
+    def run_finished(self, record: dict[str, Any]) -> None: ...
+    def grid_finished(self, records: list[dict[str, Any]]) -> None: ...
+
+
+class PlainProgress(Observer):
     """One line per run and setup phase, epoch lines every few seconds: readable in a log."""
 
     #: at most one epoch line per this many seconds (first and last epochs always).
     EPOCH_LINE_SECONDS = 10.0
 
     def __init__(self, console: Console, quiet: bool = False):
+        super().__init__()
         self.console, self.quiet = console, quiet
         self.clock = GridClock(0)
         self._last_phase = ""
@@ -135,12 +187,12 @@ class PlainProgress(Progress):
             f"grid: {len(plans)} runs — {todo} to train, {done} already done, {skipped} skipped"
         )
 
-    def run_started(self, plan: PlannedRun, index: int, total: int) -> None:
+    def run_started(self, spec: RunSpec, index: int, total: int) -> None:
         self._last_phase = ""
         self.clock.fraction = 0.0
         eta = self.clock.eta()
         when = f"  (elapsed {format_duration(self.clock.elapsed())}, eta {format_duration(eta)})"
-        s = plan.spec
+        s = spec
         self._emit(
             f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed)} "
             f"at {s.image_size} px" + (when if eta is not None else "")
@@ -247,13 +299,13 @@ class LiveProgress(PlainProgress):
         self.bars.start()
         self._grid = self.bars.add_task("grid", total=max(1, self.clock.total), info="", unit="run")
 
-    def run_started(self, plan: PlannedRun, index: int, total: int) -> None:
+    def run_started(self, spec: RunSpec, index: int, total: int) -> None:
         self._last_phase = ""
         self._epochs, self._run_info = 0, ""
         self.clock.fraction = 0.0
         if self._run is not None:
             self.bars.remove_task(self._run)
-        s = plan.spec
+        s = spec
         self.bars.update(self._grid, completed=self.clock.done)
         self._run = self.bars.add_task(
             f"  {s.backbone} / {s.strategy} / seed {s.seed}", total=None, info="starting", unit=""

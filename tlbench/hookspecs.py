@@ -2,8 +2,13 @@
 
 Implement a hook with `@tlbench.hookimpl` on a function of the same name in a
 module (or class) listed under the `tlbench` entry-point group. An
-implementation may accept only the arguments it needs. The plugin author
-guide, `docs/plugins.md`, is checked against this module by the test suite.
+implementation may accept only the arguments it needs. Observer hooks are
+called through pluggy, so `tryfirst`, `trylast` and `wrapper=True` mean what
+pluggy documents. The plugin author guide, `docs/plugins.md`, is checked
+against this module by the test suite.
+
+This module imports only `tlbench.api`: a hook receives plain, picklable,
+torch-free values.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from tlbench.api import Backbone, Dataset, Strategy
-    from tlbench.runner import RunSpec
+    from tlbench.api import Backbone, Dataset, ExecutorKind, PlannedRun, RunSpec, Strategy
+    from tlbench.record import RunRecord
 
 hookspec = pluggy.HookspecMarker("tlbench")
 hookimpl = pluggy.HookimplMarker("tlbench")
@@ -57,17 +62,50 @@ def tlbench_register_strategies(register: Callable[[Strategy], None]) -> None:
     """
 
 
+@hookspec
+def tlbench_register_executors(register: Callable[[ExecutorKind], None]) -> None:
+    """Register executors: where and how the runs of a grid execute.
+
+    Called once at load time. Call `register(kind)` with a
+    `tlbench.api.ExecutorKind`; `--executor NAME` then calls
+    `kind.create(options)` and runs the grid's pending specs through the
+    returned `tlbench.api.Executor`. Return nothing.
+    """
+
+
 # --------------------------------------------------------------------------- observers
-# Called by the runner while a grid runs. Observers follow; they cannot change
-# a run. An observer that raises is reported and the grid goes on.
+# Called in the process that drives the grid (the one the user started), also
+# when the runs execute elsewhere. Observers follow; they cannot change a run.
+# An observer that raises is reported once and neither the other observers nor
+# the grid stop.
+
+
+@hookspec
+def tlbench_grid_started(plan: list[PlannedRun]) -> None:
+    """A grid is about to run; `plan` lists every run with its status.
+
+    Status "pending" runs will train, "done" ones are already in the results
+    file and "skipped" ones cannot run (`reason` says why). Return nothing.
+    """
 
 
 @hookspec
 def tlbench_run_started(run: RunSpec) -> None:
-    """A run is about to start (after its data is ready, before training).
+    """A run is about to start (before its data is decoded).
 
-    `run` is the `tlbench.runner.RunSpec`: backbone, dataset, strategy, seed,
+    `run` is the `tlbench.api.RunSpec`: backbone, dataset, strategy, seed,
     hyperparameters and its stable `key`. Return nothing.
+    """
+
+
+@hookspec
+def tlbench_run_phase(run: RunSpec, phase: str, done: int | None, total: int | None) -> None:
+    """A run entered a phase, or made progress within one.
+
+    `phase` is "decode train" / "decode <eval split>" (then "decode" with
+    `done` of `total` images while decoding), "build", "features", "train" or
+    "eval" (training and evaluation alternate every epoch). `done` and `total`
+    are None when the phase has no count. Return nothing.
     """
 
 
@@ -77,20 +115,20 @@ def tlbench_epoch_ended(run: RunSpec, epoch: int, metrics: dict[str, Any]) -> No
 
     `epoch` counts from 1. `metrics` holds `train_loss`, `eval_accuracy`,
     `eval_balanced_accuracy`, `eval_loss`, `epoch_seconds` and
-    `train_images_per_s`. Return nothing.
+    `train_images_per_s`, plus `epochs` (how many the run has). Return nothing.
     """
 
 
 @hookspec
-def tlbench_run_finished(run: RunSpec, record: dict[str, Any]) -> None:
-    """A run ended and its result `record` was appended to the results file.
+def tlbench_run_finished(run: RunSpec, record: RunRecord) -> None:
+    """A run ended and its `record` (a `tlbench.record.RunRecord`) is in the results file.
 
     `record["status"]` is "ok", "failed", "skipped" or "interrupted". Return nothing.
     """
 
 
 @hookspec
-def tlbench_grid_finished(records: list[dict[str, Any]]) -> None:
+def tlbench_grid_finished(records: list[RunRecord]) -> None:
     """Every run of the grid ended; `records` are this invocation's records, in order.
 
     Return nothing.

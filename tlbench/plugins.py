@@ -9,7 +9,7 @@ entry-point group. Loading is controlled by environment variables:
     TLBENCH_TRACE_PLUGINS=1    print every load, registered name and hook call to stderr
 
 A third-party plugin is named by its entry-point name or its distribution
-name (`timm` or `tlbench-timm`). A plugin that fails to import, or raises
+name (`timm` or `tlbench-timm`). Blocking uses pluggy's own `set_blocked`. A plugin that fails to import, or raises
 while registering, is reported once (a `RuntimeWarning` naming it and the
 error) and skipped as a whole; the rest load. Two plugins registering the
 same name make that name unusable until one is blocked: using it raises a
@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from tlbench import hookspecs
-from tlbench.api import Backbone, Dataset, Family, Strategy
+from tlbench.api import Backbone, Dataset, ExecutorKind, Family, Strategy
 from tlbench.errors import DuplicateNameError, TlbenchError, UnknownNameError, plural
 
 ENTRY_POINT_GROUP = "tlbench"
@@ -47,16 +47,28 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "torchvision_datasets": "tlbench.builtin.torchvision_datasets",
     "synthetic": "tlbench.builtin.synthetic",
     "strategies": "tlbench.builtin.strategies",
+    "executors": "tlbench.executors",
 }
 
-T = TypeVar("T", Backbone, Dataset, Strategy)
+T = TypeVar("T", Backbone, Dataset, Strategy, ExecutorKind)
 
 #: discovery hook -> the registry (attribute of `Plugins`) its `register` fills.
 DISCOVERY_HOOKS = {
     "tlbench_register_backbones": "backbones",
     "tlbench_register_datasets": "datasets",
     "tlbench_register_strategies": "strategies",
+    "tlbench_register_executors": "executors",
 }
+
+#: hooks that follow a grid; each implementation is guarded (see `Plugins._guard`).
+OBSERVER_HOOKS = (
+    "tlbench_grid_started",
+    "tlbench_run_started",
+    "tlbench_run_phase",
+    "tlbench_epoch_ended",
+    "tlbench_run_finished",
+    "tlbench_grid_finished",
+)
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -274,8 +286,52 @@ class PluginInfo:
         }
 
 
+def _import_path(obj: object) -> str | None:
+    """`module` or `module:attribute` that names `obj`, so another process can import it."""
+    if isinstance(obj, type(sys)):
+        return obj.__name__
+    module = sys.modules.get(getattr(obj, "__module__", None) or type(obj).__module__)
+    if module is None or module.__name__ == "__main__":
+        return None
+    for attribute, value in vars(module).items():
+        if value is obj:
+            return f"{module.__name__}:{attribute}"
+    return None
+
+
+def _import_object(path: str) -> object:
+    module_name, _, attribute = path.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
+@dataclass(frozen=True)
+class PluginSet:
+    """How to load the same plugins again in another process: plain and picklable.
+
+    The `TLBENCH_*_PLUGINS` variables travel with the environment; extra
+    plugins travel as import paths (`module` or `module:attribute`).
+    """
+
+    builtins: bool = True
+    entry_points: bool = True
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def load(self) -> Plugins:
+        return Plugins(
+            builtins=self.builtins,
+            entry_points=self.entry_points,
+            extra=[(name, path) for name, path in self.extra],
+        )
+
+
 class Plugins:
-    """Loads plugins, owns the registries and calls the observer hooks."""
+    """Loads plugins, owns the registries and calls the observer hooks.
+
+    `extra` plugins are `(name, object)` pairs, where the object is a module,
+    a class or an instance with hook implementations, or an import path
+    (`"package.module:attribute"`).
+    """
 
     def __init__(
         self,
@@ -289,10 +345,18 @@ class Plugins:
         self.backbones: Registry[Backbone] = Registry("backbone", Backbone)
         self.datasets: Registry[Dataset] = Registry("dataset", Dataset, families=False)
         self.strategies: Registry[Strategy] = Registry("strategy", Strategy)
+        self.executors: Registry[ExecutorKind] = Registry("executor", ExecutorKind, families=False)
         self.info: dict[str, PluginInfo] = {}
         self._trace = os.environ.get("TLBENCH_TRACE_PLUGINS", "") not in ("", "0")
         self._blocked = set(_env_list("TLBENCH_BLOCK_PLUGINS") or ())
         self._reported: set[str] = set()
+        extra = list(extra)
+        paths = [(n, o if isinstance(o, str) else _import_path(o)) for n, o in extra]
+        #: how a worker process loads these plugins; None names what cannot travel.
+        self.plugin_set = PluginSet(builtins, entry_points, tuple((n, p) for n, p in paths if p))
+        self.unshippable = [n for n, p in paths if p is None]
+        if self._trace:
+            self.pm.add_hookcall_monitoring(self._trace_call, lambda *a: None)
 
         if builtins:
             for short, module in BUILTIN_PLUGINS.items():
@@ -328,6 +392,9 @@ class Plugins:
                     stacklevel=2,
                 )
         for name, obj in extra:
+            if isinstance(obj, str):
+                self._load(name, obj, lambda p=obj: _import_object(p), builtin=False)
+                continue
             self._load(
                 name, getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o, builtin=False
             )
@@ -337,6 +404,11 @@ class Plugins:
     def _log(self, message: str) -> None:
         if self._trace:
             print(f"[tlbench plugins] {message}", file=sys.stderr)
+
+    def _trace_call(self, hook: str, impls: list, kwargs: dict[str, Any]) -> None:
+        if hook in OBSERVER_HOOKS:
+            for impl in impls:
+                self._log(f"calling {hook} of {impl.plugin_name!r}")
 
     def _info(
         self, name: str, module: str, version: str, builtin: bool, dist: str | None
@@ -384,6 +456,8 @@ class Plugins:
         info = self._info(name, module, version, builtin, distribution)
         aliases = {name} | ({_normalize(distribution)} if distribution else set())
         if aliases & {*self._blocked, *map(_normalize, self._blocked)}:
+            self.pm.set_blocked(name)
+        if self.pm.is_blocked(name):
             info.status, info.error = "blocked", "blocked by TLBENCH_BLOCK_PLUGINS"
             self._log(f"blocked {name!r}")
             return
@@ -410,6 +484,7 @@ class Plugins:
             self.pm.check_pending()
             self._log(f"loaded {name!r} from {module}")
             self._discover(name, info)
+            self._guard(name)
         except (Exception, SystemExit) as exc:
             self.pm.unregister(name=name)
             self._fail(info, exc)
@@ -465,9 +540,13 @@ class Plugins:
 
     def provider(self, kind: str, name: str) -> str:
         """The plugin behind a backbone, dataset or strategy name (`timm:x`: the family's)."""
-        return {"backbone": self.backbones, "dataset": self.datasets, "strategy": self.strategies}[
-            kind
-        ].provider(name)
+        registries = {
+            "backbone": self.backbones,
+            "dataset": self.datasets,
+            "strategy": self.strategies,
+            "executor": self.executors,
+        }
+        return registries[kind].provider(name)
 
     def versions(self) -> dict[str, str]:
         """Versions of the loaded third-party plugins, for result records."""
@@ -477,35 +556,75 @@ class Plugins:
 
     # ------------------------------------------------------------------ observers
 
-    def _notify(self, hook: str, **kwargs: Any) -> None:
-        # Called per implementation, not through pm.hook, so that one observer
-        # raising neither stops the others nor the run.
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            self._log(f"calling {hook} of {impl.plugin_name!r}")
+    def register_observer(self, plugin: object, name: str) -> None:
+        """Add an observer after loading (the console, a tracker), like any other plugin."""
+        self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+        self._guard(name)
+
+    def unregister(self, name: str) -> None:
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+
+    def _guard(self, name: str) -> None:
+        """Make each of plugin `name`'s observer implementations report, not raise.
+
+        Hooks are called through `pm.hook`, so pluggy's ordering (`tryfirst`,
+        `trylast`) and wrappers (`wrapper=True`, which see the results) work as
+        documented; a plain implementation that raises is reported once per
+        plugin and hook, and the call goes on to the next one as if it had
+        returned None. Wrappers are left as written: they own their errors.
+        """
+        for hook in OBSERVER_HOOKS:
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                if impl.plugin_name != name or impl.wrapper or impl.hookwrapper:
+                    continue
+                impl.function = self._guarded(impl.function, name, hook)
+
+    def _guarded(self, function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
             try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
+                return function(*args)
             except Exception as exc:
-                key = f"{impl.plugin_name}.{hook}"
+                key = f"{plugin}.{hook}"
                 if key not in self._reported:
                     self._reported.add(key)
                     warnings.warn(
-                        f"tlbench plugin {impl.plugin_name!r} raised in {hook}: "
-                        f"{type(exc).__name__}: {exc}",
+                        f"tlbench plugin {plugin!r} raised in {hook}: {type(exc).__name__}: {exc}",
                         RuntimeWarning,
-                        stacklevel=3,
+                        stacklevel=2,
                     )
+                return None
+
+        return call
+
+    def grid_started(self, plan: list[Any]) -> None:
+        self.pm.hook.tlbench_grid_started(plan=plan)
 
     def run_started(self, run: Any) -> None:
-        self._notify("tlbench_run_started", run=run)
+        self.pm.hook.tlbench_run_started(run=run)
+
+    def run_phase(
+        self, run: Any, phase: str, done: int | None = None, total: int | None = None
+    ) -> None:
+        self.pm.hook.tlbench_run_phase(run=run, phase=phase, done=done, total=total)
 
     def epoch_ended(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        self._notify("tlbench_epoch_ended", run=run, epoch=epoch, metrics=metrics)
+        self.pm.hook.tlbench_epoch_ended(run=run, epoch=epoch, metrics=metrics)
 
     def run_finished(self, run: Any, record: dict[str, Any]) -> None:
-        self._notify("tlbench_run_finished", run=run, record=record)
+        self.pm.hook.tlbench_run_finished(run=run, record=record)
 
     def grid_finished(self, records: list[dict[str, Any]]) -> None:
-        self._notify("tlbench_grid_finished", records=records)
+        self.pm.hook.tlbench_grid_finished(records=records)
+
+    def event(self, hook: str, kwargs: dict[str, Any]) -> None:
+        """Deliver an event that a trial emitted (possibly in another process)."""
+        getattr(self, _EVENTS[hook])(**kwargs)
+
+
+#: what a trial emits -> the `Plugins` method that tells the observers.
+_EVENTS = {"run_started": "run_started", "run_phase": "run_phase", "epoch_ended": "epoch_ended"}
 
 
 def _tlbench_version() -> str:

@@ -43,6 +43,7 @@ from tlbench.api import (
     Preprocessing,
     Strategy,
 )
+from tlbench.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -51,7 +52,9 @@ if TYPE_CHECKING:
     from tlbench.plugins import Plugins
 
 __all__ = [
+    "TINY_PLUGIN",
     "ColourSquares",
+    "TinyPlugin",
     "check_backbone",
     "check_dataset",
     "check_plugin",
@@ -491,6 +494,26 @@ def check_strategy(
         "loss_before": loss_before,
         "loss_after": loss_after,
     }
+
+
+class TinyPlugin:
+    """Registers `tiny` (fixed "pretrained" weights), `tiny_random` and `tinyset`.
+
+    Importable as `tlbench.testing:TINY_PLUGIN`, so worker processes (the
+    `process`, `devices` and `ray` executors) load it the way the driver did.
+    """
+
+    @hookimpl
+    def tlbench_register_backbones(self, register: Callable[[Backbone], None]) -> None:
+        register(tiny_backbone("tiny"))
+        register(tiny_backbone("tiny_random", weights=False))
+
+    @hookimpl
+    def tlbench_register_datasets(self, register: Callable[[Dataset], None]) -> None:
+        register(tiny_dataset("tinyset"))
+
+
+TINY_PLUGIN = TinyPlugin()
 
 
 # --------------------------------------------------------------------------- whole plugins

@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.text import Text
 
 import tlbench.cli
-import tlbench.progress
+import tlbench.console
 from tlbench import results
 
 HERE = Path(__file__).resolve().parent
@@ -92,7 +92,7 @@ def _frame(lines: list[tuple[str, str | None]], bars: Any) -> str:
     return "\n".join(line.rstrip() for line in screen.export_text().splitlines()) + "\n"
 
 
-class SnapshotProgress(tlbench.progress.LiveProgress):
+class SnapshotProgress(tlbench.console.LiveProgress):
     """The live display, plus frames saved at chosen moments and the screen at the end."""
 
     def __init__(self, console: Console):
@@ -131,7 +131,7 @@ def _cli(argv: list[str], *, terminal: bool, progress: type | None = None) -> tu
     """Run `tlbench argv` with a console of WIDTH columns; returns (exit code, stdout text)."""
     buffer = io.StringIO()
     real_console = tlbench.cli.Console
-    real_make = tlbench.progress.make_progress
+    real_make = tlbench.console.make_progress
 
     def console(**kwargs: Any) -> Console:
         if kwargs.get("stderr"):
@@ -146,13 +146,13 @@ def _cli(argv: list[str], *, terminal: bool, progress: type | None = None) -> tu
 
     tlbench.cli.Console = console
     if progress is not None:
-        tlbench.progress.make_progress = lambda c, **k: progress(c)
+        tlbench.console.make_progress = lambda c, **k: progress(c)
     try:
         with contextlib.redirect_stdout(buffer):
             code = tlbench.cli.main(argv)
     finally:
         tlbench.cli.Console = real_console
-        tlbench.progress.make_progress = real_make
+        tlbench.console.make_progress = real_make
     return code, buffer.getvalue()
 
 

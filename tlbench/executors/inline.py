@@ -1,0 +1,37 @@
+"""The `inline` executor: every run in this process, one after another."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tlbench.api import ExecutorOptions, RunSpec, Workspace
+from tlbench.record import RunRecord
+from tlbench.trial import RunInterrupted, TrialHost
+
+
+class InlineExecutor:
+    """Runs trials in the driver process, with the host that planning used (datasets, caches)."""
+
+    def __init__(self, options: ExecutorOptions):
+        self.options = options
+
+    def run(
+        self,
+        specs: list[RunSpec],
+        workspace: Workspace,
+        events: Callable[[str, dict[str, Any]], None],
+    ) -> Iterator[RunRecord]:
+        host = self.options.host
+        if host is None or host.workspace != workspace:
+            host = TrialHost(self.options.plugins, workspace)
+        for spec in specs:
+            try:
+                record = host.run(spec, device=self.options.device, events=events)
+            except RunInterrupted as stop:
+                yield stop.record
+                raise stop.original from None
+            yield record
+
+    def close(self) -> None:
+        pass

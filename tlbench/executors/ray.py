@@ -1,0 +1,193 @@
+"""The `ray` executor: each run is a Ray task, on a local Ray instance or a running cluster.
+
+`--executor ray` alone starts a local Ray instance for the grid;
+`--ray-address auto` (or `HOST:PORT`) joins the cluster that `ray start
+--head` started on one node and `ray start --address HOST:PORT` joined the
+others to. Each task asks for one GPU when the grid runs on CUDA, else for
+one CPU (and uses that one thread), and loads the driver's plugins from their
+`PluginSet` in the Ray worker. Every node must see the dataset and the cache
+folder at the same paths (a shared filesystem); a task that cannot says so,
+naming the path and the host.
+
+The driver appends each record to the results file as its task finishes, so
+a driver killed mid-grid loses no finished run: the same command resumes.
+Events (phases, epochs) reach the driver's console through a Ray queue. A
+task whose worker dies is retried once by Ray, then recorded as failed.
+Ctrl-C cancels the queued tasks and interrupts the running ones, each of
+which records its run as interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tlbench.api import ExecutorOptions, RunSpec, Workspace
+from tlbench.errors import Terminated, TlbenchError
+from tlbench.record import RunRecord
+from tlbench.trial import make_record
+
+#: seconds between polls of the event queue while tasks run.
+POLL_SECONDS = 0.2
+#: seconds a cancelled task has to send its interrupted record.
+STOP_GRACE_SECONDS = 20.0
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise TlbenchError(
+            "--executor ray needs Ray: pip install 'tlbench[ray]' (or pip install ray)"
+        ) from None
+    return ray
+
+
+def _trial_task(
+    spec: RunSpec, workspace: Workspace, plugin_set: Any, device: str, queue: Any
+) -> RunRecord:
+    """What a Ray worker runs: one trial, its events put on the driver's queue."""
+    import torch
+
+    from tlbench.trial import RunInterrupted, run_trial
+
+    if device == "cpu":
+        torch.set_num_threads(
+            max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        )
+
+    def events(hook: str, kwargs: dict[str, Any]) -> None:
+        if queue is not None:
+            queue.put((hook, kwargs))
+
+    try:
+        return run_trial(spec, workspace, plugins=plugin_set, device=device, events=events)
+    except RunInterrupted as stop:
+        return stop.record
+
+
+class RayExecutor:
+    """Runs each spec as a Ray task asking for one GPU (or one CPU)."""
+
+    def __init__(self, options: ExecutorOptions):
+        self.ray = _import_ray()
+        plugins = options.plugins
+        if plugins is not None and plugins.unshippable:
+            raise TlbenchError(
+                f"plugin(s) {', '.join(plugins.unshippable)} were registered in this process and "
+                "cannot be loaded on a Ray worker; install them as an entry-point plugin"
+            )
+        self.options = options
+        self.plugins = plugins
+        self.started_ray = False
+        if not self.ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if options.ray_address:
+                kwargs["address"] = options.ray_address
+            elif options.device == "cpu":
+                # A local instance: one task per core, each on its own thread.
+                kwargs["num_cpus"] = os.cpu_count() or 1
+            try:
+                self.ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise TlbenchError(
+                    f"cannot join the Ray cluster at {options.ray_address!r}: {exc}. "
+                    "Start one with `ray start --head`, or drop --ray-address for a local instance."
+                ) from None
+            self.started_ray = True
+        self.device = options.device
+        gpu = self.device.startswith("cuda")
+        self.task = self.ray.remote(
+            num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_retries=1
+        )(_trial_task)
+
+    def run(
+        self,
+        specs: list[RunSpec],
+        workspace: Workspace,
+        events: Callable[[str, dict[str, Any]], None],
+    ) -> Iterator[RunRecord]:
+        from ray.util.queue import Queue
+
+        ray = self.ray
+        queue = Queue()
+        plugin_set = self.plugins.plugin_set if self.plugins is not None else None
+        # Ray picks the GPU (CUDA_VISIBLE_DEVICES): the task sees it as "cuda".
+        device = "cuda" if self.device.startswith("cuda") else self.device
+        pending = {self.task.remote(s, workspace, plugin_set, device, queue): s for s in specs}
+        #: the runs that started (their epochs so far), for interrupted records.
+        self._epochs: dict[str, list[dict[str, Any]]] = {}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+                self._drain(queue, events)
+                for ref in done:
+                    spec = pending.pop(ref)
+                    yield self._result(ref, spec)
+            self._drain(queue, events)
+        except KeyboardInterrupt as stop:
+            self._drain(queue, lambda hook, kwargs: None)
+            yield from self._interrupt(pending, stop)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                ray.kill(queue.actor)
+
+    def _drain(self, queue: Any, events: Callable[[str, dict[str, Any]], None]) -> None:
+        while not queue.empty():
+            hook, kwargs = queue.get_nowait()
+            key = kwargs["run"].key
+            if hook == "run_started":
+                self._epochs[key] = []
+            elif hook == "epoch_ended" and key in self._epochs:
+                self._epochs[key].append(kwargs["metrics"])
+            events(hook, kwargs)
+
+    def _result(self, ref: Any, spec: RunSpec) -> RunRecord:
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            if isinstance(cause, TlbenchError):
+                raise cause from None  # a grid-level error (unreadable images under --strict)
+            return make_record(spec, "failed", self.plugins, reason=f"Ray task failed: {cause}")
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+            return make_record(
+                spec,
+                "failed",
+                self.plugins,
+                reason=f"the Ray worker running it died, and again on its one retry ({type(exc).__name__})",
+            )
+
+    def _interrupt(
+        self, pending: dict[Any, RunSpec], stop: KeyboardInterrupt
+    ) -> Iterator[RunRecord]:
+        """Cancel every task; yield a record for each run that had started."""
+        ray = self.ray
+        how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        for ref in pending:
+            ray.cancel(ref)  # queued tasks never start; running ones get a KeyboardInterrupt
+        for ref, spec in pending.items():
+            try:
+                record = ray.get(ref, timeout=STOP_GRACE_SECONDS)
+            except Exception:
+                record = None
+            if record is not None:
+                yield record  # interrupted by the cancel, or it finished meanwhile
+            elif spec.key in self._epochs:
+                epochs = self._epochs[spec.key]
+                yield make_record(
+                    spec,
+                    "interrupted",
+                    self.plugins,
+                    reason=f"interrupted ({how})",
+                    epochs_completed=len(epochs),
+                    partial_curve=epochs,
+                )
+
+    def close(self) -> None:
+        if self.started_ray and self.ray.is_initialized():
+            self.ray.shutdown()

@@ -1,0 +1,167 @@
+"""Planning: a run configuration becomes the list of runs to do, before any training.
+
+Every name is resolved (an unknown one fails with its close matches), every
+dataset is loaded and checked, the image size of each run is decided by one
+policy, runs a backbone cannot do are marked skipped with the reason, runs
+already finished in the results file are marked done (resume), and a run
+asked for twice is kept once. Whatever can be wrong with the input fails
+here, in seconds, not after the first hour of training.
+
+Image size policy: `--image-size` when given (a backbone that takes only one
+size is then skipped at any other); else the backbone's only size when it
+has one; else the dataset's native size; else `FALLBACK_IMAGE_SIZE`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlbench import results
+from tlbench.api import Backbone, DatasetSplits, PlannedRun, RunSpec, Strategy, Workspace
+from tlbench.config import RunConfig
+from tlbench.data import default_cache_dir
+from tlbench.errors import TlbenchError
+from tlbench.plugins import Plugins
+
+#: image size used when neither the flag nor the dataset gives one (fast on a CPU).
+FALLBACK_IMAGE_SIZE = 128
+
+
+@dataclass
+class Plan:
+    """The runs of a grid in order, and where they read and write."""
+
+    runs: list[PlannedRun]
+    workspace: Workspace
+    out: Path
+    #: what planning dropped or changed, said once to the user (duplicates).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[RunSpec]:
+        return [p.spec for p in self.runs if p.status == "pending"]
+
+    @property
+    def keys(self) -> set[str]:
+        return {p.spec.key for p in self.runs}
+
+
+def workspace_for(config: RunConfig) -> Workspace:
+    """The absolute locations and run settings a trial needs, from the config."""
+    cache_dir = None if config.no_cache else Path(config.cache_dir or default_cache_dir())
+    out = Path(config.out).expanduser().absolute()
+    models_dir = None
+    if config.save_models:
+        models_dir = Path(config.models_dir or out.parent / "models").expanduser().absolute()
+    return Workspace(
+        cache_dir=cache_dir.expanduser().absolute() if cache_dir else None,
+        data_dir=Path(config.data_dir or default_cache_dir() / "data").expanduser().absolute(),
+        models_dir=models_dir,
+        val_fraction=config.val_fraction,
+        strict=config.strict,
+        retry_oom=config.retry_oom,
+        decode_workers=config.workers,
+    )
+
+
+def execution_settings(config: RunConfig) -> dict[str, Any]:
+    """The spec's execution facts: device type (not index), precision, memory format, compile."""
+    from tlbench.engine import Execution
+    from tlbench.timing import resolve_device
+
+    device = resolve_device(config.device)
+    try:
+        ex = Execution.resolve(device, config.precision, config.channels_last, config.compile)
+    except ValueError as error:
+        raise TlbenchError(f"--{error}") from None
+    # Which GPU index runs a spec is the executor's choice, not part of its result.
+    return {**ex.to_dict(), "device": device.type}
+
+
+def make_plan(
+    config: RunConfig,
+    plugins: Plugins,
+    dataset: Callable[[str], DatasetSplits],
+    execution: dict[str, Any] | None = None,
+) -> Plan:
+    """Resolve, load and check everything; raise before any training.
+
+    `dataset(name)` loads a dataset's splits (the driver's trial host, so the
+    inline executor does not load them twice).
+    """
+    if not (config.backbones and config.datasets and config.strategies and config.seeds):
+        raise TlbenchError("nothing to run: give at least one backbone, dataset, strategy and seed")
+    workspace = workspace_for(config)
+    out = Path(config.out).expanduser().absolute()
+    results.check_writable(out)
+    execution = execution if execution is not None else execution_settings(config)
+    backbones = [plugins.backbones.get(n) for n in config.backbones]
+    strategies = [plugins.strategies.get(n) for n in config.strategies]
+    for name in config.datasets:
+        plugins.dataset(name)  # unknown names fail before any dataset loads
+    loaded = {name: dataset(name) for name in dict.fromkeys(config.datasets)}
+    done: set[str] = set()
+    if not config.force:
+        latest = results.latest_by_key(results.read(out))
+        done = {key for key, r in latest.items() if r.get("status") == "ok"}
+    runs: list[PlannedRun] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for name, splits in loaded.items():
+        size = config.image_size or plugins.datasets.get(name.partition(":")[0]).native_size
+        for backbone in backbones:
+            for strategy in strategies:
+                for seed in config.seeds:
+                    run = _plan_one(config, name, splits, size, backbone, strategy, seed, execution)
+                    if run.spec.key in seen:
+                        duplicates += 1
+                        continue
+                    seen.add(run.spec.key)
+                    if run.status == "pending" and run.spec.key in done:
+                        run = PlannedRun(run.spec, "done", "already in the results file")
+                    runs.append(run)
+    notes = []
+    if duplicates:
+        notes.append(
+            f"dropped {duplicates} duplicate run(s): the grid names the same backbone, "
+            "dataset, strategy and seed more than once"
+        )
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return Plan(runs, workspace, out, notes)
+
+
+def _plan_one(
+    config: RunConfig,
+    dataset: str,
+    splits: DatasetSplits,
+    native: int | None,
+    backbone: Backbone,
+    strategy: Strategy,
+    seed: int,
+    execution: dict[str, Any],
+) -> PlannedRun:
+    size = native or FALLBACK_IMAGE_SIZE
+    if backbone.fixed_image_size and config.image_size is None:
+        size = backbone.fixed_image_size
+    spec = RunSpec(
+        backbone=backbone.name,
+        dataset=dataset,
+        strategy=strategy.name,
+        seed=seed,
+        image_size=size,
+        hp=config.hyperparameters_for(strategy.name, strategy.defaults),
+        execution=execution,
+        weights=backbone.weights if strategy.pretrained else None,
+        dataset_fingerprint=splits.fingerprint,
+    )
+    reason = strategy.skip_reason(backbone)
+    if reason is None and backbone.fixed_image_size and size != backbone.fixed_image_size:
+        reason = f"{backbone.name} takes only {backbone.fixed_image_size} px input (asked {size})"
+    if reason is None and size < backbone.min_image_size:
+        reason = f"{backbone.name} needs at least {backbone.min_image_size} px input (asked {size})"
+    return PlannedRun(spec, "skipped" if reason else "pending", reason or "")
