@@ -25,6 +25,7 @@ from PIL import Image
 from tlbench.api import DatasetRequest
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.data import DecodeCache
+from tlbench.errors import plural
 
 
 def run_args(tmp_path: Path, dataset: str, *extra: str) -> list[str]:
@@ -55,7 +56,10 @@ def test_unknown_name_names_it_the_close_matches_and_tlbench_list(
     args[args.index(flag) + 1] = name
     result = run_cli(*args)
     assert_clean_error(
-        result, f"unknown {kind} {name!r}", f"Did you mean {close}", f"tlbench list {kind}"
+        result,
+        f"unknown {kind} {name!r}",
+        f"Did you mean {close}",
+        f"`tlbench list {plural(kind)}`",
     )
     assert not (tmp_path / "results.jsonl").exists()
 
