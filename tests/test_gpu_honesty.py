@@ -589,3 +589,43 @@ def test_peak_memory_without_the_resident_dataset(monkeypatch):
     assert out["resident_data_bytes"] == 2_500_000_000
     assert out["model_peak_memory_bytes"] == 4_500_000_000
     assert out["peak_memory_kind"] == "cuda_max_allocated"
+
+
+# --------------------------------------------------------------------------- the GPU check script
+
+
+def _gpu_check():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_gpu_check_stops_at_once_without_cuda(capsys, tmp_path):
+    started = time.perf_counter()
+    assert _gpu_check().main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "--cpu-smoke" in err
+    assert time.perf_counter() - started < 5 and not list(tmp_path.iterdir())  # no report written
+
+
+def test_gpu_check_report_names_the_device_and_each_step(tmp_path):
+    gpu_check = _gpu_check()
+    args = SimpleNamespace(cpu_smoke=True, device="cpu", out=str(tmp_path), skip=[], mfu_batch=4)
+    check = gpu_check.Check(args)
+    check.step("works", lambda c: {"summary": "fine"})
+    check.step("breaks", lambda c: 1 / 0)
+    path = gpu_check.write_report(check, gpu_check._provenance(check))
+    text = path.read_text()
+    name = device_identity(CPU)["name"]
+    assert path.name == f"gpu-check-cpu-smoke-{device_identity(CPU)['slug']}.md"
+    assert f"# GPU check: {name} (CPU smoke run)" in text
+    assert "| works | ok |" in text and "| breaks | failed |" in text
+    assert "ZeroDivisionError" in text and f"torch {torch.__version__}" in text
