@@ -95,7 +95,14 @@ def check_image_path(path: str | os.PathLike[str], default_name: str, flag: str)
         )
     from tlbench.results import check_folder_writable
 
-    check_folder_writable(target.parent, f"{flag} image", flag)
+    for folder in (target.parent, *target.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise TlbenchError(
+                    f"{flag} {target}: {folder} is a file, not a folder. Choose another path."
+                )
+            break
+    check_folder_writable(target.parent, f"the {flag} image", flag)
     if target.exists() and not target.is_file():
         raise TlbenchError(f"{flag} {target} exists and is not a file. Choose another path.")
     if target.exists() and not os.access(target, os.W_OK):
