@@ -315,6 +315,7 @@ def test_report_cli_on_odd_records_warns_and_exits_0(run_cli, tmp_path):
     result = run_cli("report", path)
     assert result.code == 0, result
     assert "warning:" in result.err and "final" in result.err
+    assert result.err.count("accuracy.final") == 1  # once, though the table summarizes twice
     assert "Traceback" not in result.err
     only_odd = tmp_path / "odd.jsonl"
     only_odd.write_text(json.dumps(odd) + "\n")
