@@ -53,6 +53,7 @@ class KillOnce:
                 build=build,
                 feature_dim=tiny.feature_dim,
                 preprocessing=tiny.preprocessing,
+                min_image_size=tiny.min_image_size,
                 weights=tiny.weights,
             )
         )

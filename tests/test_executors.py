@@ -160,7 +160,7 @@ def test_plugins_registered_in_process_cannot_travel_and_say_so(tmp_path):
     config = _config(tmp_path, executor="process", backbones=["local"], strategies=["scratch"])
     runner = Runner(config, _plugins(("local", Local())))
     runner.plan()
-    with pytest.raises(tlbench.TlbenchError, match="'local' .*cannot be loaded in a worker"):
+    with pytest.raises(tlbench.TlbenchError, match=r"'local' .*cannot be loaded in a worker"):
         runner.run()
 
 

@@ -604,7 +604,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     except KeyboardInterrupt as stop:
         _close(progress)
         keys = {p.spec.key for p in plans}
-        latest = results.latest_by_key(results.read(runner.out))
+        latest = results.answer_by_key(results.read(runner.out))
         finished = sum(r["status"] == "ok" for k, r in latest.items() if k in keys)
         console.print(
             f"[yellow]interrupted[/]: {finished} finished run(s) of this grid are kept in "
@@ -619,8 +619,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     records = results.read(runner.out)
     keys = {p.spec.key for p in plans}
     mine = [r for r in records if r["key"] in keys]
+    if getattr(progress, "output_closed", False):
+        Console(stderr=True).print(
+            f"output closed while the grid ran; it finished, and its records are in "
+            f"{escape(str(runner.out))} (tlbench report {escape(str(runner.out))})",
+            soft_wrap=True,
+            highlight=False,
+        )
     print_comparison(console, mine)
-    latest = results.latest_by_key(mine)
+    latest = results.answer_by_key(mine)
     failed = [r for r in latest.values() if r["status"] == "failed"]
     console.print(
         f"results: {runner.out}  (tlbench report {runner.out} --plot tradeoff.png)", soft_wrap=True

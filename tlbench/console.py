@@ -115,6 +115,16 @@ class GridClock:
         return self.elapsed() / self.done * max(0.0, self.total - self.done)
 
 
+def stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null: later writes (and the final flush) succeed."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 class Observer:
     """Turns the observer hooks into the display's calls (run numbers kept here)."""
 
@@ -168,6 +178,8 @@ class PlainProgress(Observer):
     def __init__(self, console: Console, quiet: bool = False):
         super().__init__()
         self.console, self.quiet = console, quiet
+        #: the reader of standard output went away while the grid ran.
+        self.output_closed = False
         self.clock = GridClock(0)
         self._last_phase = ""
         self._pending_decode = ""
@@ -175,8 +187,16 @@ class PlainProgress(Observer):
         self._last_line = 0.0
 
     def _emit(self, text: str, style: str | None = None) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             self.console.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
+        except BrokenPipeError:
+            # `tlbench run | head`: the reader has gone, the grid has not. Stop
+            # printing (standard output now goes nowhere) and let it finish.
+            self.quiet = True
+            self.output_closed = True
+            stdout_to_devnull()
 
     def grid_started(self, plans: list[PlannedRun]) -> None:
         todo = sum(p.status == "pending" for p in plans)

@@ -25,6 +25,7 @@ from tlbench.api import Backbone, DatasetSplits, PlannedRun, RunSpec, Strategy, 
 from tlbench.config import RunConfig
 from tlbench.data import default_cache_dir
 from tlbench.errors import TlbenchError
+from tlbench.identity import dataset_identity
 from tlbench.plugins import Plugins
 
 #: image size used when neither the flag nor the dataset gives one (fast on a CPU).
@@ -40,6 +41,8 @@ class Plan:
     out: Path
     #: what planning dropped or changed, said once to the user (duplicates).
     notes: list[str] = field(default_factory=list)
+    #: each dataset's canonical name (in the specs) -> the name it was given as.
+    datasets: dict[str, str] = field(default_factory=dict)
 
     @property
     def pending(self) -> list[RunSpec]:
@@ -97,19 +100,35 @@ def make_plan(
         raise TlbenchError("nothing to run: give at least one backbone, dataset, strategy and seed")
     workspace = workspace_for(config)
     out = Path(config.out).expanduser().absolute()
-    results.check_writable(out)
+    # Every output location, before any work: a bad --models-dir must not cost a trained run.
+    results.check_output_locations(results=config.out, models_dir=workspace.models_dir)
     execution = execution if execution is not None else execution_settings(config)
     backbones = [plugins.backbones.get(n) for n in config.backbones]
     strategies = [plugins.strategies.get(n) for n in config.strategies]
     for name in config.datasets:
         plugins.dataset(name)  # unknown names fail before any dataset loads
-    loaded = {name: dataset(name) for name in dict.fromkeys(config.datasets)}
-    done: set[str] = set()
-    if not config.force:
-        latest = results.latest_by_key(results.read(out))
-        done = {key for key, r in latest.items() if r.get("status") == "ok"}
+    # One dataset, one name: a relative path, an absolute one and a symlink to the
+    # same folder are one dataset (keyed by the resolved path and the fingerprint).
+    loaded: dict[str, DatasetSplits] = {}
+    given: dict[str, str] = {}
+    for name in dict.fromkeys(config.datasets):
+        splits = dataset(name)
+        canonical, _ = dataset_identity(name, splits)
+        if canonical not in loaded:
+            loaded[canonical], given[canonical] = splits, name
+    # An ok record stays the answer until a newer ok replaces it; it is "done"
+    # only if it also gives what this command asks (a checkpoint, --strict).
+    answers = {} if config.force else results.answer_by_key(results.read(out))
+    rerun: dict[str, str] = {}
+    for key, record in answers.items():
+        if record.get("status") == "ok":
+            reason = results.needs_rerun(record, config)
+            if reason:
+                rerun[key] = reason
+    done = {k for k, r in answers.items() if r.get("status") == "ok" and k not in rerun}
     runs: list[PlannedRun] = []
     seen: set[str] = set()
+    again: list[str] = []
     duplicates = 0
     for name, splits in loaded.items():
         size = config.image_size or plugins.datasets.get(name.partition(":")[0]).native_size
@@ -123,8 +142,12 @@ def make_plan(
                     seen.add(run.spec.key)
                     if run.status == "pending" and run.spec.key in done:
                         run = PlannedRun(run.spec, "done", "already in the results file")
+                    elif run.status == "pending" and run.spec.key in rerun:
+                        again.append(f"{run.spec.label}: {rerun[run.spec.key]}")
                     runs.append(run)
-    notes = []
+    notes = [f"trained again: {line}" for line in again[:5]]
+    if len(again) > 5:
+        notes.append(f"... and {len(again) - 5} more run(s) trained again for the same reasons")
     if duplicates:
         notes.append(
             f"dropped {duplicates} duplicate run(s): the grid names the same backbone, "
@@ -132,7 +155,7 @@ def make_plan(
         )
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
-    return Plan(runs, workspace, out, notes)
+    return Plan(runs, workspace, out, notes, given)
 
 
 def _plan_one(

@@ -62,6 +62,8 @@ class Runner:
         execution = execution_settings(self.config)
         self._host = TrialHost(self.plugins, workspace_for(self.config))
         self._plan = make_plan(self.config, self.plugins, self._host.dataset, execution)
+        for canonical, given in self._plan.datasets.items():
+            self._host.adopt(canonical, self._host.dataset(given))
         return self._plan.runs
 
     def executor_options(self) -> ExecutorOptions:
@@ -163,8 +165,8 @@ def _claims(
         finished: set[str] = set()
         if recheck:
             # A process that held a claim until just now may have finished the run.
-            latest = results.latest_by_key(results.read(out))
-            finished = {k for k in held if latest.get(k, {}).get("status") == "ok"}
+            answers = results.answer_by_key(results.read(out))
+            finished = {k for k in held if answers.get(k, {}).get("status") == "ok"}
         yield set(held) - finished, finished
     finally:
         for key, handle in held.items():

@@ -97,6 +97,10 @@ class TrialHost:
             self._datasets[name] = splits
         return self._datasets[name]
 
+    def adopt(self, name: str, splits: DatasetSplits) -> None:
+        """Know `splits` under another name too (a dataset's canonical name)."""
+        self._datasets[name] = splits
+
     def _decoded(
         self, spec: RunSpec, splits: DatasetSplits, store: int, emit: Events
     ) -> tuple[ImageTensors, ImageTensors]:

@@ -137,6 +137,8 @@ class _Worker:
     spec: RunSpec | None = None
     started: float = 0.0
     host: str = ""
+    #: its pipe reached end-of-file: the process is gone or going.
+    eof: bool = False
     #: the epochs its current run finished, for an interrupted record made by the driver.
     epochs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -258,16 +260,19 @@ class WorkerPool:
                 yield from self._read(worker, events, queue)
                 if self.workers.get(worker.slot) is not worker:
                     continue  # retired after its run (the process executor)
-            if not worker.process.is_alive() and not worker.conn.poll():
+            if worker.eof:
+                worker.process.join(timeout=5)  # its pipe closed: it is exiting
+            if not worker.process.is_alive() and (worker.eof or not worker.conn.poll()):
                 yield from self._died(worker, queue, attempts)
 
     def _read(
         self, worker: _Worker, events: Callable[[str, dict[str, Any]], None], queue: Any
     ) -> Iterator[RunRecord]:
-        while worker.conn.poll():
+        while not worker.eof and worker.conn.poll():
             try:
                 message = worker.conn.recv()
             except (EOFError, OSError):
+                worker.eof = True
                 return
             kind = message[0]
             if kind == "ready":

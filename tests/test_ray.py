@@ -1,0 +1,105 @@
+"""The `ray` executor against a real local Ray instance (installed by the README's test command).
+
+Each run is a Ray task that loads the driver's plugins by import path
+(`tlbench.testing:TINY_PLUGIN`) in a Ray worker. A driver killed with
+`kill -9` mid-grid loses no finished run, and the same command completes it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import tlbench  # noqa: E402
+from tlbench import results, testing  # noqa: E402
+from tlbench.config import RunConfig  # noqa: E402
+from tlbench.runner import Runner  # noqa: E402
+
+
+def _config(tmp_path, **changes) -> RunConfig:
+    config = RunConfig(
+        backbones=["tiny", "tiny_random"],
+        datasets=["tinyset"],
+        strategies=["scratch", "linear"],
+        seeds=[0],
+        image_size=16,
+        hyperparameters={"epochs": 2, "batch_size": 16},
+        out=str(tmp_path / "results.jsonl"),
+        cache_dir=str(tmp_path / "cache"),
+        device="cpu",
+    )
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def _plugins():
+    return tlbench.Plugins(entry_points=False, extra=[("tiny", testing.TINY_PLUGIN)])
+
+
+def test_a_ray_grid_matches_inline_per_run_key(tmp_path):
+    inline = {r["key"]: r for r in Runner(_config(tmp_path / "a"), _plugins()).run()}
+    records = Runner(_config(tmp_path / "b", executor="ray"), _plugins()).run()
+    assert not ray.is_initialized()  # the executor shut down the instance it started
+    by_key = {r["key"]: r for r in records}
+    assert by_key.keys() == inline.keys()
+    for key, record in by_key.items():
+        if record["status"] == "skipped":
+            continue
+        assert record["status"] == "ok", record["reason"]
+        # One CPU per task: one thread, so losses may differ in the last bits.
+        for mine, theirs in zip(
+            record["accuracy"]["curve"], inline[key]["accuracy"]["curve"], strict=True
+        ):
+            assert mine["eval_accuracy"] == pytest.approx(theirs["eval_accuracy"], abs=1e-9)
+            assert math.isclose(mine["train_loss"], theirs["train_loss"], rel_tol=1e-3)
+    assert results.read(tmp_path / "b" / "results.jsonl") == records
+
+
+def _run_cli(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    args = [
+        sys.executable, "-m", "tlbench.cli", "run", "--plain",
+        "--backbones", "small_cnn", "--datasets", "synthetic", "--strategies", "scratch",
+        "--seeds", "0,1,2,3", "--epochs", "3", "--image-size", "32",
+        "--out", str(tmp_path / "runs.jsonl"), "--cache-dir", str(tmp_path / "cache"),
+        "--device", "cpu", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "TLBENCH_LOAD_PLUGINS": ""}
+    return subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True, text=True,
+    )  # fmt: skip
+
+
+def test_a_ray_driver_killed_mid_grid_keeps_every_finished_run_and_the_rerun_completes(tmp_path):
+    out = tmp_path / "runs.jsonl"
+    driver = _run_cli(tmp_path, "--executor", "ray")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.1)
+    assert driver.poll() is None, driver.communicate()[0]
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and whatever it started, at once
+    driver.wait(timeout=30)
+    finished = results.read(out)
+    assert finished and all(r["status"] == "ok" for r in finished)
+    assert len(finished) < 4
+
+    rerun = _run_cli(tmp_path, "--executor", "ray")
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log
+    assert f"{4 - len(finished)} to train, {len(finished)} already done" in log
+    records = results.read(out)
+    assert len(records) == 4
+    assert sorted(r["config"]["seed"] for r in records) == [0, 1, 2, 3]
+    assert all(r["status"] == "ok" for r in records)
