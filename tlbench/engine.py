@@ -207,6 +207,11 @@ class FeatureHead(nn.Module):
         self.register_buffer("mean", torch.zeros(feature_dim))
         self.register_buffer("std", torch.ones(feature_dim))
         self.linear = nn.Linear(feature_dim, num_classes)
+        # Zero, as a logistic-regression probe starts: a feature that never varied in
+        # training (std clamped to 1e-6) gets no gradient, so a random weight on it
+        # would stay and, times 1e6 on a test image, decide every prediction.
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear((features - self.mean) / self.std)
