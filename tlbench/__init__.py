@@ -18,7 +18,7 @@ from tlbench.api import (
     Strategy,
     all_trainable,
 )
-from tlbench.builtin.strategies import FINETUNE, LINEAR, SCRATCH
+from tlbench.builtin.strategies import FINETUNE, LINEAR, LP_FT, SCRATCH
 from tlbench.errors import (
     ConfigError,
     DatasetError,
@@ -32,6 +32,7 @@ from tlbench.plugins import Plugins
 
 __all__ = [
     "FINETUNE",
+    "LP_FT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LINEAR",

@@ -256,6 +256,9 @@ class Strategy:
     pretrained: bool
     frozen_backbone: bool = False
     param_groups: Callable[[nn.Module, nn.Module, Hyperparameters], list[dict]] = all_trainable
+    #: LP-FT: train a linear probe on the frozen (cached) features with these settings
+    #: first, then fine-tune everything (with `defaults`) starting from the probe's head.
+    probe: Hyperparameters | None = None
 
     def skip_reason(self, backbone: Backbone) -> str | None:
         """Why this strategy cannot run on `backbone`, or None when it can."""
@@ -290,10 +293,13 @@ class RunSpec:
     execution: dict[str, Any]
     weights: str | None
     dataset_fingerprint: str
+    #: the training images used: None for all, `shots=K` per class, or `fraction=F`
+    #: (see `tlbench.budget`); in the key only when set, so full-data keys stay as they were.
+    budget: str | None = None
 
     def config(self) -> dict[str, Any]:
         """The settings a record stores (its `config`), the fingerprint aside."""
-        return {
+        config = {
             "backbone": self.backbone,
             "weights": self.weights,
             "dataset": self.dataset,
@@ -303,6 +309,9 @@ class RunSpec:
             "hyperparameters": {**self.hp.__dict__},
             **self.execution,
         }
+        if self.budget is not None:
+            config["budget"] = self.budget
+        return config
 
     @property
     def key(self) -> str:
@@ -312,7 +321,8 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.backbone} / {self.strategy} / {self.dataset} / seed {self.seed}"
+        budget = f" / {self.budget}" if self.budget else ""
+        return f"{self.backbone} / {self.strategy} / {self.dataset}{budget} / seed {self.seed}"
 
 
 @dataclass(frozen=True)

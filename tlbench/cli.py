@@ -236,6 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="on GPU out-of-memory fail instead of retrying at half the batch",
     )
+    grid.add_argument(
+        "--shots",
+        type=_csv(),
+        metavar="K,K",
+        help="data budgets: training images per class, e.g. 1,5,10,all; drawn stratified "
+        "from each run's seed, nested across budgets (default: all)",
+    )
+    grid.add_argument(
+        "--train-fraction",
+        type=_csv(float),
+        metavar="F,F",
+        help="data budgets as fractions of each class, e.g. 0.1,0.5 (default: 1, all images)",
+    )
     fleet = run.add_argument_group("where the runs execute")
     fleet.add_argument(
         "--executor",
@@ -569,6 +582,8 @@ def _config_from_args(args: argparse.Namespace):
             "executor",
             "devices",
             "ray_address",
+            "shots",
+            "train_fraction",
         )
     }
     return make_config(args.config, **flags)

@@ -136,6 +136,10 @@ class RunConfig:
     models_dir: str | None = None
     retry_oom: bool = True
     workers: int | None = None
+    #: data budgets: training images per class ("5", or "all" for the whole split) ...
+    shots: list[str] = field(default_factory=list)
+    #: ... and fractions of each class (0 < F <= 1); neither given: the whole split.
+    train_fraction: list[float] = field(default_factory=list)
     #: where the runs execute: inline (this process), process, devices, ray or a plugin's.
     executor: str = "inline"
     #: one worker per entry for `devices` ("cuda:0,cuda:1", "cpu,cpu"); empty: every GPU.

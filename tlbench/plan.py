@@ -14,6 +14,8 @@ has one; else the dataset's native size; else `FALLBACK_IMAGE_SIZE`.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import Any
 
 from tlbench import results
 from tlbench.api import Backbone, DatasetSplits, PlannedRun, RunSpec, Strategy, Workspace
+from tlbench.budget import parse_budgets
 from tlbench.config import RunConfig
 from tlbench.data import default_cache_dir
 from tlbench.errors import TlbenchError
@@ -103,6 +106,7 @@ def make_plan(
     # Every output location, before any work: a bad --models-dir must not cost a trained run.
     results.check_output_locations(results=config.out, models_dir=workspace.models_dir)
     execution = execution if execution is not None else execution_settings(config)
+    budgets = parse_budgets(config.shots, config.train_fraction)
     backbones = [plugins.backbones.get(n) for n in config.backbones]
     strategies = [plugins.strategies.get(n) for n in config.strategies]
     for name in config.datasets:
@@ -134,8 +138,12 @@ def make_plan(
         size = config.image_size or plugins.datasets.get(name.partition(":")[0]).native_size
         for backbone in backbones:
             for strategy in strategies:
-                for seed in config.seeds:
+                for seed, budget in itertools.product(config.seeds, budgets):
                     run = _plan_one(config, name, splits, size, backbone, strategy, seed, execution)
+                    if budget is not None:
+                        run = PlannedRun(
+                            dataclasses.replace(run.spec, budget=budget), run.status, run.reason
+                        )
                     if run.spec.key in seen:
                         duplicates += 1
                         continue

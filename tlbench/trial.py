@@ -25,10 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from tlbench.api import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
+from tlbench.budget import budget_indices
 from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
 from tlbench.engine import (
     Diverged,
@@ -72,6 +74,8 @@ class TrialHost:
         self._datasets: dict[str, DatasetSplits] = {}
         #: FLOPs per image of a (backbone, image size); only successful counts are kept.
         self._flops: dict[tuple[str, int], int] = {}
+        #: transferability scores of the features a run trained on.
+        self._score_memo: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ data
 
@@ -190,13 +194,23 @@ class TrialHost:
 
         with watch.section("data_prep"):
             store = backbone.preprocessing.resize_for(spec.image_size)
-            train, evalset = self._decoded(spec, splits, store, emit)
+            full_train, evalset = self._decoded(spec, splits, store, emit)
+            # A data budget trains on a seeded, stratified subset; features and
+            # decoded images stay cached for the whole split.
+            subset, budget_facts = None, {}
+            train = full_train
+            if spec.budget is not None:
+                subset, budget_facts = budget_indices(
+                    full_train.labels.numpy(), spec.budget, spec.seed
+                )
+                train = _subset(full_train, subset)
 
         def phase(name: str) -> None:
             emit("run_phase", {"run": spec, "phase": name, "done": None, "total": None})
 
         hp, batch_history = spec.hp, []
         fit, cache_hit, facts, head, model = None, "none", {}, None, None
+        probe_fit, scores = None, None
         module: nn.Module | None = None
 
         def build() -> nn.Module:
@@ -224,13 +238,61 @@ class TrialHost:
             batch_history.append(min(hp.batch_size, len(train)))  # the batch actually tried
             finished.clear()  # an out-of-memory retry starts its curve again
             try:
-                if strategy.frozen_backbone:
+                if strategy.frozen_backbone or strategy.probe is not None:
                     phase("features")
                     # With this attempt's batch size: an OOM retry extracts in smaller batches too.
                     (train_x, eval_x), cache_hit, facts = self._features(
-                        spec, hp, ex, backbone, frozen_model, train, evalset, store, watch, phase
+                        spec,
+                        hp,
+                        ex,
+                        backbone,
+                        frozen_model,
+                        full_train,
+                        evalset,
+                        store,
+                        watch,
+                        phase,
                     )
+                    if subset is not None:
+                        train_x = train_x[torch.from_numpy(subset)]
+                    scores = self._scores(spec, train_x, train.labels)
                     torch.manual_seed(spec.seed)
+                if strategy.probe is not None:
+                    # LP-FT: first the linear probe on the frozen features...
+                    probe_head = FeatureHead(backbone.feature_dim, num_classes)
+                    phase("probe")
+                    probe_fit = train_head_on_features(
+                        probe_head,
+                        train_x,
+                        train.labels,
+                        eval_x,
+                        evalset.labels,
+                        num_classes=num_classes,
+                        hp=strategy.probe,
+                        ex=ex,
+                        seed=spec.seed,
+                    )
+                    # ... then everything fine-tunes, starting from the probe's head.
+                    module = build()
+                    head = probe_head.cpu()
+                    groups = strategy.param_groups(module, head, hp)
+                    model = ImageClassifier(module, head, backbone.preprocessing)
+                    phase("train")
+                    fit = train_images(
+                        model,
+                        groups,
+                        train,
+                        evalset,
+                        num_classes=num_classes,
+                        image_size=spec.image_size,
+                        hp=hp,
+                        ex=ex,
+                        seed=spec.seed,
+                        on_epoch=on_epoch,
+                        on_phase=phase,
+                        keep_best=workspace.models_dir is not None,
+                    )
+                elif strategy.frozen_backbone:
                     head = FeatureHead(backbone.feature_dim, num_classes)
                     phase("train")
                     fit = train_head_on_features(
@@ -309,17 +371,22 @@ class TrialHost:
             "total_params": total,
             "forward_flops_per_image": flops,
             "decode_cache": train.cache_hit,
-            "feature_cache": cache_hit if strategy.frozen_backbone else None,
+            "feature_cache": cache_hit if scores is not None else None,
             "batch_sizes_tried": batch_history,
             **ex.to_dict(),
         }
-        if strategy.frozen_backbone:
+        if scores is not None:
             cost["features_device"] = facts.get("device")
+        if probe_fit is not None:
+            # LP-FT's adaptation cost is both stages: the probe, then the fine-tune.
+            cost["probe_train_seconds"] = probe_fit.train_seconds
+            cost["train_seconds"] = probe_fit.train_seconds + fit.train_seconds
+            cost["eval_seconds"] = probe_fit.eval_seconds + fit.eval_seconds
         cost["wall_seconds"] = (
             cost["data_prep_seconds"]
             + cost["feature_seconds"]
-            + fit.train_seconds
-            + fit.eval_seconds
+            + cost["train_seconds"]
+            + cost["eval_seconds"]
         )
         peak = peak_tflops(ex.device, ex.precision)
         if peak and flops and cost.get("train_images_per_s") and not strategy.frozen_backbone:
@@ -351,6 +418,12 @@ class TrialHost:
             "final_balanced": fit.curve[-1]["eval_balanced_accuracy"] if fit.curve else None,
             "curve": fit.curve,
         }
+        if probe_fit is not None:
+            accuracy["probe"] = {
+                "final": probe_fit.final_accuracy,
+                "best": probe_fit.best_accuracy,
+                "epochs": len(probe_fit.curve),
+            }
         data = {
             "num_classes": num_classes,
             "classes": splits.classes,
@@ -362,7 +435,44 @@ class TrialHost:
             "store_size": store,
             **splits.info,
         }
-        return self.record(spec, "ok", ex, accuracy=accuracy, cost=cost, data=data, hp_used=hp)
+        if spec.budget is not None:
+            data.update(budget_facts, train_images_available=len(full_train))
+        parts: dict[str, Any] = {"accuracy": accuracy, "cost": cost, "data": data}
+        if scores is not None:
+            parts["scores"] = scores
+        return self.record(spec, "ok", ex, hp_used=hp, **parts)
+
+    def _scores(self, spec: RunSpec, train_x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        """Transferability scores of the training features (free with every feature run).
+
+        LogME, leave-one-out k-NN accuracy (k=5, cosine) and the Ledoit-Wolf
+        H-score; the same features give the same scores, so they are kept
+        for the next run of this process that uses them.
+        """
+        from tlbench import transferability as tr
+
+        key = (
+            spec.backbone, spec.weights, spec.dataset_fingerprint, spec.image_size,
+            spec.execution.get("precision"), spec.budget, spec.seed if spec.budget else None,
+        )  # fmt: skip
+        if key not in self._score_memo:
+            t0 = time.perf_counter()
+            x = train_x.double().numpy()
+            y = labels.numpy()
+            found: dict[str, Any] = {}
+            for name, score in (
+                ("logme", lambda: tr.logme(x, y)),
+                ("knn_accuracy", lambda: tr.knn_accuracy(x, y, k=5, metric="cosine")),
+                ("h_score", lambda: tr.h_score(x, y, shrinkage="ledoit-wolf")),
+            ):
+                try:
+                    found[name] = float(score())
+                except (ValueError, np.linalg.LinAlgError) as exc:  # too few images of a class
+                    found[name] = None
+                    found.setdefault("errors", {})[name] = str(exc)
+            found["seconds"] = time.perf_counter() - t0
+            self._score_memo[key] = found
+        return dict(self._score_memo[key])
 
     def _forward_flops(
         self, backbone: Backbone, model: nn.Module, image_size: int, ex: Execution
@@ -561,3 +671,16 @@ def run_trial(
     """
     host = host_for(plugins or PluginSet(), workspace)
     return host.run(spec, device=device, events=events)
+
+
+def _subset(data: ImageTensors, indices: np.ndarray) -> ImageTensors:
+    """The images and labels at `indices` (a data budget): gathered, so never a memory map."""
+    index = torch.from_numpy(indices)
+    return ImageTensors(
+        images=data.images[index],
+        labels=data.labels[index],
+        skipped=data.skipped,
+        cache_hit=data.cache_hit,
+        seconds=data.seconds,
+        skip_reasons=data.skip_reasons,
+    )

@@ -59,7 +59,26 @@ FINETUNE = Strategy(
 )
 
 
+LP_FT = Strategy(
+    name="lp-ft",
+    description="linear probe on frozen features first, then fine-tune everything from that head",
+    pretrained=True,
+    # Kumar et al. (ICLR 2022): a head trained first keeps the fine-tune from
+    # distorting the pretrained features through a random head's gradients.
+    probe=LINEAR.defaults,
+    defaults=Hyperparameters(
+        epochs=5,
+        batch_size=32,
+        # The head is already good: one small rate for everything, not 10x on the head.
+        lr=1e-4,
+        backbone_lr_mult=1.0,
+        weight_decay=1e-4,
+        warmup_epochs=1,
+    ),
+)
+
+
 @hookimpl
 def tlbench_register_strategies(register):
-    for strategy in (SCRATCH, LINEAR, FINETUNE):
+    for strategy in (SCRATCH, LINEAR, FINETUNE, LP_FT):
         register(strategy)

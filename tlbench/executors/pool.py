@@ -158,7 +158,7 @@ class WorkerPool:
         plugins = options.plugins
         if plugins is not None and plugins.unshippable:
             raise TlbenchError(
-                f"plugin(s) {', '.join(plugins.unshippable)} were registered in this process and "
+                f"plugin(s) {', '.join(map(repr, plugins.unshippable))} were registered in this process and "
                 "cannot be loaded in a worker process; install them as an entry-point plugin, "
                 "or use --executor inline"
             )

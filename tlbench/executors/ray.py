@@ -76,7 +76,7 @@ class RayExecutor:
         plugins = options.plugins
         if plugins is not None and plugins.unshippable:
             raise TlbenchError(
-                f"plugin(s) {', '.join(plugins.unshippable)} were registered in this process and "
+                f"plugin(s) {', '.join(map(repr, plugins.unshippable))} were registered in this process and "
                 "cannot be loaded on a Ray worker; install them as an entry-point plugin"
             )
         self.options = options
