@@ -32,10 +32,10 @@ from tlbench.plugins import Plugins
 
 __all__ = [
     "FINETUNE",
-    "LP_FT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LINEAR",
+    "LP_FT",
     "SCRATCH",
     "Backbone",
     "ConfigError",
