@@ -274,7 +274,8 @@ def load_hf(request: DatasetRequest) -> DatasetSplits:
         for col in (image_col, label_col):
             if col not in eval_table.features:
                 raise DatasetError(f"{shown}: split {eval_name!r} has no column {col!r}")
-        if [str(c) for c in eval_table.features[label_col].names] != classes:
+        eval_names = getattr(eval_table.features[label_col], "names", None)
+        if eval_names is None or [str(c) for c in eval_names] != classes:
             raise DatasetError(
                 f"{shown}: splits {train_name!r} and {eval_name!r} have different class names"
             )
