@@ -32,6 +32,13 @@ Rerunning the same command skips the runs already in the results file (--force r
 Ctrl-C keeps every finished run.
 """
 
+EPILOG_SELECT = """examples:
+  tlbench select --backbones efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 \\
+                 --datasets imagefolder:~/data/flowers --top-k 1
+  tlbench select --backbones resnet18,resnet50,convnext_tiny --datasets cifar10 --rank-by logme \\
+                 --finalist lp-ft --seeds 0,1,2
+"""
+
 EPILOG_REPORT = """examples:
   tlbench report results/runs.jsonl
   tlbench report a.jsonl b.jsonl --format markdown --sort time > comparison.md
@@ -88,23 +95,8 @@ def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
     parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tlbench",
-        description="Benchmark transfer learning on images: every backbone x dataset x strategy, "
-        "accuracy against training cost.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = sub.add_parser(
-        "run",
-        help="train every combination and compare them",
-        description="Train every backbone x dataset x strategy x seed, append one record per run "
-        "to the results file, then print the comparison.",
-        epilog=EPILOG_RUN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """The flags of a grid, shared by `run` and `select`."""
     grid = run.add_argument_group("what to run")
     grid.add_argument(
         "--config", metavar="FILE.toml", help="read settings from a TOML file; flags override it"
@@ -236,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="on GPU out-of-memory fail instead of retrying at half the batch",
     )
+    where.add_argument(
+        "--log-to",
+        type=_csv(),
+        metavar="NAME,NAME",
+        help="also record every run in these experiment trackers: mlflow, tensorboard, wandb "
+        "(each an extra: pip install 'tlbench[mlflow]'); see docs/trackers.md",
+    )
     grid.add_argument(
         "--shots",
         type=_csv(),
@@ -275,6 +274,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--plain",
         action="store_true",
         help="one line per epoch instead of live bars (automatic when output is not a terminal)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlbench",
+        description="Benchmark transfer learning on images: every backbone x dataset x strategy, "
+        "accuracy against training cost.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="train every combination and compare them",
+        description="Train every backbone x dataset x strategy x seed, append one record per run "
+        "to the results file, then print the comparison.",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_options(run)
+
+    select = sub.add_parser(
+        "select",
+        help="pick a backbone in two stages: probe every one, fine-tune the top k",
+        description="Stage 1 probes every backbone (linear on cached features, plus LogME, "
+        "k-NN and H-score); stage 2 fine-tunes the --top-k by --rank-by. Prints the pick with "
+        "its interval, the compute spent and what the full grid would cost. Both stages append "
+        "ordinary records to --out.",
+        epilog=EPILOG_SELECT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_options(select)
+    pick = select.add_argument_group("selection")
+    pick.add_argument(
+        "--top-k", type=int, default=1, metavar="K", help="backbones stage 2 trains (default: 1)"
+    )
+    pick.add_argument(
+        "--rank-by",
+        choices=["probe", "logme", "knn_accuracy", "h_score", "params"],
+        default="probe",
+        help="what stage 1 ranks by: the probe's top-1, a transferability score, or "
+        "parameter count (default: probe)",
+    )
+    pick.add_argument(
+        "--finalist",
+        default="finetune",
+        metavar="STRATEGY",
+        help="the strategy of stage 2, e.g. finetune or lp-ft (default: finetune)",
     )
 
     lst = sub.add_parser(
@@ -582,6 +630,7 @@ def _config_from_args(args: argparse.Namespace):
             "executor",
             "devices",
             "ray_address",
+            "log_to",
             "shots",
             "train_fraction",
         )
@@ -599,15 +648,11 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from tlbench.config import check_strategy_tables
+def _run_grid(args: argparse.Namespace, console: Console, config: Any, plugins: Any) -> Any:
+    """Plan and run one grid with the console: `(runner, plans)`, or an interruption's exit code."""
     from tlbench.console import make_progress
-    from tlbench.plugins import Plugins
     from tlbench.runner import Runner
 
-    config = _config_from_args(args)  # a bad config file fails here, before any loading
-    plugins = Plugins()
-    check_strategy_tables(config, plugins.strategies.names())
     progress = make_progress(console, quiet=args.quiet, plain=args.plain)
     runner = Runner(config, plugins, progress)
     plans = runner.plan()
@@ -631,9 +676,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     finally:
         _close(progress)
         signal.signal(signal.SIGTERM, previous)
-    records = results.read(runner.out)
-    keys = {p.spec.key for p in plans}
-    mine = [r for r in records if r["key"] in keys]
     if getattr(progress, "output_closed", False):
         Console(stderr=True).print(
             f"output closed while the grid ran; it finished, and its records are in "
@@ -641,6 +683,29 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             soft_wrap=True,
             highlight=False,
         )
+    return runner, plans
+
+
+def _grid_records(runner: Any, plans: list[Any]) -> list[dict[str, Any]]:
+    keys = {p.spec.key for p in plans}
+    return [r for r in results.read(runner.out) if r["key"] in keys]
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from tlbench.config import check_strategy_tables
+    from tlbench.plugins import Plugins
+
+    config = _config_from_args(args)  # a bad config file fails here, before any loading
+    plugins = Plugins()
+    check_strategy_tables(config, plugins.strategies.names())
+    from tlbench.trackers import register_trackers
+
+    register_trackers(plugins, config.log_to, config.out)  # unknown names fail here
+    ran = _run_grid(args, console, config, plugins)
+    if isinstance(ran, int):
+        return ran
+    runner, plans = ran
+    mine = _grid_records(runner, plans)
     print_comparison(console, mine)
     latest = results.answer_by_key(mine)
     failed = [r for r in latest.values() if r["status"] == "failed"]
@@ -651,6 +716,133 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     # finding (a backbone too big for the GPU), not a broken invocation.
     ok = [r for r in latest.values() if r["status"] == "ok"]
     return 1 if failed and not ok else 0
+
+
+def cmd_select(args: argparse.Namespace, console: Console) -> int:
+    """Two stages: probe every backbone, fine-tune the top k; say what it spent and saved."""
+    import dataclasses
+
+    from tlbench import select
+    from tlbench.config import check_strategy_tables
+    from tlbench.plugins import Plugins
+
+    if args.strategies:
+        raise TlbenchError(
+            "select picks its own strategies (linear, then --finalist); drop --strategies"
+        )
+    if args.top_k < 1:
+        raise TlbenchError(f"--top-k must be at least 1, not {args.top_k}")
+    config = _config_from_args(args)
+    plugins = Plugins()
+    plugins.strategies.get(args.finalist)  # an unknown finalist fails before stage 1
+    check_strategy_tables(config, plugins.strategies.names())
+    stage1 = dataclasses.replace(config, strategies=["linear"])
+    ran = _run_grid(args, console, stage1, plugins)
+    if isinstance(ran, int):
+        return ran
+    probes = results.answer_by_key(_grid_records(*ran)).values()
+    finalists: list[str] = []
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in probes:
+        if r["status"] == "ok":
+            groups.setdefault(select._group(r), []).append(r)
+    for group in groups.values():
+        for name, _ in select.rank(group, args.rank_by)[: args.top_k]:
+            if name not in finalists:
+                finalists.append(name)
+    if not finalists:
+        raise TlbenchError("no backbone finished stage 1 (the probes); see the table above")
+    stage2 = dataclasses.replace(config, strategies=[args.finalist], backbones=finalists)
+    ran = _run_grid(args, console, stage2, plugins)
+    if isinstance(ran, int):
+        return ran
+    answers = list(results.answer_by_key(results.read(ran[0].out)).values())
+    found = select.summarize(
+        answers,
+        backbones=list(dict.fromkeys(config.backbones)),
+        finalist_strategy=args.finalist,
+        rank_by=args.rank_by,
+        top_k=args.top_k,
+    )
+    for selection in found:
+        print_selection(console, selection)
+    print_ranking_checks(console, select.check(answers, args.finalist))
+    console.print(f"results: {escape(str(ran[0].out))}", soft_wrap=True)
+    return 0 if any(s.pick for s in found) else 1
+
+
+def print_selection(console: Console, s: Any) -> None:
+    """One dataset's selection: the ranking, the pick with its interval, the compute."""
+    from tlbench.console import format_duration
+
+    table = Table(
+        title=f"{escape(str(s.dataset))}: stage 1 ranked by {s.rank_by}", title_justify="left"
+    )
+    for column in ("backbone", s.rank_by, "stage 2", f"{(s.finalists and 'top-1') or ''}"):
+        table.add_column(column)
+    for name, value in s.ranking:
+        shown = (
+            f"{value:,.0f}"
+            if s.rank_by == "params"
+            else (
+                f"{100 * value:.1f}%" if s.rank_by in ("probe", "knn_accuracy") else f"{value:.4g}"
+            )
+        )
+        tuned = s.accuracy.get(name)
+        table.add_row(
+            escape(name),
+            shown,
+            "yes" if name in s.finalists else "",
+            f"{100 * tuned:.1f}%" if tuned is not None else "",
+        )
+    _print_wide(console, table)
+    if s.pick is None:
+        console.print("no finalist finished stage 2", soft_wrap=True)
+        return
+    interval = s.interval
+    shown = (
+        f" (95% CI {100 * interval.lower:.1f} to {100 * interval.upper:.1f}, "
+        f"{interval.method} over {interval.n} {'seeds' if interval.method == 't' else 'images'})"
+        if interval
+        else ""
+    )
+    console.print(
+        f"[bold]pick: {escape(s.pick)}[/], top-1 {100 * s.accuracy[s.pick]:.1f}%{shown}",
+        soft_wrap=True,
+    )
+    if s.full_grid_seconds:
+        console.print(
+            f"compute: {format_duration(s.spent_seconds)} of training for the two stages; the "
+            f"full grid ({s.full_grid_basis}) {format_duration(s.full_grid_seconds)}: "
+            f"{100 * s.spent_seconds / s.full_grid_seconds:.0f}% of it",
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"compute: {format_duration(s.spent_seconds)} of training for the two stages",
+            soft_wrap=True,
+        )
+
+
+def print_ranking_checks(console: Console, checks: list[Any]) -> None:
+    """Tau and regret of each ranking, where the results hold every backbone's fine-tune."""
+    if not checks:
+        return
+    table = Table(
+        title="how each stage-1 ranking predicts the fine-tuned top-1 (the full grid)",
+        title_justify="left",
+    )
+    for column in ("dataset", "rank by", "weighted tau", "regret", "backbones"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(
+            escape(str(c.dataset)),
+            c.rank_by,
+            f"{c.tau:+.2f}",
+            f"{100 * c.regret:.1f} pt",
+            str(c.backbones),
+        )
+    _print_wide(console, table)
 
 
 def print_comparison(
@@ -1269,6 +1461,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "select": cmd_select,
     "list": cmd_list,
     "show": cmd_show,
     "plugins": cmd_plugins,

@@ -1,0 +1,225 @@
+"""`tlbench select`: pick a backbone in two stages, and say what the shortcut cost and saved.
+
+Stage 1 scores every backbone cheaply: its features once, a `linear` probe,
+and the transferability scores every feature run records (LogME, k-NN
+accuracy, H-score). Stage 2 fine-tunes (or LP-FTs) only the `--top-k`
+backbones ranked by `--rank-by` (default: the probe's accuracy). Both stages
+append ordinary records to the results file, so resume and `tlbench report`
+work on them as on any grid.
+
+The summary names the pick with its confidence interval, the compute the
+two stages spent (training cost: feature extraction plus training, the same
+figure the report's "train s" shows), and what the full grid would have
+cost: measured where the results file holds the fine-tune of every backbone,
+else estimated from each backbone's FLOPs per image relative to a measured
+finalist (FLOPs and images are the same for every other factor of the run).
+
+When the results file holds the full grid (every backbone fine-tuned),
+`check` compares each ranking (each score, and parameter count alone as the
+naive baseline) against the fine-tuned accuracies: the weighted Kendall tau
+and the regret of picking by it (best accuracy minus the picked one's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlbench import stats
+from tlbench.report import train_cost_seconds
+
+#: what stage 1 can rank by: the probe's top-1, a transferability score, or size alone.
+RANK_BY = ("probe", "logme", "knn_accuracy", "h_score", "params")
+
+
+def _score(record: dict[str, Any], rank_by: str) -> float | None:
+    if rank_by == "probe":
+        return (record.get("accuracy") or {}).get("final")
+    if rank_by == "params":
+        return (record.get("cost") or {}).get("total_params")
+    value = (record.get("scores") or {}).get(rank_by)
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _group(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What must match for two records to be compared: the data, its budget, the image size."""
+    c = record.get("config") or {}
+    return (c.get("dataset"), c.get("dataset_fingerprint"), c.get("budget"), c.get("image_size"))
+
+
+def _mean_by_backbone(records: Iterable[dict[str, Any]], value) -> dict[str, float]:
+    values: dict[str, list[float]] = {}
+    for r in records:
+        v = value(r)
+        if v is not None:
+            values.setdefault(r["config"]["backbone"], []).append(float(v))
+    return {b: statistics.fmean(vs) for b, vs in values.items()}
+
+
+def rank(probes: list[dict[str, Any]], rank_by: str) -> list[tuple[str, float]]:
+    """Backbones by their stage-1 value, best first (mean over seeds); ties by name."""
+    if rank_by not in RANK_BY:
+        raise ValueError(f"--rank-by must be one of {', '.join(RANK_BY)}, not {rank_by!r}")
+    means = _mean_by_backbone(probes, lambda r: _score(r, rank_by))
+    return sorted(means.items(), key=lambda item: (-item[1], item[0]))
+
+
+@dataclass
+class Selection:
+    """What `tlbench select` found for one dataset (and budget, and image size)."""
+
+    dataset: str
+    ranking: list[tuple[str, float]]
+    finalists: list[str]
+    pick: str | None
+    interval: stats.Interval | None
+    spent_seconds: float
+    full_grid_seconds: float | None
+    #: "measured" (every backbone's fine-tune is in the results file) or "estimated".
+    full_grid_basis: str = "estimated"
+    rank_by: str = "probe"
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def _interval(records: list[dict[str, Any]]) -> stats.Interval | None:
+    accuracies = [r["accuracy"]["final"] for r in records]
+    correct = None
+    if len(records) == 1:
+        # One seed: bootstrap over the evaluation images. Only the count of correct
+        # images matters to the bootstrap of one accuracy, so this vector is exact.
+        n = int((records[0].get("data") or {}).get("eval_images") or 0)
+        if n:
+            hits = round(accuracies[0] * n)
+            correct = [1] * hits + [0] * (n - hits)
+    return stats.accuracy_interval(accuracies, correct)
+
+
+def summarize(
+    records: list[dict[str, Any]],
+    *,
+    backbones: list[str],
+    finalist_strategy: str,
+    rank_by: str,
+    top_k: int,
+) -> list[Selection]:
+    """The selection per dataset from the answers in the results file (see the module docstring)."""
+    ok = [r for r in records if r.get("status") == "ok" and r["config"]["backbone"] in backbones]
+    extraction: dict[tuple, float] = {}
+    out = []
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in ok:
+        groups.setdefault(_group(r), []).append(r)
+    for key, group in groups.items():
+        probes = [r for r in group if r["config"]["strategy"] == "linear"]
+        finals = [r for r in group if r["config"]["strategy"] == finalist_strategy]
+        if not probes:
+            continue
+        ranking = rank(probes, rank_by)
+        finalists = [b for b, _ in ranking[:top_k]]
+        tuned = _mean_by_backbone(finals, lambda r: r["accuracy"]["final"])
+        picked = max((b for b in finalists if b in tuned), key=lambda b: tuned[b], default=None)
+        interval = (
+            _interval([r for r in finals if r["config"]["backbone"] == picked]) if picked else None
+        )
+        spent = sum(train_cost_seconds(r, extraction) for r in probes) + sum(
+            train_cost_seconds(r, extraction)
+            for r in finals
+            if r["config"]["backbone"] in finalists
+        )
+        full, basis = _full_grid_cost(probes, finals, backbones)
+        out.append(
+            Selection(
+                dataset=key[0],
+                ranking=ranking,
+                finalists=finalists,
+                pick=picked,
+                interval=interval,
+                spent_seconds=spent,
+                full_grid_seconds=full,
+                full_grid_basis=basis,
+                rank_by=rank_by,
+                accuracy=tuned,
+            )
+        )
+    return out
+
+
+def _full_grid_cost(
+    probes: list[dict[str, Any]], finals: list[dict[str, Any]], backbones: list[str]
+) -> tuple[float | None, str]:
+    """Training seconds of probing and fine-tuning every backbone: measured, or FLOP-scaled."""
+    probe_cost = sum(train_cost_seconds(r) for r in probes)
+    tuned = _mean_by_backbone(finals, train_cost_seconds)
+    seeds = max(1, len({r["config"]["seed"] for r in probes}))
+    if all(b in tuned for b in backbones):
+        return probe_cost + seeds * sum(tuned[b] for b in backbones), "measured"
+    flops = _mean_by_backbone(
+        probes, lambda r: (r.get("cost") or {}).get("forward_flops_per_image")
+    )
+    per_flop = [tuned[b] / flops[b] for b in tuned if flops.get(b)]
+    if not per_flop or not all(flops.get(b) for b in backbones):
+        return None, "unknown"
+    rate = statistics.fmean(per_flop)
+    estimate = sum(tuned[b] if b in tuned else rate * flops[b] for b in backbones)
+    return probe_cost + seeds * estimate, "estimated"
+
+
+# --------------------------------------------------------------------------- checking the shortcut
+
+
+@dataclass
+class RankingCheck:
+    """How well one ranking predicted the fine-tuned accuracies of one dataset."""
+
+    dataset: str
+    rank_by: str
+    tau: float
+    regret: float
+    backbones: int
+
+
+def check(records: list[dict[str, Any]], finalist_strategy: str = "finetune") -> list[RankingCheck]:
+    """Weighted tau and regret of every ranking, where every probed backbone was also fine-tuned."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in ok:
+        groups.setdefault(_group(r), []).append(r)
+    out = []
+    for key, group in groups.items():
+        probes = [r for r in group if r["config"]["strategy"] == "linear"]
+        tuned = _mean_by_backbone(
+            [r for r in group if r["config"]["strategy"] == finalist_strategy],
+            lambda r: r["accuracy"]["final"],
+        )
+        names = sorted(b for b in {r["config"]["backbone"] for r in probes} if b in tuned)
+        if len(names) < 2:
+            continue
+        accuracy = [tuned[b] for b in names]
+        for rank_by in RANK_BY:
+            values = _mean_by_backbone(
+                [r for r in probes if r["config"]["backbone"] in names],
+                lambda r, k=rank_by: _score(r, k),
+            )
+            if set(values) != set(names):
+                continue
+            score = [values[b] for b in names]
+            out.append(
+                RankingCheck(
+                    dataset=key[0],
+                    rank_by=rank_by,
+                    tau=stats.weighted_tau(score, accuracy),
+                    regret=stats.regret(score, accuracy),
+                    backbones=len(names),
+                )
+            )
+    return out
+
+
+def as_dict(selection: Selection) -> dict[str, Any]:
+    out = dataclasses.asdict(selection)
+    out["interval"] = selection.interval.to_dict() if selection.interval else None
+    return out
