@@ -29,6 +29,16 @@ from tlbench.errors import (
 )
 from tlbench.hookspecs import hookimpl
 from tlbench.plugins import Plugins
+from tlbench.python_api import (
+    Results,
+    create_backbone,
+    list_backbones,
+    list_datasets,
+    list_strategies,
+    load_results,
+    run,
+    run_options,
+)
 
 __all__ = [
     "FINETUNE",
@@ -49,11 +59,19 @@ __all__ = [
     "ImageSource",
     "Plugins",
     "Preprocessing",
+    "Results",
     "Strategy",
     "TlbenchError",
     "UnknownNameError",
     "WeightsUnavailableError",
     "__version__",
     "all_trainable",
+    "create_backbone",
     "hookimpl",
+    "list_backbones",
+    "list_datasets",
+    "list_strategies",
+    "load_results",
+    "run",
+    "run_options",
 ]

@@ -146,6 +146,9 @@ class RunConfig:
     devices: list[str] = field(default_factory=list)
     #: `ray` joins this cluster ("auto", "HOST:PORT"); None starts a local Ray instance.
     ray_address: str | None = None
+    #: experiment trackers that also record every run (mlflow, tensorboard, wandb): opt-in,
+    #: since each is an optional dependency and writes beside the results file.
+    log_to: list[str] = field(default_factory=list)
 
     #: the TOML file these settings came from, for messages (not part of any run key).
     source: str | None = None

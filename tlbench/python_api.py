@@ -1,0 +1,482 @@
+"""tlbench from Python: run a grid, read results, list and build backbones.
+
+The front door for notebooks and scripts (docs/api.md), re-exported from
+`tlbench`:
+
+    import tlbench
+    results = tlbench.run(backbones=["efficientnet_lite0", "small_cnn"],
+                          datasets=["synthetic"], strategies=["linear"], epochs=2)
+    print(results.table())
+    df = results.to_pandas()
+
+`run` accepts every option of `tlbench run` as a keyword (the names of
+`tlbench.config.RunConfig` and of the hyperparameters, as the CLI flags
+without `--` and with `_`), so the two cannot drift apart. Importing this
+module imports neither torch nor pandas; they load when a grid runs or a
+frame is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+from tlbench.record import RunRecord
+
+if TYPE_CHECKING:
+    import pandas
+    from torch import nn
+
+    from tlbench.plugins import Plugins
+    from tlbench.report import Row
+
+#: keywords of `run` that are not settings of the grid itself.
+_API_ONLY = ("config", "progress", "plugins")
+
+
+def run_options() -> list[str]:
+    """Every option `run` accepts besides the grid: RunConfig's fields and the hyperparameters."""
+    from tlbench.config import _FILE_KEYS, HP_FIELDS
+
+    return sorted({*_FILE_KEYS, *HP_FIELDS, *_API_ONLY})
+
+
+def _typed(key: str, value: Any) -> Any:
+    """A keyword's value checked against its field type: "a,b" and 0 become lists as in TOML."""
+    from tlbench.config import _RUN_FIELDS, HP_FIELDS, _check_type
+
+    field_type = HP_FIELDS.get(key) or _RUN_FIELDS[key].type
+    if isinstance(value, tuple):
+        value = list(value)
+    return _check_type(value, field_type, f"tlbench.run({key}=...)")
+
+
+def _config(config: str | os.PathLike | None, out: str | None, options: dict[str, Any]) -> Any:
+    from tlbench.config import _FILE_KEYS, HP_FIELDS, make_config
+
+    known = {*_FILE_KEYS, *HP_FIELDS}
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, [*known, *_API_ONLY], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"tlbench.run() got an unknown option {key!r}.{hint} "
+                "tlbench.run_options() lists them all"
+            )
+    flags = {k: _typed(k, v) for k, v in options.items() if v is not None}
+    if out is not None:
+        flags["out"] = os.fspath(out)
+    return make_config(os.fspath(config) if config is not None else None, **flags)
+
+
+def _progress(progress: bool) -> Any:
+    """The console observer: live bars in a terminal or notebook, plain lines elsewhere."""
+    if not progress:
+        return None
+    from rich.console import Console
+
+    from tlbench.console import LiveProgress, PlainProgress
+
+    console = Console()
+    if console.is_terminal:
+        return LiveProgress(console)
+    if console.is_jupyter:
+        try:
+            import ipywidgets  # noqa: F401 - rich's live display in Jupyter needs it
+        except ImportError:
+            return PlainProgress(console)
+        return LiveProgress(console)
+    return PlainProgress(console)
+
+
+def run(
+    backbones: str | Sequence[str] | None = None,
+    datasets: str | Sequence[str] | None = None,
+    strategies: str | Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    config: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_to: str | Sequence[str] | None = None,
+    plugins: Plugins | None = None,
+    **options: Any,
+) -> Results:
+    """Train every backbone x dataset x strategy x seed; returns the grid's records.
+
+    Every option of `tlbench run` is a keyword (`epochs=`, `image_size=`,
+    `device=`, `executor=`, `force=`, ...; `tlbench.run_options()` lists
+    them); a list may also be given as "a,b" or one value. `config` reads a
+    TOML file first, keywords override it. Unknown keywords raise TypeError
+    naming the close match; bad values raise `tlbench.ConfigError`, unknown
+    names `tlbench.UnknownNameError`, all before any training.
+
+    `out=None` (the default) keeps no results file: the records live in the
+    returned `Results` only (they pass through a temporary file that is
+    removed), so nothing resumes. With `out="results/runs.jsonl"` the records
+    are appended there and rerunning skips what is done, as on the command line.
+
+    `progress=True` shows live bars in a terminal or notebook (plain lines
+    when neither); `progress=False` is silent. `log_to=["mlflow"]` also
+    records every run in these trackers (docs/trackers.md); without `out`
+    they write in the current folder.
+
+    Advanced: `plugins=` runs with a `tlbench.Plugins` of your own (a plugin
+    under development, a test plugin) instead of the installed ones.
+    """
+    from tlbench import results as results_file
+    from tlbench.config import check_strategy_tables
+    from tlbench.runner import Runner
+    from tlbench.trackers import register_trackers
+
+    grid = {"backbones": backbones, "datasets": datasets, "strategies": strategies, "seeds": seeds}
+    with contextlib.ExitStack() as stack:
+        if out is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tlbench-run-"))
+            path = str(Path(folder) / "runs.jsonl")
+        else:
+            path = os.fspath(out)
+        # `out` beats a config file's: with out=None, nothing outlives the call.
+        cfg = _config(config, path, {**grid, "log_to": log_to, **options})
+        plugins = plugins if plugins is not None else _plugins()
+        check_strategy_tables(cfg, plugins.strategies.names())
+        trackers = register_trackers(plugins, cfg.log_to, None if out is None else cfg.out)
+        for name in trackers:
+            stack.callback(plugins.unregister, name)
+        observer = _progress(progress)
+        if observer is not None:
+            stack.callback(_close, observer)
+        runner = Runner(cfg, plugins, observer)
+        plans = runner.plan()
+        runner.run(plans)
+        keys = {p.spec.key for p in plans}
+        # As `tlbench run` reports: every run of this grid, those already done included.
+        answers = results_file.answer_by_key(
+            r for r in results_file.read(runner.out) if r.get("key") in keys
+        )
+        order = {p.spec.key: i for i, p in enumerate(plans)}
+        records = sorted(answers.values(), key=lambda r: order.get(r["key"], len(order)))
+        return Results(records, source=None if out is None else Path(cfg.out))
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+def _close(observer: Any) -> None:
+    close = getattr(observer, "close", None)
+    if close is not None:
+        close()
+
+
+def _plugins() -> Plugins:
+    from tlbench.plugins import Plugins
+
+    return Plugins()
+
+
+def load_results(*paths: str | os.PathLike, history: bool = False) -> Results:
+    """The records of one or more results files, as `tlbench report` reads them.
+
+    By default one record per run (its answer: the newest "ok" record, else
+    the newest), like the report; `history=True` keeps every record in file
+    order (reruns, interruptions). A missing file raises FileNotFoundError.
+    """
+    from tlbench import results as results_file
+
+    if not paths:
+        raise TypeError("load_results() needs at least one results file")
+    for path in paths:
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"results file {os.fspath(path)} does not exist")
+    records = results_file.read([Path(p).expanduser() for p in paths])
+    if not history:
+        records = list(results_file.answer_by_key(records).values())
+    return Results(records, source=Path(paths[0]) if len(paths) == 1 else None)
+
+
+def list_backbones(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Backbone names, with wildcards: `list_backbones("efficientnet*")`."""
+    return (plugins or _plugins()).backbones.names(pattern)
+
+
+def list_datasets(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Dataset names (`imagefolder` takes its path after a colon)."""
+    return (plugins or _plugins()).datasets.names(pattern)
+
+
+def list_strategies(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Strategy names: scratch, linear, finetune and the plugins'."""
+    return (plugins or _plugins()).strategies.names(pattern)
+
+
+def create_backbone(
+    name: str, pretrained: bool = True, *, plugins: Plugins | None = None
+) -> nn.Module:
+    """The backbone `name` as an `nn.Module` mapping images to features (timm's create_model style).
+
+    Input: a float batch (B, 3, H, W) normalised with the backbone's
+    preprocessing; output: features (B, feature_dim). The module carries the
+    registered `tlbench.Backbone` as `.tlbench_backbone` (feature width,
+    preprocessing, weights). An unknown name raises `tlbench.UnknownNameError`
+    with the close matches; `pretrained=True` for a backbone without weights
+    raises `tlbench.WeightsUnavailableError`.
+    """
+    from tlbench.errors import WeightsUnavailableError
+
+    backbone = (plugins or _plugins()).backbones.get(name)
+    if pretrained and not backbone.has_pretrained:
+        raise WeightsUnavailableError(
+            f"backbone {backbone.name!r} has no pretrained weights; "
+            "use create_backbone(name, pretrained=False) for a random initialisation"
+        )
+    module = backbone.build(pretrained)
+    module.tlbench_backbone = backbone
+    return module
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def flat_record(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
+    """One record as flat columns with units in their names (one `to_pandas` row).
+
+    Accuracies are fractions in [0, 1] (`top1_final`), times seconds
+    (`train_seconds`), memory megabytes of 10^6 bytes (`peak_memory_mb`),
+    throughput images per second (`train_images_per_s`); hyperparameters keep
+    their own names (`lr`, `epochs`). A field the record lacks is None.
+    """
+    config = dict(record.get("config") or {})
+    hp = config.pop("hyperparameters", None) or {}
+    accuracy = record.get("accuracy") or {}
+    cost = record.get("cost") or {}
+    data = record.get("data") or {}
+    env = record.get("environment") or {}
+    curve = accuracy.get("curve") or record.get("partial_curve") or []
+    peak = _number(cost.get("peak_memory_bytes"))
+    row: dict[str, Any] = {
+        "key": record.get("key"),
+        "status": record.get("status"),
+        "reason": record.get("reason"),
+        "time": record.get("time"),
+        "backbone": config.get("backbone"),
+        "weights": config.get("weights"),
+        "dataset": config.get("dataset"),
+        "strategy": config.get("strategy"),
+        "seed": config.get("seed"),
+        "budget": config.get("budget"),
+        "image_size": config.get("image_size"),
+        "device": config.get("device"),
+        "precision": config.get("precision"),
+        "memory_format": config.get("memory_format"),
+        "compile": config.get("compile"),
+        **hp,
+        "top1_final": _number(accuracy.get("final")),
+        "top1_best": _number(accuracy.get("best")),
+        "best_epoch": _number(accuracy.get("best_epoch")),
+        "balanced_top1_final": _number(accuracy.get("final_balanced")),
+        "epochs_completed": record.get("epochs_completed", len(curve) if curve else None),
+        "wall_seconds": _number(cost.get("wall_seconds")),
+        "data_prep_seconds": _number(cost.get("data_prep_seconds")),
+        "feature_seconds": _number(cost.get("feature_seconds")),
+        "train_seconds": _number(cost.get("train_seconds")),
+        "eval_seconds": _number(cost.get("eval_seconds")),
+        "train_images_per_s": _number(cost.get("train_images_per_s")),
+        "compute_images_per_s": _number(cost.get("compute_images_per_s")),
+        "eval_images_per_s": _number(cost.get("eval_images_per_s")),
+        "data_stall_fraction": _number(cost.get("data_stall_fraction")),
+        "peak_memory_mb": None if peak is None else peak / 1e6,
+        "trainable_params": _number(cost.get("trainable_params")),
+        "total_params": _number(cost.get("total_params")),
+        "forward_flops_per_image": _number(cost.get("forward_flops_per_image")),
+        "feature_cache": cost.get("feature_cache"),
+        "num_classes": data.get("num_classes"),
+        "train_images": data.get("train_images"),
+        "eval_images": data.get("eval_images"),
+        "device_name": env.get("device_name"),
+        "tlbench_version": env.get("tlbench"),
+        "torch_version": env.get("torch"),
+    }
+    return row
+
+
+class PlotImage:
+    """A comparison plot held in memory as PNG bytes; notebooks show it inline."""
+
+    def __init__(self, png: bytes):
+        self.png = png
+
+    def _repr_png_(self) -> bytes:
+        return self.png
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_bytes(self.png)
+        return path
+
+
+class Results(Sequence[RunRecord]):
+    """Run records (`tlbench.record.RunRecord` dicts) with the report's views.
+
+    A sequence: `len(results)`, `results[0]`, `for record in results`;
+    slicing and the filters return `Results`. `table()` is the comparison
+    `tlbench run` and `tlbench report` print, `to_pandas()` one row per run,
+    `plot()` the accuracy-against-cost figure; in a notebook the object shows
+    itself as the HTML comparison.
+    """
+
+    def __init__(
+        self, records: Iterable[RunRecord | dict[str, Any]], *, source: Path | None = None
+    ):
+        self._records: list[RunRecord] = [dict(r) for r in records]  # type: ignore[misc]
+        #: the results file they came from or were appended to; None when kept in memory.
+        self.source = source
+
+    # -- sequence
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> RunRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> Results: ...
+    def __getitem__(self, index: int | slice) -> RunRecord | Results:
+        if isinstance(index, slice):
+            return Results(self._records[index], source=self.source)
+        return self._records[index]
+
+    def __iter__(self) -> Iterator[RunRecord]:
+        return iter(self._records)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self._records:
+            counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        where = f" from {self.source}" if self.source else ""
+        return f"<tlbench.Results: {len(self)} runs ({summary or 'none'}){where}>"
+
+    # -- filters
+    def where(self, predicate: Callable[[RunRecord], bool] | None = None, **fields: Any) -> Results:
+        """Records matching every `field=value` (config fields and `status`) and the predicate.
+
+        `results.where(strategy="linear", backbone="small_cnn")`; a value may
+        be a list of accepted values: `where(strategy=["linear", "finetune"])`.
+        """
+
+        def value(record: RunRecord, name: str) -> Any:
+            if name in ("status", "key", "reason"):
+                return record.get(name)
+            return (record.get("config") or {}).get(name)
+
+        def accepts(expected: Any, actual: Any) -> bool:
+            if isinstance(expected, (list, tuple, set, frozenset)):
+                return actual in expected
+            return actual == expected
+
+        kept = [
+            r
+            for r in self._records
+            if all(accepts(v, value(r, k)) for k, v in fields.items())
+            and (predicate is None or predicate(r))
+        ]
+        return Results(kept, source=self.source)
+
+    @property
+    def ok(self) -> Results:
+        """The runs that finished."""
+        return self.where(status="ok")
+
+    @property
+    def failed(self) -> Results:
+        """The runs that failed (the reason is in each record's `reason`)."""
+        return self.where(status="failed")
+
+    # -- views
+    def rows(self, sort: str = "accuracy") -> list[Row]:
+        """The comparison rows (`tlbench.report.Row`: seeds aggregated, Pareto marked)."""
+        from tlbench import report
+
+        if sort not in report.SORT_KEYS:
+            raise ValueError(f"sort must be one of {', '.join(report.SORT_KEYS)}, not {sort!r}")
+        return report.sort_rows(report.summarize(self._records), sort)
+
+    def table(
+        self, fmt: str = "table", *, sort: str = "accuracy", group_by: str = "dataset"
+    ) -> str:
+        """The comparison as text, as `tlbench report --format FMT` writes it.
+
+        `fmt`: table (plain text), markdown, csv, json, html or latex; one
+        row per backbone x strategy (seeds aggregated: mean ± std, n), the
+        Pareto-optimal rows marked. `print(results.table())`.
+        """
+        from tlbench import report
+
+        if group_by not in report.GROUP_KEYS:
+            raise ValueError(
+                f"group_by must be one of {', '.join(report.GROUP_KEYS)}, not {group_by!r}"
+            )
+        return report.render(self.rows(sort), fmt, group_by)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per run, flat columns with units in their names (see `flat_record`).
+
+        Needs pandas (`pip install pandas`).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "Results.to_pandas() needs pandas, which is not installed: pip install pandas"
+            ) from None
+        rows = [flat_record(r) for r in self._records]
+        columns = list(flat_record({}))
+        for row in rows:  # hyperparameters a plugin's strategy adds, in order of appearance
+            columns += [c for c in row if c not in columns]
+        return pd.DataFrame(rows, columns=columns)
+
+    def curves(self) -> list[dict[str, Any]]:
+        """Every epoch of every run: one dict per (run, epoch) with the run's names."""
+        out = []
+        for r in self._records:
+            c = r.get("config") or {}
+            curve = (r.get("accuracy") or {}).get("curve") or r.get("partial_curve") or []
+            names = {k: c.get(k) for k in ("backbone", "dataset", "strategy", "seed")}
+            out += [{"key": r.get("key"), **names, **point} for point in curve]
+        return out
+
+    def plot(self, path: str | os.PathLike | None = None, *, title: str | None = None) -> Any:
+        """The accuracy-against-cost plot and the learning curves (`tlbench report --plot`).
+
+        With `path` the figure is written there (png, svg, pdf, ... by its
+        suffix) and the path returned; without, a `PlotImage` (PNG bytes) that
+        a notebook shows inline and `.save(path)` writes. Needs matplotlib
+        (`pip install 'tlbench[plot]'`).
+        """
+        from tlbench.plot import plot_comparison
+
+        if path is not None:
+            return plot_comparison(self.rows(), self._records, path, title=title)
+        with tempfile.TemporaryDirectory(prefix="tlbench-plot-") as folder:
+            written = plot_comparison(
+                self.rows(), self._records, Path(folder) / "tradeoff.png", title=title
+            )
+            return PlotImage(written.read_bytes())
+
+    def _repr_html_(self) -> str:
+        import html
+
+        from tlbench import report
+
+        head = f"<p><b>{html.escape(repr(self))}</b></p>"
+        if not self._records:
+            return head
+        return head + report.render(self.rows(), "html")
