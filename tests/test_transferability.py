@@ -203,6 +203,25 @@ def reference_ledoit_wolf(x: np.ndarray) -> float:
     return min(b2_bar, d2) / d2
 
 
+def dense_regularised_h_score(f: np.ndarray, y: np.ndarray) -> float:
+    """Ibrahim et al.'s formula with D x D matrices: tr(((1-a) S + a mu I)^-1 (1-a) cov_g)."""
+    x = f - f.mean(axis=0)
+    s = x.T @ x / len(x)
+    a = reference_ledoit_wolf(x)
+    mu = np.trace(s) / s.shape[0]
+    g = np.stack([x[y == c].mean(axis=0) for c in y])
+    shrunk = (1 - a) * s + a * mu * np.eye(s.shape[0])
+    return float(np.trace(np.linalg.solve(shrunk, (1 - a) * g.T @ g / len(x))))
+
+
+@pytest.mark.parametrize("shape", [(30, 3, 5), (5, 3, 40)])  # (per class, classes, dims)
+def test_regularised_h_score_matches_the_dense_formula(shape: tuple[int, int, int]) -> None:
+    f, labels = clusters(*shape, spread=0.9, seed=16)
+    assert tr.h_score(f, labels, shrinkage="ledoit-wolf") == pytest.approx(
+        dense_regularised_h_score(f, labels), rel=1e-8
+    )
+
+
 def test_regularised_h_score_stays_below_the_maximum_when_dims_exceed_images() -> None:
     f, labels = clusters(5, 3, 40, spread=1.0, seed=15)  # 15 images, 40 dims
     centred = f - f.mean(axis=0)

@@ -69,16 +69,37 @@ class Evidence:
     converged: bool
 
 
+def _thin_svd(x: np.ndarray, *, want_u: bool = True, want_vt: bool = True):
+    """(s^2, U, Vt) of the thin SVD x = U diag(s) Vt, numerically zero s left out.
+
+    Taken from the eigen-decomposition of the smaller Gram matrix (x x^T or x^T x):
+    several times faster than an SVD for 1000 images of 1280 features, and as exact as
+    the covariance matrices the scores are defined on. Directions with s^2 below
+    max(n, D) * eps of the largest carry nothing but rounding and are dropped; every
+    score here treats a dropped direction exactly as one the features do not span.
+    """
+    n, d = x.shape
+    small_side = x @ x.T if n <= d else x.T @ x
+    e, vectors = np.linalg.eigh(small_side)
+    keep = e > e.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps
+    e, vectors = e[keep], vectors[:, keep]
+    s = np.sqrt(e)
+    if n <= d:
+        u = vectors
+        vt = (u.T @ x) / s[:, None] if want_vt else None
+    else:
+        vt = vectors.T
+        u = (x @ vectors) / s if want_u else None
+    return e, u, vt
+
+
 class _Spectrum:
     """The thin SVD of F, shared by every class's target."""
 
     def __init__(self, f: np.ndarray):
-        u, s, _ = np.linalg.svd(f, full_matrices=False)
         # Directions F does not span contribute nothing to the evidence (their prior
         # and posterior terms cancel); dropping them keeps the sums exact and stable.
-        keep = s > s.max(initial=0.0) * max(f.shape) * np.finfo(np.float64).eps
-        self.u = u[:, keep]
-        self.sigma = s[keep] ** 2  # eigenvalues of F^T F
+        self.sigma, self.u, _ = _thin_svd(f, want_vt=False)  # sigma: eigenvalues of F^T F
         self.n = f.shape[0]
 
     def project(self, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -261,20 +282,27 @@ def knn_accuracy(
 # --------------------------------------------------------------------------- H-score
 
 
+def _shrinkage_from_spectrum(row_norms2: np.ndarray, eig: np.ndarray, dim: int) -> float:
+    """Ledoit-Wolf shrinkage from the squared row norms of the centred data and the
+    eigenvalues `eig` of its covariance S = X^T X / n (the zero ones may be left out)."""
+    n = row_norms2.size
+    mu = float(eig.sum()) / dim
+    s2 = float(np.sum(eig**2))  # |S|_F^2
+    d2 = s2 - mu**2 * dim  # |S - mu I|_F^2
+    if d2 <= 0.0:
+        return 0.0
+    # (1/n^2) sum_k |x_k x_k^T - S|_F^2 = (sum_k |x_k|^4 - n |S|_F^2) / n^2,
+    # since sum_k x_k^T S x_k = n |S|_F^2.
+    b2_bar = (float(np.sum(row_norms2**2)) - n * s2) / n**2
+    return min(max(b2_bar, 0.0), d2) / d2
+
+
 def ledoit_wolf_shrinkage(centred: np.ndarray) -> float:
     """Ledoit & Wolf (2004)'s optimal shrinkage of the sample covariance of `centred` rows
     toward a multiple of the identity: min(b^2, d^2) / d^2 in their notation."""
     x = np.asarray(centred, dtype=np.float64)
-    n, p = x.shape
-    s = x.T @ x / n
-    mu = np.trace(s) / p
-    d2 = float(np.sum((s - mu * np.eye(p)) ** 2))
-    if d2 == 0.0:
-        return 0.0
-    # mean over images of |x x^T - S|_F^2, expanded so no (p, p) matrix per image is built.
-    sq = np.sum(x**2, axis=1)
-    b2_bar = float(np.sum(sq**2) - 2 * np.sum((x @ s) * x) + n * np.sum(s**2)) / n**2
-    return min(b2_bar, d2) / d2
+    e, _, _ = _thin_svd(x, want_u=False, want_vt=False)
+    return _shrinkage_from_spectrum(np.sum(x**2, axis=1), e / x.shape[0], x.shape[1])
 
 
 def h_score(
@@ -290,28 +318,35 @@ def h_score(
     backbone reaches the maximum; `shrinkage="ledoit-wolf"` gives the regularised H-score
     of Ibrahim et al. (2022): tr(cov_a(f)^-1 (1 - a) cov(E[f|y])), cov_a(f) the
     Ledoit-Wolf estimate (1 - a) cov(f) + a (tr cov(f) / D) I.
+
+    Computed from the eigen-decomposition of the smaller Gram matrix of the centred
+    features, not from D x D inversions.
     """
     f = _features(features)
     y = _labels(labels, f.shape[0])
-    n = f.shape[0]
+    n, dim = f.shape
     centred = f - f.mean(axis=0)
+    e, _, vt = _thin_svd(centred, want_u=False)
+    eig = e / n  # eigenvalues of cov(f) on the span of the features
     classes, index = np.unique(y, return_inverse=True)
-    class_means = np.zeros((classes.size, f.shape[1]))
+    counts = np.bincount(index)
+    class_means = np.zeros((classes.size, dim))
     np.add.at(class_means, index, centred)
-    class_means /= np.bincount(index)[:, None]
-    g = class_means[index]  # E[f | y] for each image (centred)
-    cov_f = centred.T @ centred / n
-    cov_g = g.T @ g / n
-    if shrinkage == "ledoit-wolf":
-        lam = ledoit_wolf_shrinkage(centred)
-        mu = np.trace(cov_f) / f.shape[1]
-        cov_f = (1 - lam) * cov_f + lam * mu * np.eye(f.shape[1])
-        # Ibrahim et al. shrink the between-class term by the same (1 - lam), which keeps
-        # the score within [0, classes - 1] like the plain one.
-        cov_g = (1 - lam) * cov_g
-    elif shrinkage != "none":
+    class_means /= counts[:, None]
+    # cov(E[f|y]) = sum_c (n_c/n) m_c m_c^T, and every m_c lies in the span of the rows of
+    # the centred features: only the directions of vt contribute, each as v^T cov_g v.
+    between = (counts / n) @ (class_means @ vt.T) ** 2
+    if shrinkage == "none":
+        return float(np.sum(between / eig))
+    if shrinkage != "ledoit-wolf":
         raise ValueError(f"shrinkage must be 'none' or 'ledoit-wolf', got {shrinkage!r}")
-    return float(np.trace(np.linalg.pinv(cov_f, hermitian=True) @ cov_g))
+    lam = _shrinkage_from_spectrum(np.sum(centred**2, axis=1), eig, dim)
+    mu = float(eig.sum()) / dim
+    if mu == 0.0:
+        return 0.0
+    # Ibrahim et al. shrink the between-class term by the same (1 - lam), which keeps
+    # the score within [0, classes - 1] like the plain one.
+    return float(np.sum((1 - lam) * between / ((1 - lam) * eig + lam * mu)))
 
 
 # --------------------------------------------------------------------------- LEEP
