@@ -1491,7 +1491,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    console = Console(highlight=False)
+    from tlbench.console import PipeSafeConsole
+
+    console = PipeSafeConsole(highlight=False)
     # Messages are never hard-wrapped: a terminal wraps them itself, a log keeps one line each.
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     warnings.simplefilter("default")

@@ -125,6 +125,19 @@ def stdout_to_devnull() -> None:
     os.close(devnull)
 
 
+class PipeSafeConsole(Console):
+    """A rich Console whose closed output raises `BrokenPipeError` for its caller to handle.
+
+    rich's own answer to a closed pipe is `SystemExit(1)`, which would end a
+    grid whose output is piped into `head`; tlbench's console stops printing
+    instead, and the command that owns the output decides what a closed pipe means.
+    """
+
+    def on_broken_pipe(self) -> None:
+        stdout_to_devnull()
+        raise BrokenPipeError
+
+
 class Observer:
     """Turns the observer hooks into the display's calls (run numbers kept here)."""
 

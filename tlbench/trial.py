@@ -67,7 +67,7 @@ class TrialHost:
     """The plugins, datasets and caches that the trials of one process share."""
 
     def __init__(self, plugins: Plugins | PluginSet, workspace: Workspace):
-        self.plugins = plugins if isinstance(plugins, Plugins) else plugins.load()
+        self.plugins = plugins.load() if isinstance(plugins, PluginSet) else plugins
         self.workspace = workspace
         self.decode = DecodeCache(workspace.cache_dir, workers=workspace.decode_workers)
         self.features = FeatureStore(workspace.cache_dir)
