@@ -49,6 +49,58 @@ def trained(tmp_path_factory):
     return records, folder, tmp
 
 
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """A linear probe trained until it separates tinyset's colours (100% on its held-out split),
+    and the 48 training images it learnt from, as PNG files in class folders."""
+    from tlbench.config import RunConfig
+
+    tmp = tmp_path_factory.mktemp("probe")
+    config = RunConfig(
+        backbones=["tiny"],
+        datasets=["tinyset"],
+        strategies=["linear"],
+        image_size=16,
+        hyperparameters={"epochs": 30, "batch_size": 16, "lr": 0.05},
+        out=str(tmp / "runs.jsonl"),
+        cache_dir=str(tmp / "cache"),
+        device="cpu",
+        save_models=True,
+    )
+    (record,) = Runner(config, _plugins()).run()
+    assert record["status"] == "ok", record["reason"]
+    train = ColourSquares(48, seed=0)  # tinyset's training split
+    folder = tmp / "train"
+    for i in range(len(train)):
+        target = folder / CLASSES[train.labels[i]] / f"{i:02d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        train.load(i).save(target)
+    return record, folder
+
+
+def test_predict_names_the_class_of_images_the_model_learnt(probe, tiny_cli, capsys):
+    record, folder = probe
+    assert record["accuracy"]["final"] == 1.0  # it separates the colours on unseen images too
+    assert main(["predict", record["cost"]["checkpoint"], str(folder), "--json", "-k", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 48
+    wrong = [(o["true"], o["top"][0]["class"]) for o in out if o["top"][0]["class"] != o["true"]]
+    assert not wrong, f"predicted the wrong class for training images: {wrong[:5]}"
+    assert {o["true"] for o in out} == set(CLASSES)
+    for o in out:
+        assert sorted(t["class"] for t in o["top"]) == sorted(CLASSES)  # k=3: every class
+        assert o["top"][0]["probability"] > 0.5
+        assert sum(t["probability"] for t in o["top"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_one_image_of_each_class(probe, tiny_cli, capsys):
+    record, folder = probe
+    images = [folder / name / f"{i:02d}.png" for i, name in enumerate(CLASSES)]  # 00 red, ...
+    assert main(["predict", record["cost"]["checkpoint"], *map(str, images), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["top"][0]["class"] for o in out] == CLASSES
+
+
 @pytest.mark.parametrize(("strategy", "head"), [("finetune", "linear"), ("linear", "feature")])
 def test_checkpoint_holds_what_predict_needs_and_loads_safely(trained, strategy, head):
     records, _, _ = trained

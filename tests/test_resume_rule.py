@@ -77,12 +77,6 @@ def test_a_run_that_did_not_finish_is_trained_again(plugins, config, status):
     assert Runner(config, plugins).run() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the planner still resumes from results.latest_by_key; the rule (results.answer_by_key) "
-    "is not wired into plan yet. Remove this marker when it is (this xfail is strict: it fails "
-    "as soon as the rule holds)",
-)
 @pytest.mark.parametrize("status", ["failed", "interrupted", "skipped"])
 def test_a_finished_run_stays_done_after_a_later_attempt_that_did_not_finish(
     plugins, config, status

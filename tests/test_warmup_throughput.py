@@ -13,13 +13,14 @@ throughput figure.
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import tiny_net
 from torch import nn
 
+from tlbench import engine
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import (
@@ -32,21 +33,35 @@ from tlbench.engine import (
 from tlbench.runner import Runner
 
 EX = Execution(torch.device("cpu"))
-#: the stand-in for a one-off first-call cost (cuDNN autotuning, compilation).
-FIRST_CALL_SECONDS = 1.5
+#: the stand-in for a one-off first-call cost (cuDNN autotuning, compilation), in fake seconds.
+FIRST_CALL_SECONDS = 100.0
+
+
+class FakeClock:
+    """`time` for tlbench.engine: each reading advances 1 ms; `advance` adds more."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.001
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class SlowFirstCall(nn.Module):
-    """Wraps a module; its first forward pass sleeps FIRST_CALL_SECONDS."""
+    """Wraps a module; its first forward pass costs FIRST_CALL_SECONDS on `clock`."""
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self, inner: nn.Module, clock: FakeClock):
         super().__init__()
-        self.inner, self.calls = inner, 0
+        self.inner, self.clock, self.calls = inner, clock, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         if self.calls == 1:
-            time.sleep(FIRST_CALL_SECONDS)
+            self.clock.advance(FIRST_CALL_SECONDS)
         return self.inner(x)
 
 
@@ -56,9 +71,9 @@ def _data(n: int, seed: int = 0) -> ImageTensors:
     return ImageTensors(images, torch.arange(n) % 3)
 
 
-def _fit(n_train: int, batch: int, epochs: int, *, slow: bool = False, warmup: bool = True):
+def _fit(n_train: int, batch: int, epochs: int, *, clock=None, warmup: bool = True):
     torch.manual_seed(0)
-    backbone = SlowFirstCall(tiny_net()) if slow else tiny_net()
+    backbone = SlowFirstCall(tiny_net(), clock) if clock else tiny_net()
     model = ImageClassifier(backbone, nn.Linear(16, 3), Preprocessing(resize=18, crop=16))
     hp = Hyperparameters(epochs=epochs, batch_size=batch, augment=False)
     groups = [{"params": list(model.parameters()), "lr": hp.lr}]
@@ -91,11 +106,14 @@ def test_every_training_step_is_measured_and_no_warm_up_step_is(
     assert (cost["measured_steps"], cost["warmup_steps"]) == (steps * epochs, len(sizes))
 
 
-def test_the_first_calls_cost_lands_in_the_warm_up_not_in_the_throughput():
-    fit = _fit(8, 4, 1, slow=True)  # one epoch of two steps: shorter than any warm-up
+def test_the_first_calls_cost_lands_in_the_warm_up_not_in_the_throughput(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(engine, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    fit = _fit(8, 4, 1, clock=clock)  # one epoch of two steps: shorter than any warm-up
     assert fit.warmup_seconds >= FIRST_CALL_SECONDS
-    assert fit.train_seconds < FIRST_CALL_SECONDS, "the warm-up's cost was timed as training"
-    assert fit.cost()["train_images_per_s"] > 8 / FIRST_CALL_SECONDS
+    assert fit.train_seconds < 1.0, "the warm-up's cost was timed as training"
+    assert fit.measured_seconds < 1.0
+    assert fit.cost()["train_images_per_s"] > 8.0
 
 
 def test_the_warm_up_is_undone():
