@@ -17,8 +17,10 @@ import pytest
 
 import tlbench
 from tlbench import results, testing
+from tlbench.api import ExecutorKind
 from tlbench.config import RunConfig
 from tlbench.runner import Runner
+from tlbench.trial import run_trial
 
 #: accuracy curves compared across thread counts: the same images must be right or wrong.
 ACCURACY_TOLERANCE = 1e-9
@@ -183,3 +185,49 @@ def test_duplicates_in_a_grid_are_trained_once_with_a_note(tmp_path):
         records = Runner(config, _plugins()).run()
     assert len(records) == 1
     assert any("dropped 3 duplicate run(s)" in str(w.message) for w in caught)
+
+
+class ReversePlugin:
+    """A third-party executor: runs the specs last first, in this process, through run_trial."""
+
+    @tlbench.hookimpl
+    def tlbench_register_executors(self, register):
+        register(ExecutorKind("reverse", "last spec first, in this process", ReverseExecutor))
+
+
+class ReverseExecutor:
+    def __init__(self, options):
+        self.options = options
+
+    def run(self, specs, workspace, events):
+        for spec in reversed(specs):
+            yield run_trial(
+                spec,
+                workspace,
+                plugins=self.options.plugins.plugin_set,
+                device="cpu",
+                events=events,
+            )
+
+    def close(self):
+        pass
+
+
+def test_a_plugin_registers_its_own_executor_and_the_grid_runs_on_it(tmp_path):
+    config = _config(
+        tmp_path, executor="reverse", backbones=["tiny"], strategies=["scratch", "linear"]
+    )
+    heard = []
+
+    class Listening:
+        @tlbench.hookimpl
+        def tlbench_epoch_ended(self, run, epoch, metrics):
+            heard.append((run.strategy, epoch))
+
+    plugins = _plugins(("reverse", ReversePlugin()), ("listening", Listening()))
+    assert plugins.provider("executor", "reverse") == "reverse"
+    records = Runner(config, plugins).run()
+    assert [r["config"]["strategy"] for r in records] == ["linear", "scratch"]
+    assert all(r["status"] == "ok" for r in records)
+    assert results.read(tmp_path / "results.jsonl") == records
+    assert heard[:2] == [("linear", 1), ("linear", 2)]  # events reached the driver's observers
