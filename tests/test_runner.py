@@ -19,22 +19,34 @@ def test_grid_writes_one_complete_record_per_run(plugins, tiny_config):
         ("scratch", 0), ("scratch", 1), ("linear", 0), ("linear", 1), ("finetune", 0), ("finetune", 1)
     ]
     assert results.read(tiny_config.out) == records
+    # The tiny backbone: conv 3->8 (3x3, bias), BatchNorm(8), conv 8->16 (3x3, bias); head 16->3.
+    backbone_params = (3 * 8 * 9 + 8) + 2 * 8 + (8 * 16 * 9 + 16)
+    head_params = 16 * 3 + 3
     for r in records:
         assert r["status"] == "ok", r["reason"]
-        assert len(r["accuracy"]["curve"]) == 2
-        assert 0 <= r["accuracy"]["final"] <= 1
-        assert r["accuracy"]["best"] == max(c["eval_accuracy"] for c in r["accuracy"]["curve"])
+        curve = r["accuracy"]["curve"]
+        assert [c["epoch"] for c in curve] == [1, 2]
+        # Top-1 on the 18 evaluation images: a whole number of them, the last epoch's.
+        assert r["accuracy"]["final"] == curve[-1]["eval_accuracy"]
+        assert all(round(c["eval_accuracy"] * 18, 4).is_integer() for c in curve)
+        best = max(c["eval_accuracy"] for c in curve)
+        assert r["accuracy"]["best"] == best
+        assert curve[r["accuracy"]["best_epoch"] - 1]["eval_accuracy"] == best
+        assert r["data"]["train_images"] == 48 and r["data"]["eval_images"] == 18
         cost = r["cost"]
-        for field in ("data_prep_seconds", "feature_seconds", "train_seconds", "eval_seconds",
-                      "train_images_per_s", "eval_images_per_s", "peak_memory_bytes",
-                      "trainable_params", "total_params"):
-            assert cost[field] is not None, field
+        for field in ("data_prep_seconds", "train_seconds", "eval_seconds",
+                      "train_images_per_s", "eval_images_per_s", "peak_memory_bytes"):
+            assert cost[field] > 0, field
+        assert cost["total_params"] == backbone_params + head_params
+        # Two evaluations of 18 images in eval_seconds.
+        assert cost["eval_images_per_s"] == pytest.approx(2 * 18 / cost["eval_seconds"], rel=1e-6)
         assert r["environment"]["torch"] and r["environment"]["tlbench"]
     linear = records[2]
-    assert linear["cost"]["trainable_params"] == 16 * 3 + 3  # the head alone
+    assert linear["cost"]["trainable_params"] == head_params  # the head alone
     assert linear["cost"]["feature_seconds"] > 0
-    finetune = records[4]
-    assert finetune["cost"]["trainable_params"] == finetune["cost"]["total_params"]
+    for r in (records[0], records[4]):  # scratch and finetune train everything
+        assert r["cost"]["trainable_params"] == r["cost"]["total_params"]
+        assert r["cost"]["feature_seconds"] == 0
 
 
 def test_strategy_needing_weights_is_skipped_with_reason(plugins, tiny_config):
