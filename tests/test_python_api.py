@@ -8,6 +8,7 @@ values against the records themselves.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -284,3 +285,38 @@ def test_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_example_script_runs(tmp_path: Path) -> None:
+    """examples/python_api.py end to end: the grid, the frame, the table and the plot.
+
+    Slow: it trains EfficientNet-Lite0 from scratch at 32 px (about 50 s of CPU here).
+    """
+    pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    script = Path(__file__).resolve().parents[1] / "examples" / "python_api.py"
+    env = {**os.environ, "TLBENCH_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "<tlbench.Results: 4 runs (3 ok, 1 skipped)>" in out
+    # The frame: one line per run, with the frame's column names.
+    assert "top1_final" in out and "peak_memory_mb" in out
+    assert (
+        sum(line.split()[:3] == ["small_cnn", "linear", "skipped"] for line in out.splitlines())
+        == 1
+    )
+    # The table: its heading, the skipped row's reason, the legend.
+    assert "dataset: synthetic" in out
+    assert "skipped: small_cnn has no pretrained weights" in out
+    assert report.LEGEND in out
+    assert (tmp_path / "out" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "results").exists()  # out=None: no results file

@@ -53,6 +53,10 @@ def _typed(key: str, value: Any) -> Any:
     field_type = HP_FIELDS.get(key) or _RUN_FIELDS[key].type
     if isinstance(value, tuple):
         value = list(value)
+    if key == "shots":  # shots=5 or [1, 5] as the flag's "1,5"
+        value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, list):
+            value = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
     return _check_type(value, field_type, f"tlbench.run({key}=...)")
 
 
