@@ -10,6 +10,7 @@ process cannot even allocate an array the size of that split.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -138,12 +139,15 @@ CAPPED_TRAINING = textwrap.dedent(
 )
 def test_split_larger_than_the_memory_cap_decodes_and_trains_from_the_map(tmp_path, request):
     here = str(request.path.parent)
-    done = subprocess.run(
-        [sys.executable, "-c", CAPPED_TRAINING, str(tmp_path / "cache"), here],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", CAPPED_TRAINING, str(tmp_path / "cache"), here],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)  # a gigabyte: not kept for later
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     print(
