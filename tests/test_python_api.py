@@ -7,6 +7,7 @@ values against the records themselves.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -320,3 +321,16 @@ def test_example_script_runs(tmp_path: Path) -> None:
     assert report.LEGEND in out
     assert (tmp_path / "out" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "results").exists()  # out=None: no results file
+
+
+def test_progress_suits_where_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlbench.console import LiveProgress, PlainProgress
+    from tlbench.python_api import _progress
+
+    assert _progress(False) is None
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # a pipe or a log
+    assert type(_progress(True)) is PlainProgress
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich's switch for "this is a terminal"
+    assert type(_progress(True)) is LiveProgress
