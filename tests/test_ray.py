@@ -7,6 +7,7 @@ Each run is a Ray task that loads the driver's plugins by import path
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -65,11 +66,15 @@ def test_a_ray_grid_matches_inline_per_run_key(tmp_path):
     assert results.read(tmp_path / "b" / "results.jsonl") == records
 
 
+#: runs of the grid the driver is killed in: enough that some are still to do.
+SEEDS = 6
+
+
 def _run_cli(tmp_path: Path, *extra: str) -> subprocess.Popen:
     args = [
         sys.executable, "-m", "tlbench.cli", "run", "--plain",
         "--backbones", "small_cnn", "--datasets", "synthetic", "--strategies", "scratch",
-        "--seeds", "0,1,2,3", "--epochs", "3", "--image-size", "32",
+        "--seeds", ",".join(map(str, range(SEEDS))), "--epochs", "2", "--image-size", "32",
         "--out", str(tmp_path / "runs.jsonl"), "--cache-dir", str(tmp_path / "cache"),
         "--device", "cpu", *extra,
     ]  # fmt: skip
@@ -83,23 +88,27 @@ def _run_cli(tmp_path: Path, *extra: str) -> subprocess.Popen:
 def test_a_ray_driver_killed_mid_grid_keeps_every_finished_run_and_the_rerun_completes(tmp_path):
     out = tmp_path / "runs.jsonl"
     driver = _run_cli(tmp_path, "--executor", "ray")
-    deadline = time.monotonic() + 240
+    # Generous: a busy 2-core machine starts Ray and its workers slowly.
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline and driver.poll() is None:
         if out.exists() and out.read_text().count("\n") >= 1:
             break
         time.sleep(0.1)
     assert driver.poll() is None, driver.communicate()[0]
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and whatever it started, at once
+    assert out.exists(), "no run finished in 15 minutes"
+    os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` does
     driver.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)  # then the local Ray instance it started
     finished = results.read(out)
     assert finished and all(r["status"] == "ok" for r in finished)
-    assert len(finished) < 4
+    assert len(finished) < SEEDS
 
     rerun = _run_cli(tmp_path, "--executor", "ray")
-    log, _ = rerun.communicate(timeout=300)
+    log, _ = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, log
-    assert f"{4 - len(finished)} to train, {len(finished)} already done" in log
+    assert f"{SEEDS - len(finished)} to train, {len(finished)} already done" in log
     records = results.read(out)
-    assert len(records) == 4
-    assert sorted(r["config"]["seed"] for r in records) == [0, 1, 2, 3]
+    assert len(records) == SEEDS
+    assert sorted(r["config"]["seed"] for r in records) == list(range(SEEDS))
     assert all(r["status"] == "ok" for r in records)
