@@ -51,7 +51,7 @@ def test_misspelt_top_level_key_names_the_key_the_file_and_the_fix(tmp_path):
         ("[strategy.linear]\nepochs = 0\n", "[strategy.linear]: epochs must be >= 1, not 0"),
         ("lr = -0.1\n", "lr must be > 0.0"),
         ("val_fraction = 1.5\n", "val_fraction must be between 0 and 1"),
-        ('precision = "fp16"\n', "precision must be one of auto, fp32, bf16"),
+        ('precision = "fp64"\n', "precision must be one of auto, fp32, tf32, bf16, fp16"),
         ("hyperparameters = 3\n", "[hyperparameters] must be a table"),
         (
             "lr = 0.1\n[hyperparameters]\nlr = 0.2\n",
