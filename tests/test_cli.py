@@ -85,8 +85,15 @@ def test_rerun_resumes_and_force_redoes(tiny_cli, run_args, capsys):
     assert len(results.read(run_args[run_args.index("--out") + 1])) == 6
 
 
-def test_run_with_every_run_failing_exits_1(tiny_cli, run_args, capsys):
-    assert main([*run_args, "--strategies", "scratch", "--lr", "1e30", "-q"]) == 1
+def test_run_with_every_run_failing_exits_1(tiny_cli, run_args, capsys, monkeypatch):
+    import tlbench.trial
+    from tlbench.engine import Diverged
+
+    def diverging(*args, **kwargs):
+        raise Diverged(1, float("nan"))
+
+    monkeypatch.setattr(tlbench.trial, "train_images", diverging)
+    assert main([*run_args, "--strategies", "scratch", "-q"]) == 1
     out = capsys.readouterr().out
     assert "failed: training loss became" in out.replace("\n", " ")
 
@@ -96,7 +103,9 @@ def test_ctrl_c_keeps_finished_runs_and_closes_the_live_display(
 ):
     console = terminal()
     monkeypatch.setattr(
-        tlbench.cli, "Console", lambda **k: console if not k.get("stderr") else Console(**k)
+        tlbench.console,
+        "PipeSafeConsole",
+        lambda **k: console if not k.get("stderr") else Console(**k),
     )
     made = []
 
@@ -110,7 +119,7 @@ def test_ctrl_c_keeps_finished_runs_and_closes_the_live_display(
         made.append(Interrupting(c))
         return made[-1]
 
-    monkeypatch.setattr(tlbench.progress, "make_progress", make)
+    monkeypatch.setattr(tlbench.console, "make_progress", make)
     assert main(run_args) == 130
     out = ANSI_CODE.sub("", console.file.getvalue())
     assert "interrupted" in out and "1 finished run(s) of this grid are kept" in out

@@ -93,7 +93,8 @@ def test_seeds_are_aggregated_as_mean_std_and_n():
     assert row.train_seconds == pytest.approx(12)
     assert row.peak_memory_mb == pytest.approx(300)
     cells = dict(zip(report.COLUMNS, report.row_cells(row), strict=True))
-    assert cells["top-1 %"] == "85.0 ± 5.0" and cells["n"] == "3"
+    # 95% t interval: 0.85 ± t(0.975, 2) 4.3027 x 0.05 / sqrt(3) = ± 0.1242.
+    assert cells["top-1 %"] == "85.0 ± 5.0 [72.6, 97.4]" and cells["n"] == "3"
     assert cells["trainable / total"] == "1.0k / 5.00M"
 
 
@@ -265,7 +266,10 @@ def test_markdown_html_and_latex_are_one_table_per_dataset():
     assert md.count("### dataset: ") == 2
     header = next(line for line in md.splitlines() if line.startswith("| backbone"))
     assert [c.strip() for c in header.strip("|").split("|")] == report.COLUMNS
-    assert "|:-----------|:-----------|-----------:|" in md  # names left, numbers right
+    alignment = next(line for line in md.splitlines() if line.startswith("|:"))
+    backbone, strategy, top1 = alignment.strip("|").split("|")[:3]
+    # Names left (":---"), numbers right ("---:").
+    assert backbone.startswith(":") and strategy.startswith(":") and top1.endswith(":")
     assert "skipped: small_cnn has no pretrained weights" in md
     html = report.render(rows, "html")
     assert html.count("<table>") == 2 and "pets &amp; &lt;co&gt;" in html and "<co>" not in html

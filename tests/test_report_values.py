@@ -191,19 +191,24 @@ def _markdown_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
 def test_rendered_cells(rows):
     table = _markdown_rows(report.render(report.sort_rows(list(rows.values())), "markdown"))
     flowers = "dataset: flowers"
+    # 95% intervals, Student t over seeds: linear 0.82 ± t(0.975, 2) 4.3027 x 0.02 / sqrt(3)
+    # = ± 0.0497 -> [77.0, 87.0]; vit's two equal seeds -> [82.0, 82.0]; scratch 0.55 ±
+    # t(0.975, 1) 12.706 x 0.0707 / sqrt(2) = ± 0.635, clipped to [0.0, 100.0]. One seed
+    # and no evaluation image count: no interval. Tie "=": the best row of each dataset;
+    # the others share fewer than two seeds with it (finetune ran seed 0 only): not compared.
     expected = {
         (flowers, "resnet18 / finetune"): ["90.0", "1", "3", "100", "1,000", "300",
-                                            "11.69M / 11.69M", "+35.0", "*", ""],
-        (flowers, "resnet18 / linear"): ["82.0 ± 2.0", "3", "3", "7.00", "2,000", "300",
-                                          "513 / 11.69M", "+27.0", "*", "features cached"],
-        (flowers, "vit / linear"): ["82.0 ± 0.0", "2", "3", "9.00", "1,000", "300",
-                                     "513 / 11.69M", "", "", ""],
-        (flowers, "resnet18 / scratch"): ["55.0 ± 7.1", "2", "2", "50.0", "1,000", "300",
-                                           "11.69M / 11.69M", "", "", ""],
-        (flowers, "mobilenet / finetune"): ["", "", "", "", "", "", "", "", "",
+                                            "11.69M / 11.69M", "+35.0", "*", "=", ""],
+        (flowers, "resnet18 / linear"): ["82.0 ± 2.0 [77.0, 87.0]", "3", "3", "7.00", "2,000",
+                                          "300", "513 / 11.69M", "+27.0", "*", "", "features cached"],
+        (flowers, "vit / linear"): ["82.0 ± 0.0 [82.0, 82.0]", "2", "3", "9.00", "1,000", "300",
+                                     "513 / 11.69M", "", "", "", ""],
+        (flowers, "resnet18 / scratch"): ["55.0 ± 7.1 [0.0, 100.0]", "2", "2", "50.0", "1,000",
+                                           "300", "11.69M / 11.69M", "", "", "", ""],
+        (flowers, "mobilenet / finetune"): ["", "", "", "", "", "", "", "", "", "",
                                              "failed: loss became nan"],
         ("dataset: pets", "resnet18 / scratch"): ["30.0", "1", "3", "1.00", "1,000", "300",
-                                                   "513 / 11.69M", "", "*", ""],
+                                                   "513 / 11.69M", "", "*", "=", ""],
     }  # fmt: skip
     assert set(table) == set(expected)
     for name, cells in expected.items():

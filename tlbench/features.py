@@ -80,7 +80,12 @@ class FeatureStore:
         array, meta = stored
         facts = {k: meta.get(k) for k in MODEL_FACTS}
         facts["device"] = meta.get("device")
-        if array.shape != (count, feature_dim) or not isinstance(facts["backbone_params"], int):
+        # A FLOP count that failed (None) is never reused: the entry is made again and recounted.
+        if (
+            array.shape != (count, feature_dim)
+            or not isinstance(facts["backbone_params"], int)
+            or not isinstance(facts["forward_flops_per_image"], int)
+        ):
             self.disk.reject(
                 key, f"shape {array.shape} or its facts do not match {(count, feature_dim)}"
             )

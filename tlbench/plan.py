@@ -84,8 +84,15 @@ def execution_settings(config: RunConfig) -> dict[str, Any]:
         ex = Execution.resolve(device, config.precision, config.channels_last, config.compile)
     except ValueError as error:
         raise TlbenchError(f"--{error}") from None
-    # Which GPU index runs a spec is the executor's choice, not part of its result.
-    return {**ex.to_dict(), "device": device.type}
+    # Which GPU index runs a spec is the executor's choice, not part of its result;
+    # which GPU model runs it is: an H100's timings are not an A100's. (On a CPU the
+    # keys stay as they were; the record names the CPU model.)
+    settings = {**ex.to_dict(), "device": device.type}
+    if device.type != "cpu":
+        from tlbench.timing import device_identity
+
+        settings["device_model"] = device_identity(device)["key"]
+    return settings
 
 
 def make_plan(

@@ -48,9 +48,12 @@ GROUP_KEYS = ("dataset", "backbone", "strategy", "none")
 NAME_COLUMNS = ("dataset", "backbone", "strategy")
 
 LEGEND = (
-    "top-1: final epoch on the held-out split, mean ± std over seeds (n). "
+    "top-1: final epoch on the held-out split, mean ± std over seeds (n) [95% confidence "
+    "interval: Student t over seeds, or a bootstrap over the evaluation images for one seed]. "
     "train s: feature extraction + training (no decoding, no eval). "
-    "pareto *: no other row of the dataset is both more accurate and cheaper to train."
+    "pareto *: no other row of the dataset is both more accurate and cheaper to train. "
+    "tie =: the best row, and rows that cannot be told apart from it (paired t over the seeds "
+    "both ran, 95%; rows sharing fewer than two seeds are not compared)."
 )
 
 
@@ -87,6 +90,16 @@ class Row:
     older_data: bool = False
     #: when the newest run on this data was recorded (ISO-8601 UTC), "" when unknown.
     last_run: str = ""
+    #: 95% confidence interval of `accuracy`: Student t over seeds (two or more),
+    #: else a bootstrap over the single run's evaluation images (`ci_method`).
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_method: str = ""
+    #: cannot be told apart from the best row of its section (paired differences over
+    #: the seeds both ran; None when they share fewer than two seeds).
+    tie: bool | None = None
+    #: final top-1 of each seed, for the paired comparisons.
+    seed_accuracy: dict[int, float] = field(default_factory=dict)
 
     @property
     def section(self) -> str:
@@ -412,11 +425,21 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         best_epoch = [
             r["accuracy"]["best_epoch"] for r in ok if r["accuracy"]["best_epoch"] is not None
         ]
+        interval = _interval(ok, accs)
         rows.append(
             Row(
                 **base,
                 status="ok",
                 n=len(ok),
+                # An accuracy lies in [0, 1]: a wide t interval (two seeds) is clipped to it.
+                ci_low=max(0.0, interval.lower) if interval else None,
+                ci_high=min(1.0, interval.upper) if interval else None,
+                ci_method=interval.method if interval else "",
+                seed_accuracy={
+                    r["config"]["seed"]: r["accuracy"]["final"]
+                    for r in ok
+                    if isinstance(r["config"].get("seed"), int)
+                },
                 accuracy=_mean(accs),
                 accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None,
                 best_accuracy=_mean(best),
@@ -434,7 +457,44 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
             )
         )
     _mark_gain_and_pareto(rows)
+    _mark_ties(rows)
     return rows
+
+
+def _interval(ok: list[dict[str, Any]], accs: list[float]) -> Any:
+    """The row's 95% interval (see `tlbench.stats.accuracy_interval`), or None."""
+    from tlbench import stats
+
+    correct = None
+    if len(ok) == 1:
+        n = (ok[0].get("data") or {}).get("eval_images")
+        if isinstance(n, int) and n > 0:
+            # Only how many images were right matters to the bootstrap of one
+            # accuracy, so this 0/1 vector gives exactly its interval.
+            hits = round(accs[0] * n)
+            correct = [1] * hits + [0] * (n - hits)
+    return stats.accuracy_interval(accs, correct)
+
+
+def _mark_ties(rows: list[Row]) -> None:
+    """Mark the rows of each section that cannot be told apart from its best row.
+
+    Paired over the seeds two rows share (Student t of the per-seed
+    differences); with fewer than two common seeds there is no paired test
+    (per-image results are not recorded), and `tie` stays None.
+    """
+    from tlbench import stats
+
+    sections: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.accuracy is not None and row.seed_accuracy:
+            sections.setdefault(row.section, []).append(row)
+    for group in sections.values():
+        compared = stats.compare_to_best(
+            [stats.Row(key=i, accuracy=r.seed_accuracy) for i, r in enumerate(group)]
+        )
+        for i, row in enumerate(group):
+            row.tie = compared[i].tied
 
 
 def _mark_gain_and_pareto(rows: list[Row]) -> None:
@@ -543,6 +603,7 @@ METRIC_COLUMNS = [
     "trainable / total",
     "vs scratch",
     "pareto",
+    "tie",
     "note",
 ]
 #: the columns when grouped by dataset (the usual view).
@@ -565,6 +626,8 @@ def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
     acc = _pct(row.accuracy)
     if row.accuracy_std is not None:
         acc += f" ± {_pct(row.accuracy_std)}"
+    if row.ci_low is not None and row.ci_high is not None:
+        acc += f" [{_pct(row.ci_low)}, {_pct(row.ci_high)}]"
     gain = "" if row.gain_over_scratch is None else f"{100 * row.gain_over_scratch:+.1f}"
     notes = ["features cached"] if row.features_cached else []
     if row.reason:
@@ -580,6 +643,7 @@ def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
         f"{_params(row.trainable_params)} / {_params(row.total_params)}",
         gain,
         "*" if row.pareto else "",
+        "=" if row.tie else "",
         "; ".join(notes),
     ]
 
@@ -614,7 +678,13 @@ def render(rows: list[Row], fmt: str, group_by: str = "dataset") -> str:
         for r in rows:
             writer.writerow(
                 {
-                    k: (";".join(map(str, v)) if isinstance(v, list) else v)
+                    k: (
+                        ";".join(map(str, v))
+                        if isinstance(v, list)
+                        else json.dumps(v, sort_keys=True)
+                        if isinstance(v, dict)
+                        else v
+                    )
                     for k, v in asdict(r).items()
                 }
             )

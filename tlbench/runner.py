@@ -134,6 +134,9 @@ class Runner:
                         self.plugins.run_finished(specs[record["key"]], record)
                 finally:
                     executor.close()
+        # In the plan's order, whatever order the executor finished them in.
+        order = {p.spec.key: i for i, p in enumerate(plans)}
+        records.sort(key=lambda r: order.get(r["key"], len(order)))
         self.plugins.grid_finished(records)
         return records
 

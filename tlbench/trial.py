@@ -46,7 +46,14 @@ from tlbench.errors import DatasetError, Terminated, TlbenchError
 from tlbench.features import FeatureStore, feature_key
 from tlbench.plugins import Plugins, PluginSet
 from tlbench.record import SCHEMA_VERSION, RunRecord
-from tlbench.timing import PeakMemory, Stopwatch, environment, forward_flops, peak_tflops
+from tlbench.timing import (
+    PeakMemory,
+    Stopwatch,
+    device_identity,
+    environment,
+    forward_flops,
+    mfu,
+)
 
 Events = Callable[[str, dict[str, Any]], None]
 
@@ -366,7 +373,8 @@ class TrialHost:
             "data_prep_seconds": watch.seconds.get("data_prep", 0.0),
             "feature_seconds": watch.seconds.get("features", 0.0),
             **fit.cost(),
-            **memory.read(),
+            # The model's peak apart from the dataset kept on the device (where it fits).
+            **memory.read(resident_bytes=fit.resident_data_bytes),
             "trainable_params": trainable,
             "total_params": total,
             "forward_flops_per_image": flops,
@@ -382,16 +390,21 @@ class TrialHost:
             cost["probe_train_seconds"] = probe_fit.train_seconds
             cost["train_seconds"] = probe_fit.train_seconds + fit.train_seconds
             cost["eval_seconds"] = probe_fit.eval_seconds + fit.eval_seconds
+        # Everything the run took, its one-off costs (warm-up, uploads) included; the
+        # compared training time (`train_seconds`) leaves them out.
+        one_off = [f for f in (probe_fit, fit) if f is not None]
         cost["wall_seconds"] = (
             cost["data_prep_seconds"]
             + cost["feature_seconds"]
             + cost["train_seconds"]
             + cost["eval_seconds"]
+            + sum(f.warmup_seconds + f.upload_seconds for f in one_off)
         )
-        peak = peak_tflops(ex.device, ex.precision)
-        if peak and flops and cost.get("train_images_per_s") and not strategy.frozen_backbone:
-            # Training costs about 3x the forward pass (forward + two backward matmuls).
-            cost["mfu"] = 3 * flops * cost["train_images_per_s"] / (peak * 1e12)
+        if not strategy.frozen_backbone:
+            # Against the peak of this device model at this precision, or none, with why.
+            cost.update(
+                mfu(flops, cost.get("train_images_per_s"), device_identity(ex.device), ex.precision)
+            )
         if workspace.models_dir is not None and fit.best_state is not None:
             from tlbench.checkpoint import save_checkpoint
 
