@@ -517,11 +517,6 @@ def test_a_plain_rerun_after_an_interrupted_force_rerun_trains_nothing(run_cli, 
     assert row["accuracy"] == ok["accuracy"]["final"] and "later rerun" in row["reason"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planning marks the run 'trained again', but runner._claims(recheck=True) takes any "
-    "ok answer as finished by another process; it should count only an ok newer than planning",
-)
 def test_save_models_rerun_whose_checkpoint_is_missing_trains_again(run_cli, tmp_path):
     assert _tiny_run(run_cli, tmp_path, "--save-models").code == 0
     out = tmp_path / "runs.jsonl"

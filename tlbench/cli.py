@@ -710,7 +710,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     latest = results.answer_by_key(mine)
     failed = [r for r in latest.values() if r["status"] == "failed"]
     console.print(
-        f"results: {runner.out}  (tlbench report {runner.out} --plot tradeoff.png)", soft_wrap=True
+        f"results: {escape(str(runner.out))}  "
+        f"(tlbench report {escape(str(runner.out))} --plot tradeoff.png)",
+        soft_wrap=True,
     )
     # Exit 1 only when nothing of this grid succeeded: some failures are a
     # finding (a backbone too big for the GPU), not a broken invocation.

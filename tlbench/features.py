@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tlbench.api import Backbone
-from tlbench.cache import ArrayStore, cache_key
+from tlbench.cache import ArrayStore, MemoryLRU, cache_key
 
 FEATURES_VERSION = 1
 #: what an entry records of the model that made it, besides the features.
@@ -57,14 +57,21 @@ def feature_key(
 
 
 class FeatureStore:
-    """Features by key: a bounded memory of this process's entries, then the disk cache."""
+    """Features by key: a bounded memory of this process's entries, then the disk cache.
 
-    #: entries kept in memory (each is one split of one backbone: a few MB on small data).
-    MEMORY_ENTRIES = 16
+    Disk entries are read memory-mapped (a split's features are never all
+    resident unless used), and their sidecars are type-checked: an entry
+    whose facts are missing or mistyped is a miss, made again with a warning.
+    `lock(key)` serialises the making of one entry across processes, so two
+    workers never extract the same features at once.
+    """
+
+    #: bytes of features kept in this process's memory (mapped entries count as 0).
+    MEMORY_BYTES = 1 << 30
 
     def __init__(self, cache_dir: Path | None):
         self.disk = ArrayStore(cache_dir / "features" if cache_dir else None)
-        self._memory: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
+        self._memory: MemoryLRU[tuple[np.ndarray, dict[str, Any]]] = MemoryLRU(self.MEMORY_BYTES)
 
     def get(
         self, key: str, feature_dim: int, count: int
@@ -72,34 +79,32 @@ class FeatureStore:
         """`(features, facts, "memory" | "disk")`, or None on a miss or a damaged entry."""
         entry = self._memory.get(key)
         if entry is not None:
-            self._memory[key] = self._memory.pop(key)  # most recently used last
             return entry[0], entry[1], "memory"
-        stored = self.disk.load(key, dtype="float32")
+        # A FLOP count that failed is never stored (see `put`): an entry without one is made again.
+        stored = self.disk.load(key, dtype="float32", shape=(count, feature_dim), fields=_FIELDS)
         if stored is None:
             return None
         array, meta = stored
-        facts = {k: meta.get(k) for k in MODEL_FACTS}
-        facts["device"] = meta.get("device")
-        # A FLOP count that failed (None) is never reused: the entry is made again and recounted.
-        if (
-            array.shape != (count, feature_dim)
-            or not isinstance(facts["backbone_params"], int)
-            or not isinstance(facts["forward_flops_per_image"], int)
-        ):
-            self.disk.reject(
-                key, f"shape {array.shape} or its facts do not match {(count, feature_dim)}"
-            )
-            return None
+        facts = {k: meta.get(k) for k in (*MODEL_FACTS, "device")}
         self._remember(key, array, facts)
         return array, facts, "disk"
+
+    def lock(self, key: str) -> Any:
+        """Hold while making entry `key`: another process making it waits, then finds it."""
+        return self.disk.lock(key)
 
     def put(
         self, key: str, features: np.ndarray, facts: dict[str, Any], meta: dict[str, Any]
     ) -> None:
         self._remember(key, features, facts)
-        self.disk.save(key, features, {**meta, **facts})
+        if facts.get("forward_flops_per_image") is None:
+            return  # kept in memory only: a failed count must not outlive this process
+        self.disk.save(key, features, {"kind": "features", **meta, **facts})
 
     def _remember(self, key: str, features: np.ndarray, facts: dict[str, Any]) -> None:
-        self._memory[key] = (features, facts)
-        while len(self._memory) > self.MEMORY_ENTRIES:
-            self._memory.pop(next(iter(self._memory)))
+        size = 0 if isinstance(features, np.memmap) else features.nbytes
+        self._memory.put(key, (features, facts), size)
+
+
+#: what a feature entry's sidecar must hold, with the types it must have.
+_FIELDS = {"backbone_params": int, "forward_flops_per_image": int, "device": (str, type(None))}

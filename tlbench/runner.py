@@ -17,6 +17,7 @@ claim in the results folder) is left to it, with a note.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import os
 import warnings
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ class Runner:
     console: object | None = None
     _plan: Plan | None = field(default=None, init=False, repr=False)
     _host: TrialHost | None = field(default=None, init=False, repr=False)
+    _planned_at: _dt.datetime | None = field(default=None, init=False, repr=False)
 
     @property
     def out(self) -> Path:
@@ -59,6 +61,7 @@ class Runner:
     def plan(self) -> list[PlannedRun]:
         """Resolve every name and load every dataset; raise before any training."""
         self.plugins.executors.get(self.config.executor)  # an unknown name fails before any work
+        self._planned_at = _dt.datetime.now(_dt.timezone.utc)
         execution = execution_settings(self.config)
         self._host = TrialHost(self.plugins, workspace_for(self.config))
         self._plan = make_plan(self.config, self.plugins, self._host.dataset, execution)
@@ -100,7 +103,8 @@ class Runner:
         records: list[RunRecord] = []
         existing = results.latest_by_key(results.read(out))
         pending = [p for p in todo if p.status == "pending"]
-        with _claims(out, pending, recheck=not self.config.force) as (claimed, finished):
+        since = None if self.config.force else self._planned_at
+        with _claims(out, pending, since=since) as (claimed, finished):
             busy = [p for p in pending if p.spec.key not in claimed | finished]
             if busy:
                 warnings.warn(
@@ -143,15 +147,16 @@ class Runner:
 
 @contextlib.contextmanager
 def _claims(
-    out: Path, pending: list[PlannedRun], *, recheck: bool
+    out: Path, pending: list[PlannedRun], *, since: _dt.datetime | None
 ) -> Iterator[tuple[set[str], set[str]]]:
     """Claim each pending run's key for this process; yields (claimed, finished) keys.
 
     A claim is an exclusive lock on `<results folder>/.tlbench-claims/<key>`,
     held while this grid runs and released by the system when the process
-    ends, however it ends. A key another process holds is not claimed. With
-    `recheck`, a claimed key whose ok record appeared since planning (another
-    process finished it meanwhile) is returned as finished, not claimed.
+    ends, however it ends. A key another process holds is not claimed. A
+    claimed key with an ok record written after `since` (planning: another
+    process finished it meanwhile) is returned as finished, not claimed; an
+    older ok record is one planning already judged (a run trained again).
     """
     keys = {p.spec.key for p in pending}
     if fcntl is None or not keys:
@@ -166,10 +171,12 @@ def _claims(
             if handle is not None:
                 held[key] = handle
         finished: set[str] = set()
-        if recheck:
+        if since is not None:
             # A process that held a claim until just now may have finished the run.
-            answers = results.answer_by_key(results.read(out))
-            finished = {k for k in held if answers.get(k, {}).get("status") == "ok"}
+            for record in results.read(out):
+                when = results.record_time(record)
+                if record["key"] in held and record.get("status") == "ok" and when and when > since:
+                    finished.add(record["key"])
         yield set(held) - finished, finished
     finally:
         for key, handle in held.items():

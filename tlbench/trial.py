@@ -31,7 +31,7 @@ from torch import nn
 
 from tlbench.api import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
 from tlbench.budget import budget_indices
-from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
+from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError, mapped_tensor
 from tlbench.engine import (
     Diverged,
     Execution,
@@ -127,6 +127,7 @@ class TrialHost:
                     split=split,
                     size=store,
                     strict=self.workspace.strict,
+                    dataset=spec.dataset,
                     progress=lambda d, t: emit(
                         "run_phase", {"run": spec, "phase": "decode", "done": d, "total": t}
                     ),
@@ -465,9 +466,14 @@ class TrialHost:
         from tlbench import transferability as tr
 
         key = (
-            spec.backbone, spec.weights, spec.dataset_fingerprint, spec.image_size,
-            spec.execution.get("precision"), spec.budget, spec.seed if spec.budget else None,
-        )  # fmt: skip
+            spec.backbone,
+            spec.weights,
+            spec.dataset_fingerprint,
+            spec.image_size,
+            spec.execution.get("precision"),
+            spec.budget,
+            spec.seed if spec.budget else None,
+        )
         if key not in self._score_memo:
             t0 = time.perf_counter()
             x = train_x.double().numpy()
@@ -532,29 +538,77 @@ class TrialHost:
             )
             with watch.section("features"):
                 found = self.features.get(key, backbone.feature_dim, len(data))
-            if found is not None:
-                array, facts, hit = found
-                out.append(torch.from_numpy(array))
-                hits.append(hit)
-                continue
-            if model is None:
-                model = ex.place(frozen_model())  # FLOPs are counted where the model runs
-                phase("features")  # again: building showed "build"
-                facts = {
-                    "backbone_params": count_parameters(model.backbone)[1],
-                    "forward_flops_per_image": self._forward_flops(
-                        backbone, model, spec.image_size, ex
-                    ),
-                    "device": _device_label(ex),
-                }
-            with watch.section("features"):
-                feats = extract_features(model, data, spec.image_size, 2 * hp.batch_size, ex)
-                meta = {"backbone": backbone.name, "dataset": spec.dataset, "split": split}
-                self.features.put(key, feats.numpy(), facts, meta)
-            hits.append("none")
-            out.append(feats)
+            if found is None:
+                # Another worker may be making this very entry: wait for it, then look again.
+                with self.features.lock(key):
+                    with watch.section("features"):
+                        found = self.features.get(key, backbone.feature_dim, len(data))
+                    if found is None:
+                        feats, facts, model = self._extract(
+                            spec,
+                            hp,
+                            ex,
+                            backbone,
+                            frozen_model,
+                            model,
+                            data,
+                            key,
+                            split,
+                            store,
+                            phase,
+                            facts,
+                            watch,
+                        )
+                        hits.append("none")
+                        out.append(feats)
+                        continue
+            array, facts, hit = found
+            out.append(mapped_tensor(array))
+            hits.append(hit)
         hit = hits[0] if len(set(hits)) == 1 else "partial"
         return (out[0], out[1]), hit, facts
+
+    def _extract(
+        self,
+        spec: RunSpec,
+        hp: Any,
+        ex: Execution,
+        backbone: Backbone,
+        frozen_model: Callable[[], ImageClassifier],
+        model: ImageClassifier | None,
+        data: ImageTensors,
+        key: str,
+        split: str,
+        store: int,
+        phase: Callable[[str], None],
+        facts: dict[str, Any],
+        watch: Stopwatch,
+    ) -> tuple[torch.Tensor, dict[str, Any], ImageClassifier]:
+        """Compute one split's features with the frozen model (built once) and store them."""
+        if model is None:
+            model = ex.place(frozen_model())  # FLOPs are counted where the model runs
+            phase("features")  # again: building showed "build"
+            facts = {
+                "backbone_params": count_parameters(model.backbone)[1],
+                "forward_flops_per_image": self._forward_flops(
+                    backbone, model, spec.image_size, ex
+                ),
+                "device": _device_label(ex),
+            }
+        with watch.section("features"):  # extracting and saving; not building, not counting
+            feats = extract_features(model, data, spec.image_size, 2 * hp.batch_size, ex)
+        meta = {
+            "backbone": backbone.name,
+            "weights": backbone.weights,
+            "dataset": spec.dataset,
+            "fingerprint": spec.dataset_fingerprint,
+            "split": split,
+            "image_size": spec.image_size,
+            "size": store,
+        }
+        with watch.section("features"):
+            self.features.put(key, feats.numpy(), facts, meta)
+        return feats, facts, model
 
     # ------------------------------------------------------------------ records
 
