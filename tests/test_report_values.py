@@ -312,7 +312,14 @@ def test_csv_holds_the_unformatted_values(rows):
 
 @pytest.mark.parametrize(
     ("params", "shown"),
-    [(999, "999"), (1000, "1.0k"), (99_999, "100.0k"), (100_000, "0.10M"), (25_557_032, "25.56M")],
+    [
+        (999, "999"),
+        (1000, "1.0k"),
+        (99_999, "100.0k"),
+        (100_000, "0.10M"),
+        (1_995_001, "2.00M"),  # millions of 10^6 exactly: 1.995001 rounds up
+        (25_557_032, "25.56M"),
+    ],
 )
 def test_parameter_counts_are_shown_in_k_and_m(params, shown):
     row = Row("d", "b", "s", "ok", n=1, accuracy=0.5, trainable_params=params, total_params=params)
@@ -347,3 +354,10 @@ def test_grouped_by_strategy_the_dataset_becomes_a_column():
     assert report.row_cells(groups["scratch"][1], "strategy")[:3] == ["pets", "resnet18", "30.0"]
     with pytest.raises(ValueError, match="--group-by"):
         report.group_rows(rows, "colour")
+
+
+def test_a_row_without_parameter_counts_shows_empty_counts():
+    row = Row("d", "b", "s", "ok", n=1, accuracy=0.5)  # a record whose cost has no counts
+    cells = dict(zip(report.COLUMNS, report.row_cells(row), strict=True))
+    assert cells["trainable / total"] == " / "
+    assert cells["train s"] == "" and cells["img/s"] == "" and cells["peak MB"] == ""
