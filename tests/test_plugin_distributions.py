@@ -176,7 +176,9 @@ def test_a_linear_run_on_a_timm_backbone_completes_and_is_recorded(
     env = {**os.environ, "TLBENCH_LOAD_PLUGINS": "timm", "HF_HUB_CACHE": str(tmp_path / "hf")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    ok, skipped = read(out)
+    # Skipped runs are recorded before the grid trains; find each by its backbone.
+    by_backbone = {r["config"]["backbone"]: r for r in read(out)}
+    ok, skipped = by_backbone["timm:test_resnet@random"], by_backbone["timm:test_resnet"]
     assert ok["status"] == "ok", ok["reason"]
     assert ok["config"]["backbone"] == "timm:test_resnet@random"
     assert ok["config"]["weights"] == "random-init:seed0", "random features are recorded as such"
