@@ -16,7 +16,12 @@ def test_grid_writes_one_complete_record_per_run(plugins, tiny_config):
     tiny_config.seeds = [0, 1]
     records = Runner(tiny_config, plugins).run()
     assert [(r["config"]["strategy"], r["config"]["seed"]) for r in records] == [
-        ("scratch", 0), ("scratch", 1), ("linear", 0), ("linear", 1), ("finetune", 0), ("finetune", 1)
+        ("scratch", 0),
+        ("scratch", 1),
+        ("linear", 0),
+        ("linear", 1),
+        ("finetune", 0),
+        ("finetune", 1),
     ]
     assert results.read(tiny_config.out) == records
     # The tiny backbone: conv 3->8 (3x3, bias), BatchNorm(8), conv 8->16 (3x3, bias); head 16->3.
@@ -34,8 +39,14 @@ def test_grid_writes_one_complete_record_per_run(plugins, tiny_config):
         assert curve[r["accuracy"]["best_epoch"] - 1]["eval_accuracy"] == best
         assert r["data"]["train_images"] == 48 and r["data"]["eval_images"] == 18
         cost = r["cost"]
-        for field in ("data_prep_seconds", "train_seconds", "eval_seconds",
-                      "train_images_per_s", "eval_images_per_s", "peak_memory_bytes"):
+        for field in (
+            "data_prep_seconds",
+            "train_seconds",
+            "eval_seconds",
+            "train_images_per_s",
+            "eval_images_per_s",
+            "peak_memory_bytes",
+        ):
             assert cost[field] > 0, field
         assert cost["total_params"] == backbone_params + head_params
         # Two evaluations of 18 images in eval_seconds.
@@ -54,7 +65,10 @@ def test_strategy_needing_weights_is_skipped_with_reason(plugins, tiny_config):
     records = Runner(tiny_config, plugins).run()
     status = {r["config"]["strategy"]: (r["status"], r["reason"]) for r in records}
     assert status["scratch"][0] == "ok"
-    assert status["linear"] == ("skipped", "tiny_random has no pretrained weights; linear needs them")
+    assert status["linear"] == (
+        "skipped",
+        "tiny_random has no pretrained weights; linear needs them",
+    )
     assert status["finetune"][0] == "skipped"
 
 
@@ -81,7 +95,9 @@ def test_same_seed_twice_gives_identical_curves(plugins, tiny_config, tmp_path):
     tiny_config.out = str(tmp_path / "second.jsonl")
     second = Runner(tiny_config, plugins).run()
     for a, b in zip(first, second, strict=True):
-        curve = lambda r: [(c["train_loss"], c["eval_accuracy"], c["eval_loss"]) for c in r["accuracy"]["curve"]]  # noqa: E731
+        curve = lambda r: [
+            (c["train_loss"], c["eval_accuracy"], c["eval_loss"]) for c in r["accuracy"]["curve"]
+        ]  # noqa: E731
         assert curve(a) == curve(b)
 
 
@@ -120,6 +136,7 @@ def test_features_are_cached_across_seeds_and_processes(plugins, tiny_config):
     tiny_config.force = True
     again = Runner(tiny_config, plugins).run()  # a new runner: nothing in memory
     assert [r["cost"]["feature_cache"] for r in again] == ["disk", "memory"]
+
     def losses(rs):
         return [[(c["train_loss"], c["eval_accuracy"]) for c in r["accuracy"]["curve"]] for r in rs]
 
@@ -132,7 +149,9 @@ def test_feature_cache_hit_builds_no_backbone_and_reports_the_same_cost_facts(
     tiny_config.strategies = ["linear"]
     builds = []
     tiny = plugins.backbones.get("tiny")
-    counted = dataclasses.replace(tiny, build=lambda pretrained: builds.append(pretrained) or tiny.build(pretrained))
+    counted = dataclasses.replace(
+        tiny, build=lambda pretrained: builds.append(pretrained) or tiny.build(pretrained)
+    )
     monkeypatch.setitem(plugins.backbones._items, "tiny", counted)
     (first,) = Runner(tiny_config, plugins).run()
     assert builds == [True]
