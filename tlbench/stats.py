@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy import stats as _st
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -124,6 +123,8 @@ def t_interval(
         return None
     mean = float(x.mean())
     sem = float(x.std(ddof=1)) / math.sqrt(n)
+    from scipy import stats as _st  # here: importing scipy.stats costs a second at start-up
+
     half = float(_st.t.ppf((1 + confidence) / 2, n - 1)) * sem
     return Interval(mean, mean - half, mean + half, n, method, confidence)
 
@@ -386,6 +387,8 @@ def weighted_tau(
         rank[order] = np.arange(s.size)
     else:
         raise ValueError(f"weigh_by must be 'both', 'accuracy' or 'score', got {weigh_by!r}")
+    from scipy import stats as _st
+
     return float(_st.weightedtau(s, a, rank=rank).statistic)
 
 
