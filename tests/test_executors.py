@@ -28,6 +28,10 @@ ACCURACY_TOLERANCE = 1e-9
 LOSS_RELATIVE_TOLERANCE = 1e-3
 
 
+def _keyed(records):
+    return {r["key"]: r for r in records}
+
+
 def _plugins(*extra):
     return tlbench.Plugins(entry_points=False, extra=[("tiny", testing.TINY_PLUGIN), *extra])
 
@@ -90,7 +94,9 @@ def test_inline_grid_trains_three_runs_and_skips_the_one_without_weights(inline_
 def test_process_executor_gives_bit_identical_results(inline_records, tmp_path):
     records = Runner(_config(tmp_path, executor="process"), _plugins()).run()
     _assert_same(_by_key(records), inline_records, exact=True)
-    assert results.read(tmp_path / "results.jsonl") == records
+    assert _keyed(results.read(tmp_path / "results.jsonl")) == _keyed(
+        records
+    )  # the file: in the order runs ended
 
 
 def test_devices_executor_with_two_cpu_workers_matches_within_float_noise(inline_records, tmp_path):
@@ -128,7 +134,9 @@ def test_a_run_that_kills_its_interpreter_fails_alone_and_the_grid_goes_on(tmp_p
     # Retried once on a fresh worker, then recorded with both exit statuses.
     assert "exit status 3, then exit status 3" in crashed["reason"]
     assert "retried once" in crashed["reason"]
-    assert results.read(tmp_path / "results.jsonl") == records
+    assert _keyed(results.read(tmp_path / "results.jsonl")) == _keyed(
+        records
+    )  # the file: in the order runs ended
 
 
 def test_a_devices_worker_killed_mid_run_is_retried_and_nothing_is_lost(tmp_path, monkeypatch):
@@ -150,7 +158,9 @@ def test_a_devices_worker_killed_mid_run_is_retried_and_nothing_is_lost(tmp_path
         ("tiny_kill", 0),
         ("tiny_kill", 1),
     ]
-    assert results.read(tmp_path / "results.jsonl") == records
+    assert _keyed(results.read(tmp_path / "results.jsonl")) == _keyed(
+        records
+    )  # the file: in the order runs ended
 
 
 def test_plugins_registered_in_process_cannot_travel_and_say_so(tmp_path):
@@ -227,7 +237,12 @@ def test_a_plugin_registers_its_own_executor_and_the_grid_runs_on_it(tmp_path):
     plugins = _plugins(("reverse", ReversePlugin()), ("listening", Listening()))
     assert plugins.provider("executor", "reverse") == "reverse"
     records = Runner(config, plugins).run()
-    assert [r["config"]["strategy"] for r in records] == ["linear", "scratch"]
+    # Returned in the plan's order; the results file shows the order it ran them in.
+    assert [r["config"]["strategy"] for r in records] == ["scratch", "linear"]
+    ran = [r["config"]["strategy"] for r in results.read(tmp_path / "results.jsonl")]
+    assert ran == ["linear", "scratch"]
     assert all(r["status"] == "ok" for r in records)
-    assert results.read(tmp_path / "results.jsonl") == records
+    assert _keyed(results.read(tmp_path / "results.jsonl")) == _keyed(
+        records
+    )  # the file: in the order runs ended
     assert heard[:2] == [("linear", 1), ("linear", 2)]  # events reached the driver's observers
