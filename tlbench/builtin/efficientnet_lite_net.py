@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlbench.builtin.efficientnet_lite import HEAD_CHANNELS, VARIANTS, LiteVariant, weights_path
+from tlbench.builtin import efficientnet_lite as _described
+from tlbench.builtin.efficientnet_lite import HEAD_CHANNELS, VARIANTS, LiteVariant
 from tlbench.errors import WeightsUnavailableError
 
 # TF's batch-norm defaults (decay 0.99, epsilon 1e-3); the running statistics in
@@ -246,7 +247,7 @@ def efficientnet_lite(
         variant, 1000 if pretrained else num_classes, same_padding=same_padding
     )
     if pretrained:
-        path = weights_path(variant)
+        path = _described.weights_path(variant)  # looked up now: one place says where weights live
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unreadable or truncated file: a broken install
