@@ -184,7 +184,7 @@ def test_predict_prints_image_and_class_names_with_brackets_as_they_are(run_cli,
     assert result.code == 0, result
     (record,) = results.read(out)
     odd = tmp_path / "[bold]cat[/]" / "[red]x\\.png"
-    odd.parent.mkdir()
+    odd.parent.mkdir(parents=True)  # "[/]" holds a separator: two folders
     odd.write_bytes((data / "val" / "cat" / "000.png").read_bytes())
     grid = tmp_path / "[/]grid"
     result = run_cli("predict", record["cost"]["checkpoint"], odd, "--grid", grid, "-k", "1")
