@@ -94,10 +94,13 @@ def test_same_seed_twice_gives_identical_curves(plugins, tiny_config, tmp_path):
     first = Runner(tiny_config, plugins).run()
     tiny_config.out = str(tmp_path / "second.jsonl")
     second = Runner(tiny_config, plugins).run()
-    for a, b in zip(first, second, strict=True):
-        curve = lambda r: [
+
+    def curve(r):
+        return [
             (c["train_loss"], c["eval_accuracy"], c["eval_loss"]) for c in r["accuracy"]["curve"]
-        ]  # noqa: E731
+        ]
+
+    for a, b in zip(first, second, strict=True):
         assert curve(a) == curve(b)
 
 
