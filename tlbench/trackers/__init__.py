@@ -16,6 +16,7 @@ default is beside the results file (see each module and docs/trackers.md).
 
 from __future__ import annotations
 
+import abc
 import difflib
 import importlib
 import importlib.util
@@ -230,14 +231,17 @@ class BaseTracker:
     def teardown(self) -> None:
         """Once per grid, after every run."""
 
+    @abc.abstractmethod
     def start(self, config: dict[str, Any], key: str) -> Any:
-        raise NotImplementedError
+        """One tracker run for a tlbench run; returns the handle `epoch` and `finish` get."""
 
+    @abc.abstractmethod
     def epoch(self, handle: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Log one epoch's metrics."""
 
+    @abc.abstractmethod
     def finish(self, handle: Any, record: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Log the run's result and close its tracker run."""
 
 
 def run_name(config: dict[str, Any], key: str) -> str:
