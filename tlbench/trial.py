@@ -265,42 +265,7 @@ class TrialHost:
                         train_x = train_x[torch.from_numpy(subset)]
                     scores = self._scores(spec, train_x, train.labels)
                     torch.manual_seed(spec.seed)
-                if strategy.probe is not None:
-                    # LP-FT: first the linear probe on the frozen features...
-                    probe_head = FeatureHead(backbone.feature_dim, num_classes)
-                    phase("probe")
-                    probe_fit = train_head_on_features(
-                        probe_head,
-                        train_x,
-                        train.labels,
-                        eval_x,
-                        evalset.labels,
-                        num_classes=num_classes,
-                        hp=strategy.probe,
-                        ex=ex,
-                        seed=spec.seed,
-                    )
-                    # ... then everything fine-tunes, starting from the probe's head.
-                    module = build()
-                    head = probe_head.cpu()
-                    groups = strategy.param_groups(module, head, hp)
-                    model = ImageClassifier(module, head, backbone.preprocessing)
-                    phase("train")
-                    fit = train_images(
-                        model,
-                        groups,
-                        train,
-                        evalset,
-                        num_classes=num_classes,
-                        image_size=spec.image_size,
-                        hp=hp,
-                        ex=ex,
-                        seed=spec.seed,
-                        on_epoch=on_epoch,
-                        on_phase=phase,
-                        keep_best=workspace.models_dir is not None,
-                    )
-                elif strategy.frozen_backbone:
+                if strategy.frozen_backbone:
                     head = FeatureHead(backbone.feature_dim, num_classes)
                     phase("train")
                     fit = train_head_on_features(
@@ -318,8 +283,27 @@ class TrialHost:
                         keep_best=workspace.models_dir is not None,
                     )
                 else:
-                    module = build()  # seeds, then builds: before the head takes its draws
-                    head = nn.Linear(backbone.feature_dim, num_classes)
+                    if strategy.probe is not None:
+                        # LP-FT: first the linear probe on the frozen features...
+                        probe_head = FeatureHead(backbone.feature_dim, num_classes)
+                        phase("probe")
+                        probe_fit = train_head_on_features(
+                            probe_head,
+                            train_x,
+                            train.labels,
+                            eval_x,
+                            evalset.labels,
+                            num_classes=num_classes,
+                            hp=strategy.probe,
+                            ex=ex,
+                            seed=spec.seed,
+                        )
+                        # ... then everything fine-tunes, starting from the probe's head.
+                        module = build()
+                        head = probe_head.cpu()
+                    else:
+                        module = build()  # seeds, then builds: before the head takes its draws
+                        head = nn.Linear(backbone.feature_dim, num_classes)
                     groups = strategy.param_groups(module, head, hp)
                     model = ImageClassifier(module, head, backbone.preprocessing)
                     phase("train")
