@@ -1,12 +1,16 @@
-"""`tlbench report --plot`: accuracy against training cost, and the learning curves.
+"""`tlbench report --plot`: accuracy against training cost, the learning curves, and budgets.
 
-One figure, one row of two panels per dataset:
+One figure, one row of panels per dataset:
 
 - left: top-1 against training seconds (log scale), one labelled point per
   comparison row (error bars: std over seeds), and the Pareto frontier as a
   staircase: the best accuracy reachable for at most that much training;
-- right: held-out accuracy after every epoch, one line per row (mean over
-  seeds, over the epochs every seed reached).
+- middle: held-out accuracy after every epoch, one line per row (mean over
+  seeds, over the epochs every seed reached);
+- right, when the runs have data budgets (`--shots`, `--train-fraction`):
+  mean top-1 against the budget, one line per backbone x strategy, with each
+  row's 95% interval as error bars (`budget_lines`). Where the fine-tune's
+  line crosses the linear probe's is the budget from which fine-tuning pays.
 
 matplotlib is an optional extra (`pip install 'tlbench[plot]'`). It is used
 through its object API with the Agg canvas: no pyplot state, no display needed.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +160,56 @@ def frontier(rows: list[Row]) -> list[tuple[float, float]]:
     return [(s, a) for s, a in points]
 
 
+@dataclass(frozen=True)
+class BudgetPoint:
+    """One row on a budget line: where it sits on the budget axis and its mean top-1."""
+
+    x: float
+    accuracy: float
+    #: the row's 95% interval (t over seeds, or a bootstrap over images); None when unknown.
+    low: float | None
+    high: float | None
+    budget: str | None
+    n: int
+
+
+#: the budget axis: images per class (`--shots`), or the fraction of each class (`--train-fraction`).
+SHOTS_AXIS = "training images per class"
+FRACTION_AXIS = "fraction of the training images"
+
+
+def budget_lines(rows: list[Row]) -> tuple[str, dict[str, list[BudgetPoint]]] | None:
+    """Accuracy against budget for the rows of one dataset, or None when none has a budget.
+
+    Returns the axis (`SHOTS_AXIS` or `FRACTION_AXIS`) and one line per backbone
+    x strategy (x series: other settings that differ), its points in budget order.
+    On the shots axis a `shots=K` row is at K and a row on a fraction or on the
+    whole split at the images per class its runs saw (its records' `data`); a
+    row whose records do not say is left out. On the fraction axis the whole
+    split is at 1.
+    """
+    done = [r for r in rows if r.accuracy is not None]
+    budgets = [r.budget for r in done if r.budget is not None]
+    if not budgets:
+        return None
+    shots = any(b.startswith("shots=") for b in budgets)
+    lines: dict[str, list[BudgetPoint]] = {}
+    for r in done:
+        kind, _, value = (r.budget or "").partition("=")
+        if shots:
+            x = float(value) if kind == "shots" else r.images_per_class
+        else:
+            x = float(value) if kind == "fraction" else 1.0
+        if x is None:
+            continue
+        name = f"{r.backbone} / {r.strategy}" + (f" ({r.series})" if r.series else "")
+        point = BudgetPoint(x, r.accuracy, r.ci_low, r.ci_high, r.budget, r.n)
+        lines.setdefault(name, []).append(point)
+    for points in lines.values():
+        points.sort(key=lambda p: p.x)
+    return (SHOTS_AXIS if shots else FRACTION_AXIS), lines
+
+
 def _styles(rows: list[Row]) -> tuple[dict[str, str], dict[str, str]]:
     colours = dict(STRATEGY_COLOURS)
     extra = iter(_OTHER_COLOURS * 10)
@@ -178,17 +233,26 @@ def plot_comparison(
     by_key = answer_by_key(records)  # the record each row shows, not merely the last one
     colours, markers = _styles(rows)
 
-    fig = figure_class(figsize=(14, 5.2 * len(groups)), dpi=110, layout="constrained")
+    budgets = {dataset: budget_lines(group) for dataset, group in groups.items()}
+    columns = 3 if any(budgets.values()) else 2
+    fig = figure_class(figsize=(7 * columns, 5.2 * len(groups)), dpi=110, layout="constrained")
     canvas = canvas_class(fig)
     if title:
         fig.suptitle(literal(title))
-    axes = fig.subplots(len(groups), 2, squeeze=False)
+    axes = fig.subplots(len(groups), columns, squeeze=False)
     panels = []
-    for (dataset, group), (trade, curves) in zip(groups.items(), axes, strict=True):
+    for (dataset, group), row_axes in zip(groups.items(), axes, strict=True):
+        trade, curves = row_axes[:2]
         done = [r for r in group if r.accuracy is not None]
         panels.append((trade, done))
         _draw_tradeoff(trade, dataset, group, done, colours, markers)
         _draw_curves(curves, dataset, done, by_key, colours, markers)
+        if columns == 3:
+            found = budgets[dataset]
+            if found is None:
+                row_axes[2].set_axis_off()  # this dataset has no budgets: no panel
+            else:
+                _draw_budgets(row_axes[2], dataset, *found, group, colours, markers)
     # Labels go last, placed on the laid-out figure so that they do not collide.
     canvas.draw()
     for trade, done in panels:
@@ -277,6 +341,55 @@ def _draw_curves(
     ax.set_ylabel("top-1 % on the held-out split")
     ax.set_title(literal(f"{dataset}: learning curves (mean over seeds)"))
     ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8, loc="lower right")
+
+
+def _draw_budgets(
+    ax: Any,
+    dataset: str,
+    axis: str,
+    lines: dict[str, list[BudgetPoint]],
+    rows: list[Row],
+    colours: dict,
+    markers: dict,
+) -> None:
+    """Mean top-1 against the budget, one line per backbone x strategy, 95% intervals as bars."""
+    style_of = {
+        f"{r.backbone} / {r.strategy}" + (f" ({r.series})" if r.series else ""): r for r in rows
+    }
+    styles = ["-", "--", "-.", ":"]
+    seen: dict[tuple[str, str], int] = {}
+    for i, (name, points) in enumerate(lines.items()):
+        row = style_of[name]
+        variant = seen[row.backbone, row.strategy] = seen.get((row.backbone, row.strategy), -1) + 1
+        xs = [p.x for p in points]
+        ys = [100 * p.accuracy for p in points]
+        # An interval missing (one seed, no image count) draws no bar rather than a false one.
+        below = [100 * (p.accuracy - p.low) if p.low is not None else 0.0 for p in points]
+        above = [100 * (p.high - p.accuracy) if p.high is not None else 0.0 for p in points]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[below, above],
+            marker=markers[row.backbone],
+            markersize=5,
+            color=colours[row.strategy],
+            linestyle=styles[variant % len(styles)],
+            capsize=3,
+            label=literal(name) if i < MAX_LABELS else "_unnamed",
+        )
+    xs = sorted({p.x for points in lines.values() for p in points})
+    if axis == SHOTS_AXIS and len(xs) > 1 and xs[0] > 0:
+        ax.set_xscale("log")  # 1, 5, 10 and a few hundred shots: a log axis spreads them
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # the budgets run label their own ticks
+    ax.set_xlabel(axis + (", log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("top-1 % on the held-out split (mean, 95% interval)")
+    ax.set_title(literal(f"{dataset}: accuracy against the data budget"))
+    ax.grid(True, which="both", alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8, loc="lower right")
 

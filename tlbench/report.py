@@ -100,6 +100,13 @@ class Row:
     tie: bool | None = None
     #: final top-1 of each seed, for the paired comparisons.
     seed_accuracy: dict[int, float] = field(default_factory=dict)
+    #: the data budget the runs trained on (`shots=K`, `fraction=F`; None: the whole split).
+    budget: str | None = None
+    #: training images per class the runs saw (mean over seeds), when the records say.
+    images_per_class: float | None = None
+    #: the variant without the budget: rows of one backbone x strategy x series are one
+    #: line of accuracy against budget (`tlbench.plot.budget_lines`).
+    series: str = ""
 
     @property
     def section(self) -> str:
@@ -334,7 +341,16 @@ def _variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     differing = [
         n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat.values()}) > 1
     ]
-    return {k: ", ".join(f"{n}={f.get(n)}" for n in differing) for k, f in flat.items()}
+
+    def shown(name: str, value: Any) -> str:
+        # A budget reads as "budget=5-shot" and "budget=all", not "budget=None".
+        if name == "budget" and (value is None or isinstance(value, str)):
+            from tlbench.budget import describe
+
+            return describe(value)
+        return str(value)
+
+    return {k: ", ".join(f"{n}={shown(n, f.get(n))}" for n in differing) for k, f in flat.items()}
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
@@ -372,8 +388,12 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         name = (*(str(config.get(k, "?")) for k in NAME_COLUMNS), data_of[gkey])
         families.setdefault(name, {})[gkey] = config
     variants: dict[str, str] = {}
+    series: dict[str, str] = {}
     for family in families.values():
         variants.update(_variant_labels(family))
+        # The same labels without the budget: what tells the lines of a budget plot apart.
+        unbudgeted = {k: {n: v for n, v in c.items() if n != "budget"} for k, c in family.items()}
+        series.update(_variant_labels(unbudgeted))
 
     rows: list[Row] = []
     for gkey, group in groups.items():
@@ -385,6 +405,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
             backbone=backbone,
             strategy=strategy,
             variant=variants[gkey],
+            series=series[gkey],
+            budget=config.get("budget") if isinstance(config.get("budget"), str) else None,
             image_size=config.get("image_size"),
             device=config.get("device"),
             run_keys=[r["key"] for r in group],
@@ -454,11 +476,22 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
                 seeds=sorted(
                     r["config"]["seed"] for r in ok if isinstance(r["config"].get("seed"), int)
                 ),
+                images_per_class=_mean([v for v in map(_images_per_class, ok) if v is not None]),
             )
         )
     _mark_gain_and_pareto(rows)
     _mark_ties(rows)
     return rows
+
+
+def _images_per_class(record: dict[str, Any]) -> float | None:
+    """Training images per class a run saw: its budget's images, else its training split's."""
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    images = _number(data.get("budget_images", data.get("train_images")))
+    classes = _number(data.get("num_classes"))
+    return images / classes if images is not None and classes else None
 
 
 def _interval(ok: list[dict[str, Any]], accs: list[float]) -> Any:
