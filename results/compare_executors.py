@@ -3,10 +3,13 @@
 The grid: synthetic, efficientnet_lite0 and small_cnn, scratch and linear, 32 px,
 seed 0 (small_cnn has no pretrained weights, so its linear run is skipped: 3 train).
 Each executor writes its own results file under a scratch folder; the decode and
-feature caches are shared, as on one machine. Compared per run key against
-`inline`: accuracy and loss curves bit-identical where the thread count is the
-same (`process`), within a stated tolerance where the executor splits threads
-(`devices` with two CPU workers: one thread each; `ray`: one CPU per task).
+feature caches are shared, as on one machine. Each executor is compared per run
+key against `inline` run with the same CPU thread count (`inline` as is, and
+`inline` with `OMP_NUM_THREADS=1`, the share of each of `devices`' two CPU
+workers): the accuracy and loss curves must be bit-identical. Against `inline`
+at the machine's thread count, an executor that splits the threads differs by
+float noise (sums taken in another order), which training amplifies: the
+largest differences are reported, within the stated tolerance.
 
     python results/compare_executors.py [--epochs 2] [--work /tmp/tlbench-executors]
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -25,12 +29,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 EXECUTORS = [
     ("inline", []),
+    ("inline, 1 thread", []),
     ("process", ["--executor", "process"]),
     ("devices", ["--executor", "devices", "--devices", "cpu,cpu"]),
     ("ray", ["--executor", "ray"]),
 ]
-#: relative tolerance on losses where the executor splits the CPU threads.
-LOSS_RTOL = 1e-3
+#: where the executor splits the CPU threads: float noise, amplified by one epoch of AdamW
+#: (its update divides by the root of tiny second moments). Largest seen: 0.01 and 1.7e-2.
+ACC_TOL = 0.02
+LOSS_RTOL = 5e-2
 
 
 def _curves(record):
@@ -56,10 +63,11 @@ def main() -> int:
     records: dict[str, dict[str, dict]] = {}
     seconds: dict[str, float] = {}
     for name, flags in EXECUTORS:
-        out = work / f"{name}.jsonl"
+        out = work / f"{name.replace(', 1 thread', '-1')}.jsonl"
         command = [sys.executable, "-m", "tlbench.cli", "run", *grid, "--out", str(out), *flags]
+        env = dict(os.environ, OMP_NUM_THREADS="1") if "1 thread" in name else None
         t0 = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
         seconds[name] = time.perf_counter() - t0
         if done.returncode != 0:
             print(done.stdout, done.stderr, file=sys.stderr)
@@ -69,12 +77,23 @@ def main() -> int:
         print(f"{name}: {len(records[name])} ok runs in {seconds[name]:.0f} s", flush=True)
 
     inline = records["inline"]
+
+    def threads_of(recs):
+        return sorted({r["environment"]["cpu_threads"] for r in recs.values()})
+
+    by_threads = {tuple(threads_of(records[n])): records[n] for n in ("inline, 1 thread", "inline")}
     rows = []
     verdicts = {}
     for name, _ in EXECUTORS[1:]:
         mine = records[name]
+        threads = threads_of(mine)
         same_keys = mine.keys() == inline.keys()
-        exact = same_keys and all(_curves(mine[k]) == _curves(inline[k]) for k in inline)
+        twin = by_threads.get(tuple(threads))
+        exact = (
+            twin is not None
+            and mine.keys() == twin.keys()
+            and all(_curves(mine[k]) == _curves(twin[k]) for k in twin)
+        )
         worst_acc = worst_loss = 0.0
         for key in inline.keys() & mine.keys():
             for (a, loss, el), (a0, loss0, el0) in zip(
@@ -84,12 +103,15 @@ def main() -> int:
                 worst_loss = max(
                     worst_loss, abs(loss - loss0) / abs(loss0), abs(el - el0) / abs(el0)
                 )
-        threads = sorted({r["environment"]["cpu_threads"] for r in mine.values()})
-        verdicts[name] = exact or (same_keys and worst_acc == 0.0 and worst_loss <= LOSS_RTOL)
+        verdicts[name] = same_keys and exact and worst_acc <= ACC_TOL and worst_loss <= LOSS_RTOL
+        against = (
+            "bit-identical"
+            if worst_acc == worst_loss == 0.0
+            else (f"max |d acc| {worst_acc:.3g}, max rel d loss {worst_loss:.2e}")
+        )
         rows.append(
             f"| {name} | {len(mine)} | {'yes' if same_keys else 'NO'} | {threads} | "
-            f"{'bit-identical' if exact else f'max |d acc| {worst_acc:.3g}, max rel d loss {worst_loss:.2e}'} | "
-            f"{seconds[name]:.0f} s |"
+            f"{'bit-identical' if exact else 'NO'} | {against} | {seconds[name]:.0f} s |"
         )
     for record in inline.values():
         c = record["config"]
@@ -106,11 +128,14 @@ def main() -> int:
         f"32 px, seed 0, {args.epochs} epochs (small_cnn's linear run is skipped: no pretrained weights).",
         "",
         f"Inline ran {len(inline)} runs in {seconds['inline']:.0f} s with "
-        f"{sorted({r['environment']['cpu_threads'] for r in inline.values()})} CPU thread(s). "
-        f"Tolerance where threads are split: accuracy equal, losses within {LOSS_RTOL:g} relative.",
+        f"{threads_of(inline)} CPU thread(s). Every executor must give curves bit-identical to "
+        "inline at the same thread count; against inline at the machine's thread count, an "
+        f"executor that splits the threads must stay within accuracy {ACC_TOL:g} and losses "
+        f"within {LOSS_RTOL:g} relative (float noise: sums in another order, amplified by training).",
         "",
-        "| executor | ok runs | same keys as inline | CPU threads per run | curves against inline | wall |",
-        "|---|---|---|---|---|---|",
+        "| executor | ok runs | same keys as inline | CPU threads per run | "
+        "against inline at the same threads | against inline | wall |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Top-1 per run (inline): "

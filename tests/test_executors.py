@@ -14,6 +14,7 @@ import math
 import warnings
 
 import pytest
+import torch
 
 import tlbench
 from tlbench import results, testing
@@ -69,6 +70,18 @@ def inline_records(tmp_path_factory):
     return _by_key(Runner(_config(tmp), _plugins()).run())
 
 
+@pytest.fixture(scope="module")
+def inline_one_thread_records(tmp_path_factory):
+    """The grid inline with one CPU thread: what each of two CPU workers gets."""
+    tmp = tmp_path_factory.mktemp("inline1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _by_key(Runner(_config(tmp), _plugins()).run())
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _assert_same(records, inline, *, exact: bool) -> None:
     assert records.keys() == inline.keys()  # the run key does not depend on the executor
     for key, record in records.items():
@@ -99,10 +112,14 @@ def test_process_executor_gives_bit_identical_results(inline_records, tmp_path):
     )  # the file: in the order runs ended
 
 
-def test_devices_executor_with_two_cpu_workers_matches_within_float_noise(inline_records, tmp_path):
+def test_devices_executor_with_two_cpu_workers_matches_within_float_noise(
+    inline_records, inline_one_thread_records, tmp_path
+):
     config = _config(tmp_path, executor="devices", devices=["cpu", "cpu"])
     records = Runner(config, _plugins()).run()
     _assert_same(_by_key(records), inline_records, exact=False)
+    # The only difference is the thread count: at inline's one thread, bit-identical.
+    _assert_same(_by_key(records), inline_one_thread_records, exact=True)
     # Each worker had half the threads: recorded with the run.
     assert {r["environment"]["cpu_threads"] for r in records if r["status"] == "ok"} == {1}
 
