@@ -246,7 +246,9 @@ def test_finetune_with_a_zero_backbone_multiplier_moves_only_the_head(plugins, t
     tiny_config.save_models = True
     (record,) = Runner(tiny_config, plugins).run()
     assert record["status"] == "ok", record["reason"]
-    saved = torch.load(record["cost"]["checkpoint"], weights_only=True)["state_dict"]
+    from tlbench.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(record["cost"]["checkpoint"])["state_dict"]
     pretrained = plugins.backbones.get("tiny").build(True)
     for name, value in pretrained.named_parameters():
         assert torch.equal(saved[f"backbone.{name}"], value), f"backbone {name} moved at lr 0"

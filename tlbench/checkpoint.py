@@ -1,30 +1,53 @@
 """Checkpoints: the one format `tlbench run --save-models` writes and `tlbench predict` reads.
 
-A checkpoint is a plain dict of tensors, strings, numbers, lists and dicts
-(no pickled objects), loaded with `weights_only=True`: opening one never
-executes code. It carries its own config (nanoGPT's habit): the backbone's
-registered name, the head kind, the classes, the input size and the
-preprocessing, and the run's key and provenance. `build_model` rebuilds the
+A checkpoint is a pair of files named after the run's key, ready to go to the
+Hugging Face Hub as they are:
+
+- `<key>.safetensors`: the classifier's weights (no pickle: opening the file
+  never executes code);
+- `<key>.json`: the sidecar, everything else the model needs and where it came
+  from (nanoGPT's habit of a checkpoint carrying its own config): the format
+  name, the backbone's registered name, the head kind, the classes, the input
+  size and the preprocessing, the best epoch and accuracy, the run's key and
+  provenance, and the weights file's name and SHA-256, which tie the pair:
+  weights from another run, or changed since, are an error, not quietly wrong
+  predictions.
+
+The older format, one `<key>.pt` (`tlbench-checkpoint-1`: the same fields and
+the `state_dict` in one dict, loaded with `weights_only=True`), is still read.
+`load_checkpoint` gives the same dict for both, and `build_model` rebuilds the
 classifier from the backbone registered under that name (random init, no
 download), the head it names and the saved weights, loaded strictly, so a
-backbone that changed since shows as an error rather than as quietly wrong
-predictions.
+backbone that changed since shows as an error rather than as wrong predictions.
+
+torch and safetensors are imported where used: `find_checkpoint` serves the
+planner's torch-free resume check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
+import math
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from tlbench.api import Backbone, Preprocessing, RunSpec
 from tlbench.errors import TlbenchError, UnknownNameError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: The older format: one `torch.save` file, `<key>.pt`.
 CHECKPOINT_FORMAT = "tlbench-checkpoint-1"
+#: The format written now: `<key>.safetensors` + the `<key>.json` sidecar.
+SAFETENSORS_FORMAT = "tlbench-checkpoint-2"
+WEIGHTS_SUFFIX = ".safetensors"
+SIDECAR_SUFFIX = ".json"
 REQUIRED_KEYS = (
     "state_dict",
     "backbone",
@@ -34,30 +57,59 @@ REQUIRED_KEYS = (
     "image_size",
     "preprocessing",
 )
+# The sidecar's own bookkeeping: which weights it describes. Not part of the loaded dict.
+_PAIR_KEYS = ("weights_file", "weights_sha256")
+_WRITTEN_BY = "Checkpoints are written by `tlbench run --save-models`."
+_PAIR_ADVICE = (
+    "A checkpoint is two files from the same run, kept together in one folder: "
+    "<key>.safetensors (the weights) and <key>.json (classes, preprocessing, provenance); "
+    "copy both again from the run's models folder (see the record's cost.checkpoint)."
+)
+
+
+def checkpoint_paths(folder: str | os.PathLike[str], key: str) -> tuple[Path, Path]:
+    """The weights and sidecar `save_checkpoint` writes for run `key` in `folder`."""
+    folder = Path(folder).expanduser()
+    return folder / f"{key}{WEIGHTS_SUFFIX}", folder / f"{key}{SIDECAR_SUFFIX}"
+
+
+def find_checkpoint(folder: str | os.PathLike[str], key: str) -> Path | None:
+    """Run `key`'s checkpoint in `folder`: the weights of a complete pair, else an older
+    `<key>.pt`, else None. Looks at the files only (no torch): the resume check."""
+    weights, sidecar = checkpoint_paths(folder, key)
+    if weights.is_file() and sidecar.is_file():
+        return weights
+    old = Path(folder).expanduser() / f"{key}.pt"
+    return old if old.is_file() else None
+
+
+def checkpoint_complete(path: str | os.PathLike[str]) -> bool:
+    """Whether the checkpoint at `path` (weights, sidecar or older `.pt`) has all its files."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() in (WEIGHTS_SUFFIX, SIDECAR_SUFFIX):
+        return all(
+            p.is_file()
+            for p in (path.with_suffix(WEIGHTS_SUFFIX), path.with_suffix(SIDECAR_SUFFIX))
+        )
+    return path.is_file()
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a tlbench checkpoint; a file that is not one raises a `TlbenchError`."""
+    """Read and check a tlbench checkpoint; a file that is not one raises a `TlbenchError`.
+
+    `path` is the `.safetensors` weights, their `.json` sidecar, or an older `.pt`.
+    Both formats give the same dict: the `state_dict` and the sidecar's fields.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise TlbenchError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or damaged files
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        first = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-        raise TlbenchError(
-            f"{path} is not a tlbench checkpoint (cannot be read as one: {first[:200]}). "
-            "Checkpoints are written by `tlbench run --save-models`."
-        ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = (
-            checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        )
-        raise TlbenchError(
-            f"{path} is not a tlbench checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}). "
-            "Checkpoints are written by `tlbench run --save-models`."
-        )
+    suffix = path.suffix.lower()
+    if suffix == WEIGHTS_SUFFIX:
+        checkpoint = _load_pair(path, path.with_suffix(SIDECAR_SUFFIX), path)
+    elif suffix == SIDECAR_SUFFIX:
+        checkpoint = _load_pair(None, path, path)
+    else:
+        checkpoint = _load_torch(path)
     missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
     if missing:
         raise TlbenchError(f"{path}: damaged tlbench checkpoint, missing {', '.join(missing)}")
@@ -67,6 +119,112 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return checkpoint
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:200]
+
+
+def _load_torch(path: Path) -> dict[str, Any]:
+    """The older single-file format, loaded with `weights_only=True` (never runs code)."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        raise TlbenchError(
+            f"{path} is not a tlbench checkpoint (cannot be read as one: {_first_line(exc)}). "
+            f"{_WRITTEN_BY}"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = (
+            checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        )
+        raise TlbenchError(
+            f"{path} is not a tlbench checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}). "
+            f"{_WRITTEN_BY}"
+        )
+    return checkpoint
+
+
+def _read_sidecar(sidecar: Path, weights: Path | None) -> dict[str, Any]:
+    if not sidecar.is_file():
+        raise TlbenchError(
+            f"{weights}: the checkpoint's sidecar {sidecar.name} is missing beside it, so its "
+            f"classes and preprocessing are unknown. {_PAIR_ADVICE}"
+        )
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TlbenchError(
+            f"{sidecar} is not a tlbench checkpoint sidecar (not readable JSON: "
+            f"{_first_line(exc)}). {_PAIR_ADVICE}"
+        ) from None
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != SAFETENSORS_FORMAT:
+        raise TlbenchError(
+            f"{sidecar} is not a tlbench checkpoint sidecar (format {found!r}, expected "
+            f"{SAFETENSORS_FORMAT!r}). {_WRITTEN_BY}"
+        )
+    return meta
+
+
+def _load_pair(weights: Path | None, sidecar: Path, given: Path) -> dict[str, Any]:
+    """The weights and sidecar of one checkpoint, checked to belong together."""
+    from safetensors import safe_open
+
+    meta = _read_sidecar(sidecar, weights)
+    name = meta.get("weights_file")
+    expected = meta.get("weights_sha256")
+    if not isinstance(name, str) or Path(name).name != name or not name:
+        raise TlbenchError(
+            f"{sidecar}: damaged tlbench checkpoint, weights_file is not a file name ({name!r})"
+        )
+    if not isinstance(expected, str):
+        raise TlbenchError(f"{sidecar}: damaged tlbench checkpoint, weights_sha256 is missing")
+    if weights is None:
+        # The file the sidecar names; a pair renamed together (model.safetensors +
+        # model.json) is found by its shared stem.
+        named, stem = sidecar.parent / name, sidecar.with_suffix(WEIGHTS_SUFFIX)
+        weights = named if named.is_file() or not stem.is_file() else stem
+        if not weights.is_file():
+            raise TlbenchError(
+                f"{sidecar}: the checkpoint's weights {name} are missing beside it. {_PAIR_ADVICE}"
+            )
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            stored = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as exc:  # safetensors raises its own error type for foreign or damaged files
+        raise TlbenchError(
+            f"{weights} is not a tlbench checkpoint (cannot be read as safetensors: "
+            f"{_first_line(exc)}). {_WRITTEN_BY}"
+        ) from None
+    key, weights_key = meta.get("key"), stored.get("key")
+    if weights_key is not None and key is not None and weights_key != key:
+        raise TlbenchError(
+            f"{weights} and {sidecar} do not belong together: the weights are run {weights_key}'s, "
+            f"the sidecar describes run {key}. {_PAIR_ADVICE}"
+        )
+    actual = _sha256(weights)
+    if actual != expected:
+        raise TlbenchError(
+            f"{weights} and {sidecar} do not belong together: the sidecar describes weights with "
+            f"SHA-256 {expected[:16]}..., the file's is {actual[:16]}... (one of the two was "
+            f"changed, damaged or comes from another run). {_PAIR_ADVICE}"
+        )
+    checkpoint = {k: v for k, v in meta.items() if k not in _PAIR_KEYS}
+    checkpoint["state_dict"] = state
+    return checkpoint
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -74,6 +232,8 @@ def _is_int(value: Any) -> bool:
 def _field_problem(c: dict[str, Any]) -> str | None:
     """What is wrong with the fields' types and values, or None: a tampered or damaged file
     must be an error message, not a traceback deep inside the model."""
+    import torch
+
     state = c["state_dict"]
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
@@ -121,6 +281,8 @@ def checkpoint_preprocessing(checkpoint: dict[str, Any]) -> Preprocessing:
 
 def build_model(checkpoint: dict[str, Any], plugins: Any) -> nn.Module:
     """The checkpoint's classifier: registered backbone (random init) + head + saved weights."""
+    from torch import nn
+
     from tlbench.engine import FeatureHead, ImageClassifier
 
     name = checkpoint["backbone"]
@@ -162,23 +324,32 @@ def save_checkpoint(
     best_epoch: int,
     best_accuracy: float,
 ) -> Path:
-    """Write the best epoch's weights with everything `tlbench predict` needs; returns the path.
+    """Write the best epoch's weights and their sidecar; returns the weights' path.
 
     `model` is the whole classifier (normalisation, backbone, head);
     `best_state` holds the best epoch's weights of the head alone
-    (`head_only`, cached features) or of the whole model. Written to a
-    temporary name and renamed, so a reader never sees half a checkpoint.
+    (`head_only`, cached features) or of the whole model. Each file is written
+    to a temporary name and renamed; the old sidecar goes first and the new one
+    comes last, so a reader finds either no checkpoint or a whole one (and the
+    sidecar's checksum makes weights it does not describe an error).
     """
+    from safetensors.torch import save_file
+
     from tlbench import __version__
 
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # Owned, contiguous copies: safetensors refuses tensors that share memory.
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     prefix = "head." if head_only else ""
-    state.update({prefix + k: v for k, v in best_state.items()})
-    path = folder / f"{spec.key}.pt"
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "state_dict": state,
+    state.update(
+        {prefix + k: v.detach().to("cpu", copy=True).contiguous() for k, v in best_state.items()}
+    )
+    weights, sidecar = checkpoint_paths(folder, spec.key)
+    meta = {
+        "format": SAFETENSORS_FORMAT,
+        "weights_file": weights.name,
+        "weights_sha256": "",
         "backbone": backbone.name,
         "strategy": spec.strategy,
         "head": "feature" if head_only else "linear",
@@ -187,7 +358,8 @@ def save_checkpoint(
         "image_size": spec.image_size,
         "preprocessing": backbone.preprocessing.to_dict(),
         "best_epoch": best_epoch,
-        "best_accuracy": best_accuracy,
+        # Strict JSON (the Hub's viewers parse it): a non-finite accuracy is null.
+        "best_accuracy": best_accuracy if math.isfinite(best_accuracy) else None,
         # Provenance, so a checkpoint found alone can be traced to its record.
         "key": spec.key,
         "dataset": spec.dataset,
@@ -195,7 +367,23 @@ def save_checkpoint(
         "weights": spec.weights,
         "tlbench_version": __version__,
     }
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
-    return path
+    tag = f"{os.getpid()}.tmp"
+    tmp_weights = weights.with_name(f"{weights.name}.{tag}")
+    tmp_sidecar = sidecar.with_name(f"{sidecar.name}.{tag}")
+    try:
+        # "format": "pt" is what the Hub's libraries expect of PyTorch safetensors.
+        save_file(
+            state,
+            str(tmp_weights),
+            metadata={"format": "pt", "tlbench_format": SAFETENSORS_FORMAT, "key": spec.key},
+        )
+        meta["weights_sha256"] = _sha256(tmp_weights)
+        tmp_sidecar.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        sidecar.unlink(missing_ok=True)
+        tmp_weights.replace(weights)
+        tmp_sidecar.replace(sidecar)
+    finally:
+        for tmp in (tmp_weights, tmp_sidecar):
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    return weights

@@ -54,8 +54,9 @@ EPILOG_EXAMPLES = """examples:
 """
 
 EPILOG_PREDICT = """examples:
-  tlbench predict results/models/3f2a....pt photo.jpg
-  tlbench predict model.pt ~/data/flowers/test --top-k 3 --grid predictions.png
+  tlbench predict results/models/3f2a....safetensors photo.jpg
+  tlbench predict model.json ~/data/flowers/test --top-k 3 --grid predictions.png
+  tlbench predict old-model.pt photo.jpg         the older one-file format
 """
 
 
@@ -214,7 +215,10 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         "--force", action="store_true", default=None, help="redo runs already in the results file"
     )
     where.add_argument(
-        "--save-models", action="store_true", default=None, help="keep each run's best checkpoint"
+        "--save-models",
+        action="store_true",
+        default=None,
+        help="keep each run's best checkpoint (<key>.safetensors + <key>.json sidecar)",
     )
     where.add_argument(
         "--models-dir",
@@ -428,7 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_PREDICT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pred.add_argument("checkpoint", metavar="CHECKPOINT.pt")
+    pred.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="<key>.safetensors or its <key>.json sidecar (or an older <key>.pt)",
+    )
     pred.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     pred.add_argument(
         "--top-k", "-k", type=int, default=5, metavar="K", help="classes per image (default 5)"

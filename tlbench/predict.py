@@ -1,7 +1,8 @@
 """`tlbench predict`: classify images with a checkpoint saved by `tlbench run --save-models`.
 
-The checkpoint is read and the model rebuilt by `tlbench.checkpoint`, the
-module that also writes it. Images go through the same decode, resize and
+The checkpoint (`<key>.safetensors` with its `<key>.json` sidecar, or an older
+`<key>.pt`) is read and the model rebuilt by `tlbench.checkpoint`, the module
+that also writes it. Images go through the same decode, resize and
 centre crop as the evaluation split did in training.
 """
 
@@ -19,6 +20,7 @@ from tlbench.api import Preprocessing
 # The checkpoint format lives in tlbench.checkpoint; predict's callers find it here too.
 from tlbench.checkpoint import (  # noqa: F401
     CHECKPOINT_FORMAT,
+    SAFETENSORS_FORMAT,
     build_model,
     checkpoint_preprocessing,
     load_checkpoint,

@@ -343,13 +343,18 @@ def needs_rerun(record: dict[str, Any], config: Any) -> str | None:
             getattr(config, "models_dir", None)
             or Path(getattr(config, "out", ".")).expanduser().parent / "models"
         )
-        expected = Path(folder).expanduser() / f"{record.get('key')}.pt"
-        here = expected.is_file()
+        from tlbench.checkpoint import checkpoint_complete, checkpoint_paths, find_checkpoint
+
+        key = str(record.get("key"))
+        weights, sidecar = checkpoint_paths(folder, key)
+        # The pair --save-models writes, or an older single-file checkpoint.
+        expected = f"{weights} with {sidecar.name}, or an older {weights.with_suffix('.pt')}"
+        here = find_checkpoint(folder, key) is not None
         # Without --models-dir, the checkpoint the record names (wherever it was written) will do.
         there = (
             isinstance(saved, str)
             and getattr(config, "models_dir", None) is None
-            and Path(saved).is_file()
+            and checkpoint_complete(saved)
         )
         if not (here or there):
             if not isinstance(saved, str):
