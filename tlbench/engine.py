@@ -509,6 +509,9 @@ class FitResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     eval_images: int = 0
     batch_size: int = 0
+    #: which evaluation images the last epoch classified correctly (bool, on the host, in
+    #: the eval split's order): what pairs two single runs image by image.
+    final_correct: torch.Tensor | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -572,6 +575,8 @@ def _record_epoch(
         "train_images_per_s": images / seconds if seconds > 0 else None,
     }
     result.curve.append(metrics)
+    if evaluation.get("correct") is not None:
+        result.final_correct = evaluation["correct"]
     if evaluation["accuracy"] > result.best_accuracy or result.best_epoch == 0:
         result.best_accuracy, result.best_epoch = evaluation["accuracy"], epoch
         if state is not None:
@@ -594,25 +599,35 @@ def evaluate_logits(
     num_classes: int,
     batch_size: int,
     device: torch.device,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """Top-1, balanced accuracy and mean loss; `logits_of(start, stop)` gives a batch's logits.
 
     Counts accumulate on the device (`eval_counts`, no host read); the
-    confusion matrix and the loss are read back once, here.
+    confusion matrix and the loss are read back once, here. With `per_image`,
+    "correct" is also returned: a bool per image, in `labels`' order, read back
+    in that same transfer.
     """
     n = len(labels)
-    confusion, loss_sum = eval_counts(logits_of, labels, num_classes, batch_size, device)
-    confusion = confusion.view(num_classes, num_classes).cpu()  # the one sync
+    cells = num_classes * num_classes
+    hits = torch.zeros(n, dtype=torch.long, device=device) if per_image else None
+    confusion, loss_sum = eval_counts(logits_of, labels, num_classes, batch_size, device, hits)
+    both = torch.cat([confusion, hits]) if hits is not None else confusion
+    both = both.cpu()  # the one sync
+    confusion = both[:cells].view(num_classes, num_classes)
     correct = confusion.diag()
     support = confusion.sum(1)
     present = support > 0
-    return {
+    out = {
         "accuracy": float(correct.sum() / max(1, n)),
         "balanced_accuracy": float((correct[present] / support[present]).mean())
         if present.any()
         else 0.0,
         "loss": float(loss_sum) / max(1, n),
     }
+    if hits is not None:
+        out["correct"] = both[cells:].bool()
+    return out
 
 
 @torch.inference_mode()
@@ -622,8 +637,12 @@ def eval_counts(
     num_classes: int,
     batch_size: int,
     device: torch.device,
+    hits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The flat confusion matrix and the summed loss of an evaluation, left on the device.
+
+    `hits`, when given (a tensor of len(labels) on the device), is set to 1 where
+    an image was classified correctly, 0 elsewhere.
 
     Per-class hits are added into a preallocated matrix with `scatter_add_`:
     `torch.bincount` on CUDA reads its input's range back to the host, a sync
@@ -639,8 +658,11 @@ def eval_counts(
         logits = logits_of(start, stop).float()
         y = labels[start:stop]
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        cells = y * num_classes + logits.argmax(1)
+        predicted = logits.argmax(1)
+        cells = y * num_classes + predicted
         confusion.scatter_add_(0, cells, torch.ones_like(cells))
+        if hits is not None:
+            hits[start:stop] = predicted == y
     return confusion, loss_sum
 
 
@@ -652,12 +674,13 @@ def evaluate_images(
     batch_size: int,
     ex: Execution,
     images_on_device: torch.Tensor | None = None,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """Evaluate on the centre crop of every image (torchvision's resize + centre crop)."""
     model.eval()
     images = images_on_device if images_on_device is not None else data.images
     logits_of = image_logits(model, images, image_size, ex)
-    return evaluate_logits(logits_of, data.labels, num_classes, batch_size, ex.device)
+    return evaluate_logits(logits_of, data.labels, num_classes, batch_size, ex.device, per_image)
 
 
 def image_logits(
@@ -828,8 +851,9 @@ def train_images(
             on_phase("eval")
         t0 = time.perf_counter()
         evaluation = evaluate_images(
-            step_model, evalset, image_size, num_classes, eval_batch, ex, eval_images_dev
-        )
+            step_model, evalset, image_size, num_classes, eval_batch, ex, eval_images_dev,
+            per_image=epoch == hp.epochs,  # the final evaluation's, for paired comparisons
+        )  # fmt: skip
         eval_seconds = time.perf_counter() - t0  # evaluate_* ends on a host read: synchronised
         result.eval_seconds += eval_seconds
         result.eval_images += len(evalset)
@@ -939,9 +963,14 @@ def train_head_on_features(
             batch_size=batch, upload_seconds=upload_seconds, resident_data_bytes=resident
         )
 
-        def evaluate() -> dict[str, Any]:
+        def evaluate(per_image: bool = False) -> dict[str, Any]:
             return evaluate_logits(
-                lambda a, b: head(eval_x[a:b]), eval_y, num_classes, HEAD_EVAL_BATCH, device
+                lambda a, b: head(eval_x[a:b]),
+                eval_y,
+                num_classes,
+                HEAD_EVAL_BATCH,
+                device,
+                per_image,
             )
 
         if warmup:
@@ -991,7 +1020,7 @@ def train_head_on_features(
             if on_phase is not None:
                 on_phase("eval")
             t0 = time.perf_counter()
-            evaluation = evaluate()
+            evaluation = evaluate(per_image=epoch == hp.epochs)  # the final one, for pairing
             result.eval_seconds += time.perf_counter() - t0
             result.eval_images += len(eval_y)
             _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, state, on_epoch)

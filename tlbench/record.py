@@ -14,18 +14,39 @@ Schema history:
   saw) and `dataset_id`; `execution` facts (TF32, cuDNN benchmark, device model)
   join `cost`. Schema 1 records are read as they are: a missing field is
   missing, never invented.
+- 2, later: `accuracy.final_correct`, the final evaluation's per-image
+  correctness (`encode_correct`), optional. Not a new version: nothing a
+  reader relied on changed, and a tlbench that does not know the field
+  ignores it; records without it are compared as before.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
-from typing import Any, Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: bumped when the record layout changes; readers accept every version up to it.
 SCHEMA_VERSION = 2
 
 Status = Literal["ok", "failed", "skipped", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)
+
+
+class Correct(TypedDict):
+    """Which evaluation images a run classified correctly: a bitset, base64-encoded.
+
+    Bit i (most significant bit of each byte first, numpy's `packbits`) is image i
+    of the evaluation split, in the split's fixed order. 10,000 images take 1,668
+    characters.
+    """
+
+    images: int
+    bits: str
 
 
 class Accuracy(TypedDict, total=False):
@@ -38,6 +59,8 @@ class Accuracy(TypedDict, total=False):
     #: one entry per epoch: epoch, train_loss, eval_accuracy, eval_balanced_accuracy,
     #: eval_loss, epoch_seconds, train_images_per_s.
     curve: list[dict[str, Any]]
+    #: the final evaluation, image by image (`encode_correct`); absent in older records.
+    final_correct: Correct
 
 
 class Cost(TypedDict, total=False):
@@ -86,6 +109,38 @@ class RunRecord(TypedDict, total=False):
     failed_epoch: int
     epochs_completed: int
     partial_curve: list[dict[str, Any]]
+
+
+def encode_correct(correct: Any) -> Correct:
+    """Per-image correctness (0/1 or bool, one per evaluation image, in order) as a `Correct`."""
+    import numpy as np
+
+    flags = np.asarray(correct).reshape(-1)
+    if flags.size and not np.all((flags == 0) | (flags == 1)):
+        raise ValueError("per-image correctness must be 0/1 or bool")
+    packed = np.packbits(flags.astype(bool))
+    return {"images": int(flags.size), "bits": base64.b64encode(packed.tobytes()).decode("ascii")}
+
+
+def decode_correct(value: Any, images: int | None = None) -> np.ndarray | None:
+    """The 0/1 vector (uint8) a `Correct` encodes; None when `value` is not one, or holds
+    another number of images than `images` (the record's evaluation split) when given."""
+    if not isinstance(value, dict):
+        return None
+    n, bits = value.get("images"), value.get("bits")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or not isinstance(bits, str):
+        return None
+    if images is not None and n != images:
+        return None
+    try:
+        raw = base64.b64decode(bits, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != (n + 7) // 8:
+        return None
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n)
 
 
 def _number(value: Any) -> bool:

@@ -52,8 +52,9 @@ LEGEND = (
     "interval: Student t over seeds, or a bootstrap over the evaluation images for one seed]. "
     "train s: feature extraction + training (no decoding, no eval). "
     "pareto *: no other row of the dataset is both more accurate and cheaper to train. "
-    "tie =: the best row, and rows that cannot be told apart from it (paired t over the seeds "
-    "both ran, 95%; rows sharing fewer than two seeds are not compared)."
+    "tie =: the best row, and rows that cannot be told apart from it (95%: paired t over the "
+    "seeds both ran; for single runs, a paired bootstrap over the evaluation images where the "
+    "records hold per-image results; otherwise not compared)."
 )
 
 
@@ -96,7 +97,8 @@ class Row:
     ci_high: float | None = None
     ci_method: str = ""
     #: cannot be told apart from the best row of its section (paired differences over
-    #: the seeds both ran; None when they share fewer than two seeds).
+    #: the seeds both ran, or over the evaluation images of single runs whose records
+    #: hold per-image results; None when no paired comparison can be made).
     tie: bool | None = None
     #: final top-1 of each seed, for the paired comparisons.
     seed_accuracy: dict[int, float] = field(default_factory=dict)
@@ -396,6 +398,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         series.update(_variant_labels(unbudgeted))
 
     rows: list[Row] = []
+    per_image: dict[int, tuple[Any, dict[int, Any]]] = {}  # id(row) -> (eval split, correct)
     for gkey, group in groups.items():
         config = configs[gkey]
         dataset, backbone, strategy = (str(config.get(k, "?")) for k in NAME_COLUMNS)
@@ -448,6 +451,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
             r["accuracy"]["best_epoch"] for r in ok if r["accuracy"]["best_epoch"] is not None
         ]
         interval = _interval(ok, accs)
+        per_image_of_row = _per_image(ok)
         rows.append(
             Row(
                 **base,
@@ -479,9 +483,35 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
                 images_per_class=_mean([v for v in map(_images_per_class, ok) if v is not None]),
             )
         )
+        if per_image_of_row is not None:
+            per_image[id(rows[-1])] = per_image_of_row
     _mark_gain_and_pareto(rows)
-    _mark_ties(rows)
+    _mark_ties(rows, per_image)
     return rows
+
+
+def _per_image(ok: list[dict[str, Any]]) -> tuple[Any, dict[int, Any]] | None:
+    """(which evaluation split, {seed: 0/1 per image}) of the runs that recorded their
+    final evaluation image by image (`accuracy.final_correct`); None when none did."""
+    from tlbench.record import decode_correct
+
+    split = None
+    found: dict[int, Any] = {}
+    for r in ok:
+        data = r.get("data") if isinstance(r.get("data"), dict) else {}
+        images = data.get("eval_images")
+        seed = r["config"].get("seed")
+        correct = decode_correct(
+            r["accuracy"].get("final_correct"), images if isinstance(images, int) else None
+        )
+        if correct is None or not isinstance(seed, int):
+            continue
+        this = json.dumps([data.get("eval_split"), len(correct)])
+        if split not in (None, this):
+            return None  # the seeds disagree on what they were evaluated on: pair none
+        split = this
+        found[seed] = correct
+    return (split, found) if found else None
 
 
 def _images_per_class(record: dict[str, Any]) -> float | None:
@@ -509,22 +539,42 @@ def _interval(ok: list[dict[str, Any]], accs: list[float]) -> Any:
     return stats.accuracy_interval(accs, correct)
 
 
-def _mark_ties(rows: list[Row]) -> None:
+def _mark_ties(
+    rows: list[Row], per_image: dict[int, tuple[Any, dict[int, Any]]] | None = None
+) -> None:
     """Mark the rows of each section that cannot be told apart from its best row.
 
     Paired over the seeds two rows share (Student t of the per-seed
-    differences); with fewer than two common seeds there is no paired test
-    (per-image results are not recorded), and `tie` stays None.
+    differences). With fewer than two common seeds, rows whose records hold
+    their final evaluation image by image (`per_image`: id(row) -> (evaluation
+    split, {seed: 0/1 per image})) are paired over the images (a paired
+    bootstrap; see `tlbench.stats.compare`), provided both were evaluated on
+    the same split; otherwise `tie` stays None, as for records without
+    per-image results.
     """
     from tlbench import stats
 
+    per_image = per_image or {}
     sections: dict[str, list[Row]] = {}
     for row in rows:
         if row.accuracy is not None and row.seed_accuracy:
             sections.setdefault(row.section, []).append(row)
     for group in sections.values():
+        # The best row as stats.compare_to_best finds it (the highest mean, the first of equals):
+        # only results on its evaluation split can be paired with its own.
+        best = max(group, key=lambda r: stats.Row(key=0, accuracy=r.seed_accuracy).mean)
+        split = per_image.get(id(best), (None, {}))[0]
         compared = stats.compare_to_best(
-            [stats.Row(key=i, accuracy=r.seed_accuracy) for i, r in enumerate(group)]
+            [
+                stats.Row(
+                    key=i,
+                    accuracy=r.seed_accuracy,
+                    correct=per_image[id(r)][1]
+                    if id(r) in per_image and per_image[id(r)][0] == split
+                    else {},
+                )
+                for i, r in enumerate(group)
+            ]
         )
         for i, row in enumerate(group):
             row.tie = compared[i].tied

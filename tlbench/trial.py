@@ -45,7 +45,7 @@ from tlbench.engine import (
 from tlbench.errors import DatasetError, Terminated, TlbenchError
 from tlbench.features import FeatureStore, feature_key
 from tlbench.plugins import Plugins, PluginSet
-from tlbench.record import SCHEMA_VERSION, RunRecord
+from tlbench.record import SCHEMA_VERSION, RunRecord, encode_correct
 from tlbench.timing import (
     PeakMemory,
     Stopwatch,
@@ -415,6 +415,7 @@ class TrialHost:
             "final": fit.final_accuracy,
             "final_balanced": fit.curve[-1]["eval_balanced_accuracy"] if fit.curve else None,
             "curve": fit.curve,
+            "final_correct": fit.final_correct,
         }
         if probe_fit is not None:
             accuracy["probe"] = {
@@ -651,6 +652,16 @@ def make_record(
     }
     if "failed_epoch" in parts:
         record["failed_epoch"] = parts.pop("failed_epoch")
+    accuracy = parts.get("accuracy")
+    if isinstance(accuracy, dict) and "final_correct" in accuracy:
+        # The final evaluation image by image, as a compact bitset (`record.encode_correct`).
+        accuracy = dict(accuracy)
+        correct = accuracy.pop("final_correct")
+        if correct is not None:
+            accuracy["final_correct"] = (
+                correct if isinstance(correct, dict) else encode_correct(correct)
+            )
+        parts["accuracy"] = accuracy
     if started is not None:
         record["elapsed_seconds"] = time.time() - started
     record.update(parts)
