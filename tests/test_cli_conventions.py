@@ -22,13 +22,14 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 import tlbench
 from tlbench import cli
-from tlbench.errors import UnknownNameError, plural
+from tlbench.errors import TlbenchError, UnknownNameError, plural
 
 try:
     import tomllib
@@ -150,6 +151,22 @@ def test_errors_are_never_hard_wrapped(tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and len(lines[0]) > 80, done.stderr
     assert lines[0].startswith("error: nothing is called") and lines[0].endswith("available.")
+
+
+def test_messages_are_printed_as_written(tl, monkeypatch):
+    """A path ending in a backslash or holding [brackets] is printed as is, never as markup."""
+
+    def fails(args, console):
+        warnings.warn("skipping [strategy.finetune] in D:\\runs\\", stacklevel=1)
+        raise TlbenchError("cannot read C:\\results\\ [bold]")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", fails)
+    code, _, err = tl("report", "x.jsonl")
+    assert code == 2
+    assert err.splitlines() == [
+        "warning: skipping [strategy.finetune] in D:\\runs\\",
+        "error: cannot read C:\\results\\ [bold]",
+    ]
 
 
 # --------------------------------------------------------------------------- conventions

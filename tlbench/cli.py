@@ -1507,15 +1507,15 @@ def main(argv: list[str] | None = None) -> int:
     # Messages are never hard-wrapped: a terminal wraps them itself, a log keeps one line each.
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     warnings.simplefilter("default")
-    # Messages name tables like [strategy.finetune] and paths with brackets:
-    # escaped, so rich prints them instead of reading them as markup.
+    # Messages name tables like [strategy.finetune] and paths with brackets or a
+    # trailing backslash: printed as plain text, never read as markup.
     warnings.showwarning = lambda message, *a, **k: err.print(
-        f"[yellow]warning:[/] {escape(str(message))}"
+        Text.assemble(("warning:", "yellow"), " ", str(message))
     )
     try:
         return COMMANDS[args.command](args, console)
     except TlbenchError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(Text.assemble(("error:", "red"), " ", str(exc)))
         return 2
     except KeyboardInterrupt as stop:
         err.print("interrupted")
