@@ -122,6 +122,30 @@ def test_log_to_mlflow_and_tensorboard_from_the_cli(
         assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
+def test_select_logs_both_stages_to_the_trackers(
+    run_cli: Any, tmp_path: Path, clean_env: None
+) -> None:
+    pytest.importorskip("tensorboard")
+    result = run_cli(
+        "select",
+        "--backbones", "tiny",
+        "--datasets", "tinyset",
+        "--top-k", "1",
+        "--epochs", "2",
+        "--batch-size", "16",
+        "--image-size", "16",
+        "--device", "cpu",
+        "--out", tmp_path / "results.jsonl",
+        "--cache-dir", tmp_path / "cache",
+        "--log-to", "tensorboard",
+    )  # fmt: skip
+    assert result.code == 0, result
+    records = results_file.read(tmp_path / "results.jsonl")
+    assert sorted(r["config"]["strategy"] for r in records) == ["finetune", "linear"]
+    folders = sorted(f.name for f in (tmp_path / "tensorboard" / "tinyset").iterdir())
+    assert folders == sorted(run_name(r["config"], r["key"]) for r in records)
+
+
 def test_unknown_tracker_fails_before_training(run_cli: Any, tmp_path: Path) -> None:
     from imagetree import assert_clean_error
 

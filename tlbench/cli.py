@@ -699,16 +699,23 @@ def _grid_records(runner: Any, plans: list[Any]) -> list[dict[str, Any]]:
     return [r for r in results.read(runner.out) if r["key"] in keys]
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
+def _grid_plugins(config: Any, finalist: str | None = None) -> Any:
+    """The plugins a grid runs with, its trackers registered; bad names fail before any training."""
     from tlbench.config import check_strategy_tables
     from tlbench.plugins import Plugins
-
-    config = _config_from_args(args)  # a bad config file fails here, before any loading
-    plugins = Plugins()
-    check_strategy_tables(config, plugins.strategies.names())
     from tlbench.trackers import register_trackers
 
+    plugins = Plugins()
+    if finalist is not None:
+        plugins.strategies.get(finalist)  # an unknown finalist fails before stage 1
+    check_strategy_tables(config, plugins.strategies.names())
     register_trackers(plugins, config.log_to, config.out)  # unknown names fail here
+    return plugins
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    config = _config_from_args(args)  # a bad config file fails here, before any loading
+    plugins = _grid_plugins(config)
     ran = _run_grid(args, console, config, plugins)
     if isinstance(ran, int):
         return ran
@@ -733,8 +740,6 @@ def cmd_select(args: argparse.Namespace, console: Console) -> int:
     import dataclasses
 
     from tlbench import select
-    from tlbench.config import check_strategy_tables
-    from tlbench.plugins import Plugins
 
     if args.strategies:
         raise TlbenchError(
@@ -743,9 +748,7 @@ def cmd_select(args: argparse.Namespace, console: Console) -> int:
     if args.top_k < 1:
         raise TlbenchError(f"--top-k must be at least 1, not {args.top_k}")
     config = _config_from_args(args)
-    plugins = Plugins()
-    plugins.strategies.get(args.finalist)  # an unknown finalist fails before stage 1
-    check_strategy_tables(config, plugins.strategies.names())
+    plugins = _grid_plugins(config, args.finalist)
     stage1 = dataclasses.replace(config, strategies=["linear"])
     ran = _run_grid(args, console, stage1, plugins)
     if isinstance(ran, int):
