@@ -1379,12 +1379,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
             f"none of the {len(records)} record(s) in {', '.join(args.results)} can be shown "
             "(the warnings above say what they lack)"
         )
+    from tlbench.select import render_checks, report_checks
+
+    # Where the results hold a full grid: how well each score ranked the fine-tuned backbones.
+    checks = report_checks(records)
     if plot_path is not None:
         from tlbench.plot import plot_comparison
 
         plot_path = plot_comparison(rows, records, plot_path)
     if output is not None:
-        text = report.render(rows, args.format, args.group_by)  # "table": plain text, no colour
+        text = report.render(rows, args.format, args.group_by, checks)  # "table": plain, no colour
         try:
             results.write_text_atomic(output, text)
         except OSError as exc:
@@ -1394,8 +1398,10 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         console.print(Text.assemble("report: ", str(output)))
     elif args.format == "table":
         print_comparison(console, records, args.sort, args.group_by)
+        if checks:
+            console.print(Text(render_checks(checks, "table").rstrip("\n")))
     else:
-        sys.stdout.write(report.render(rows, args.format, args.group_by))
+        sys.stdout.write(report.render(rows, args.format, args.group_by, checks))
     if plot_path is not None:
         where = console if output is not None or args.format == "table" else Console(stderr=True)
         where.print(Text.assemble("plot: ", str(plot_path)))

@@ -745,14 +745,28 @@ def _safe(text: str, fmt: str) -> str:
     return text
 
 
-def render(rows: list[Row], fmt: str, group_by: str = "dataset") -> str:
+def render(
+    rows: list[Row], fmt: str, group_by: str = "dataset", checks: list[Any] | None = None
+) -> str:
     """Rows as text: table (plain), markdown, csv, json, html or latex.
 
     csv and json hold every field of every row, unformatted (fractions, seconds,
     bytes as MB), one list for all groups; the others are one table per group.
+
+    `checks` (`tlbench.select.report_checks`: how well each transferability
+    score, the probe and parameter count rank the fine-tuned backbones) follow
+    the tables in the text formats. In json, with checks, the output is
+    `{"rows": [...], "ranking_checks": [...]}` instead of the list of rows
+    (a results file without a full grid keeps the plain list). csv is one
+    table of rows and leaves them out.
     """
     if fmt == "json":
-        return json.dumps([asdict(r) for r in rows], indent=2) + "\n"
+        data = [asdict(r) for r in rows]
+        if checks:
+            from tlbench.select import as_records
+
+            return json.dumps({"rows": data, "ranking_checks": as_records(checks)}, indent=2) + "\n"
+        return json.dumps(data, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         fields = list(Row.__dataclass_fields__)
@@ -802,4 +816,8 @@ def render(rows: list[Row], fmt: str, group_by: str = "dataset") -> str:
         else:
             parts.append(f"{heading}\n{table}")
     legend = {"html": f"<p>{html.escape(LEGEND)}</p>", "latex": f"% {LEGEND}"}.get(fmt, LEGEND)
+    if checks:
+        from tlbench.select import render_checks
+
+        legend += "\n\n" + render_checks(checks, fmt).rstrip("\n")
     return "\n\n".join([*parts, legend]) + "\n"

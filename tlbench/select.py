@@ -18,11 +18,15 @@ When the results file holds the full grid (every backbone fine-tuned),
 `check` compares each ranking (each score, and parameter count alone as the
 naive baseline) against the fine-tuned accuracies: the weighted Kendall tau
 and the regret of picking by it (best accuracy minus the picked one's).
+`tlbench report` shows these checks (`report_checks`, `render_checks`)
+wherever a dataset has a probe and a fine-tune (or LP-FT) of at least
+`MIN_BACKBONES` backbones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 import statistics
 from collections.abc import Iterable
@@ -180,6 +184,10 @@ class RankingCheck:
     tau: float
     regret: float
     backbones: int
+    #: the strategy whose accuracies are the truth ("finetune" or "lp-ft").
+    against: str = "finetune"
+    budget: str | None = None
+    image_size: int | None = None
 
 
 def check(records: list[dict[str, Any]], finalist_strategy: str = "finetune") -> list[RankingCheck]:
@@ -214,8 +222,112 @@ def check(records: list[dict[str, Any]], finalist_strategy: str = "finetune") ->
                     tau=stats.weighted_tau(score, accuracy),
                     regret=stats.regret(score, accuracy),
                     backbones=len(names),
+                    against=finalist_strategy,
+                    budget=key[2],
+                    image_size=key[3],
                 )
             )
+    return out
+
+
+#: the fine-tuned strategies a ranking is checked against, when the results hold them.
+TUNED_STRATEGIES = ("finetune", "lp-ft")
+#: the fewest backbones a check is shown for: with two, a tau is +1 or -1 and says little.
+MIN_BACKBONES = 3
+#: how the rankings are named in a table.
+RANK_NAMES = {
+    "probe": "linear probe accuracy",
+    "logme": "LogME",
+    "knn_accuracy": "k-NN accuracy",
+    "h_score": "H-score",
+    "params": "parameter count (baseline)",
+}
+
+
+def report_checks(records: Iterable[dict[str, Any]]) -> list[RankingCheck]:
+    """The checks `tlbench report` shows: each ranking against each fine-tuned strategy
+    present, for every dataset (and budget, and image size) with a probe and a fine-tune
+    of at least `MIN_BACKBONES` backbones. Each run key counts once (its answer:
+    `results.answer_by_key`); records the report cannot read are left out."""
+    from tlbench.record import problems
+    from tlbench.results import answer_by_key
+
+    readable = [r for r in records if not problems(r)]
+    answers = list(answer_by_key(readable).values())
+    return [
+        c
+        for strategy in TUNED_STRATEGIES
+        for c in check(answers, strategy)
+        if c.backbones >= MIN_BACKBONES
+    ]
+
+
+def _tau_text(tau: float) -> str:
+    return "n/a" if math.isnan(tau) else f"{tau:+.2f}"
+
+
+def render_checks(checks: list[RankingCheck], fmt: str) -> str:
+    """The checks as text in a report format ("table", "markdown", "html", "latex"); one
+    table per dataset and fine-tuned strategy, then a line saying how to read them.
+    (csv and json carry `as_records(checks)` instead; see `tlbench.report.render`.)"""
+    if not checks:
+        return ""
+    from tabulate import tabulate
+
+    from tlbench.budget import describe
+    from tlbench.identity import short_names
+
+    names = short_names(c.dataset for c in checks)
+    tablefmt = {"markdown": "pipe", "html": "html", "latex": "latex_booktabs"}.get(fmt, "simple")
+    sizes: dict[str, set[Any]] = {}
+    for c in checks:
+        sizes.setdefault(c.dataset, set()).add(c.image_size)
+    sections: dict[str, list[RankingCheck]] = {}
+    for c in checks:
+        budget = f", budget {describe(c.budget)}" if c.budget else ""
+        # The image size only tells apart checks of one dataset run at several sizes.
+        size = f", {c.image_size}px" if len(sizes[c.dataset]) > 1 else ""
+        title = (
+            f"ranking check: {names[c.dataset]}{budget}{size}: "
+            f"{c.backbones} backbones, against {c.against}"
+        )
+        sections.setdefault(title, []).append(c)
+    parts = []
+    for title, group in sections.items():
+        table = tabulate(
+            [
+                [RANK_NAMES.get(c.rank_by, c.rank_by), _tau_text(c.tau), f"{100 * c.regret:.1f}"]
+                for c in group
+            ],
+            headers=["ranked by", "weighted tau", "regret (points)"],
+            tablefmt=tablefmt,
+            disable_numparse=True,
+            colalign=["left", "right", "right"],
+        )
+        if fmt == "markdown":
+            parts.append(f"### {title}\n\n{table}")
+        elif fmt == "html":
+            parts.append(f"<h3>{html.escape(title)}</h3>\n{table}")
+        elif fmt == "latex":
+            parts.append(f"% {title}\n{table}")
+        else:
+            parts.append(f"{title}\n{table}")
+    legend = (
+        "weighted tau: weighted Kendall tau (hyperbolic weights, scipy.stats.weightedtau) between "
+        "the ranking and the fine-tuned accuracies (mean over seeds); +1 ranks them exactly. "
+        "regret: best fine-tuned top-1 minus that of the backbone the ranking puts first."
+    )
+    parts.append({"html": f"<p>{html.escape(legend)}</p>", "latex": f"% {legend}"}.get(fmt, legend))
+    return "\n\n".join(parts) + "\n"
+
+
+def as_records(checks: list[RankingCheck]) -> list[dict[str, Any]]:
+    """The checks as plain JSON-ready dicts (a NaN tau is None: JSON has no NaN)."""
+    out = []
+    for c in checks:
+        d = dataclasses.asdict(c)
+        d["tau"] = None if math.isnan(c.tau) else c.tau
+        out.append(d)
     return out
 
 
