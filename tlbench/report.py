@@ -60,6 +60,7 @@ LEGEND = (
 
 @dataclass
 class Row:
+    #: the dataset's canonical name (`imagefolder:/abs/path`): what keys and exports carry.
     dataset: str
     backbone: str
     strategy: str
@@ -109,14 +110,19 @@ class Row:
     #: the variant without the budget: rows of one backbone x strategy x series are one
     #: line of accuracy against budget (`tlbench.plot.budget_lines`).
     series: str = ""
+    #: the dataset as tables show it: its short name (`imagefolder:flowers12`), with as
+    #: much of the path as tells it from the other datasets of the report
+    #: (`tlbench.identity.short_names`); "" means `dataset`.
+    dataset_name: str = ""
 
     @property
     def section(self) -> str:
-        """The dataset, or for rows on older data, the dataset, which data and when last run."""
+        """The dataset's short name, or for rows on older data, that, which data and when last run."""
+        name = self.dataset_name or self.dataset
         if not self.older_data:
-            return self.dataset
+            return name
         when = f", last run {self.last_run[:16].replace('T', ' ')} UTC" if self.last_run else ""
-        return f"{self.dataset} (older data {self.data or '?'}{when})"
+        return f"{name} (older data {self.data or '?'}{when})"
 
     @property
     def label(self) -> str:
@@ -485,9 +491,24 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         )
         if per_image_of_row is not None:
             per_image[id(rows[-1])] = per_image_of_row
+    for row, name in zip(rows, _short_names([r.dataset for r in rows]), strict=True):
+        row.dataset_name = name
     _mark_gain_and_pareto(rows)
     _mark_ties(rows, per_image)
     return rows
+
+
+def _short_names(datasets: list[str]) -> list[str]:
+    """The short name of each dataset (`tlbench.identity.short_names`); a dataset whose short
+    name another dataset also gets (a name that is no path can clash with a shortened
+    path) keeps its full name, so that sections never merge."""
+    from tlbench.identity import short_names
+
+    short = short_names(datasets)
+    taken: dict[str, set[str]] = {}
+    for canonical, name in short.items():
+        taken.setdefault(name, set()).add(canonical)
+    return [short[d] if len(taken[short[d]]) == 1 else d for d in datasets]
 
 
 def _per_image(ok: list[dict[str, Any]]) -> tuple[Any, dict[int, Any]] | None:
