@@ -143,3 +143,17 @@ def test_without_a_full_grid_the_report_is_unchanged(tmp_path, capsys):
     assert "ranking check" not in capsys.readouterr().out
     assert main(["report", str(path), "--format", "json"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out), list)  # the plain list of rows
+
+
+def test_checks_of_one_dataset_at_two_sizes_or_budgets_are_titled_apart():
+    def at(r, **config):
+        return dict(r, config={**r["config"], **config}, key=r["key"] + json.dumps(config))
+
+    grid = [*GRID, *(at(r, image_size=64) for r in GRID), *(at(r, budget="shots=5") for r in GRID)]
+    text = select.render_checks(select.report_checks(grid), "table")
+    titles = [line for line in text.splitlines() if line.startswith("ranking check")]
+    assert titles == [
+        "ranking check: imagefolder:flowers12, 32px: 3 backbones, against finetune",
+        "ranking check: imagefolder:flowers12, 64px: 3 backbones, against finetune",
+        "ranking check: imagefolder:flowers12, budget 5-shot, 32px: 3 backbones, against finetune",
+    ]
