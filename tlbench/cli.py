@@ -777,20 +777,22 @@ def cmd_select(args: argparse.Namespace, console: Console) -> int:
         rank_by=args.rank_by,
         top_k=args.top_k,
     )
+    from tlbench.identity import short_names
+
+    checks = select.check(answers, args.finalist)
+    names = short_names([s.dataset for s in found] + [c.dataset for c in checks])
     for selection in found:
-        print_selection(console, selection)
-    print_ranking_checks(console, select.check(answers, args.finalist))
+        print_selection(console, selection, names[selection.dataset])
+    print_ranking_checks(console, checks, names)
     console.print(f"results: {escape(str(ran[0].out))}", soft_wrap=True)
     return 0 if any(s.pick for s in found) else 1
 
 
-def print_selection(console: Console, s: Any) -> None:
-    """One dataset's selection: the ranking, the pick with its interval, the compute."""
+def print_selection(console: Console, s: Any, dataset: str) -> None:
+    """One dataset's selection (`dataset`: its short name): the ranking, the pick, the compute."""
     from tlbench.console import format_duration
 
-    table = Table(
-        title=f"{escape(str(s.dataset))}: stage 1 ranked by {s.rank_by}", title_justify="left"
-    )
+    table = Table(title=Text(f"{dataset}: stage 1 ranked by {s.rank_by}"), title_justify="left")
     for column in ("backbone", s.rank_by, "stage 2", f"{(s.finalists and 'top-1') or ''}"):
         table.add_column(column)
     for name, value in s.ranking:
@@ -837,7 +839,7 @@ def print_selection(console: Console, s: Any) -> None:
         )
 
 
-def print_ranking_checks(console: Console, checks: list[Any]) -> None:
+def print_ranking_checks(console: Console, checks: list[Any], names: dict[str, str]) -> None:
     """Tau and regret of each ranking, where the results hold every backbone's fine-tune."""
     if not checks:
         return
@@ -849,7 +851,7 @@ def print_ranking_checks(console: Console, checks: list[Any]) -> None:
         table.add_column(column)
     for c in checks:
         table.add_row(
-            escape(str(c.dataset)),
+            escape(names.get(c.dataset, c.dataset)),
             c.rank_by,
             f"{c.tau:+.2f}",
             f"{100 * c.regret:.1f} pt",
