@@ -766,6 +766,22 @@ def _safe(text: str, fmt: str) -> str:
     return text
 
 
+def section(heading: str, table: str, fmt: str) -> str:
+    """One section of a rendered report: its heading as `fmt` writes one, then its table."""
+    if fmt == "markdown":
+        return f"### {heading}\n\n{table}"
+    if fmt == "html":
+        return f"<h3>{html.escape(heading)}</h3>\n{table}"
+    if fmt == "latex":
+        return f"% {heading}\n{table}"
+    return f"{heading}\n{table}"
+
+
+def paragraph(text: str, fmt: str) -> str:
+    """A paragraph of prose (a legend) as `fmt` writes one."""
+    return {"html": f"<p>{html.escape(text)}</p>", "latex": f"% {text}"}.get(fmt, text)
+
+
 def render(
     rows: list[Row], fmt: str, group_by: str = "dataset", checks: list[Any] | None = None
 ) -> str:
@@ -828,15 +844,8 @@ def render(
             colalign=["left" if c in (*NAME_COLUMNS, "note") else "right" for c in header],
         )
         heading = _safe(f"{group_by}: {title}" if group_by != "none" else title, fmt)
-        if fmt == "markdown":
-            parts.append(f"### {heading}\n\n{table}")
-        elif fmt == "html":
-            parts.append(f"<h3>{html.escape(heading)}</h3>\n{table}")
-        elif fmt == "latex":
-            parts.append(f"% {heading}\n{table}")
-        else:
-            parts.append(f"{heading}\n{table}")
-    legend = {"html": f"<p>{html.escape(LEGEND)}</p>", "latex": f"% {LEGEND}"}.get(fmt, LEGEND)
+        parts.append(section(heading, table, fmt))
+    legend = paragraph(LEGEND, fmt)
     if checks:
         from tlbench.select import render_checks
 

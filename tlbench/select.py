@@ -26,7 +26,6 @@ wherever a dataset has a probe and a fine-tune (or LP-FT) of at least
 from __future__ import annotations
 
 import dataclasses
-import html
 import math
 import statistics
 from collections.abc import Iterable
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlbench import stats
-from tlbench.report import train_cost_seconds
+from tlbench.report import paragraph, section, train_cost_seconds
 
 #: what stage 1 can rank by: the probe's top-1, a transferability score, or size alone.
 RANK_BY = ("probe", "logme", "knn_accuracy", "h_score", "params")
@@ -304,20 +303,13 @@ def render_checks(checks: list[RankingCheck], fmt: str) -> str:
             disable_numparse=True,
             colalign=["left", "right", "right"],
         )
-        if fmt == "markdown":
-            parts.append(f"### {title}\n\n{table}")
-        elif fmt == "html":
-            parts.append(f"<h3>{html.escape(title)}</h3>\n{table}")
-        elif fmt == "latex":
-            parts.append(f"% {title}\n{table}")
-        else:
-            parts.append(f"{title}\n{table}")
+        parts.append(section(title, table, fmt))
     legend = (
         "weighted tau: weighted Kendall tau (hyperbolic weights, scipy.stats.weightedtau) between "
         "the ranking and the fine-tuned accuracies (mean over seeds); +1 ranks them exactly. "
         "regret: best fine-tuned top-1 minus that of the backbone the ranking puts first."
     )
-    parts.append({"html": f"<p>{html.escape(legend)}</p>", "latex": f"% {legend}"}.get(fmt, legend))
+    parts.append(paragraph(legend, fmt))
     return "\n\n".join(parts) + "\n"
 
 
