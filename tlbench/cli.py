@@ -423,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw accuracy against training time (Pareto frontier) and the learning "
         "curves; needs matplotlib (pip install 'tlbench[plot]')",
     )
+    rep.add_argument(
+        "--html",
+        metavar="FILE.html",
+        help="also write one standalone page (no server, no network): the tables with "
+        "intervals and marks, the --plot figure (when matplotlib is installed) and the "
+        "environment of the runs",
+    )
 
     pred = sub.add_parser(
         "predict",
@@ -1372,6 +1379,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     output = results.check_report_output(args.output, inputs) if args.output else None
     if output is not None and plot_path is not None and output.absolute() == plot_path.absolute():
         raise TlbenchError(f"--output and --plot name the same file, {output}; choose two")
+    page = None
+    if args.html:
+        from tlbench.htmlreport import check_html_output
+
+        page = check_html_output(args.html, inputs)
+        for flag, other in (("--output", output), ("--plot", plot_path)):
+            if other is not None and other.absolute() == page.absolute():
+                raise TlbenchError(f"--html and {flag} name the same file, {page}; choose two")
     records = results.read(inputs)
     if not records:
         raise TlbenchError(f"no records in {', '.join(args.results)}")
@@ -1404,9 +1419,15 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
             console.print(Text(render_checks(checks, "table").rstrip("\n")))
     else:
         sys.stdout.write(report.render(rows, args.format, args.group_by, checks))
+    if page is not None:
+        from tlbench.htmlreport import write_html_report
+
+        write_html_report(page, rows, records, sources=args.results, group_by=args.group_by)
+    where = console if output is not None or args.format == "table" else Console(stderr=True)
     if plot_path is not None:
-        where = console if output is not None or args.format == "table" else Console(stderr=True)
         where.print(Text.assemble("plot: ", str(plot_path)))
+    if page is not None:
+        where.print(Text.assemble("html: ", str(page)))
     return 0
 
 

@@ -403,8 +403,14 @@ def looks_like_results(path: str | os.PathLike) -> bool:
     return bool(head.strip()) and _foreign(head, size) is None
 
 
-def check_report_output(name: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
-    """The file `tlbench report --output` may write, checked before any work.
+def check_report_output(
+    name: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    *,
+    flag: str = "--output",
+    example: str = "report.md",
+) -> Path:
+    """The file `tlbench report --output` (or `flag`) may write, checked before any work.
 
     Refused: a folder; one of the results files being read, or any file
     holding run records (the report would replace them); a place that
@@ -413,24 +419,26 @@ def check_report_output(name: str | os.PathLike, inputs: Iterable[str | os.PathL
     text = os.fspath(name)
     path = Path(text).expanduser()
     if path.is_dir() or text.endswith(("/", os.sep)):
-        raise TlbenchError(f"--output {path} is a folder; name a file, e.g. {path / 'report.md'}")
+        raise TlbenchError(f"{flag} {path} is a folder; name a file, e.g. {path / example}")
     if path.exists():
         for source in map(Path, inputs):
             if source.exists() and os.path.samefile(path, source):
                 raise TlbenchError(
-                    f"--output {path} is one of the results files being read; writing the "
-                    "report there would replace its records. Choose another --output."
+                    f"{flag} {path} is one of the results files being read; writing the "
+                    "report there would replace its records. "
+                    f"Choose another {flag}."
                 )
         if looks_like_results(path):
             raise TlbenchError(
-                f"--output {path} holds tlbench run records; writing the report there would "
-                "replace them. Choose another --output."
+                f"{flag} {path} holds tlbench run records; writing the report there would "
+                "replace them. "
+                f"Choose another {flag}."
             )
         if not path.is_file():
             return path  # a device or a pipe (/dev/stdout): written as it is
-    check_folder_writable(path.parent, "the report", "--output")
+    check_folder_writable(path.parent, "the report", flag)
     if path.exists() and not os.access(path, os.W_OK):
-        raise TlbenchError(f"--output {path} cannot be overwritten. Choose another --output.")
+        raise TlbenchError(f"{flag} {path} cannot be overwritten. Choose another {flag}.")
     return path
 
 
