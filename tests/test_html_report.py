@@ -102,6 +102,14 @@ def hand_records() -> list[dict]:
     return out
 
 
+def hand_records_path(tmp_path: Path) -> Path:
+    """`hand_records()` as a results file."""
+    path = tmp_path / "hand.jsonl"
+    for r in hand_records():
+        results.append(path, r)
+    return path
+
+
 # The flowers table by hand. t_{0.975, 2} = 4.3027 (a t table); half = t * sd / sqrt(3).
 # finetune: 0.90 0.80 0.85 -> mean 85.0, sd 5.0,  half 12.42 -> [72.6, 97.4]
 # linear:   0.70 0.72 0.71 -> mean 71.0, sd 1.0,  half  2.48 -> [68.5, 73.5]
@@ -176,10 +184,7 @@ def assert_standalone(text: str, page: Page) -> None:
 
 @pytest.fixture
 def hand_results(tmp_path) -> Path:
-    path = tmp_path / "runs.jsonl"
-    for r in hand_records():
-        results.append(path, r)
-    return path
+    return hand_records_path(tmp_path)
 
 
 def test_the_page_holds_the_hand_worked_table_its_marks_the_environment_and_nothing_external(
@@ -258,6 +263,36 @@ def test_html_combines_with_the_other_outputs(hand_results, tmp_path, capsys):
     by_strategy = Page(page.read_text(encoding="utf-8")).tables
     assert sorted(by_strategy) == ["finetune", "linear", "scratch"]
     assert [row[:2] for row in by_strategy["linear"]] == [[HOSTILE, "b"], ["flowers", "small"]]
+
+
+def test_a_full_grid_adds_the_ranking_check(tmp_path):
+    """Three backbones probed and fine-tuned: the page holds the ranking check of the report.
+
+    Fine-tuned a > b > c (0.90, 0.80, 0.70); the probe (0.6, 0.7, 0.5) ranks b first, so
+    following it costs 0.90 - 0.80 = 10.0 points, and its weighted tau is 2/11 = +0.18
+    (worked out in tests/test_report_checks.py for the same accuracies).
+    """
+    path = tmp_path / "grid.jsonl"
+    for name, probe, fine in (("a", 0.6, 0.9), ("b", 0.7, 0.8), ("c", 0.5, 0.7)):
+        results.append(path, record(name, "linear", probe, 1.0, seed=0))
+        results.append(path, record(name, "finetune", fine, 10.0, seed=0))
+    page = tmp_path / "r.html"
+    assert main(["report", str(path), "--html", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert_standalone(text, Page(text))
+    start = text.index('<section id="ranking">')
+    ranking = text[start : text.index("</section>", start)]
+    assert "ranking check: flowers: 3 backbones, against finetune" in ranking
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>.*?</td>", ranking)]
+    assert cells[cells.index("linear probe accuracy") :][:3] == [
+        "linear probe accuracy",
+        "+0.18",
+        "10.0",
+    ]
+    assert '<a href="#ranking">' in text
+    # Without a full grid there is no check, and no section for it.
+    assert main(["report", str(hand_records_path(tmp_path)), "--html", str(page)]) == 0
+    assert 'id="ranking"' not in page.read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- in a real browser

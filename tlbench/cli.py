@@ -1422,7 +1422,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if page is not None:
         from tlbench.htmlreport import write_html_report
 
-        write_html_report(page, rows, records, sources=args.results, group_by=args.group_by)
+        write_html_report(
+            page, rows, records, sources=args.results, group_by=args.group_by, checks=checks
+        )
     where = console if output is not None or args.format == "table" else Console(stderr=True)
     if plot_path is not None:
         where.print(Text.assemble("plot: ", str(plot_path)))

@@ -11,6 +11,9 @@ no web font). It holds
   accuracy against training time with the Pareto frontier, the learning
   curves, and accuracy against budget when the runs have budgets; without
   matplotlib, a note saying how to get it;
+- where the results hold a full grid, the ranking check of `tlbench report`
+  (`tlbench.select.report_checks`: how well each transferability score, the
+  probe and parameter count ranked the fine-tuned backbones);
 - the environment the runs ran in: each distinct tlbench, torch, Python,
   platform and device, with how many runs had it.
 
@@ -75,7 +78,7 @@ h2 { font-size: 18px; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1p
 h3 { font-size: 15px; margin: 20px 0 6px; }
 p { margin: 6px 0; }
 .meta, .legend, figcaption, .note-text { color: var(--muted); }
-.legend { font-size: 12px; max-width: 1100px; }
+.legend, .ranking p { font-size: 12px; max-width: 1100px; color: var(--muted); }
 code { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
   background: var(--band); padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
 nav ul { margin: 6px 0; padding-left: 20px; }
@@ -269,9 +272,10 @@ def render_page(
     group_by: str = "dataset",
     figure: str | None = None,
     figure_note: str = NO_MATPLOTLIB,
+    checks: list[Any] | None = None,
 ) -> str:
     """The page as text. `figure` is an image data URI (`figure_data_uri`); without one,
-    `figure_note` stands in its place."""
+    `figure_note` stands in its place. `checks`: `tlbench.select.report_checks(records)`."""
     from tlbench import __version__
 
     sources = [str(s) for s in sources]
@@ -294,6 +298,16 @@ def render_page(
         )
     else:
         shown = f'<p class="missing">{_e(figure_note)}</p>'
+    ranking = ranking_link = ""
+    if checks:
+        from tlbench.select import render_checks
+
+        # tabulate escapes the cells and report.section the headings.
+        ranking = (
+            '<section id="ranking">\n<h2>Ranking check</h2>\n<div class="ranking">'
+            f"{render_checks(checks, 'html')}</div>\n</section>"
+        )
+        ranking_link = '<li><a href="#ranking">Ranking check</a></li>'
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -313,6 +327,7 @@ Written {now} by tlbench {_e(__version__)}.</p>
 <nav><ul>
 <li><a href="#comparison">Comparison</a><ul>{contents}</ul></li>
 <li><a href="#figure">Accuracy against cost, learning curves</a></li>
+{ranking_link}
 <li><a href="#environment">Environment</a></li>
 </ul></nav>
 <section id="comparison">
@@ -324,6 +339,7 @@ Written {now} by tlbench {_e(__version__)}.</p>
 <h2>Accuracy against cost, learning curves</h2>
 {shown}
 </section>
+{ranking}
 <section id="environment">
 <h2>Environment</h2>
 {_environment(records)}
@@ -342,14 +358,16 @@ def write_html_report(
     *,
     sources: Iterable[str | os.PathLike[str]] = (),
     group_by: str = "dataset",
+    checks: list[Any] | None = None,
 ) -> Path:
     """Write the page to `path` (atomically) and return it; the figure when matplotlib is
     installed, a note in its place otherwise."""
     from tlbench.results import write_text_atomic
 
     path = Path(path)
+    figure = figure_data_uri(rows, records)
     text = render_page(
-        rows, records, sources=sources, group_by=group_by, figure=figure_data_uri(rows, records)
+        rows, records, sources=sources, group_by=group_by, figure=figure, checks=checks
     )
     try:
         write_text_atomic(path, text)
