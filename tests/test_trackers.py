@@ -34,20 +34,22 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def _cli_grid(run_cli: Any, tmp_path: Path, *extra: str) -> Any:
-    return run_cli(
-        "run",
+def _tiny_grid(tmp_path: Path) -> list[Any]:
+    """The options of a tiny grid on the CPU, writing under `tmp_path`."""
+    return [
         "--backbones", "tiny",
         "--datasets", "tinyset",
-        "--strategies", "scratch,linear",
         "--epochs", "2",
         "--batch-size", "16",
         "--image-size", "16",
         "--device", "cpu",
         "--out", tmp_path / "results.jsonl",
         "--cache-dir", tmp_path / "cache",
-        *extra,
-    )  # fmt: skip
+    ]  # fmt: skip
+
+
+def _cli_grid(run_cli: Any, tmp_path: Path, *extra: str) -> Any:
+    return run_cli("run", *_tiny_grid(tmp_path), "--strategies", "scratch,linear", *extra)
 
 
 def test_log_to_mlflow_and_tensorboard_from_the_cli(
@@ -126,19 +128,7 @@ def test_select_logs_both_stages_to_the_trackers(
     run_cli: Any, tmp_path: Path, clean_env: None
 ) -> None:
     pytest.importorskip("tensorboard")
-    result = run_cli(
-        "select",
-        "--backbones", "tiny",
-        "--datasets", "tinyset",
-        "--top-k", "1",
-        "--epochs", "2",
-        "--batch-size", "16",
-        "--image-size", "16",
-        "--device", "cpu",
-        "--out", tmp_path / "results.jsonl",
-        "--cache-dir", tmp_path / "cache",
-        "--log-to", "tensorboard",
-    )  # fmt: skip
+    result = run_cli("select", *_tiny_grid(tmp_path), "--top-k", "1", "--log-to", "tensorboard")
     assert result.code == 0, result
     records = results_file.read(tmp_path / "results.jsonl")
     assert sorted(r["config"]["strategy"] for r in records) == ["finetune", "linear"]
