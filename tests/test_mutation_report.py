@@ -1,0 +1,137 @@
+"""The report's costs, orders and cells in the cases the mutation run found unchecked.
+
+Each test builds the few rows or records it needs and states the right answer;
+results/mutation.md lists the mutants they were written for.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_report_values import rec
+
+from tlbench import report
+from tlbench.report import Row
+
+# --------------------------------------------------------------------------- feature cost
+
+#: the fields that make cached features another run's: a different value is other features.
+FEATURE_FIELDS = {
+    "backbone": "resnet34",
+    "weights": "IMAGENET1K_V2",
+    "dataset": "pets",
+    "image_size": 96,
+    "device": "cuda",
+    "precision": "bf16",
+}
+
+
+@pytest.mark.parametrize(("field", "other"), FEATURE_FIELDS.items())
+def test_a_cache_hit_is_charged_only_the_extraction_of_the_same_features(field, other):
+    # Seed 0 computes resnet18's features (6 s) and seed 1 reads them back (0.1 s): both
+    # cost 6 + 1 s. A run whose features differ in one field read its own (0.1 s), which
+    # no record says the cost of: it is charged what it spent, 0.1 + 1 s.
+    miss = rec("resnet18", "linear", 0, 0.8, train=1.0, features=6.0, cache="none")
+    hit = rec("resnet18", "linear", 1, 0.8, train=1.0, features=0.1, cache="disk")
+    elsewhere = rec("resnet18", "linear", 2, 0.7, train=1.0, features=0.1, cache="disk")
+    elsewhere["config"][field] = other
+    elsewhere["key"] = f"other-{field}"
+    rows = {tuple(r.run_keys): r for r in report.summarize([miss, hit, elsewhere])}
+    assert rows[miss["key"], hit["key"]].train_seconds == pytest.approx(7.0)
+    assert rows[("other-" + field,)].train_seconds == pytest.approx(1.1)
+
+
+# --------------------------------------------------------------------------- sort orders
+
+
+def names(rows: list[Row]) -> list[str]:
+    return [r.backbone for r in rows]
+
+
+def test_rows_on_the_newest_data_sort_by_accuracy_whenever_they_were_run():
+    rows = [
+        Row("d", "late", "linear", "ok", accuracy=0.6, data="fp1", last_run="2026-03-01T00:00:00"),
+        Row("d", "early", "linear", "ok", accuracy=0.9, data="fp1", last_run="2026-01-01T00:00:00"),
+    ]
+    assert names(report.sort_rows(rows)) == ["early", "late"]
+
+
+def test_sections_of_older_data_come_newest_first_after_the_newest_data():
+    rows = [
+        Row("d", "jan", "linear", "ok", accuracy=0.9, data="aaa", older_data=True,
+            last_run="2026-01-15T10:00:00"),
+        Row("d", "mar", "linear", "ok", accuracy=0.5, data="bbb", older_data=True,
+            last_run="2026-03-15T10:00:00"),
+        Row("d", "now", "linear", "ok", accuracy=0.1, data="ccc", last_run="2026-04-01T00:00:00"),
+    ]  # fmt: skip
+    assert names(report.sort_rows(rows)) == ["now", "mar", "jan"]
+
+
+def test_a_row_at_zero_accuracy_sorts_after_every_other_result_and_before_failures():
+    rows = [
+        Row("d", "zero", "linear", "ok", accuracy=0.0, train_seconds=1.0),
+        Row("d", "failed", "linear", "failed"),
+        Row("d", "some", "linear", "ok", accuracy=0.4, train_seconds=9.0),
+    ]
+    assert names(report.sort_rows(rows)) == ["some", "zero", "failed"]
+
+
+@pytest.mark.parametrize(("slow", "fast"), [(3.0, 2.0), (0.4, 0.0)])
+def test_equally_accurate_rows_sort_the_cheaper_first(slow, fast):
+    rows = [
+        Row("d", "slow", "linear", "ok", accuracy=0.5, train_seconds=slow),
+        Row("d", "fast", "linear", "ok", accuracy=0.5, train_seconds=fast),
+    ]
+    assert names(report.sort_rows(rows)) == ["fast", "slow"]
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "values", "expected"),
+    [
+        ("time", "train_seconds", [0.4, 0.0], ["b", "a"]),
+        ("memory", "peak_memory_mb", [0.4, 0.0], ["b", "a"]),
+        # a probe that trains nothing (nearest centroid) has 0 trainable parameters
+        ("params", "trainable_params", [1, 0], ["b", "a"]),
+        # no gain over scratch ranks below a gain and above a loss; unknown gains go last
+        ("gain", "gain_over_scratch", [0.0, -0.05, None, 0.05], ["d", "a", "b", "c"]),
+    ],
+)
+def test_a_zero_sorts_as_zero(key, field, values, expected):
+    rows = [
+        Row("d", name, "linear", "ok", accuracy=0.5, **{field: value})
+        for name, value in zip("abcd", values, strict=False)
+    ]
+    assert names(report.sort_rows(rows, key)) == expected
+
+
+def test_a_bad_sort_or_group_key_lists_the_valid_ones():
+    with pytest.raises(ValueError) as info:
+        report.sort_rows([], "speed")
+    assert str(info.value) == (
+        "--sort must be one of accuracy, time, backbone, strategy, memory, params, gain"
+    )
+    with pytest.raises(ValueError) as info:
+        report.group_rows([], "colour")
+    assert str(info.value) == "--group-by must be one of dataset, backbone, strategy, none"
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def test_grouped_by_backbone_the_dataset_column_shows_its_short_name():
+    row = Row("imagefolder:/home/me/data/flowers12", "resnet18", "linear", "ok", n=1,
+              accuracy=0.5, dataset_name="imagefolder:flowers12")  # fmt: skip
+    assert report.row_cells(row, "backbone")[:3] == ["imagefolder:flowers12", "linear", "50.0"]
+
+
+def test_ungrouped_the_variant_follows_the_strategy_and_the_backbone_stays():
+    row = Row("d", "resnet18", "finetune", "ok", n=1, accuracy=0.5, variant="epochs=5")
+    assert report.columns("none")[:3] == ["dataset", "backbone", "strategy"]
+    assert report.row_cells(row, "none")[:3] == ["d", "resnet18", "finetune (epochs=5)"]
+
+
+def test_a_row_without_a_best_epoch_shows_it_empty_and_notes_are_joined():
+    row = Row("d", "b", "linear", "ok", n=1, accuracy=0.5, features_cached=True,
+              reason="1 of 2 seeds failed")  # fmt: skip
+    cells = dict(zip(report.COLUMNS, report.row_cells(row), strict=True))
+    assert cells["best ep"] == ""
+    assert cells["note"] == "features cached; 1 of 2 seeds failed"
