@@ -16,7 +16,7 @@ from torch import nn
 
 from tlbench import timing
 from tlbench.errors import TlbenchError
-from tlbench.timing import PeakMemory, PhaseClock, Stopwatch, forward_flops, peak_tflops
+from tlbench.timing import PeakMemory, PhaseClock, Stopwatch, forward_flops
 
 CPU = torch.device("cpu")
 
@@ -105,11 +105,6 @@ def test_forward_flops_restores_training_mode_and_reports_none_it_cannot_count()
             raise RuntimeError("no")
 
     assert forward_flops(Broken(), 8, CPU) is None
-
-
-def test_peak_tflops_is_none_off_cuda():
-    # No MFU is claimed on a CPU (the table is of GPUs); names are matched in test_gpu_honesty.
-    assert peak_tflops(CPU, "bf16") is None and peak_tflops(CPU, "fp32") is None
 
 
 def test_resolve_device():

@@ -294,13 +294,6 @@ def device_peak(identity: dict[str, Any], precision: str) -> Peak:
     )
 
 
-def peak_tflops(device: torch.device, precision: str) -> float | None:
-    """The dense peak of `device` for `precision` (TFLOP/s), or None: `device_peak`'s value."""
-    if device.type != "cuda":
-        return None
-    return device_peak(device_identity(device), precision).tflops
-
-
 def mfu(
     forward_flops_per_image: int | None,
     train_images_per_s: float | None,
