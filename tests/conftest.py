@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,25 +10,6 @@ from torch import nn
 import tlbench
 from tlbench import testing
 from tlbench.config import RunConfig
-
-
-def _let_mutmut_walk_generated_frames() -> None:
-    """Under the mutation run only (`results/mutation.md`): mutmut 3.8's `max_stack_depth`
-    resolves the file of every frame between a test and a mutated function strictly,
-    and a frame of generated code (a dataclass's `__init__`, file "<string>") then raises
-    FileNotFoundError in its statistics run. Resolved leniently, such a frame is simply
-    not tlbench code, which is what the depth count needs."""
-    import mutmut.stats
-
-    class LenientPath(type(Path())):
-        def resolve(self, strict: bool = False) -> Path:
-            return super().resolve(strict=False)
-
-    mutmut.stats.Path = LenientPath
-
-
-if os.environ.get("MUTANT_UNDER_TEST"):
-    _let_mutmut_walk_generated_frames()
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS12 = REPO.parent / "shared" / "data" / "flowers12"
