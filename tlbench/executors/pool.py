@@ -1,7 +1,10 @@
 """Worker processes for the `process` and `devices` executors.
 
-A worker is a fresh Python interpreter (multiprocessing's "spawn": no state
-inherited from the driver, safe with CUDA) that loads the driver's plugins
+A worker is a fresh process that inherits no state from the driver (safe
+with CUDA): multiprocessing's "forkserver", whose server process has
+imported torch and tlbench once and never ran anything, forks each worker
+in a fraction of a second ("spawn", a new interpreter importing torch for
+seconds, where there is no forkserver). A worker loads the driver's plugins
 from their `PluginSet`, then runs the specs it is sent, one at a time, and
 sends back each run's events and record over a pipe. The driver is the one
 writer of the results file: it appends each record as it arrives.
@@ -30,6 +33,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,10 +56,18 @@ ATTEMPTS = 2
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Exit when the driver is gone (re-parented): an orphan would train for nobody."""
+    """Exit when the driver is gone: an orphan would train for nobody.
+
+    The driver is not this process's parent under "forkserver" (the server
+    is), so the driver's pid is watched itself.
+    """
     while True:
         time.sleep(1.0)
-        if os.getppid() != parent:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid is someone else's now: the driver is gone
             os._exit(1)
 
 
@@ -70,8 +82,32 @@ def worker_main(
     device: str,
     threads: int | None,
     parent: int,
+    environ: dict[str, str],
 ) -> None:
-    """A worker's life: load plugins, then run specs until told to stop (None)."""
+    """A worker's life: load plugins, run specs until told to stop (None), then exit at once.
+
+    Everything a worker makes has gone down its pipe by then, so it skips the
+    interpreter's teardown (torch's takes seconds), which the driver would
+    otherwise wait for between two runs of the `process` executor.
+    """
+    # A forked worker has the forkserver's environment, as it was when the server
+    # started: the driver's, as it is now, is what a run must see.
+    os.environ.clear()
+    os.environ.update(environ)
+    _serve(conn, plugin_set, workspace, device, threads, parent)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _serve(
+    conn: Connection,
+    plugin_set: Any,
+    workspace: Workspace,
+    device: str,
+    threads: int | None,
+    parent: int,
+) -> None:
     signal.signal(signal.SIGTERM, _terminated)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
@@ -79,6 +115,7 @@ def worker_main(
 
         if threads:
             torch.set_num_threads(threads)
+        import tlbench.executors.preload  # noqa: F401  (a no-op where the forkserver did it)
         from tlbench.trial import RunInterrupted, TrialHost
 
         host = TrialHost(plugin_set, workspace)
@@ -151,6 +188,19 @@ def _cpu_threads(devices: list[str]) -> int | None:
     return max(1, (os.cpu_count() or 1) // on_cpu)
 
 
+#: what the forkserver imports once, so that each worker forked from it starts warm.
+PRELOAD = ["tlbench.executors.preload"]
+
+
+def _worker_context() -> Any:
+    """Where workers come from: a forkserver with torch imported, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
 class WorkerPool:
     """Runs specs on worker processes, one per slot; `fresh` starts a new worker per run."""
 
@@ -167,7 +217,7 @@ class WorkerPool:
         self.devices = devices
         self.fresh = fresh
         self.threads = _cpu_threads(devices) if len(devices) > 1 else None
-        self.context = multiprocessing.get_context("spawn")
+        self.context = _worker_context()
         self.workers: dict[int, _Worker] = {}
         #: fresh mode: a started worker waiting for the next run, per slot.
         self.spares: dict[int, _Worker] = {}
@@ -180,7 +230,15 @@ class WorkerPool:
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
             target=worker_main,
-            args=(theirs, self.plugin_set, workspace, device, threads, os.getpid()),
+            args=(
+                theirs,
+                self.plugin_set,
+                workspace,
+                device,
+                threads,
+                os.getpid(),
+                dict(os.environ),
+            ),
             name=f"tlbench-worker-{slot}",
             daemon=True,
         )
