@@ -135,3 +135,26 @@ def test_a_row_without_a_best_epoch_shows_it_empty_and_notes_are_joined():
     cells = dict(zip(report.COLUMNS, report.row_cells(row), strict=True))
     assert cells["best ep"] == ""
     assert cells["note"] == "features cached; 1 of 2 seeds failed"
+
+
+def test_runs_that_computed_their_own_features_are_charged_what_each_spent():
+    # --no-cache: both seeds extract (6 s and 4 s); the finetune run of the same backbone,
+    # data, size, device and precision extracts nothing and is charged only its training.
+    seed0 = rec("resnet18", "linear", 0, 0.8, train=1.0, features=6.0, cache="none")
+    seed1 = rec("resnet18", "linear", 1, 0.8, train=1.0, features=4.0, cache="none")
+    finetune = rec("resnet18", "finetune", 0, 0.9, train=30.0)
+    finetune["config"]["weights"] = seed0["config"]["weights"]
+    rows = {r.strategy: r for r in report.summarize([seed0, seed1, finetune])}
+    assert rows["linear"].train_seconds == pytest.approx((7.0 + 5.0) / 2)
+    assert rows["finetune"].train_seconds == pytest.approx(30.0)
+
+
+def test_a_record_without_a_cost_is_still_reported_and_a_missing_time_adds_nothing():
+    bare = rec("resnet18", "linear", 0, 0.8)
+    del bare["cost"]  # a record from another tool or an older tlbench
+    features_only = rec("vit", "linear", 0, 0.7)
+    features_only["cost"] = {"feature_seconds": 2.0}  # a probe that does not train
+    with pytest.warns(RuntimeWarning, match="no cost"):
+        rows = {r.backbone: r for r in report.summarize([bare, features_only])}
+    assert rows["resnet18"].accuracy == pytest.approx(0.8)
+    assert rows["vit"].train_seconds == pytest.approx(2.0)
