@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tlbench.api import Hyperparameters
-from tlbench.engine import make_optimizer, make_schedule
+from tlbench.engine import FitResult, make_optimizer, make_schedule
 
 
 def factors(hp: Hyperparameters, steps_per_epoch: int, steps: list[int]) -> list[float]:
@@ -67,3 +67,66 @@ def test_a_parameter_the_fused_kernel_refuses_falls_back_to_the_foreach_kernel(m
     assert type(optimizer) is Picky
     assert optimizer.defaults["foreach"] is True and not optimizer.defaults.get("fused")
     assert sum(len(g["params"]) for g in optimizer.param_groups) == 2
+
+
+def test_the_cost_of_a_fit_holds_every_figure_the_record_shows():
+    fit = FitResult(
+        train_seconds=12.5,
+        eval_seconds=2.0,
+        warmup_seconds=3.0,
+        upload_seconds=0.25,
+        resident_data_bytes=4096,
+        batch_size=25,
+        warmup_steps=2,
+        warmup_batches={"train": [25, 7], "eval": [25]},
+        measured_steps=4,
+        measured_images=100,
+        measured_seconds=10.0,
+        phase_seconds={"data": 0.5, "compute": 8.0},
+        eval_images=50,
+    )
+    assert fit.cost() == {
+        "train_seconds": 12.5,
+        "eval_seconds": 2.0,
+        "warmup_seconds": 3.0,
+        "upload_seconds": 0.25,
+        "resident_data_bytes": 4096,
+        "batch_size": 25,
+        "warmup_steps": 2,
+        "warmup_batches": {"train": [25, 7], "eval": [25]},
+        "measured_steps": 4,
+        "train_images_per_s": 10.0,  # 100 images in 10 s
+        "compute_images_per_s": 12.5,  # in the 8 s of compute
+        "data_images_per_s": 200.0,  # in the 0.5 s of data
+        "data_stall_fraction": pytest.approx(0.2),  # 2 of the 10 s were not compute
+        "eval_images_per_s": 25.0,
+    }
+
+
+def test_an_unmeasured_phase_has_no_throughput_and_the_stall_stays_within_0_and_1():
+    no_phases = FitResult(measured_images=10, measured_seconds=2.0).cost()
+    assert no_phases["compute_images_per_s"] is None and no_phases["data_images_per_s"] is None
+    assert no_phases["data_stall_fraction"] == 1.0  # no compute measured: all of it waited
+    # Phase clocks that overlap the wall clock a little never give a negative stall.
+    overlapping = FitResult(
+        measured_images=10, measured_seconds=2.0, phase_seconds={"compute": 2.5}
+    ).cost()
+    assert overlapping["data_stall_fraction"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("images", "seconds", "eval_images", "eval_seconds"),
+    [(0, 2.0, 0, 1.0), (10, 0.0, 5, 0.0)],
+)
+def test_no_throughput_is_claimed_without_images_or_time(
+    images, seconds, eval_images, eval_seconds
+):
+    cost = FitResult(
+        measured_images=images,
+        measured_seconds=seconds,
+        phase_seconds={"compute": 1.0, "data": 1.0},
+        eval_images=eval_images,
+        eval_seconds=eval_seconds,
+    ).cost()
+    assert not {"train_images_per_s", "compute_images_per_s", "data_stall_fraction"} & set(cost)
+    assert "eval_images_per_s" not in cost
