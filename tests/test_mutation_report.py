@@ -158,3 +158,19 @@ def test_a_record_without_a_cost_is_still_reported_and_a_missing_time_adds_nothi
         rows = {r.backbone: r for r in report.summarize([bare, features_only])}
     assert rows["resnet18"].accuracy == pytest.approx(0.8)
     assert rows["vit"].train_seconds == pytest.approx(2.0)
+
+
+def test_an_oom_retry_or_new_data_does_not_make_a_run_a_variant_of_its_own_config():
+    # Seed 1 retried at batch 16 after running out of memory: what it used is an outcome.
+    seed0 = rec("resnet18", "finetune", 0, 0.8)
+    seed1 = rec("resnet18", "finetune", 1, 0.9)
+    seed1["config"]["hyperparameters_used"] = {"epochs": 3, "lr": 0.001, "batch_size": 16}
+    (row,) = report.summarize([seed0, seed1])
+    assert (row.n, row.variant) == (2, "")
+    # The same config on grown data: shown apart as older data, never as a variant.
+    grown = rec("resnet18", "finetune", 0, 0.85)
+    grown["config"]["dataset_fingerprint"] = "fp-flowers-v2"
+    grown["key"] = "flowers-v2/resnet18/finetune/0"
+    grown["created"] = "2026-12-01T00:00:00+00:00"
+    rows = report.summarize([seed0, grown])
+    assert [r.variant for r in rows] == ["", ""]
