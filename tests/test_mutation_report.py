@@ -171,6 +171,25 @@ def test_an_oom_retry_or_new_data_does_not_make_a_run_a_variant_of_its_own_confi
     grown = rec("resnet18", "finetune", 0, 0.85)
     grown["config"]["dataset_fingerprint"] = "fp-flowers-v2"
     grown["key"] = "flowers-v2/resnet18/finetune/0"
-    grown["created"] = "2026-12-01T00:00:00+00:00"
+    grown["time"] = "2026-12-01T00:00:00+00:00"
     rows = report.summarize([seed0, grown])
     assert [r.variant for r in rows] == ["", ""]
+
+
+def test_the_extraction_cost_comes_from_the_run_that_computed_the_features():
+    # In time order a cache hit comes first (its features were computed by a run of
+    # another results file); the miss of this file says what computing them costs.
+    early_hit = rec("resnet18", "linear", 1, 0.8, train=1.0, features=0.1, cache="disk")
+    early_hit["time"] = "2026-01-01T00:00:00"
+    miss = rec("resnet18", "linear", 0, 0.8, train=1.0, features=6.0, cache="none")
+    miss["time"] = "2026-01-02T00:00:00"
+    (row,) = report.summarize([early_hit, miss])
+    assert row.train_seconds == pytest.approx(7.0)
+
+
+def test_a_miss_that_did_not_record_its_extraction_charges_the_hits_nothing_more():
+    miss = rec("resnet18", "linear", 0, 0.8, train=1.0, cache="none")
+    del miss["cost"]["feature_seconds"]
+    hit = rec("resnet18", "linear", 1, 0.8, train=1.0, features=0.1, cache="disk")
+    (row,) = report.summarize([miss, hit])
+    assert row.train_seconds == pytest.approx((1.0 + 1.1) / 2)
