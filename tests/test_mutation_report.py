@@ -193,3 +193,13 @@ def test_a_miss_that_did_not_record_its_extraction_charges_the_hits_nothing_more
     hit = rec("resnet18", "linear", 1, 0.8, train=1.0, features=0.1, cache="disk")
     (row,) = report.summarize([miss, hit])
     assert row.train_seconds == pytest.approx((1.0 + 1.1) / 2)
+
+
+def test_variants_of_data_budget_read_as_budgets():
+    whole = rec("resnet18", "linear", 0, 0.8)
+    shots = rec("resnet18", "linear", 0, 0.7)
+    shots["config"]["budget"], shots["key"] = "shots=5", "five-shot"
+    half = rec("resnet18", "linear", 0, 0.6)
+    half["config"]["budget"], half["key"] = "fraction=0.5", "half"
+    variants = [r.variant for r in report.summarize([whole, shots, half])]
+    assert variants == ["budget=all", "budget=5-shot", "budget=50%"]
