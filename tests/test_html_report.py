@@ -216,6 +216,15 @@ def test_the_page_holds_the_hand_worked_table_its_marks_the_environment_and_noth
     assert "field|value|runs" in rows and "device|x86_64|11 runs" in rows
 
 
+def test_the_written_paths_are_printed_whole_however_long(hand_results, tmp_path, capsys):
+    folder = tmp_path / ("a_folder_name_long_enough_to_pass_eighty_columns_" * 2)
+    folder.mkdir()
+    page_path, table_path = folder / "report.html", folder / "report.md"
+    assert main(["report", str(hand_results), "--html", str(page_path), "-o", str(table_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"report: {table_path}" in lines and f"html: {page_path}" in lines
+
+
 def test_without_matplotlib_the_page_has_a_note_instead_of_the_figure(
     hand_results, tmp_path, monkeypatch
 ):

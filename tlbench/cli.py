@@ -1412,7 +1412,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
             raise TlbenchError(
                 f"cannot write the report to {output}: {exc.strerror or exc}. Choose another --output."
             ) from None
-        console.print(Text.assemble("report: ", str(output)))
+        console.print(Text.assemble("report: ", str(output)), soft_wrap=True)
     elif args.format == "table":
         print_comparison(console, records, args.sort, args.group_by)
         if checks:
@@ -1427,9 +1427,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         )
     where = console if output is not None or args.format == "table" else Console(stderr=True)
     if plot_path is not None:
-        where.print(Text.assemble("plot: ", str(plot_path)))
+        where.print(Text.assemble("plot: ", str(plot_path)), soft_wrap=True)
     if page is not None:
-        where.print(Text.assemble("html: ", str(page)))
+        where.print(Text.assemble("html: ", str(page)), soft_wrap=True)
     return 0
 
 
