@@ -159,6 +159,10 @@ def test_a_run_that_kills_its_interpreter_fails_alone_and_the_grid_goes_on(tmp_p
 def test_a_devices_worker_killed_mid_run_is_retried_and_nothing_is_lost(tmp_path, monkeypatch):
     from executor_plugins import KILL_ONCE
 
+    # Workers fork from a server started by the first grid; the variable below is set
+    # after it started, and must still reach them (each worker takes the driver's environment).
+    warm = tmp_path / "warm"
+    Runner(_config(warm, executor="process", seeds=[0]), _plugins()).run()
     mark = tmp_path / "killed"
     monkeypatch.setenv("TLBENCH_TEST_KILL_MARK", str(mark))
     config = _config(
