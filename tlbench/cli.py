@@ -786,11 +786,12 @@ def cmd_select(args: argparse.Namespace, console: Console) -> int:
     )
     from tlbench.identity import short_names
 
-    checks = select.check(answers, args.finalist)
-    names = short_names([s.dataset for s in found] + [c.dataset for c in checks])
+    names = short_names(s.dataset for s in found)
     for selection in found:
         print_selection(console, selection, names[selection.dataset])
-    print_ranking_checks(console, checks, names)
+    checks = select.check(answers, args.finalist)
+    if checks:  # the same text as `tlbench report` prints
+        console.print(Text(select.render_checks(checks, "table").rstrip("\n")))
     console.print(f"results: {escape(str(ran[0].out))}", soft_wrap=True)
     return 0 if any(s.pick for s in found) else 1
 
@@ -844,27 +845,6 @@ def print_selection(console: Console, s: Any, dataset: str) -> None:
             f"compute: {format_duration(s.spent_seconds)} of training for the two stages",
             soft_wrap=True,
         )
-
-
-def print_ranking_checks(console: Console, checks: list[Any], names: dict[str, str]) -> None:
-    """Tau and regret of each ranking, where the results hold every backbone's fine-tune."""
-    if not checks:
-        return
-    table = Table(
-        title="how each stage-1 ranking predicts the fine-tuned top-1 (the full grid)",
-        title_justify="left",
-    )
-    for column in ("dataset", "rank by", "weighted tau", "regret", "backbones"):
-        table.add_column(column)
-    for c in checks:
-        table.add_row(
-            escape(names.get(c.dataset, c.dataset)),
-            c.rank_by,
-            f"{c.tau:+.2f}",
-            f"{100 * c.regret:.1f} pt",
-            str(c.backbones),
-        )
-    _print_wide(console, table)
 
 
 def print_comparison(
