@@ -23,9 +23,12 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlbench.errors import ResultsError, TlbenchError
+
+if TYPE_CHECKING:  # only for the hint: reading results needs no config module
+    from tlbench.config import RunConfig
 
 try:
     import fcntl
@@ -327,22 +330,19 @@ def answer_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]
     return out
 
 
-def needs_rerun(record: dict[str, Any], config: Any) -> str | None:
+def needs_rerun(record: dict[str, Any], config: RunConfig) -> str | None:
     """Why the finished `record` does not give what `config` asks of its run, or None.
 
     For the planner: a key whose answer is "ok" is "already done" only when
-    this is None. `config` is a `RunConfig` (read: `save_models`, `models_dir`,
-    `out`, `strict`). The reason is a phrase for "trained again: <reason>".
+    this is None. Reads `config.save_models`, `models_dir`, `out` and `strict`.
+    The reason is a phrase for "trained again: <reason>".
     """
     if record.get("status") != "ok":
         return f"its last run ended {record.get('status')!r}"
-    if getattr(config, "save_models", False):
+    if config.save_models:
         cost = record.get("cost") if isinstance(record.get("cost"), dict) else {}
         saved = cost.get("checkpoint")
-        folder = (
-            getattr(config, "models_dir", None)
-            or Path(getattr(config, "out", ".")).expanduser().parent / "models"
-        )
+        folder = config.models_dir or Path(config.out).expanduser().parent / "models"
         from tlbench.checkpoint import checkpoint_complete, checkpoint_paths, find_checkpoint
 
         key = str(record.get("key"))
@@ -351,18 +351,14 @@ def needs_rerun(record: dict[str, Any], config: Any) -> str | None:
         expected = f"{weights} with {sidecar.name}, or an older {weights.with_suffix('.pt')}"
         here = find_checkpoint(folder, key) is not None
         # Without --models-dir, the checkpoint the record names (wherever it was written) will do.
-        there = (
-            isinstance(saved, str)
-            and getattr(config, "models_dir", None) is None
-            and checkpoint_complete(saved)
-        )
+        there = isinstance(saved, str) and config.models_dir is None and checkpoint_complete(saved)
         if not (here or there):
             if not isinstance(saved, str):
                 return (
                     f"it ran without --save-models, so it has no checkpoint (looked for {expected})"
                 )
             return f"its checkpoint is missing (--save-models; looked for {expected})"
-    if getattr(config, "strict", False):
+    if config.strict:
         data = record.get("data") if isinstance(record.get("data"), dict) else {}
         skipped = data.get("skipped_images")
         if isinstance(skipped, int) and not isinstance(skipped, bool) and skipped > 0:

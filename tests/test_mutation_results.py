@@ -1,0 +1,126 @@
+"""Resume's "already done, or trained again because ...", in the cases the mutation run
+(results/mutation.md) found unchecked: the exact reason printed, the exact folder a
+checkpoint is looked for in, and records that lack a field.
+
+`needs_rerun` looks at files only, so the checkpoints here are empty files named as
+`--save-models` names them; no model is trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tlbench import results
+from tlbench.config import RunConfig
+
+#: the end of every --strict reason: what the user can do about it.
+STRICT_ADVICE = "which --strict does not accept (remove or replace them, or rerun without --strict)"
+
+
+def record(key: str = "k", status: str = "ok", **fields) -> dict:
+    """A record with only what `needs_rerun` reads; each test adds the rest."""
+    return {"key": key, "status": status, "config": {}, **fields}
+
+
+def touch(*paths: Path) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+def looked_for(folder: Path, key: str = "k") -> str:
+    return f"{folder / key}.safetensors with {key}.json, or an older {folder / key}.pt"
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted", "skipped"])
+def test_a_run_that_did_not_end_ok_is_not_done_and_the_reason_says_how_it_ended(status):
+    assert results.needs_rerun(record(status=status), RunConfig()) == (
+        f"its last run ended '{status}'"
+    )
+
+
+def test_save_models_looks_in_models_beside_the_results_file(tmp_path):
+    config = RunConfig(out=str(tmp_path / "exp" / "runs.jsonl"), save_models=True)
+    models = tmp_path / "exp" / "models"
+    # A record with no "cost" at all (written by hand, or by an older tlbench).
+    assert results.needs_rerun(record(), config) == (
+        f"it ran without --save-models, so it has no checkpoint (looked for {looked_for(models)})"
+    )
+    assert results.needs_rerun(record(cost="not a dict"), config) == (
+        f"it ran without --save-models, so it has no checkpoint (looked for {looked_for(models)})"
+    )
+    # Not asked for a checkpoint: the same record is done.
+    assert results.needs_rerun(record(), RunConfig(out=config.out)) is None
+
+
+def test_a_checkpoint_in_the_models_folder_makes_the_run_done_even_if_the_record_names_none(
+    tmp_path,
+):
+    config = RunConfig(out=str(tmp_path / "runs.jsonl"), save_models=True)
+    models = tmp_path / "models"
+    touch(models / "k.safetensors")  # weights without their sidecar: not a checkpoint
+    assert "no checkpoint" in results.needs_rerun(record(cost={}), config)
+    touch(models / "k.json")
+    assert results.needs_rerun(record(cost={}), config) is None
+    # Another key's checkpoint does not count.
+    assert results.needs_rerun(record("other", cost={}), config) == (
+        "it ran without --save-models, so it has no checkpoint "
+        f"(looked for {looked_for(models, 'other')})"
+    )
+
+
+def test_an_older_single_file_checkpoint_in_the_models_folder_makes_the_run_done(tmp_path):
+    config = RunConfig(out=str(tmp_path / "runs.jsonl"), save_models=True)
+    touch(tmp_path / "models" / "k.pt")
+    assert results.needs_rerun(record(cost={}), config) is None
+
+
+def test_without_models_dir_the_checkpoint_the_record_names_will_do_wherever_it_is(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    touch(elsewhere / "k.safetensors", elsewhere / "k.json")
+    done = record(cost={"checkpoint": str(elsewhere / "k.safetensors")})
+    config = RunConfig(out=str(tmp_path / "runs.jsonl"), save_models=True)
+    assert results.needs_rerun(done, config) is None
+    # Asked into a folder of its own (--models-dir): the one there is the one that counts.
+    config.models_dir = str(tmp_path / "new")
+    assert results.needs_rerun(done, config) == (
+        f"its checkpoint is missing (--save-models; looked for {looked_for(tmp_path / 'new')})"
+    )
+    config.models_dir = str(elsewhere)
+    assert results.needs_rerun(done, config) is None
+
+
+def test_a_checkpoint_the_record_names_but_that_lost_its_sidecar_is_missing(tmp_path):
+    touch(tmp_path / "old" / "k.safetensors")
+    config = RunConfig(out=str(tmp_path / "runs.jsonl"), save_models=True)
+    named = record(cost={"checkpoint": str(tmp_path / "old" / "k.safetensors")})
+    assert results.needs_rerun(named, config) == (
+        f"its checkpoint is missing (--save-models; looked for {looked_for(tmp_path / 'models')})"
+    )
+
+
+def test_strict_reruns_a_run_that_skipped_even_one_image_and_names_it():
+    one = record(data={"skipped_images": 1, "skipped_files": ["ds/train/cat/bad.png"]})
+    assert results.needs_rerun(one, RunConfig(strict=True)) == (
+        f"it skipped 1 unreadable image(s), e.g. ds/train/cat/bad.png, {STRICT_ADVICE}"
+    )
+    assert results.needs_rerun(one, RunConfig()) is None  # without --strict it is done
+
+
+@pytest.mark.parametrize("files", [[], None, [7]])
+def test_strict_reason_without_a_file_name_to_show_gives_the_count_alone(files):
+    data = {"skipped_images": 3, "skipped_files": files}
+    assert results.needs_rerun(record(data=data), RunConfig(strict=True)) == (
+        f"it skipped 3 unreadable image(s), {STRICT_ADVICE}"
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"data": None}, {"data": {}}, {"data": {"skipped_images": 0}}],
+    ids=["no data", "data null", "no count", "none skipped"],
+)
+def test_strict_accepts_a_run_that_records_no_skipped_image(fields):
+    assert results.needs_rerun(record(**fields), RunConfig(strict=True)) is None
