@@ -352,12 +352,18 @@ def test_mfu_is_taken_against_the_precisions_peak():
     h100 = _gpu("NVIDIA H100 80GB HBM3", sms=132)
     # 4.1 GFLOPs forward x 3 for training x 20000 img/s = 246 TFLOP/s of 989.5.
     out = mfu(4.1e9, 20_000, h100, "bf16")
-    assert out["mfu"] == pytest.approx(3 * 4.1e9 * 20_000 / 989.5e12)
+    assert out["mfu"] == 3 * 4.1e9 * 20_000 / 989.5e12  # exactly: no fudge in the divisor
     assert out["mfu_peak_tflops"] == 989.5 and "dense bf16" in out["mfu_basis"]
     assert mfu(4.1e9, 2_000, h100, "fp32")["mfu"] == pytest.approx(3 * 4.1e9 * 2_000 / 67e12)
     t4 = mfu(4.1e9, 500, _gpu("Tesla T4"), "bf16")
     assert t4["mfu"] is None and "no bf16 tensor cores" in t4["mfu_basis"]
-    assert mfu(None, 500, h100, "bf16")["mfu"] is None
+    for flops, images_per_s in ((None, 500), (4.1e9, None), (4.1e9, 0.0)):
+        unmeasured = mfu(flops, images_per_s, h100, "bf16")
+        assert unmeasured == {
+            "mfu": None,
+            "mfu_peak_tflops": 989.5,
+            "mfu_basis": f"{out['mfu_basis']}; no FLOP count or no measured throughput",
+        }
 
 
 # --------------------------------------------------------------------------- 6: warm-up

@@ -101,3 +101,32 @@ def test_a_flag_beats_the_file_without_touching_tables_that_do_not_set_it(tmp_pa
 
 def test_an_unknown_setting_is_named():
     assert rejected(epoch=3) == "unknown setting 'epoch'"
+
+
+# --------------------------------------------------------------------------- a run's stored config
+
+
+def test_a_run_stores_every_setting_under_its_name_and_the_budget_only_when_set():
+    from tlbench.api import RunSpec
+
+    hp = Hyperparameters(epochs=3, lr=0.01)
+    execution = {"device": "cpu", "precision": "fp32"}
+    spec = RunSpec("r18", "flowers", "linear", 7, 96, hp, execution, "IMAGENET1K_V1", "fp1")
+    assert spec.config() == {
+        "backbone": "r18",
+        "weights": "IMAGENET1K_V1",
+        "dataset": "flowers",
+        "strategy": "linear",
+        "seed": 7,
+        "image_size": 96,
+        "hyperparameters": dict(hp.__dict__),
+        "device": "cpu",
+        "precision": "fp32",
+    }
+    with_budget = RunSpec("r18", "flowers", "linear", 7, 96, hp, execution, None, "fp1", "shots=5")
+    assert with_budget.config()["budget"] == "shots=5"
+    # The budget is part of the key only when set; the fingerprint always is.
+    assert with_budget.key != spec.key
+    assert RunSpec(
+        "r18", "flowers", "linear", 7, 96, hp, execution, "IMAGENET1K_V1", "fp2"
+    ).key != (spec.key)

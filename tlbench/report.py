@@ -135,7 +135,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _config_without_seed(record: dict[str, Any]) -> dict[str, Any]:
-    config = dict(record.get("config", {}))
+    config = dict(record["config"])
     config.pop("seed", None)
     # The hyperparameters actually used (after an OOM retry) are an outcome, not a setting.
     config.pop("hyperparameters_used", None)
@@ -393,7 +393,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
     # Variants are told apart within one dataset x backbone x strategy, on the same data.
     families: dict[tuple, dict[str, dict[str, Any]]] = {}
     for gkey, config in configs.items():
-        name = (*(str(config.get(k, "?")) for k in NAME_COLUMNS), data_of[gkey])
+        name = (*(config[k] for k in NAME_COLUMNS), data_of[gkey])
         families.setdefault(name, {})[gkey] = config
     variants: dict[str, str] = {}
     series: dict[str, str] = {}
@@ -407,7 +407,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
     per_image: dict[int, tuple[Any, dict[int, Any]]] = {}  # id(row) -> (eval split, correct)
     for gkey, group in groups.items():
         config = configs[gkey]
-        dataset, backbone, strategy = (str(config.get(k, "?")) for k in NAME_COLUMNS)
+        # `_readable` made these three strings ("?" where a record lacked one).
+        dataset, backbone, strategy = (config[k] for k in NAME_COLUMNS)
         data = data_of[gkey]
         base = dict(
             dataset=dataset,
