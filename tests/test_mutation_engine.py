@@ -135,7 +135,12 @@ def test_no_throughput_is_claimed_without_images_or_time(
 def test_a_fit_measured_in_under_a_second_still_has_its_throughput():
     # A linear head on cached features trains in a fraction of a second.
     cost = FitResult(
-        measured_images=10, measured_seconds=0.5, phase_seconds={"compute": 0.4}
+        measured_images=10,
+        measured_seconds=0.5,
+        phase_seconds={"compute": 0.4},
+        eval_images=40,
+        eval_seconds=0.25,
     ).cost()
     assert cost["train_images_per_s"] == pytest.approx(20.0)
     assert cost["compute_images_per_s"] == pytest.approx(25.0)
+    assert cost["eval_images_per_s"] == pytest.approx(160.0)

@@ -78,3 +78,15 @@ def test_a_run_on_the_second_gpu_is_timed_on_its_stream(cuda: FakeCuda):
     ] * 3
     assert clock.collect() == {"data": pytest.approx(0.3), "compute": pytest.approx(1.5)}
     assert clock.collect() == {"data": pytest.approx(0.3), "compute": pytest.approx(1.5)}
+
+
+def test_a_stopwatch_adds_up_the_wall_seconds_of_each_section(monkeypatch):
+    from tlbench import timing
+
+    ticks = iter([100.0, 102.5, 200.0, 200.25, 300.0, 301.0])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(ticks))
+    watch = timing.Stopwatch(torch.device("cpu"))
+    for name in ("eval", "eval", "save"):
+        with watch.section(name):
+            pass
+    assert watch.seconds == {"eval": 2.75, "save": 1.0}

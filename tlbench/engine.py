@@ -544,7 +544,8 @@ class FitResult:
             out["train_images_per_s"] = self.measured_images / self.measured_seconds
             out["compute_images_per_s"] = self.measured_images / compute if compute > 0 else None
             out["data_images_per_s"] = self.measured_images / data if data > 0 else None
-            out["data_stall_fraction"] = min(1.0, max(0.0, 1.0 - compute / self.measured_seconds))
+            # Phases never add up to more than the wall time they lie in, so at most 1.
+            out["data_stall_fraction"] = max(0.0, 1.0 - compute / self.measured_seconds)
         if self.eval_seconds > 0 and self.eval_images:
             out["eval_images_per_s"] = self.eval_images / self.eval_seconds
         return out
