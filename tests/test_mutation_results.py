@@ -1,6 +1,7 @@
 """Resume's "already done, or trained again because ...", in the cases the mutation run
 (results/mutation.md) found unchecked: the exact reason printed, the exact folder a
-checkpoint is looked for in, and records that lack a field.
+checkpoint is looked for in, and records that lack a field; and which record answers a
+key (resume and the report) when records come from several runs, files and time zones.
 
 `needs_rerun` looks at files only, so the checkpoints here are empty files named as
 `--save-models` names them; no model is trained.
@@ -8,6 +9,7 @@ checkpoint is looked for in, and records that lack a field.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,61 @@ def test_strict_reason_without_a_file_name_to_show_gives_the_count_alone(files):
 )
 def test_strict_accepts_a_run_that_records_no_skipped_image(fields):
     assert results.needs_rerun(record(**fields), RunConfig(strict=True)) is None
+
+
+# --------------------------------------------------------------------------- which record answers
+
+
+UTC = dt.timezone.utc
+
+
+def test_a_record_time_without_a_zone_is_utc_and_one_with_a_zone_keeps_its_instant():
+    assert results.record_time({"time": "2026-03-01T12:00:00"}) == dt.datetime(
+        2026, 3, 1, 12, tzinfo=UTC
+    )
+    # 12:00 at +02:00 is 10:00 UTC: comparing as if it were 12:00 UTC would misorder it.
+    assert results.record_time({"time": "2026-03-01T12:00:00+02:00"}) == dt.datetime(
+        2026, 3, 1, 10, tzinfo=UTC
+    )
+    for unreadable in [{}, {"time": None}, {"time": 1772366400}, {"time": "yesterday"}]:
+        assert results.record_time(unreadable) is None
+
+
+def test_records_from_several_files_are_ordered_by_when_they_were_written_across_zones():
+    paris_noon = record("a", time="2026-03-01T12:00:00+01:00")  # 11:00 UTC
+    utc_half_past_eleven = record("b", time="2026-03-01T11:30:00")
+    no_time = record("c")
+    also_no_time = record("d")
+    ordered = results.in_time_order([utc_half_past_eleven, no_time, paris_noon, also_no_time])
+    # Without a time counts as oldest; equal times keep the order read.
+    assert [r["key"] for r in ordered] == ["c", "d", "a", "b"]
+
+
+def test_the_latest_record_of_a_key_is_the_newest_written_whatever_its_status():
+    ok = record(time="2026-03-01T10:00:00", accuracy=0.9)
+    failed = record(status="failed", time="2026-03-01T11:00:00")
+    other = record("other", time="2026-03-01T09:00:00")
+    assert results.latest_by_key([failed, other, ok]) == {"k": failed, "other": other}
+
+
+def test_a_finished_result_answers_its_key_until_a_newer_one_replaces_it():
+    first = record(time="2026-03-01T10:00:00", accuracy=0.5)
+    interrupted = record(status="interrupted", time="2026-03-01T11:00:00")
+    second = record(time="2026-03-01T12:00:00", accuracy=0.7)
+    # Read out of order (two files): time decides.
+    assert results.answer_by_key([second, interrupted, first]) == {"k": second}
+    # An interrupted rerun (--force, Ctrl-C) does not hide the accuracy already there.
+    assert results.answer_by_key([first, interrupted]) == {"k": first}
+
+
+def test_a_key_that_never_finished_is_answered_by_its_newest_attempt():
+    failed = record(status="failed", time="2026-03-01T10:00:00")
+    interrupted = record(status="interrupted", time="2026-03-01T11:00:00")
+    other = record("other", time="2026-03-01T09:00:00")
+    assert results.answer_by_key([interrupted, other, failed]) == {
+        "k": interrupted,
+        "other": other,
+    }
+    # Then a finished run replaces it.
+    ok = record(time="2026-03-01T12:00:00")
+    assert results.answer_by_key([interrupted, ok, failed]) == {"k": ok}
