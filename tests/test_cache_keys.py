@@ -356,3 +356,19 @@ def test_settings_that_do_not_change_the_result_resume(finished, changes):
         changes = {"cache_dir": str(finished / changes["cache_dir"])}
     assert _rerun(finished, **changes) == []
     assert len((finished / "runs.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_plugins_part_that_is_not_json_is_keyed_by_its_text():
+    # A plugin may give its weights as an enum (torchvision's are): the key is that of
+    # the enum's text, not an error.
+    import enum
+
+    from tlbench.cache import cache_key
+
+    class Weights(enum.Enum):
+        IMAGENET1K_V1 = "v1"
+
+    assert cache_key("features", Weights.IMAGENET1K_V1, 64) == cache_key(
+        "features", "Weights.IMAGENET1K_V1", 64
+    )
+    assert cache_key("features", Path("/data/x")) == cache_key("features", "/data/x")

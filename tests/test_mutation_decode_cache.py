@@ -143,3 +143,25 @@ def test_each_split_with_unreadable_images_warns_once(tmp_path: Path):
         "skipped 1 unreadable image(s) of the train split",
         "skipped 1 unreadable image(s) of the test split",
     ]
+
+
+def test_a_decoded_splits_key_is_stable_across_releases_and_changes_with_the_decode_version(
+    monkeypatch,
+):
+    # Every user's decode cache is found by this key: a release that changed it without
+    # meaning to would decode every dataset again (and orphan the old entries).
+    from tlbench import data
+
+    assert data.DECODE_VERSION == 1
+    assert DecodeCache(None).key("fp-a", "train", 64) == "72f8712f55cfbed1f3944a2d"
+    # A new decoding (DECODE_VERSION bumped) must not read the old one's images.
+    monkeypatch.setattr(data, "DECODE_VERSION", 2)
+    assert DecodeCache(None).key("fp-a", "train", 64) != "72f8712f55cfbed1f3944a2d"
+
+
+def test_a_strict_get_refuses_a_split_a_lenient_get_cached(tmp_path: Path):
+    cache = DecodeCache(tmp_path)
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable"):
+        cache.get(Counted(4, 0, broken=(2,)), fingerprint="fp", split="train", size=8)
+    with pytest.raises(UnreadableImagesError, match=r"1 image\(s\) of the train split"):
+        cache.get(Counted(4, 0, broken=(2,)), fingerprint="fp", split="train", size=8, strict=True)

@@ -256,11 +256,10 @@ def make_optimizer(
         params = [p for p in group["params"] if p.requires_grad]
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
-        base = {k: v for k, v in group.items() if k != "params"}
         if decay:
-            split.append({**base, "params": decay, "weight_decay": hp.weight_decay})
+            split.append({**group, "params": decay, "weight_decay": hp.weight_decay})
         if no_decay:
-            split.append({**base, "params": no_decay, "weight_decay": 0.0})
+            split.append({**group, "params": no_decay, "weight_decay": 0.0})
     if not split:
         raise ValueError("the strategy left no trainable parameter")
     kernels: dict[str, Any] = (

@@ -311,7 +311,9 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _feature_key(record: dict[str, Any]) -> tuple:
-    c = record.get("config", {})
+    """What decides a run's cached features: equal keys read the same features."""
+    c = record["config"]
+    # As JSON: a hand-edited record's list or dict value still makes a hashable key.
     return tuple(
         json.dumps(c.get(k), sort_keys=True)
         for k in ("backbone", "weights", "dataset", "image_size", "device", "precision")
