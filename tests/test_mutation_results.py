@@ -22,7 +22,7 @@ STRICT_ADVICE = "which --strict does not accept (remove or replace them, or reru
 
 
 def record(key: str = "k", status: str = "ok", **fields) -> dict:
-    """A record with only what `needs_rerun` reads; each test adds the rest."""
+    """A record with only the fields every record has; each test adds what it reads."""
     return {"key": key, "status": status, "config": {}, **fields}
 
 
