@@ -255,6 +255,13 @@ def test_budget_rows_carry_their_budget_and_a_series_without_it():
     assert rows[None, "epochs=9"].variant == "budget=all, epochs=9"
 
 
+def test_a_budget_that_is_not_a_budget_string_reads_as_the_whole_split():
+    # A hand-edited record: `budget` is `shots=K` or `fraction=F`, never a bare number.
+    record = budget_rec(0, 0.5, "shots=5", 3)
+    record["config"]["budget"] = 5
+    assert one_row([record]).budget is None
+
+
 # --------------------------------------------------------------------------- ties
 
 
