@@ -135,7 +135,14 @@ def test_interrupted_grid_keeps_finished_runs_and_resumes_the_rest(work, signum)
     (work / "hold").touch()
     env = environment(work)
     proc = subprocess.Popen(
-        command(work), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command(work),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a shell starts its background jobs (`pytest &`, CI runners)
+        # with SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_for(lambda: len(results.read(out_file)) >= 2, proc, "the second record")
     wait_for(lambda: (work / "holding").exists(), proc, "the third run to be training")
