@@ -12,10 +12,11 @@ import statistics
 import time
 
 import pytest
+from test_per_image import rec as per_image_rec
+from test_per_image import ties, vector
 from test_report_values import rec
 
 from tlbench import report
-from tlbench.record import encode_correct
 
 
 def one_row(records: list[dict]) -> report.Row:
@@ -265,28 +266,16 @@ def test_a_budget_that_is_not_a_budget_string_reads_as_the_whole_split():
 # --------------------------------------------------------------------------- ties
 
 
-def single_seed_with_images(backbone: str, hits: list[int]) -> dict:
-    record = rec(backbone, "linear", 0, sum(hits) / len(hits))
-    record["accuracy"]["final_correct"] = encode_correct(hits)
-    record["data"] = {"eval_images": len(hits), "eval_split": "test"}
-    return record
-
-
 def test_single_seed_rows_are_paired_over_their_images():
     # 200 images: the best gets 150 right; "close" differs on 2 of them, "far" on 60.
-    best = [1] * 150 + [0] * 50
-    close = [0, 0] + [1] * 148 + [0] * 50
-    far = [0] * 60 + [1] * 90 + [0] * 50
-    rows = by_label(
-        [
-            single_seed_with_images("best", best),
-            single_seed_with_images("close", close),
-            single_seed_with_images("far", far),
-        ]
-    )
-    assert rows["best / linear"].tie is True
-    assert rows["close / linear"].tie is True
-    assert rows["far / linear"].tie is False
+    best, close, far = vector(range(150)), vector(range(2, 150)), vector(range(60, 150))
+    assert ties(
+        [per_image_rec("best", best), per_image_rec("close", close), per_image_rec("far", far)]
+    ) == {
+        "best": True,
+        "close": True,
+        "far": False,
+    }
 
 
 # --------------------------------------------------------------------------- gain and Pareto

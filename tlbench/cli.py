@@ -789,9 +789,7 @@ def cmd_select(args: argparse.Namespace, console: Console) -> int:
     names = short_names(s.dataset for s in found)
     for selection in found:
         print_selection(console, selection, names[selection.dataset])
-    checks = select.check(answers, args.finalist)
-    if checks:  # the same text as `tlbench report` prints
-        console.print(Text(select.render_checks(checks, "table").rstrip("\n")))
+    print_ranking_checks(console, select.check(answers, args.finalist))
     console.print(f"results: {escape(str(ran[0].out))}", soft_wrap=True)
     return 0 if any(s.pick for s in found) else 1
 
@@ -845,6 +843,14 @@ def print_selection(console: Console, s: Any, dataset: str) -> None:
             f"compute: {format_duration(s.spent_seconds)} of training for the two stages",
             soft_wrap=True,
         )
+
+
+def print_ranking_checks(console: Console, checks: list[Any]) -> None:
+    """The ranking check as `tlbench report` and `tlbench select` print it (none: nothing)."""
+    if checks:
+        from tlbench.select import render_checks
+
+        console.print(Text(render_checks(checks, "table").rstrip("\n")))
 
 
 def print_comparison(
@@ -1376,7 +1382,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
             f"none of the {len(records)} record(s) in {', '.join(args.results)} can be shown "
             "(the warnings above say what they lack)"
         )
-    from tlbench.select import render_checks, report_checks
+    from tlbench.select import report_checks
 
     # Where the results hold a full grid: how well each score ranked the fine-tuned backbones.
     checks = report_checks(records)
@@ -1395,8 +1401,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         console.print(Text.assemble("report: ", str(output)), soft_wrap=True)
     elif args.format == "table":
         print_comparison(console, records, args.sort, args.group_by)
-        if checks:
-            console.print(Text(render_checks(checks, "table").rstrip("\n")))
+        print_ranking_checks(console, checks)
     else:
         sys.stdout.write(report.render(rows, args.format, args.group_by, checks))
     if page is not None:
