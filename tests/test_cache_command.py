@@ -175,12 +175,16 @@ def test_the_command_imports_neither_torch_nor_numpy(cache):
 
 
 def test_a_damaged_entry_is_listed_with_what_is_wrong(run_cli, cache):
-    (cache / "features" / "f2.json").write_text('{"shape": "2x3", "dtype": "float32"}')
+    marker = '"format": "tlbench-cache-entry/1"'
+    (cache / "features" / "f2.json").write_text(f'{{"shape": "2x3", "dtype": "float32", {marker}}}')
     (cache / "features" / "f3.npy").write_bytes(b"no sidecar")
     result = run_cli("cache", "--cache-dir", cache)
     assert result.code == 0, result
     assert "[bad sidecar: sidecar field 'shape' is \"2x3\"" in result.out
-    assert "[no sidecar]" in result.out
+    # An array without a sidecar tlbench wrote is not tlbench's: not listed, never removed.
+    assert "4 entries" in result.out
+    assert run_cli("cache", "clear", "--yes", "--cache-dir", cache).code == 0
+    assert (cache / "features" / "f3.npy").read_bytes() == b"no sidecar"
 
 
 # --------------------------------------------------------------------------- prune

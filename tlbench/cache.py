@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import sys
 import time
 import types
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 
 #: the folders of a cache root that hold entries (`data/`, downloaded datasets, is not one).
 KINDS = ("decoded", "features")
+#: every sidecar tlbench writes carries this marker; `tlbench cache` removes only entries
+#: whose sidecar holds it, and a read refuses an entry without it.
+FORMAT = "tlbench-cache-entry/1"
 #: a temporary file whose writer cannot be checked (another host, a reused pid) is
 #: an orphan once it is this old: no write of one entry takes a day.
 ORPHAN_AGE_S = 24 * 3600
@@ -69,6 +73,8 @@ SIDECAR_FIELDS: dict[str, Any] = {
     "image_size": int,
     "backbone": (str, None),
     "weights": (str, None),
+    "format": str,
+    "checksum": str,
 }
 _REQUIRED = ("shape", "dtype")
 
@@ -228,14 +234,16 @@ def orphan_writer(path: Path, *, now: float | None = None) -> bool:
     since). Never for a temporary file of this very process.
     """
     m = _TMP.match(path.name)
+    if m is None:  # not a name tlbench writes: never an orphan of tlbench's, whatever its age
+        return False
     try:
-        age = (time.time() if now is None else now) - path.stat().st_mtime
+        st = path.lstat()
     except OSError:
         return False
-    if age > ORPHAN_AGE_S:
-        return True
-    if m is None:
+    if not stat.S_ISREG(st.st_mode):  # a link or a pipe: tlbench writes neither
         return False
+    if (time.time() if now is None else now) - st.st_mtime > ORPHAN_AGE_S:
+        return True
     pid, host = int(m["pid"]), m["host"]
     if host not in (None, _HOST):
         return False
@@ -356,6 +364,12 @@ class ArrayStore:
             array = _open_array(array_path, meta)
             if list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
                 raise ValueError(f"array {array.shape}/{array.dtype} does not match its sidecar")
+            if meta.get("format") != FORMAT:
+                self._warn_once(
+                    f"ignoring cache entry {array_path}: its sidecar has no {FORMAT!r} marker "
+                    "(an older tlbench wrote it, or not tlbench); computing it again"
+                )
+                return None
             if dtype is not None and str(array.dtype) != dtype:
                 raise ValueError(f"dtype {array.dtype}, expected {dtype}")
             if shape is not None and (
@@ -364,6 +378,8 @@ class ArrayStore:
             ):
                 wanted = tuple("*" if s is None else s for s in shape)
                 raise ValueError(f"shape {array.shape}, expected {wanted}")
+            if meta.get("checksum") != array_checksum(array):  # last: it reads every byte
+                raise ValueError("its array's bytes do not match the checksum in its sidecar")
         except Exception as exc:  # any unreadable entry is just a cache miss
             self.reject(key, f"{type(exc).__name__}: {exc}")
             return None
@@ -448,8 +464,9 @@ class ArrayStore:
     ) -> bool:
         array_path, meta_path = self._paths(key)
         tmp_meta = self._tmp(meta_path)
-        full = {"created": time.time(), **meta, "shape": shape, "dtype": dtype}
+        full = {"created": time.time(), **meta, "shape": shape, "dtype": dtype, "format": FORMAT}
         try:
+            full["checksum"] = array_checksum(_open_array(tmp_array, full))
             tmp_meta.write_text(json.dumps(full), encoding="utf-8")
             # The array first: an entry counts only once its sidecar is in place.
             os.replace(tmp_array, array_path)
@@ -520,6 +537,22 @@ class ArrayStore:
             return array, {**meta, "shape": list(array.shape), "dtype": str(array.dtype)}, False
 
 
+def array_checksum(array: np.ndarray) -> str:
+    """`sha1:<hex>` of an array's bytes (a memory map is read through, never held whole).
+
+    Written into every sidecar and checked on every read: bytes written over
+    a cached array (a bad disk, a hand edit) make the entry a miss.
+    """
+    import numpy as np
+
+    h = hashlib.sha1(usedforsecurity=False)
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    step = 64 << 20  # in slices: a map larger than memory is paged through, not loaded
+    for start in range(0, len(flat), step):
+        h.update(flat[start : start + step])
+    return "sha1:" + h.hexdigest()
+
+
 def _open_array(path: Path, meta: Mapping[str, Any]) -> np.ndarray:
     import numpy as np
 
@@ -566,24 +599,99 @@ class CacheEntry:
     problem: str | None = None
 
 
+def entry_folder(root: Path, kind: str) -> Path | None:
+    """`root/kind` if it is a real folder (not a link, not a file), else None.
+
+    A linked `features/` leads out of the cache (into a project, another
+    disk): nothing under it is listed or removed.
+    """
+    folder = root / kind
+    try:
+        st = folder.lstat()
+    except OSError:
+        return None
+    return folder if stat.S_ISDIR(st.st_mode) else None
+
+
+def _regular_files(folder: Path) -> set[str]:
+    """Names of the regular files directly in `folder`: links and special files left out."""
+    names = set()
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                with contextlib.suppress(OSError):
+                    if e.is_file(follow_symlinks=False):
+                        names.add(e.name)
+    except OSError:
+        pass
+    return names
+
+
+def _written_by_tlbench(sidecar: Path) -> bool:
+    """Whether `sidecar` is a JSON object holding tlbench's format marker."""
+    try:
+        meta = json.loads(sidecar.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
 def scan(root: Path) -> tuple[list[CacheEntry], list[Path]]:
-    """The entries under `root`'s `decoded/` and `features/`, and their stray `*.tmp` files."""
+    """tlbench's entries under `root`'s `decoded/` and `features/`, and their stray `*.tmp` files.
+
+    Only what tlbench wrote is listed, so only that is ever removed: an entry
+    counts when its sidecar is a regular file holding the `FORMAT` marker,
+    and only its regular files (never a link) are its files; a linked kind
+    folder is not looked into at all (`entry_folder`). `foreign` lists what
+    is left alone.
+    """
     entries: list[CacheEntry] = []
     temps: list[Path] = []
     for kind in KINDS:
-        folder = root / kind
-        try:
-            names = sorted(p.name for p in folder.iterdir())
-        except OSError:
+        folder = entry_folder(root, kind)
+        if folder is None:
             continue
-        keys = {n.rsplit(".", 1)[0] for n in names if n.endswith((".npy", ".json"))}
-        temps += [folder / n for n in names if n.endswith(".tmp")]
+        names = _regular_files(folder)
+        temps += sorted(folder / n for n in names if _TMP.match(n))
+        keys = {n[: -len(".json")] for n in names if n.endswith(".json")}
         for key in sorted(keys):
+            if not _written_by_tlbench(folder / f"{key}.json"):
+                continue
             files = [
                 folder / f"{key}{s}" for s in (".npy", ".json", ".lock") if f"{key}{s}" in names
             ]
             entries.append(_describe_entry(kind, key, folder, files))
     return entries, temps
+
+
+def foreign(root: Path) -> list[Path]:
+    """What lies in `root`'s entry folders that tlbench did not write (it is never removed).
+
+    A linked kind folder itself, links, and `.npy`/`.json` files without a
+    sidecar holding the `FORMAT` marker (an older tlbench's entries among them).
+    """
+    out: list[Path] = []
+    for kind in KINDS:
+        folder = entry_folder(root, kind)
+        if folder is None:
+            if (root / kind).is_symlink():
+                out.append(root / kind)
+            continue
+        try:
+            names = sorted(p.name for p in folder.iterdir())
+        except OSError:
+            continue
+        regular = _regular_files(folder)
+        ours = {
+            n[: -len(".json")]
+            for n in regular
+            if n.endswith(".json") and _written_by_tlbench(folder / n)
+        }
+        for n in names:
+            stem, _, suffix = n.rpartition(".")
+            if suffix in ("npy", "json") and (n not in regular or stem not in ours):
+                out.append(folder / n)
+    return out
 
 
 def _describe_entry(kind: str, key: str, folder: Path, files: list[Path]) -> CacheEntry:
@@ -607,13 +715,27 @@ def _describe_entry(kind: str, key: str, folder: Path, files: list[Path]) -> Cac
 
 
 def lock_is_free(path: Path) -> bool:
-    """Whether no process holds the lock file `path` (so it can be removed)."""
+    """Whether `path` is a lock file tlbench made that no process holds (so it can be removed).
+
+    False for anything tlbench never makes, which must stay: a link, a
+    non-empty file (tlbench's locks are empty), a file in a linked folder.
+    """
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    if (
+        not stat.S_ISREG(st.st_mode)
+        or st.st_size
+        or entry_folder(path.parent.parent, path.parent.name) is None
+    ):
+        return False
     if fcntl is None:
         return True
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
-        return True
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -190,7 +190,8 @@ def main(args: argparse.Namespace, console: Any = None) -> int:
     if action == "list":
         return _list(root, entries, temps, as_json=getattr(args, "json", False), out=out)
     if action == "prune":
-        if not any((args.older_than, args.larger_than, args.max_size, args.dataset, args.backbone)):
+        criteria = (args.older_than, args.larger_than, args.max_size, args.dataset, args.backbone)
+        if all(c is None for c in criteria):  # `--older-than 0s` is a criterion
             _err(
                 "say what to prune: --older-than, --larger-than, --max-size, --dataset or "
                 "--backbone (`tlbench cache clear` removes everything)"
