@@ -32,11 +32,26 @@ from torch import nn
 
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors, center_crop, random_resized_crop_flip
+from tlbench.errors import TlbenchError
 from tlbench.timing import PhaseClock, release_host_memory, synchronize
 
 #: the precisions a run can ask for; "auto" resolves to one of them (`Execution.resolve`).
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: torch.compile's backend under `compile=True`. Tests set "eager" (dynamo's graph
+#: capture without code generation): what they check is that graphs are captured.
+COMPILE_BACKEND = "inductor"
+
+
+class NothingCompiled(TlbenchError):
+    """A run asked for `--compile` captured no graph: it would run eager, recorded as compiled."""
+
+
+def compiled_graph_count() -> int:
+    """Graphs dynamo has captured in this process so far (a counter that only grows)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 class Diverged(RuntimeError):
@@ -153,10 +168,17 @@ class Execution:
 
         The returned module is `torch.compile(model)` under `compile=True`; it
         shares its parameters with `model`, so optimisers and state dicts built
-        on `model` stay valid.
+        on `model` stay valid. Dynamo is reset first: every backbone's
+        `ImageClassifier.forward` is one code object, so without a reset the
+        fits before this one would have spent its recompile limit and this one
+        would silently run eager (measured: from the fourth backbone of a grid
+        on, no graph at all).
         """
         self.place(model)
-        return torch.compile(model) if self.compile else model
+        if not self.compile:
+            return model
+        torch._dynamo.reset()
+        return torch.compile(model, backend=COMPILE_BACKEND)
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         """A float batch already on the device, in the execution's memory format."""
@@ -511,6 +533,8 @@ class FitResult:
     #: which evaluation images the last epoch classified correctly (bool, on the host, in
     #: the eval split's order): what pairs two single runs image by image.
     final_correct: torch.Tensor | None = None
+    #: graphs torch.compile captured in this fit (None: the fit was not compiled).
+    compiled_graphs: int | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -537,6 +561,8 @@ class FitResult:
             "warmup_batches": self.warmup_batches,
             "measured_steps": self.measured_steps,
         }
+        if self.compiled_graphs is not None:
+            out["compiled_graphs"] = self.compiled_graphs
         if self.measured_seconds > 0 and self.measured_images:
             compute = self.phase_seconds.get("compute", 0.0)
             data = self.phase_seconds.get("data", 0.0)
@@ -777,6 +803,7 @@ def train_images(
     # same number would draw the very stream the permutations draw.
     augment_seed = int(torch.randint(2**62, (1,), generator=generator))
     step = TrainStep(step_model, optimizer, criterion, ex, schedule)
+    graphs_before = compiled_graph_count() if ex.compile else 0
 
     synchronize(device)
     t0 = time.perf_counter()
@@ -814,6 +841,7 @@ def train_images(
         result.warmup_seconds = time.perf_counter() - t0
         result.warmup_steps = len(train_sizes)
         result.warmup_batches = {"train": train_sizes, "eval": eval_sizes}
+        _check_compiled(ex, result, graphs_before)  # before the clock: fail in seconds
         release_host_memory()
 
     clock = PhaseClock(device)
@@ -862,7 +890,21 @@ def train_images(
         )
     synchronize(device)
     result.phase_seconds = clock.collect()
+    _check_compiled(ex, result, graphs_before)
     return result
+
+
+def _check_compiled(ex: Execution, result: FitResult, graphs_before: int) -> None:
+    """Record how many graphs the fit captured; a compiled fit that captured none fails."""
+    if not ex.compile:
+        return
+    result.compiled_graphs = compiled_graph_count() - graphs_before
+    if result.compiled_graphs == 0:
+        raise NothingCompiled(
+            "--compile captured no graph (torch.compile fell back to eager: a recompile "
+            "limit reached or a graph break on every frame); the run would be timed eager "
+            "while recorded as compiled"
+        )
 
 
 # --------------------------------------------------------------------------- cached features
