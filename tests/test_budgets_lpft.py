@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tlbench
-from tlbench import testing, trial
+from tlbench import regimes, testing
 from tlbench.budget import budget_indices, describe, parse_budgets
 from tlbench.errors import ConfigError
 from tlbench.runner import Runner
@@ -85,7 +85,7 @@ def test_budgets_are_an_axis_of_the_grid_and_never_touch_the_eval_split(tiny_con
 
 def test_lp_ft_fine_tunes_from_the_probes_head_and_its_loss_falls(tiny_config, monkeypatch):
     captured: dict[str, dict] = {}
-    real_probe, real_train = trial.train_head_on_features, trial.train_images
+    real_probe, real_train = regimes.train_head_on_features, regimes.train_images
 
     def probe(head, *args, **kwargs):
         captured["init"] = {k: v.clone() for k, v in head.state_dict().items()}
@@ -99,8 +99,8 @@ def test_lp_ft_fine_tunes_from_the_probes_head_and_its_loss_falls(tiny_config, m
         }
         return real_train(model, groups, *args, **kwargs)
 
-    monkeypatch.setattr(trial, "train_head_on_features", probe)
-    monkeypatch.setattr(trial, "train_images", train)
+    monkeypatch.setattr(regimes, "train_head_on_features", probe)
+    monkeypatch.setattr(regimes, "train_images", train)
     tiny_config.strategies = ["lp-ft"]
     tiny_config.hyperparameters = {"epochs": 3, "batch_size": 16}
     (record,) = Runner(tiny_config, _plugins()).run()

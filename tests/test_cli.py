@@ -86,13 +86,13 @@ def test_rerun_resumes_and_force_redoes(tiny_cli, run_args, capsys):
 
 
 def test_run_with_every_run_failing_exits_1(tiny_cli, run_args, capsys, monkeypatch):
-    import tlbench.trial
+    import tlbench.regimes
     from tlbench.engine import Diverged
 
     def diverging(*args, **kwargs):
         raise Diverged(1, float("nan"))
 
-    monkeypatch.setattr(tlbench.trial, "train_images", diverging)
+    monkeypatch.setattr(tlbench.regimes, "train_images", diverging)
     assert main([*run_args, "--strategies", "scratch", "-q"]) == 1
     out = capsys.readouterr().out
     assert "failed: training loss became" in out.replace("\n", " ")

@@ -11,13 +11,14 @@ import pytest
 import torch
 from imagetree import learning, read_records
 
+import tlbench.regimes
 import tlbench.runner
 from tlbench.runner import Runner
 
 
 def gpu_with_room_for(monkeypatch: pytest.MonkeyPatch, limit: int, attempts: list[int]) -> None:
     """Image training and feature extraction raise OOM above `limit` images a batch."""
-    real_train, real_extract = tlbench.trial.train_images, tlbench.trial.extract_features
+    real_train, real_extract = tlbench.regimes.train_images, tlbench.regimes.extract_features
 
     def check(batch: int) -> None:
         if batch > limit:
@@ -41,8 +42,8 @@ def gpu_with_room_for(monkeypatch: pytest.MonkeyPatch, limit: int, attempts: lis
         check(batch_size)
         return real_extract(model, data, image_size, batch_size, ex)
 
-    monkeypatch.setattr(tlbench.trial, "train_images", train_images)
-    monkeypatch.setattr(tlbench.trial, "extract_features", extract_features)
+    monkeypatch.setattr(tlbench.regimes, "train_images", train_images)
+    monkeypatch.setattr(tlbench.regimes, "extract_features", extract_features)
 
 
 def test_oom_is_retried_at_half_the_batch_and_recorded(plugins, tiny_config, monkeypatch):

@@ -17,6 +17,8 @@ and the record names where the features it used came from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,35 @@ class FeatureStore:
         facts = {k: meta.get(k) for k in (*MODEL_FACTS, "device")}
         self._remember(key, array, facts)
         return array, facts, "disk"
+
+    def get_or_make(
+        self,
+        key: str,
+        feature_dim: int,
+        count: int,
+        make: Callable[[], tuple[np.ndarray, dict[str, Any], dict[str, Any]]],
+        timed: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> tuple[np.ndarray, dict[str, Any], str]:
+        """`(features, facts, hit)`: the stored entry, or `make()`'s, stored, with hit "none".
+
+        On a miss another worker may be making this very entry: the lock waits
+        for it, then looks again, so an entry is made once. `make()` returns
+        `(features, facts, meta)` and times its own work; `timed()` wraps the
+        reads and the save (the cost of using the store).
+        """
+        with timed():
+            found = self.get(key, feature_dim, count)
+        if found is not None:
+            return found
+        with self.lock(key):
+            with timed():
+                found = self.get(key, feature_dim, count)
+            if found is not None:
+                return found
+            features, facts, meta = make()
+            with timed():
+                self.put(key, features, facts, meta)
+        return features, facts, "none"
 
     def lock(self, key: str) -> Any:
         """Hold while making entry `key`: another process making it waits, then finds it."""

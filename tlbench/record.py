@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as _dt
 import math
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from tlbench.api import DatasetSplits, RunSpec
 
 #: bumped when the record layout changes; readers accept every version up to it.
 SCHEMA_VERSION = 2
@@ -189,3 +194,123 @@ def problems(record: Any) -> list[str]:
         if not isinstance(record.get("cost"), dict):
             found.append("no cost")
     return found
+
+
+# --------------------------------------------------------------------------- constructors
+
+
+def new_record(
+    spec: RunSpec,
+    status: str,
+    *,
+    providers: dict[str, str],
+    environment: dict[str, Any] | None = None,
+    reason: str = "",
+    started: float | None = None,
+    hp_used: Any = None,
+    **parts: Any,
+) -> RunRecord:
+    """The record of `spec` with `status`; `parts` are its accuracy, cost, data and extras.
+
+    `hp_used`: the hyperparameters the run really trained with, recorded only
+    where they differ from the spec's (an out-of-memory retry's smaller batch).
+    """
+    config = spec.config()
+    config["dataset_fingerprint"] = spec.dataset_fingerprint
+    if hp_used is not None and hp_used != spec.hp:
+        config["hyperparameters_used"] = {**hp_used.__dict__}
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "key": spec.key,
+        "status": status,
+        "reason": reason or None,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "config": config,
+        "providers": providers,
+    }
+    if "failed_epoch" in parts:
+        record["failed_epoch"] = parts.pop("failed_epoch")
+    accuracy = parts.get("accuracy")
+    if isinstance(accuracy, dict) and "final_correct" in accuracy:
+        # The final evaluation image by image, as a compact bitset (`encode_correct`).
+        accuracy = dict(accuracy)
+        correct = accuracy.pop("final_correct")
+        if correct is not None:
+            accuracy["final_correct"] = (
+                correct if isinstance(correct, dict) else encode_correct(correct)
+            )
+        parts["accuracy"] = accuracy
+    if started is not None:
+        record["elapsed_seconds"] = time.time() - started
+    record.update(parts)
+    if environment is not None:
+        record["environment"] = environment
+    return record  # type: ignore[return-value]
+
+
+def run_accuracy(fit: Any, probe_fit: Any = None) -> dict[str, Any]:
+    """The accuracy part of a run that trained (`fit`: a `tlbench.engine.FitResult`)."""
+    accuracy: dict[str, Any] = {
+        "best": fit.best_accuracy,
+        "best_epoch": fit.best_epoch,
+        "final": fit.final_accuracy,
+        "final_balanced": fit.curve[-1]["eval_balanced_accuracy"] if fit.curve else None,
+        "curve": fit.curve,
+        "final_correct": fit.final_correct,
+    }
+    if probe_fit is not None:
+        accuracy["probe"] = {
+            "final": probe_fit.final_accuracy,
+            "best": probe_fit.best_accuracy,
+            "epochs": len(probe_fit.curve),
+        }
+    return accuracy
+
+
+def run_cost(
+    fit: Any, probe_fit: Any, *, seconds: Mapping[str, float], measured: dict[str, Any]
+) -> dict[str, Any]:
+    """The cost part of a run that trained.
+
+    `seconds`: the stopwatch's sections ("data_prep", "features"); `measured`:
+    memory, parameters, FLOPs, caches and execution settings, as they are.
+    LP-FT's adaptation cost is both stages, the probe and then the fine-tune.
+    `wall_seconds` is everything the run took, its one-off costs (warm-up,
+    uploads) included; the compared training time (`train_seconds`) leaves
+    them out.
+    """
+    cost: dict[str, Any] = {
+        "data_prep_seconds": seconds.get("data_prep", 0.0),
+        "feature_seconds": seconds.get("features", 0.0),
+        **fit.cost(),
+        **measured,
+    }
+    if probe_fit is not None:
+        cost["probe_train_seconds"] = probe_fit.train_seconds
+        cost["train_seconds"] = probe_fit.train_seconds + fit.train_seconds
+        cost["eval_seconds"] = probe_fit.eval_seconds + fit.eval_seconds
+    fits = [f for f in (probe_fit, fit) if f is not None]
+    cost["wall_seconds"] = (
+        cost["data_prep_seconds"]
+        + cost["feature_seconds"]
+        + cost["train_seconds"]
+        + cost["eval_seconds"]
+        + sum(f.warmup_seconds + f.upload_seconds for f in fits)
+    )
+    return cost
+
+
+def run_data(splits: DatasetSplits, train: Any, evalset: Any, store: int) -> dict[str, Any]:
+    """The data part: the classes, the images trained on and evaluated, what was skipped."""
+    skipped = train.skipped + evalset.skipped
+    return {
+        "num_classes": len(splits.classes),
+        "classes": splits.classes,
+        "train_images": len(train),
+        "eval_images": len(evalset),
+        "eval_split": splits.eval_split,
+        "skipped_images": len(skipped),
+        "skipped_files": skipped[:50],
+        "store_size": store,
+        **splits.info,
+    }

@@ -17,7 +17,6 @@ life; `run_trial` keeps one per process and workspace.
 
 from __future__ import annotations
 
-import datetime as _dt
 import gc
 import time
 import traceback
@@ -31,21 +30,13 @@ from torch import nn
 
 from tlbench.api import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
 from tlbench.budget import budget_indices
-from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError, mapped_tensor
-from tlbench.engine import (
-    Diverged,
-    Execution,
-    FeatureHead,
-    ImageClassifier,
-    count_parameters,
-    extract_features,
-    train_head_on_features,
-    train_images,
-)
+from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
+from tlbench.engine import Diverged, Execution, count_parameters
 from tlbench.errors import DatasetError, Terminated, TlbenchError
-from tlbench.features import FeatureStore, feature_key
+from tlbench.features import FeatureStore
 from tlbench.plugins import Plugins, PluginSet
-from tlbench.record import SCHEMA_VERSION, RunRecord, encode_correct
+from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
+from tlbench.regimes import Outcome, TrialContext, regime_for, with_oom_retry
 from tlbench.timing import (
     PeakMemory,
     Stopwatch,
@@ -186,260 +177,124 @@ class TrialHost:
     def _train(
         self, spec: RunSpec, ex: Execution, emit: Events, finished: list[dict[str, Any]]
     ) -> RunRecord:
-        plugins, workspace = self.plugins, self.workspace
+        ctx = self._context(spec, ex, emit, finished)
+        outcome = with_oom_retry(ctx, regime_for(ctx.strategy), retry=self.workspace.retry_oom)
+        return self._ok_record(ctx, outcome)
+
+    def _context(
+        self, spec: RunSpec, ex: Execution, emit: Events, finished: list[dict[str, Any]]
+    ) -> TrialContext:
+        """The run's parts and its decoded data (timed as data preparation)."""
         splits = self.dataset(spec.dataset)
         if splits.fingerprint != spec.dataset_fingerprint:
             raise DatasetError(
                 f"dataset {spec.dataset!r} changed since the grid was planned (its fingerprint "
                 "differs); run the command again to plan it afresh"
             )
-        backbone = plugins.backbones.get(spec.backbone)
-        strategy = plugins.strategies.get(spec.strategy)
-        num_classes = len(splits.classes)
+        backbone = self.plugins.backbones.get(spec.backbone)
+        strategy = self.plugins.strategies.get(spec.strategy)
         memory = PeakMemory(ex.device)
         memory.reset()
         watch = Stopwatch(ex.device)
-
         with watch.section("data_prep"):
             store = backbone.preprocessing.resize_for(spec.image_size)
             full_train, evalset = self._decoded(spec, splits, store, emit)
             # A data budget trains on a seeded, stratified subset; features and
             # decoded images stay cached for the whole split.
-            subset, budget_facts = None, {}
-            train = full_train
+            subset, budget_facts, train = None, {}, full_train
             if spec.budget is not None:
                 subset, budget_facts = budget_indices(
                     full_train.labels.numpy(), spec.budget, spec.seed
                 )
                 train = _subset(full_train, subset)
+        return TrialContext(
+            spec=spec,
+            ex=ex,
+            backbone=backbone,
+            strategy=strategy,
+            splits=splits,
+            full_train=full_train,
+            train=train,
+            evalset=evalset,
+            store=store,
+            subset=subset,
+            budget_facts=budget_facts,
+            watch=watch,
+            memory=memory,
+            feature_store=self.features,
+            score=self._scores,
+            count_flops=lambda model: self._forward_flops(backbone, model, spec.image_size, ex),
+            emit=emit,
+            keep_best=self.workspace.models_dir is not None,
+            hp=spec.hp,
+            finished=finished,
+        )
 
-        def phase(name: str) -> None:
-            emit("run_phase", {"run": spec, "phase": name, "done": None, "total": None})
-
-        hp, batch_history = spec.hp, []
-        fit, cache_hit, facts, head, model = None, "none", {}, None, None
-        probe_fit, scores = None, None
-        module: nn.Module | None = None
-
-        def build() -> nn.Module:
-            nonlocal module
-            if module is None:
-                torch.manual_seed(spec.seed)
-                phase("build")
-                module = backbone.build(strategy.pretrained)
-            return module
-
-        def frozen_model() -> ImageClassifier:
-            frozen = build().requires_grad_(False)
-            return ImageClassifier(
-                frozen, FeatureHead(backbone.feature_dim, num_classes), backbone.preprocessing
-            )
-
-        def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-            finished.append(metrics)
-            emit(
-                "epoch_ended",
-                {"run": spec, "epoch": epoch, "metrics": {**metrics, "epochs": hp.epochs}},
-            )
-
-        while fit is None:
-            batch_history.append(min(hp.batch_size, len(train)))  # the batch actually tried
-            finished.clear()  # an out-of-memory retry starts its curve again
-            try:
-                if strategy.frozen_backbone or strategy.probe is not None:
-                    phase("features")
-                    # With this attempt's batch size: an OOM retry extracts in smaller batches too.
-                    (train_x, eval_x), cache_hit, facts = self._features(
-                        spec,
-                        hp,
-                        ex,
-                        backbone,
-                        frozen_model,
-                        full_train,
-                        evalset,
-                        store,
-                        watch,
-                        phase,
-                    )
-                    if subset is not None:
-                        train_x = train_x[torch.from_numpy(subset)]
-                    scores = self._scores(spec, train_x, train.labels)
-                    torch.manual_seed(spec.seed)
-                if strategy.frozen_backbone:
-                    head = FeatureHead(backbone.feature_dim, num_classes)
-                    phase("train")
-                    fit = train_head_on_features(
-                        head,
-                        train_x,
-                        train.labels,
-                        eval_x,
-                        evalset.labels,
-                        num_classes=num_classes,
-                        hp=hp,
-                        ex=ex,
-                        seed=spec.seed,
-                        on_epoch=on_epoch,
-                        on_phase=phase,
-                        keep_best=workspace.models_dir is not None,
-                    )
-                else:
-                    if strategy.probe is not None:
-                        # LP-FT: first the linear probe on the frozen features...
-                        probe_head = FeatureHead(backbone.feature_dim, num_classes)
-                        phase("probe")
-                        probe_fit = train_head_on_features(
-                            probe_head,
-                            train_x,
-                            train.labels,
-                            eval_x,
-                            evalset.labels,
-                            num_classes=num_classes,
-                            hp=strategy.probe,
-                            ex=ex,
-                            seed=spec.seed,
-                        )
-                        # ... then everything fine-tunes, starting from the probe's head.
-                        module = build()
-                        head = probe_head.cpu()
-                    else:
-                        module = build()  # seeds, then builds: before the head takes its draws
-                        head = nn.Linear(backbone.feature_dim, num_classes)
-                    groups = strategy.param_groups(module, head, hp)
-                    model = ImageClassifier(module, head, backbone.preprocessing)
-                    phase("train")
-                    fit = train_images(
-                        model,
-                        groups,
-                        train,
-                        evalset,
-                        num_classes=num_classes,
-                        image_size=spec.image_size,
-                        hp=hp,
-                        ex=ex,
-                        seed=spec.seed,
-                        on_epoch=on_epoch,
-                        on_phase=phase,
-                        keep_best=workspace.models_dir is not None,
-                    )
-            except Exception as exc:
-                if not _is_out_of_memory(exc):
-                    raise
-                tried = min(hp.batch_size, len(train))
-                if not workspace.retry_oom:
-                    raise TlbenchError(
-                        f"GPU out of memory at batch size {tried} (--no-retry); "
-                        "lower --batch-size or --image-size, or drop --no-retry to retry at half the batch"
-                    ) from None
-                if tried <= 1:
-                    raise TlbenchError(
-                        f"GPU out of memory even at batch size 1 (tried {batch_history}); "
-                        "lower --image-size or use a smaller backbone"
-                    ) from None
-                # Like timm's benchmark: halve the batch and try again from fresh weights.
-                hp = hp.replace(batch_size=tried // 2)
-            if fit is None:
-                # Outside the except block, so that the failed attempt's frames
-                # (and the activations they hold) are gone before the retry.
-                model = module = None
-                gc.collect()
-                if ex.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                memory.reset()
-
-        if strategy.frozen_backbone:
+    def _ok_record(self, ctx: TrialContext, outcome: Outcome) -> RunRecord:
+        """The record of a run that trained: what it reached, what it cost, what it saw."""
+        spec, ex, fit, features = ctx.spec, ctx.ex, outcome.fit, outcome.features
+        frozen = ctx.strategy.frozen_backbone
+        if frozen:
+            assert features is not None
             # From the feature store on a hit: the backbone is not even built.
-            trainable, head_total = count_parameters(head)
-            total = facts["backbone_params"] + head_total
-            flops = facts["forward_flops_per_image"]
+            trainable, head_total = count_parameters(outcome.head)
+            total = features.facts["backbone_params"] + head_total
+            flops = features.facts["forward_flops_per_image"]
         else:
-            trainable, total = count_parameters(model)
-            flops = self._forward_flops(backbone, model, spec.image_size, ex)  # placed by training
-        cost: dict[str, Any] = {
-            "data_prep_seconds": watch.seconds.get("data_prep", 0.0),
-            "feature_seconds": watch.seconds.get("features", 0.0),
-            **fit.cost(),
+            assert outcome.model is not None
+            trainable, total = count_parameters(outcome.model)
+            flops = ctx.count_flops(outcome.model)  # placed by training
+        measured: dict[str, Any] = {
             # The model's peak apart from the dataset kept on the device (where it fits).
-            **memory.read(resident_bytes=fit.resident_data_bytes),
+            **ctx.memory.read(resident_bytes=fit.resident_data_bytes),
             "trainable_params": trainable,
             "total_params": total,
             "forward_flops_per_image": flops,
-            "decode_cache": train.cache_hit,
-            "feature_cache": cache_hit if scores is not None else None,
-            "batch_sizes_tried": batch_history,
+            "decode_cache": ctx.train.cache_hit,
+            "feature_cache": features.cache_hit if features is not None else None,
+            "batch_sizes_tried": ctx.batch_history,
             **ex.to_dict(),
         }
-        if scores is not None:
-            cost["features_device"] = facts.get("device")
-        if probe_fit is not None:
-            # LP-FT's adaptation cost is both stages: the probe, then the fine-tune.
-            cost["probe_train_seconds"] = probe_fit.train_seconds
-            cost["train_seconds"] = probe_fit.train_seconds + fit.train_seconds
-            cost["eval_seconds"] = probe_fit.eval_seconds + fit.eval_seconds
-        # Everything the run took, its one-off costs (warm-up, uploads) included; the
-        # compared training time (`train_seconds`) leaves them out.
-        one_off = [f for f in (probe_fit, fit) if f is not None]
-        cost["wall_seconds"] = (
-            cost["data_prep_seconds"]
-            + cost["feature_seconds"]
-            + cost["train_seconds"]
-            + cost["eval_seconds"]
-            + sum(f.warmup_seconds + f.upload_seconds for f in one_off)
-        )
-        if not strategy.frozen_backbone:
+        if features is not None:
+            measured["features_device"] = features.facts.get("device")
+        cost = run_cost(fit, outcome.probe_fit, seconds=ctx.watch.seconds, measured=measured)
+        if not frozen:
             # Against the peak of this device model at this precision, or none, with why.
             cost.update(
                 mfu(flops, cost.get("train_images_per_s"), device_identity(ex.device), ex.precision)
             )
-        if workspace.models_dir is not None and fit.best_state is not None:
-            from tlbench.checkpoint import save_checkpoint
-
-            if strategy.frozen_backbone:
-                model = frozen_model()  # a cache hit built no backbone; the checkpoint holds one
-                model.head = head
-            cost["checkpoint"] = str(
-                save_checkpoint(
-                    workspace.models_dir,
-                    spec,
-                    backbone,
-                    model,
-                    fit.best_state,
-                    head_only=strategy.frozen_backbone,
-                    classes=list(splits.classes),
-                    best_epoch=fit.best_epoch,
-                    best_accuracy=fit.best_accuracy,
-                )
-            )
-        accuracy = {
-            "best": fit.best_accuracy,
-            "best_epoch": fit.best_epoch,
-            "final": fit.final_accuracy,
-            "final_balanced": fit.curve[-1]["eval_balanced_accuracy"] if fit.curve else None,
-            "curve": fit.curve,
-            "final_correct": fit.final_correct,
-        }
-        if probe_fit is not None:
-            accuracy["probe"] = {
-                "final": probe_fit.final_accuracy,
-                "best": probe_fit.best_accuracy,
-                "epochs": len(probe_fit.curve),
-            }
-        data = {
-            "num_classes": num_classes,
-            "classes": splits.classes,
-            "train_images": len(train),
-            "eval_images": len(evalset),
-            "eval_split": splits.eval_split,
-            "skipped_images": len(train.skipped) + len(evalset.skipped),
-            "skipped_files": (train.skipped + evalset.skipped)[:50],
-            "store_size": store,
-            **splits.info,
+        if ctx.keep_best and fit.best_state is not None:
+            cost["checkpoint"] = str(self._checkpoint(ctx, outcome))
+        parts: dict[str, Any] = {
+            "accuracy": run_accuracy(fit, outcome.probe_fit),
+            "cost": cost,
+            "data": run_data(ctx.splits, ctx.train, ctx.evalset, ctx.store),
         }
         if spec.budget is not None:
-            data.update(budget_facts, train_images_available=len(full_train))
-        parts: dict[str, Any] = {"accuracy": accuracy, "cost": cost, "data": data}
-        if scores is not None:
-            parts["scores"] = scores
-        return self.record(spec, "ok", ex, hp_used=hp, **parts)
+            parts["data"].update(ctx.budget_facts, train_images_available=len(ctx.full_train))
+        if features is not None:
+            parts["scores"] = features.scores
+        return self.record(spec, "ok", ex, hp_used=ctx.hp, **parts)
+
+    def _checkpoint(self, ctx: TrialContext, outcome: Outcome) -> Path:
+        from tlbench.checkpoint import save_checkpoint
+
+        model, fit = outcome.model, outcome.fit
+        if ctx.strategy.frozen_backbone:
+            model = ctx.frozen_model()  # a cache hit built no backbone; the checkpoint holds one
+            model.head = outcome.head
+        assert model is not None and self.workspace.models_dir is not None
+        return save_checkpoint(
+            self.workspace.models_dir,
+            ctx.spec,
+            ctx.backbone,
+            model,
+            fit.best_state,
+            head_only=ctx.strategy.frozen_backbone,
+            classes=list(ctx.splits.classes),
+            best_epoch=fit.best_epoch,
+            best_accuracy=fit.best_accuracy,
+        )
 
     def _scores(self, spec: RunSpec, train_x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         """Transferability scores of the training features (free with every feature run).
@@ -490,111 +345,6 @@ class TrialHost:
             self._flops[key] = flops
         return self._flops[key]
 
-    def _features(
-        self,
-        spec: RunSpec,
-        hp: Any,
-        ex: Execution,
-        backbone: Backbone,
-        frozen_model: Callable[[], ImageClassifier],
-        train: ImageTensors,
-        evalset: ImageTensors,
-        store: int,
-        watch: Stopwatch,
-        phase: Callable[[str], None],
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], str, dict[str, Any]]:
-        """Backbone features of both splits, from the store or computed once and stored.
-
-        `frozen_model` is called only on a miss. `watch`'s "features" section
-        times reading, or extracting and saving, the features; building the
-        backbone and counting its FLOPs are not that cost.
-        """
-        out, hits, facts = [], [], {}
-        model: ImageClassifier | None = None
-        for split, data in (("train", train), ("eval", evalset)):
-            key = feature_key(
-                backbone,
-                fingerprint=spec.dataset_fingerprint,
-                split=split,
-                image_size=spec.image_size,
-                store_size=store,
-                precision=ex.precision,
-                count=len(data),
-            )
-            with watch.section("features"):
-                found = self.features.get(key, backbone.feature_dim, len(data))
-            if found is None:
-                # Another worker may be making this very entry: wait for it, then look again.
-                with self.features.lock(key):
-                    with watch.section("features"):
-                        found = self.features.get(key, backbone.feature_dim, len(data))
-                    if found is None:
-                        feats, facts, model = self._extract(
-                            spec,
-                            hp,
-                            ex,
-                            backbone,
-                            frozen_model,
-                            model,
-                            data,
-                            key,
-                            split,
-                            store,
-                            phase,
-                            facts,
-                            watch,
-                        )
-                        hits.append("none")
-                        out.append(feats)
-                        continue
-            array, facts, hit = found
-            out.append(mapped_tensor(array))
-            hits.append(hit)
-        hit = hits[0] if len(set(hits)) == 1 else "partial"
-        return (out[0], out[1]), hit, facts
-
-    def _extract(
-        self,
-        spec: RunSpec,
-        hp: Any,
-        ex: Execution,
-        backbone: Backbone,
-        frozen_model: Callable[[], ImageClassifier],
-        model: ImageClassifier | None,
-        data: ImageTensors,
-        key: str,
-        split: str,
-        store: int,
-        phase: Callable[[str], None],
-        facts: dict[str, Any],
-        watch: Stopwatch,
-    ) -> tuple[torch.Tensor, dict[str, Any], ImageClassifier]:
-        """Compute one split's features with the frozen model (built once) and store them."""
-        if model is None:
-            model = ex.place(frozen_model())  # FLOPs are counted where the model runs
-            phase("features")  # again: building showed "build"
-            facts = {
-                "backbone_params": count_parameters(model.backbone)[1],
-                "forward_flops_per_image": self._forward_flops(
-                    backbone, model, spec.image_size, ex
-                ),
-                "device": _device_label(ex),
-            }
-        with watch.section("features"):  # extracting and saving; not building, not counting
-            feats = extract_features(model, data, spec.image_size, 2 * hp.batch_size, ex)
-        meta = {
-            "backbone": backbone.name,
-            "weights": backbone.weights,
-            "dataset": spec.dataset,
-            "fingerprint": spec.dataset_fingerprint,
-            "split": split,
-            "image_size": spec.image_size,
-            "size": store,
-        }
-        with watch.section("features"):
-            self.features.put(key, feats.numpy(), facts, meta)
-        return feats, facts, model
-
     # ------------------------------------------------------------------ records
 
     def record(
@@ -632,42 +382,26 @@ def make_record(
     hp_used: Any = None,
     **parts: Any,
 ) -> RunRecord:
-    """The record of one run (skipped ones included, which never reach a trial)."""
-    config = spec.config()
-    config["dataset_fingerprint"] = spec.dataset_fingerprint
-    if hp_used is not None and hp_used != spec.hp:
-        config["hyperparameters_used"] = {**hp_used.__dict__}
-    record: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "key": spec.key,
-        "status": status,
-        "reason": reason or None,
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
-        "config": config,
-        "providers": {
-            "backbone": plugins.provider("backbone", spec.backbone),
-            "strategy": plugins.provider("strategy", spec.strategy),
-            "dataset": plugins.provider("dataset", spec.dataset.partition(":")[0]),
-        },
+    """The record of one run (skipped ones included, which never reach a trial).
+
+    `device`: where it ran, for the record's environment (none for a run that
+    never reached a device).
+    """
+    providers = {
+        "backbone": plugins.provider("backbone", spec.backbone),
+        "strategy": plugins.provider("strategy", spec.strategy),
+        "dataset": plugins.provider("dataset", spec.dataset.partition(":")[0]),
     }
-    if "failed_epoch" in parts:
-        record["failed_epoch"] = parts.pop("failed_epoch")
-    accuracy = parts.get("accuracy")
-    if isinstance(accuracy, dict) and "final_correct" in accuracy:
-        # The final evaluation image by image, as a compact bitset (`record.encode_correct`).
-        accuracy = dict(accuracy)
-        correct = accuracy.pop("final_correct")
-        if correct is not None:
-            accuracy["final_correct"] = (
-                correct if isinstance(correct, dict) else encode_correct(correct)
-            )
-        parts["accuracy"] = accuracy
-    if started is not None:
-        record["elapsed_seconds"] = time.time() - started
-    record.update(parts)
-    if device is not None:
-        record["environment"] = environment(device, plugins.versions())
-    return record  # type: ignore[return-value]
+    return new_record(
+        spec,
+        status,
+        providers=providers,
+        environment=environment(device, plugins.versions()) if device is not None else None,
+        reason=reason,
+        started=started,
+        hp_used=hp_used,
+        **parts,
+    )
 
 
 def _execution(spec: RunSpec, device: str | None) -> Execution:
@@ -681,22 +415,6 @@ def _execution(spec: RunSpec, device: str | None) -> Execution:
         settings["memory_format"] == "channels_last",
         settings["compile"],
     )
-
-
-def _device_label(ex: Execution) -> str:
-    from tlbench.timing import device_name
-
-    return f"{ex.device.type}: {device_name(ex.device)}"
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """Every form an out-of-memory takes on a GPU (see `tlbench.engine.is_out_of_memory`)."""
-    from tlbench import engine
-
-    classify = getattr(engine, "is_out_of_memory", None)
-    if classify is not None:
-        return bool(classify(exc))
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 # --------------------------------------------------------------------------- anywhere

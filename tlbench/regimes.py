@@ -1,0 +1,351 @@
+"""How a run trains, one function per regime, on a `TrialContext`.
+
+A strategy picks one of three regimes (`regime_for`):
+
+- `frozen_head`: the backbone never changes, so its features are computed
+  once (or read from the feature store) and only a linear head trains on them;
+- `probe_then_all` (LP-FT): a linear probe on those features first, then
+  everything fine-tunes starting from the probe's head;
+- `end_to_end`: the backbone and a new head train together on the images.
+
+A regime reads everything it needs from the context and returns an
+`Outcome`; it writes no record. `with_oom_retry` runs a regime again at half
+the batch when the device runs out of memory.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlbench.api import Backbone, DatasetSplits, Hyperparameters, RunSpec, Strategy
+from tlbench.data import ImageTensors, mapped_tensor
+from tlbench.engine import (
+    Execution,
+    FeatureHead,
+    FitResult,
+    ImageClassifier,
+    count_parameters,
+    extract_features,
+    is_out_of_memory,
+    train_head_on_features,
+    train_images,
+)
+from tlbench.errors import TlbenchError
+from tlbench.features import FeatureStore, feature_key
+from tlbench.timing import PeakMemory, Stopwatch
+
+Events = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class TrialContext:
+    """What one run's regime needs: the spec, its data, its parts and where to report.
+
+    `hp` is the current attempt's hyperparameters (an out-of-memory retry
+    halves its batch); `finished` holds the epochs of the current attempt.
+    """
+
+    spec: RunSpec
+    ex: Execution
+    backbone: Backbone
+    strategy: Strategy
+    splits: DatasetSplits
+    #: the whole training split, the images this run trains on (a budget's subset) and
+    #: the evaluation split, decoded at `store` px.
+    full_train: ImageTensors
+    train: ImageTensors
+    evalset: ImageTensors
+    store: int
+    #: the budget's indices into `full_train`, or None when the run trains on all of it.
+    subset: np.ndarray | None
+    #: what the budget drew (shots or fraction, images per class), for the record.
+    budget_facts: dict[str, Any]
+    watch: Stopwatch
+    memory: PeakMemory
+    feature_store: FeatureStore
+    #: the transferability scores of a run's training features (kept per process).
+    score: Callable[[RunSpec, torch.Tensor, torch.Tensor], dict[str, Any]]
+    #: forward FLOPs per image of a model placed on the run's device (kept per process).
+    count_flops: Callable[[nn.Module], int | None]
+    emit: Events
+    keep_best: bool
+    hp: Hyperparameters
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    batch_history: list[int] = field(default_factory=list)
+    _module: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.splits.classes)
+
+    def phase(self, name: str) -> None:
+        self.emit("run_phase", {"run": self.spec, "phase": name, "done": None, "total": None})
+
+    def on_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self.finished.append(metrics)
+        self.emit(
+            "epoch_ended",
+            {"run": self.spec, "epoch": epoch, "metrics": {**metrics, "epochs": self.hp.epochs}},
+        )
+
+    def build(self) -> nn.Module:
+        """The backbone, built once per attempt (seeded first, so every attempt draws alike)."""
+        if self._module is None:
+            torch.manual_seed(self.spec.seed)
+            self.phase("build")
+            self._module = self.backbone.build(self.strategy.pretrained)
+        return self._module
+
+    def frozen_model(self) -> ImageClassifier:
+        """The backbone frozen, with a new linear head: what makes and serves features."""
+        frozen = self.build().requires_grad_(False)
+        return ImageClassifier(
+            frozen,
+            FeatureHead(self.backbone.feature_dim, self.num_classes),
+            self.backbone.preprocessing,
+        )
+
+    def forget_model(self) -> None:
+        """Drop a failed attempt's model and what it held on the device."""
+        self._module = None
+        gc.collect()
+        if self.ex.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.memory.reset()
+
+
+@dataclass
+class Features:
+    """The frozen backbone's features of the training subset and the evaluation split."""
+
+    train: torch.Tensor
+    eval: torch.Tensor
+    #: "none" (computed here), "memory", "disk" or "partial".
+    cache_hit: str
+    #: what the model that made them is: backbone_params, forward_flops_per_image, device.
+    facts: dict[str, Any]
+    scores: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What a regime produced: its fit (and the probe's, for LP-FT) and the trained parts."""
+
+    fit: FitResult
+    head: nn.Module
+    #: the whole classifier that trained; None when only a head trained on features.
+    model: ImageClassifier | None = None
+    probe_fit: FitResult | None = None
+    features: Features | None = None
+
+
+Regime = Callable[[TrialContext], Outcome]
+
+
+# --------------------------------------------------------------------------- regimes
+
+
+def frozen_head(ctx: TrialContext) -> Outcome:
+    """A linear head on the frozen backbone's cached features."""
+    features = frozen_features(ctx)
+    head = FeatureHead(ctx.backbone.feature_dim, ctx.num_classes)
+    ctx.phase("train")
+    fit = train_head_on_features(
+        head,
+        features.train,
+        ctx.train.labels,
+        features.eval,
+        ctx.evalset.labels,
+        num_classes=ctx.num_classes,
+        hp=ctx.hp,
+        ex=ctx.ex,
+        seed=ctx.spec.seed,
+        on_epoch=ctx.on_epoch,
+        on_phase=ctx.phase,
+        keep_best=ctx.keep_best,
+    )
+    return Outcome(fit=fit, head=head, features=features)
+
+
+def probe_then_all(ctx: TrialContext) -> Outcome:
+    """LP-FT: a linear probe on the frozen features, then everything from the probe's head."""
+    assert ctx.strategy.probe is not None
+    features = frozen_features(ctx)
+    probe_head = FeatureHead(ctx.backbone.feature_dim, ctx.num_classes)
+    ctx.phase("probe")
+    probe_fit = train_head_on_features(
+        probe_head,
+        features.train,
+        ctx.train.labels,
+        features.eval,
+        ctx.evalset.labels,
+        num_classes=ctx.num_classes,
+        hp=ctx.strategy.probe,
+        ex=ctx.ex,
+        seed=ctx.spec.seed,
+    )
+    outcome = _fine_tune(ctx, ctx.build(), probe_head.cpu())
+    outcome.probe_fit, outcome.features = probe_fit, features
+    return outcome
+
+
+def end_to_end(ctx: TrialContext) -> Outcome:
+    """The backbone and a new linear head trained together on the images."""
+    module = ctx.build()  # seeds, then builds: before the head takes its draws
+    return _fine_tune(ctx, module, nn.Linear(ctx.backbone.feature_dim, ctx.num_classes))
+
+
+def regime_for(strategy: Strategy) -> Regime:
+    """The regime a strategy trains with."""
+    if strategy.frozen_backbone:
+        return frozen_head
+    if strategy.probe is not None:
+        return probe_then_all
+    return end_to_end
+
+
+def _fine_tune(ctx: TrialContext, module: nn.Module, head: nn.Module) -> Outcome:
+    groups = ctx.strategy.param_groups(module, head, ctx.hp)
+    model = ImageClassifier(module, head, ctx.backbone.preprocessing)
+    ctx.phase("train")
+    fit = train_images(
+        model,
+        groups,
+        ctx.train,
+        ctx.evalset,
+        num_classes=ctx.num_classes,
+        image_size=ctx.spec.image_size,
+        hp=ctx.hp,
+        ex=ctx.ex,
+        seed=ctx.spec.seed,
+        on_epoch=ctx.on_epoch,
+        on_phase=ctx.phase,
+        keep_best=ctx.keep_best,
+    )
+    return Outcome(fit=fit, head=head, model=model)
+
+
+# --------------------------------------------------------------------------- out of memory
+
+
+def with_oom_retry(ctx: TrialContext, regime: Regime, *, retry: bool) -> Outcome:
+    """Run `regime`; on a device out-of-memory, again at half the batch (like timm's benchmark).
+
+    Each attempt starts from fresh weights and an empty curve; the batch
+    sizes tried are kept in `ctx.batch_history`. `retry=False` fails at once.
+    """
+    while True:
+        tried = min(ctx.hp.batch_size, len(ctx.train))
+        ctx.batch_history.append(tried)
+        ctx.finished.clear()
+        try:
+            return regime(ctx)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if not retry:
+                raise TlbenchError(
+                    f"GPU out of memory at batch size {tried} (--no-retry); "
+                    "lower --batch-size or --image-size, or drop --no-retry to retry at half the batch"
+                ) from None
+            if tried <= 1:
+                raise TlbenchError(
+                    f"GPU out of memory even at batch size 1 (tried {ctx.batch_history}); "
+                    "lower --image-size or use a smaller backbone"
+                ) from None
+            ctx.hp = ctx.hp.replace(batch_size=tried // 2)
+        # Outside the except block, so that the failed attempt's frames (and the
+        # activations they hold) are gone before the retry.
+        ctx.forget_model()
+
+
+# --------------------------------------------------------------------------- features
+
+
+def frozen_features(ctx: TrialContext) -> Features:
+    """Both splits' features, from the feature store or extracted once and stored.
+
+    The "features" section of `ctx.watch` times reading, or extracting and
+    saving, the features; building the backbone and counting its FLOPs are
+    not that cost. With this attempt's batch size: an out-of-memory retry
+    extracts in smaller batches too.
+    """
+    ctx.phase("features")
+    out, hits, facts = [], [], {}
+    maker = _Extractor(ctx)
+    for split, data in (("train", ctx.full_train), ("eval", ctx.evalset)):
+        key = feature_key(
+            ctx.backbone,
+            fingerprint=ctx.spec.dataset_fingerprint,
+            split=split,
+            image_size=ctx.spec.image_size,
+            store_size=ctx.store,
+            precision=ctx.ex.precision,
+            count=len(data),
+        )
+        array, facts, hit = ctx.feature_store.get_or_make(
+            key,
+            ctx.backbone.feature_dim,
+            len(data),
+            make=lambda split=split, data=data: maker(split, data),
+            timed=lambda: ctx.watch.section("features"),
+        )
+        out.append(mapped_tensor(array) if hit != "none" else torch.from_numpy(array))
+        hits.append(hit)
+    train_x, eval_x = out
+    if ctx.subset is not None:
+        train_x = train_x[torch.from_numpy(ctx.subset)]
+    scores = ctx.score(ctx.spec, train_x, ctx.train.labels)
+    torch.manual_seed(ctx.spec.seed)
+    hit = hits[0] if len(set(hits)) == 1 else "partial"
+    return Features(train_x, eval_x, hit, facts, scores)
+
+
+class _Extractor:
+    """Makes one split's features on a miss, with the frozen model built once for both splits."""
+
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
+        self.model: ImageClassifier | None = None
+        self.facts: dict[str, Any] = {}
+
+    def __call__(
+        self, split: str, data: ImageTensors
+    ) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+        ctx = self.ctx
+        if self.model is None:
+            self.model = ctx.ex.place(ctx.frozen_model())  # FLOPs are counted where it runs
+            ctx.phase("features")  # again: building showed "build"
+            self.facts = {
+                "backbone_params": count_parameters(self.model.backbone)[1],
+                "forward_flops_per_image": ctx.count_flops(self.model),
+                "device": device_label(ctx.ex),
+            }
+        with ctx.watch.section("features"):  # extracting; not building, not counting
+            feats = extract_features(
+                self.model, data, ctx.spec.image_size, 2 * ctx.hp.batch_size, ctx.ex
+            )
+        meta = {
+            "backbone": ctx.backbone.name,
+            "weights": ctx.backbone.weights,
+            "dataset": ctx.spec.dataset,
+            "fingerprint": ctx.spec.dataset_fingerprint,
+            "split": split,
+            "image_size": ctx.spec.image_size,
+            "size": ctx.store,
+        }
+        return feats.numpy(), self.facts, meta
+
+
+def device_label(ex: Execution) -> str:
+    """ "cpu: <model>" or "cuda: <model>": where features or a run were computed."""
+    from tlbench.timing import device_name
+
+    return f"{ex.device.type}: {device_name(ex.device)}"
