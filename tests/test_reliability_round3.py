@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tlbench.cache import ArrayStore
 from tlbench.data import DecodeCache
@@ -108,3 +109,129 @@ def test_cache_prune_older_than_zero_is_a_criterion(run_cli, tmp_path):
     assert result.code == 0, result
     assert "say what to prune" not in result.err
     assert "removed 2 entries" in result.out
+
+
+# --------------------------------------------------------------------------- decode cache: content
+
+
+def _bmp(path: Path, colour: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), colour).save(path)  # BMP: the same size whatever the colour
+
+
+def test_decode_cache_sees_same_size_content_copied_with_its_old_mtime(tmp_path):
+    from tlbench.api import DatasetRequest
+    from tlbench.builtin.imagefolder import load_imagefolder
+
+    root = tmp_path / "ds"
+    for cls, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        for i in range(3):
+            _bmp(root / cls / f"{i}.bmp", colour)
+    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34))
+    first = DecodeCache(tmp_path / "cache").get(
+        splits.train, fingerprint=splits.fingerprint, split="train", size=8
+    )
+    assert first.cache_hit == "none"
+    # `cp -p` / `rsync -a` of new content: same size, the old modification time.
+    for path in sorted((root / "red").iterdir()):
+        st = path.stat()
+        _bmp(path, (0, 255, 0))
+        assert path.stat().st_size == st.st_size
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34))
+    assert again.fingerprint == splits.fingerprint  # the run key's identity is unchanged...
+    second = DecodeCache(tmp_path / "cache").get(
+        again.train, fingerprint=again.fingerprint, split="train", size=8
+    )
+    assert second.cache_hit == "none"  # ...but the decode cache saw the new bytes
+    assert not np.array_equal(second.images.numpy(), first.images.numpy())
+
+
+def test_random_bytes_over_cached_decoded_pixels_are_a_miss_with_a_warning(tmp_path):
+    cache = DecodeCache(tmp_path)
+    source = ColourSquares(8, seed=3)
+    truth = cache.get(source, fingerprint="fp", split="train", size=16).images.clone()
+    (entry,) = (tmp_path / "decoded").glob("*.npy")
+    data = bytearray(entry.read_bytes())
+    data[-200:] = os.urandom(200)  # the header and sidecar still agree
+    entry.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="do not match the checksum"):
+        again = DecodeCache(tmp_path).get(source, fingerprint="fp", split="train", size=16)
+    assert again.cache_hit == "none" and torch.equal(again.images, truth)
+
+
+# --------------------------------------------------------------------------- files that hang
+
+
+def _returns_within(seconds: float, fn, *args):
+    """fn(*args)'s result or exception, or a failure if it has not returned in `seconds`."""
+    import threading
+
+    out: dict = {}
+
+    def call():
+        try:
+            out["value"] = fn(*args)
+        except Exception as exc:
+            out["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{fn.__name__} blocked for more than {seconds} s"
+    return out
+
+
+def test_a_fifo_named_like_an_image_never_blocks_a_dataset(tmp_path):
+    from tlbench.images import FileImages, open_rgb
+
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    out = _returns_within(5, open_rgb, str(fifo))
+    assert "not a regular file" in str(out.get("error")), out
+    # A dataset naming it (an hf: row's path): the split decodes, the FIFO is skipped.
+    good = tmp_path / "good.bmp"
+    _bmp(good, (1, 2, 3))
+    source = FileImages([str(good), str(fifo)], [0, 1])
+    out = _returns_within(
+        10,
+        lambda: DecodeCache(tmp_path / "cache").get(source, fingerprint="f", split="t", size=8),
+    )
+    assert "error" not in out, out
+    assert out["value"].skipped == [str(fifo)]
+
+
+def test_a_one_by_a_million_pixel_strip_is_decoded_without_gigabytes(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from tlbench.data import _decode_one
+    from tlbench.images import FileImages
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 1_000_000), (10, 200, 30)).save(strip)
+    assert strip.stat().st_size < 100_000
+    resize = Image.Image.resize
+
+    def bounded_resize(self, size, *args, **kwargs):
+        assert size[0] * size[1] <= 4 * 64 * 64, f"resize to {size}: gigabytes for one image"
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", bounded_resize)
+    t0 = time.perf_counter()
+    pixels = _decode_one(FileImages([str(strip)], [0]), 0, 64)
+    assert time.perf_counter() - t0 < 10
+    assert pixels.shape == (3, 64, 64) and (pixels[:, 32, 32] == [10, 200, 30]).all()
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
+    from PIL import Image
+
+    from tlbench.images import MAX_PIXELS, open_rgb
+
+    big = tmp_path / "big.png"
+    Image.new("1", (12_000, 9_000)).save(big)  # 108 Mpx, a few kB on disk
+    assert MAX_PIXELS < 12_000 * 9_000
+    with pytest.raises(ValueError, match="12000 x 9000 px is too large to decode"):
+        open_rgb(big)

@@ -120,6 +120,11 @@ class UnreadableImagesError(DatasetError):
     """
 
 
+#: images longer than this many times their short side skip the full resize (see below);
+#: under it, the resized image is at most this many squares, and decoding is unchanged.
+_MAX_ASPECT = 4
+
+
 def _decode_one(source: ImageSource, index: int, size: int) -> np.ndarray:
     from PIL import Image
 
@@ -127,7 +132,16 @@ def _decode_one(source: ImageSource, index: int, size: int) -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     w, h = image.size
-    scale = size / min(w, h)
+    side = min(w, h)
+    if max(w, h) > _MAX_ASPECT * side:
+        # A 1 x 1,000,000 px strip resized by its short side would be 64 x 64,000,000
+        # (gigabytes): resample only the centre square, which is all that is kept.
+        left, top = (w - side) / 2, (h - side) / 2
+        image = image.resize(
+            (size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side)
+        )
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    scale = size / side
     # Resize the shorter side to `size` with antialiasing, then keep the centre square.
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     image = image.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
@@ -191,6 +205,11 @@ class DecodeCache:
         is written in the entry's sidecar for `tlbench cache`; it is not part
         of the key: the fingerprint is.
         """
+        content = getattr(source, "content_fingerprint", None)
+        if fingerprint and callable(content):
+            # The dataset's fingerprint names the files (and keys the runs); the decode
+            # cache also sees their bytes, so same-size content with the old mtime is new.
+            fingerprint = f"{fingerprint}|content={content()}"
         key = self.key(fingerprint, split, size)
         cached = self._memory.get(key)
         if cached is not None:
