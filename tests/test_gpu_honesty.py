@@ -145,15 +145,10 @@ def test_a_failed_flop_count_is_never_cached():
 @pytest.fixture
 def backends():
     """Put the process's TF32 and cuDNN flags back after a test that sets them."""
-    saved = (
-        torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.cudnn.allow_tf32,
-        torch.backends.cudnn.benchmark,
-    )
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = saved[0]
-    torch.backends.cudnn.allow_tf32 = saved[1]
-    torch.backends.cudnn.benchmark = saved[2]
+    from test_gpu_precision import saved_precision_flags
+
+    with saved_precision_flags():
+        yield
 
 
 @pytest.mark.parametrize(("precision", "tf32"), [("fp32", False), ("tf32", True), ("bf16", False)])

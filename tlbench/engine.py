@@ -142,13 +142,29 @@ class Execution:
         if self.device.type != "cuda":
             return
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
-        try:
-            torch.backends.cuda.matmul.allow_tf32 = self.tf32
-            torch.backends.cudnn.allow_tf32 = self.tf32
-        except RuntimeError:  # someone used the new API: PyTorch refuses a mix
-            word = "tf32" if self.tf32 else "ieee"
-            torch.backends.cuda.matmul.fp32_precision = word
-            torch.backends.cudnn.conv.fp32_precision = word
+        set_tf32(self.tf32)
+        self.check_backends()
+
+    def check_backends(self) -> None:
+        """Raise unless the process's TF32 flags, read back, are this execution's.
+
+        A run keyed "fp32" whose convolutions ran in TF32 would be a wrong
+        figure under a right-looking label: it fails instead, naming the flags.
+        """
+        if self.device.type != "cuda":
+            return
+        from tlbench.timing import backend_state
+
+        state = backend_state()
+        wrong = {
+            k: state.get(k) for k in ("tf32_matmul", "tf32_cudnn") if state.get(k) != self.tf32
+        }
+        if wrong:
+            raise TlbenchError(
+                f"precision {self.precision} needs TF32 {'on' if self.tf32 else 'off'}, but "
+                f"PyTorch reads back {wrong} after tlbench set it; the run would not be "
+                f"{self.precision}"
+            )
 
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """fp16 needs loss scaling (its range is too narrow for small gradients)."""
@@ -201,6 +217,27 @@ class Execution:
             out["tf32"] = self.tf32
             out["cudnn_benchmark"] = self.cudnn_benchmark
         return out
+
+
+def set_tf32(on: bool) -> None:
+    """TF32 on or off for fp32 matmuls and cuDNN convolutions (and RNNs), process-wide.
+
+    Through the per-backend API (`fp32_precision`) where this PyTorch has it:
+    there the legacy `allow_tf32` setters are not reliable once anything used
+    the new API (with `torch.backends.fp32_precision = "tf32"` set first,
+    `cudnn.allow_tf32 = False` left convolutions in TF32). cuDNN's conv and RNN
+    flags are set alike, so the legacy getters still answer.
+    """
+    cudnn = torch.backends.cudnn
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
+        word = "tf32" if on else "ieee"
+        cudnn.fp32_precision = word  # CUDA's parent level, which the operators below inherit
+        torch.backends.cuda.matmul.fp32_precision = word
+        cudnn.conv.fp32_precision = word
+        cudnn.rnn.fp32_precision = word
+        return
+    torch.backends.cuda.matmul.allow_tf32 = on
+    cudnn.allow_tf32 = on
 
 
 def _capability(device: torch.device) -> tuple[int, int]:

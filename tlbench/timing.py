@@ -321,24 +321,36 @@ def backend_state() -> dict[str, Any]:
     """The process's numeric settings as they are now: TF32 for matmul and cuDNN, cudnn.benchmark.
 
     Read back rather than assumed, so a record says how its run really ran.
-    PyTorch raises when the legacy (`allow_tf32`) and the new (`fp32_precision`)
-    APIs were mixed; then the new API's words are recorded instead.
+    Where this PyTorch has the per-backend API (`fp32_precision`), it is what
+    is read, each operator's word resolved through the levels it inherits
+    from ("none": the CUDA level, then the process level): once anything used
+    that API, the legacy `allow_tf32` getters raise or answer for a level the
+    operators no longer follow.
     """
     state: dict[str, Any] = {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
-    for key, legacy, new in (
-        ("tf32_matmul", lambda: torch.backends.cuda.matmul.allow_tf32,
-         lambda: torch.backends.cuda.matmul.fp32_precision),
-        ("tf32_cudnn", lambda: torch.backends.cudnn.allow_tf32,
-         lambda: torch.backends.cudnn.conv.fp32_precision),
-    ):  # fmt: skip
+    if hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
+        state["tf32_matmul"] = _effective_tf32(torch.backends.cuda.matmul.fp32_precision, "matmul")
+        state["tf32_cudnn"] = _effective_tf32(torch.backends.cudnn.conv.fp32_precision, "conv")
+        return state
+    for key, legacy in (
+        ("tf32_matmul", lambda: torch.backends.cuda.matmul.allow_tf32),
+        ("tf32_cudnn", lambda: torch.backends.cudnn.allow_tf32),
+    ):
         try:
             state[key] = bool(legacy())
         except RuntimeError:
-            try:
-                state[key] = {"tf32": True, "ieee": False}.get(new(), new())
-            except (RuntimeError, AttributeError):
-                state[key] = None
+            state[key] = None
     return state
+
+
+def _effective_tf32(word: str, op: str) -> bool | None:
+    """Whether an operator whose own word is `word` runs fp32 in TF32 (None: a word not known)."""
+    for level in (word, torch.backends.cudnn.fp32_precision, torch.backends.fp32_precision):
+        if level != "none":
+            return {"tf32": True, "ieee": False}.get(level)
+    if op == "matmul":  # nothing set at any level: torch.set_float32_matmul_precision decides
+        return torch.get_float32_matmul_precision() != "highest"
+    return True  # cuDNN convolutions' default
 
 
 class PhaseClock:
