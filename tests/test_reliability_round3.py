@@ -235,3 +235,50 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path)
     assert MAX_PIXELS < 12_000 * 9_000
     with pytest.raises(ValueError, match="12000 x 9000 px is too large to decode"):
         open_rgb(big)
+
+
+# --------------------------------------------------------------------------- imagefolder layouts
+
+
+def test_a_class_folder_named_train_is_a_class_not_a_split(tmp_path):
+    from tlbench.api import DatasetRequest
+    from tlbench.builtin.imagefolder import load_imagefolder
+
+    root = tmp_path / "ds"
+    for cls in ("cat", "dog"):
+        for i in range(3):
+            _bmp(root / cls / f"{i}.bmp", (i, 0, 0))
+    for sub in ("steam", "diesel"):  # the class `train`, its images in sub-folders
+        for i in range(3):
+            _bmp(root / "train" / sub / f"{i}.bmp", (0, i, 0))
+    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34))
+    assert splits.classes == ["cat", "dog", "train"]
+    assert len(splits.train) + len(splits.eval) == 12
+    # A tree with only train/ (and a folder without images beside it) is still a tree.
+    (root / "cat").rename(tmp_path / "cat")
+    (root / "dog").rename(tmp_path / "dog")
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("x")
+    assert load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34)).classes == [
+        "diesel",
+        "steam",
+    ]
+
+
+def test_a_class_folder_1100_folders_deep_is_read_without_recursion_error(tmp_path):
+    from tlbench.api import DatasetRequest
+    from tlbench.builtin.imagefolder import load_imagefolder
+
+    root = tmp_path / "ds"
+    _bmp(root / "a" / "0.bmp", (1, 0, 0))
+    _bmp(root / "a" / "1.bmp", (2, 0, 0))
+    deep = root / "b"
+    deep.mkdir()
+    for _ in range(1100):  # one at a time: Path.mkdir(parents=True) recurses too
+        deep = deep / "d"
+        deep.mkdir()
+    _bmp(deep / "0.bmp", (0, 1, 0))
+    _bmp(root / "b" / "1.bmp", (0, 2, 0))
+    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.5))
+    assert splits.classes == ["a", "b"]
+    assert len(splits.train) + len(splits.eval) == 4

@@ -5,7 +5,8 @@ Two layouts are read:
 - a tree with `train/` and an evaluation folder, `val/`, `valid/`, `validation/` or `test/`
   (the first that exists, in that order), each holding the same class
   subfolders (hymenoptera_data, dogscats, flowers12);
-- a single folder of class subfolders (or a tree with only `train/`): a
+- a single folder of class subfolders (or a tree with only `train/`, and no
+  other folder holding images: beside class folders, `train/` is a class): a
   stratified, seeded `val_fraction` of each class is held out for evaluation.
   Nothing is copied; the split is a list of files, the same for every run
   with the same `split_seed`.
@@ -30,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,34 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
         eval_dir = next((d for d in EVAL_DIRS if (root / d).is_dir()), None)
         if eval_dir is not None:
             return _load_tree(root, eval_dir)
-        return _load_fraction(root, root / "train", request.val_fraction, request.split_seed)
+        if not _other_folders_with_images(root):
+            return _load_fraction(root, root / "train", request.val_fraction, request.split_seed)
+        # Beside train/ are class folders: `train` is one of the classes, not a split.
     return _load_fraction(root, root, request.val_fraction, request.split_seed)
+
+
+def _other_folders_with_images(root: Path) -> bool:
+    """Whether `root` holds a folder besides train/ with an image in it (at any depth)."""
+    from tlbench.images import is_image_file
+
+    try:
+        others = [
+            e.path
+            for e in os.scandir(root)
+            if e.name != "train" and not e.name.startswith(".") and _is_dir(e)
+        ]
+    except OSError:
+        return False
+    while others:  # a stack, not os.walk: 3.11's recursion ends 1,000 folders deep
+        try:
+            with os.scandir(others.pop()) as it:
+                entries = [e for e in it if not e.name.startswith(".")]
+        except OSError:
+            continue
+        if any(is_image_file(e.name) and _is_file(e) for e in entries):
+            return True
+        others += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    return False
 
 
 def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
@@ -344,39 +371,34 @@ class _Walk:
         return os.path.realpath(target) if os.path.islink(target) else target  # a chain
 
     def folder(self, path: str, real: str) -> None:
+        """Collect the files of the folder `path` (real path `real`) and of its sub-folders.
+
+        Depth first with a stack of its own, not recursion: a tree 1,100
+        folders deep is walked, not a RecursionError.
+        """
         from tlbench.images import is_image_file
 
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise DatasetError(f"imagefolder: cannot read {path}: {exc.strerror or exc}") from exc
-        # Symlinked folders are followed (as torchvision's ImageFolder does); a
-        # link back up the tree must not loop forever.
-        if (st.st_dev, st.st_ino) in self.seen:
-            return
-        self.seen.add((st.st_dev, st.st_ino))
-        try:
-            with os.scandir(path) as it:
-                entries = list(it)
-        except OSError as exc:
-            raise DatasetError(
-                f"imagefolder: cannot read {path}: {exc.strerror or exc}. Make it readable, or "
-                "move it out of the dataset folder."
-            ) from exc
-        for entry in entries:
+        stack = [opened] if (opened := self._open(path, real)) else []
+        while stack:
+            entries, here = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                continue
             if entry.name.startswith("."):
                 continue
             link = entry.is_symlink()
             if _is_dir(entry):
-                child = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+                child = os.path.realpath(entry.path) if link else os.path.join(here, entry.name)
                 owner = self.owners.get(child)
                 if owner is not None and owner != self.me:
                     continue  # another class's folder: its files are counted there
                 if link and not self._mine(child):
                     continue
-                self.folder(entry.path, child)
+                if opened := self._open(entry.path, child):
+                    stack.append(opened)
             elif is_image_file(entry.name) and _is_file(entry):
-                if link and not self._file_is_mine(self._link_target(entry.path, real)):
+                if link and not self._file_is_mine(self._link_target(entry.path, here)):
                     continue
                 try:
                     stat = entry.stat()
@@ -388,6 +410,27 @@ class _Walk:
                         entry.path, rel, stat.st_size, stat.st_mtime_ns, (stat.st_dev, stat.st_ino)
                     )
                 )
+
+    def _open(self, path: str, real: str) -> tuple[Iterator[os.DirEntry], str] | None:
+        """The entries of a folder not walked yet, with its real path; None if walked."""
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise DatasetError(f"imagefolder: cannot read {path}: {exc.strerror or exc}") from exc
+        # Symlinked folders are followed (as torchvision's ImageFolder does); a
+        # link back up the tree must not loop forever.
+        if (st.st_dev, st.st_ino) in self.seen:
+            return None
+        self.seen.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise DatasetError(
+                f"imagefolder: cannot read {path}: {exc.strerror or exc}. Make it readable, or "
+                "move it out of the dataset folder."
+            ) from exc
+        return iter(entries), real
 
 
 def _check_disjoint(root: Path, splits: list[tuple[str, dict[str, list[_File]]]]) -> None:
