@@ -4,6 +4,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# `tlbench.select(...)` picks a backbone in two stages: the module is callable, so
+# `tlbench.select.rank` and its other names stay where they were.
+from tlbench import select
 from tlbench.api import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -74,4 +77,5 @@ __all__ = [
     "load_results",
     "run",
     "run_options",
+    "select",
 ]

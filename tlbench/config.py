@@ -23,19 +23,23 @@ plugins are loaded (`check_strategy_tables`).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import re
 import sys
 import types
 import typing
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlbench.api import Hyperparameters
 from tlbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tlbench.tune import TuneSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,53 +109,305 @@ def _range(key: str) -> str:
     return " and ".join(parts)
 
 
+@dataclass(frozen=True)
+class Option:
+    """How one setting of a grid is offered on the command line.
+
+    Declared once, beside the setting (the `RunConfig` field's metadata, or
+    `HYPERPARAMETER_OPTIONS`); its name is the flag (`--batch-size`), the
+    config-file key (`batch_size`) and the keyword of `tlbench.run()`. The
+    parser of `run` and `select`, the config reader, the help defaults and the
+    Python API's keyword check are all made from these (`options()`).
+    """
+
+    #: the --help section: a key of `GROUPS`.
+    group: str
+    help: str = ""
+    metavar: str | None = None
+    #: the flag when it is not `--<name with dashes>` (`--no-retry` clears retry_oom).
+    flag: str | None = None
+    #: a bool's flag: "switch" (`--x` sets it), "toggle" (`--x` / `--no-x`) or
+    #: "negated" (`flag` clears it).
+    toggle: str = "switch"
+    #: parses one value on the command line (default: the field's type).
+    parse: Callable[[str], Any] | None = None
+
+
+#: the --help sections of a grid's options, in order; "(default: ...)" in a title is the
+#: default its options show when they name none.
+GROUPS = {
+    "grid": "what to run",
+    "training": "training (default: each strategy's own, see README)",
+    "where": "where and how",
+    "fleet": "where the runs execute",
+    "tuning": "tuning (each cell searched on a validation split, then reported on test)",
+}
+
+
+def device_arg(text: str) -> str:
+    """A `--device` value: auto, cpu, cuda, cuda:N or mps, case as given (the device
+    itself is checked when a run uses it)."""
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device: use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
+        )
+    return text
+
+
+def flag(group: str, **option: Any) -> dict[str, Option]:
+    """The metadata of a `RunConfig` field offered as a flag, a config key and a keyword."""
+    return {"option": Option(group, **option)}
+
+
 @dataclass
 class RunConfig:
     # The embedded default: offline, a few minutes on 2 CPU cores. The pretrained
     # EfficientNet-Lite0 against the tutorials' small CNN, every strategy.
-    backbones: list[str] = field(default_factory=lambda: ["efficientnet_lite0", "small_cnn"])
-    datasets: list[str] = field(default_factory=lambda: ["synthetic"])
-    strategies: list[str] = field(default_factory=lambda: ["scratch", "linear", "finetune"])
-    seeds: list[int] = field(default_factory=lambda: [0])
+    backbones: list[str] = field(
+        default_factory=lambda: ["efficientnet_lite0", "small_cnn"],
+        metadata=flag(
+            group="grid",
+            metavar="A,B",
+            help="backbones to compare (default: efficientnet_lite0,small_cnn); "
+            "see `tlbench list backbones`",
+        ),
+    )
+    datasets: list[str] = field(
+        default_factory=lambda: ["synthetic"],
+        metadata=flag(
+            group="grid", metavar="A,B", help="datasets, e.g. imagefolder:PATH or cifar10"
+        ),
+    )
+    strategies: list[str] = field(
+        default_factory=lambda: ["scratch", "linear", "finetune"],
+        metadata=flag(group="grid", metavar="A,B", help="how to adapt each backbone"),
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [0],
+        metadata=flag(group="grid", metavar="0,1,2", help="one run per seed; mean ± std over them"),
+    )
     # None: the dataset's native size when it has one, else 128 px (fast on a CPU;
     # pass --image-size 224 for ImageNet-like accuracy on a GPU).
-    image_size: int | None = None
+    image_size: int | None = field(
+        default=None,
+        metadata=flag(
+            group="training",
+            metavar="PX",
+            help="input side in pixels (default: the dataset's native size, else 128)",
+        ),
+    )
     #: hyperparameter overrides for every strategy (None: the strategy's default).
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     #: per-strategy hyperparameter overrides, `[strategy.<name>]` in a config file.
     strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    device: str = "auto"
+    device: str = field(
+        default="auto",
+        metadata=flag(
+            group="where",
+            metavar="DEVICE",
+            parse=device_arg,
+            help="auto, cpu, cuda, cuda:N or mps (default auto: CUDA when available)",
+        ),
+    )
     # "auto": bf16 autocast on CUDA, fp32 on a CPU (where bf16 is slower on most chips).
-    precision: str = "auto"
-    channels_last: bool | None = None  # None: on (Execution.resolve)
-    compile: bool = False
-    out: str = "results/runs.jsonl"
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    no_cache: bool = False
-    val_fraction: float = 0.1
-    strict: bool = False
-    force: bool = False
-    save_models: bool = False
-    models_dir: str | None = None
-    retry_oom: bool = True
-    workers: int | None = None
+    precision: str = field(
+        default="auto",
+        metadata=flag(
+            group="where",
+            help="fp32 is true fp32 (TF32 off); tf32: TF32 tensor-core math (CUDA 8.0+); "
+            "bf16/fp16: autocast (fp16 with a gradient scaler). auto: bf16 on CUDA 8.0+, "
+            "fp16 on older GPUs, fp32 on CPU",
+        ),
+    )
+    channels_last: bool | None = field(
+        default=None,
+        metadata=flag(  # None: on (Execution.resolve)
+            group="where",
+            toggle="toggle",
+            help="channels-last memory format (default: on; faster for convnets on CPU and CUDA)",
+        ),
+    )
+    compile: bool = field(
+        default=False, metadata=flag(group="where", help="torch.compile the model")
+    )
+    out: str = field(
+        default="results/runs.jsonl",
+        metadata=flag(group="where", metavar="FILE.jsonl", help="results file to append to"),
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata=flag(
+            group="where",
+            metavar="DIR",
+            help="where downloadable datasets live (default: ~/.cache/tlbench/data)",
+        ),
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata=flag(
+            group="where",
+            metavar="DIR",
+            help="decoded-image and feature caches (default: ~/.cache/tlbench, or $TLBENCH_CACHE_DIR)",
+        ),
+    )
+    no_cache: bool = field(
+        default=False, metadata=flag(group="where", help="keep no cache on disk")
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata=flag(
+            group="where",
+            metavar="F",
+            help="held-out fraction for a single-folder imagefolder (default 0.1)",
+        ),
+    )
+    strict: bool = field(
+        default=False,
+        metadata=flag(group="where", help="fail on unreadable images instead of skipping them"),
+    )
+    force: bool = field(
+        default=False, metadata=flag(group="where", help="redo runs already in the results file")
+    )
+    save_models: bool = field(
+        default=False,
+        metadata=flag(
+            group="where",
+            help="keep each run's best checkpoint (<key>.safetensors + <key>.json sidecar)",
+        ),
+    )
+    models_dir: str | None = field(
+        default=None,
+        metadata=flag(
+            group="where",
+            metavar="DIR",
+            help="where --save-models writes (default: beside --out, models/)",
+        ),
+    )
+    retry_oom: bool = field(
+        default=True,
+        metadata=flag(
+            group="where",
+            flag="--no-retry",
+            toggle="negated",
+            help="on GPU out-of-memory fail instead of retrying at half the batch",
+        ),
+    )
+    workers: int | None = field(
+        default=None,
+        metadata=flag(group="where", help="threads decoding images (default: up to 8)"),
+    )
     #: data budgets: training images per class ("5", or "all" for the whole split) ...
-    shots: list[str] = field(default_factory=list)
+    shots: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            group="grid",
+            metavar="K,K",
+            help="data budgets: training images per class, e.g. 1,5,10,all; drawn stratified "
+            "from each run's seed, nested across budgets (default: all)",
+        ),
+    )
     #: ... and fractions of each class (0 < F <= 1); neither given: the whole split.
-    train_fraction: list[float] = field(default_factory=list)
+    train_fraction: list[float] = field(
+        default_factory=list,
+        metadata=flag(
+            group="grid",
+            metavar="F,F",
+            help="data budgets as fractions of each class, e.g. 0.1,0.5 (default: 1, all images)",
+        ),
+    )
+    #: trials per cell of an Optuna search on a validation split (0: no tuning; `tlbench.tune`).
+    tune: int = field(
+        default=0,
+        metadata=flag(
+            group="tuning",
+            metavar="N",
+            help="tune every cell with N trials over its strategy's search space, chosen on a "
+            "validation split; the chosen settings then train with every seed and are reported "
+            "on the test split (default: 0, no tuning)",
+        ),
+    )
+    #: held out of each class of the training split to choose on (never the test split).
+    validation_fraction: float = field(
+        default=0.2,
+        metadata=flag(
+            group="tuning",
+            metavar="F",
+            help="fraction of each class of the training split that tuning chooses on "
+            "(default 0.2)",
+        ),
+    )
+    #: trials asked at once: the same for every executor, so every executor chooses alike.
+    tune_batch: int = field(
+        default=4,
+        metadata=flag(
+            group="tuning",
+            metavar="N",
+            help="trials run at once (in parallel under --executor process); the same choices "
+            "whatever the executor (default 4)",
+        ),
+    )
+    tune_sampler: str = field(
+        default="tpe",
+        metadata=flag(group="tuning", metavar="NAME", help="tpe (default) or random"),
+    )
     #: where the runs execute: inline (this process), process, devices, ray or a plugin's.
-    executor: str = "inline"
+    executor: str = field(
+        default="inline",
+        metadata=flag(
+            group="fleet",
+            metavar="NAME",
+            help="inline (default: one run after another in this process), process (each run in a "
+            "fresh subprocess), devices (one worker per --devices entry), ray (Ray tasks), or a "
+            "plugin's; see `tlbench list executors`",
+        ),
+    )
     #: one worker per entry for `devices` ("cuda:0,cuda:1", "cpu,cpu"); empty: every GPU.
-    devices: list[str] = field(default_factory=list)
+    devices: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            group="fleet",
+            metavar="D,D",
+            help="workers of --executor devices, e.g. cuda:0,cuda:1 or cpu,cpu "
+            "(default: every visible GPU)",
+        ),
+    )
     #: `ray` joins this cluster ("auto", "HOST:PORT"); None starts a local Ray instance.
-    ray_address: str | None = None
+    ray_address: str | None = field(
+        default=None,
+        metadata=flag(
+            group="fleet",
+            metavar="ADDRESS",
+            help="--executor ray joins this cluster: auto, or HOST:PORT of `ray start --head` "
+            "(default: start a local Ray instance)",
+        ),
+    )
     #: experiment trackers that also record every run (mlflow, tensorboard, wandb): opt-in,
     #: since each is an optional dependency and writes beside the results file.
-    log_to: list[str] = field(default_factory=list)
+    log_to: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            group="where",
+            metavar="NAME,NAME",
+            help="also record every run in these experiment trackers: mlflow, tensorboard, wandb "
+            "(each an extra: pip install 'tlbench[mlflow]'); see docs/trackers.md",
+        ),
+    )
 
     #: the TOML file these settings came from, for messages (not part of any run key).
     source: str | None = None
+
+    def tune_settings(self) -> TuneSettings | None:
+        """How every cell is tuned, or None when `tune` is 0 (`tlbench.tune`)."""
+        if not self.tune:
+            return None
+        from tlbench.tune import TuneSettings
+
+        return TuneSettings(
+            trials=self.tune,
+            validation=self.validation_fraction,
+            batch=self.tune_batch,
+            sampler=self.tune_sampler,
+        )
 
     def hyperparameters_for(self, strategy: str, defaults: Hyperparameters) -> Hyperparameters:
         """The strategy's defaults, then the grid-wide overrides, then its own table."""
@@ -159,10 +415,63 @@ class RunConfig:
         return hp.replace(**self.strategy_overrides.get(strategy, {}))
 
 
-_RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-_FILE_KEYS = {
-    k for k in _RUN_FIELDS if k not in ("hyperparameters", "strategy_overrides", "source")
+#: the flags of the hyperparameters (`Hyperparameters` is a plugin type, so they are
+#: declared here); a hyperparameter without an entry gets a plain flag of its type.
+HYPERPARAMETER_OPTIONS: dict[str, Option] = {
+    "epochs": Option("training"),
+    "batch_size": Option("training"),
+    "lr": Option("training", "learning rate of the new head (all weights for scratch)"),
+    "backbone_lr_mult": Option("training", "backbone LR = lr * X (finetune default 0.1)", "X"),
+    "weight_decay": Option("training"),
+    "optimizer": Option("training"),
+    "momentum": Option("training", "SGD momentum"),
+    "nesterov": Option(
+        "training", "SGD: Nesterov momentum (default: plain momentum)", toggle="toggle"
+    ),
+    "schedule": Option("training"),
+    "step_size": Option("training", "step schedule: decay every N epochs", "N"),
+    "gamma": Option("training", "step schedule: multiply the LR by this"),
+    "warmup_epochs": Option("training"),
+    "label_smoothing": Option("training"),
+    "augment": Option("training", "random resized crop + flip while training", toggle="toggle"),
 }
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option with what its field says: the (resolved) type and the default."""
+
+    name: str
+    option: Option
+    type: Any
+    #: RunConfig's default; `STRATEGY_DEFAULT` for a hyperparameter.
+    default: Any
+    hyperparameter: bool = False
+
+
+#: the default of a hyperparameter: the strategy's own.
+STRATEGY_DEFAULT = "each strategy's own"
+
+
+def options() -> list[Setting]:
+    """Every setting of a grid that is a flag, a config key and a keyword, in --help order."""
+    found = []
+    types_ = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if "option" in f.metadata:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            found.append(Setting(f.name, f.metadata["option"], types_[f.name], default))
+    hp_types = typing.get_type_hints(Hyperparameters)
+    for name in HP_FIELDS:
+        option = HYPERPARAMETER_OPTIONS.get(name, Option("training"))
+        found.append(Setting(name, option, hp_types[name], STRATEGY_DEFAULT, hyperparameter=True))
+    order = list(GROUPS)
+    return sorted(found, key=lambda s: order.index(s.option.group))
+
+
+_RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+#: the settings of RunConfig a config file, a flag and a keyword may give.
+SETTINGS = frozenset(f.name for f in dataclasses.fields(RunConfig) if "option" in f.metadata)
 
 
 def _type_name(tp: Any) -> str:
@@ -175,30 +484,40 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         tp = eval(tp, {"Any": Any, "list": list, "dict": dict})  # our own annotations only
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        for option in options:
-            try:
-                return _check_type(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(
-            f"{where}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}"
-        )
+        return _check_union(value, typing.get_args(tp), where)
     if tp is type(None):
         if value is None:
             return None
         raise ConfigError(f"{where}: expected nothing, got {value!r}")
     if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str):  # "a,b" is accepted for a list, like the flags
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]  # `seeds = 0` means one seed
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list of {_type_name(item)}, got {value!r}")
-        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return _check_list(value, typing.get_args(tp)[0], where)
     if tp is Any:
         return value
+    return _check_scalar(value, tp, where)
+
+
+def _check_union(value: Any, options: tuple[Any, ...], where: str) -> Any:
+    for option in options:
+        try:
+            return _check_type(value, option, where)
+        except ConfigError:
+            continue
+    raise ConfigError(
+        f"{where}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}"
+    )
+
+
+def _check_list(value: Any, item: Any, where: str) -> list[Any]:
+    if isinstance(value, str):  # "a,b" is accepted for a list, like the flags
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]  # `seeds = 0` means one seed
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {_type_name(item)}, got {value!r}")
+    return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def _check_scalar(value: Any, tp: type, where: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)
@@ -213,6 +532,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_value(key: str, value: Any, where: str) -> Any:
     """Reject a value the training loop would refuse (or silently misuse) later."""
     if value is None:
@@ -220,30 +543,9 @@ def check_value(key: str, value: Any, where: str) -> Any:
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, not {value!r}")
     if key == "seeds" and isinstance(value, list):
-        low, high = SEED_RANGE
-        for seed in value:
-            if isinstance(seed, int) and not isinstance(seed, bool) and not low <= seed <= high:
-                raise ConfigError(f"{where}: a seed must be between {low} and {high}, not {seed!r}")
-    if (
-        (key in BOUNDS or key in UPPER)
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
-    ):
-        valid = f"(valid: {_range(key)})"
-        if value != value:
-            raise ConfigError(f"{where}: {key} must be a number {valid}, not {value!r}")
-        if key in BOUNDS:
-            low, inclusive = BOUNDS[key]
-            if not (value >= low if inclusive else value > low):
-                raise ConfigError(
-                    f"{where}: {key} must be {'>=' if inclusive else '>'} {low}, not {value!r} {valid}"
-                )
-        if key in UPPER:
-            high, inclusive = UPPER[key]
-            if not (value <= high if inclusive else value < high):
-                raise ConfigError(
-                    f"{where}: {key} must be {'<=' if inclusive else '<'} {high:g}, not {value!r} {valid}"
-                )
+        _check_seeds(value, where)
+    if (key in BOUNDS or key in UPPER) and _is_number(value):
+        _check_bounds(key, value, where)
     if key == "device" and isinstance(value, str) and not DEVICE.fullmatch(value):
         raise ConfigError(
             f"{where}: device must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps, not {value!r}"
@@ -251,6 +553,31 @@ def check_value(key: str, value: Any, where: str) -> Any:
     if key == "val_fraction" and not 0 < value < 1:
         raise ConfigError(f"{where}: val_fraction must be between 0 and 1, not {value!r}")
     return value
+
+
+def _check_seeds(seeds: list[Any], where: str) -> None:
+    low, high = SEED_RANGE
+    for seed in seeds:
+        if isinstance(seed, int) and not isinstance(seed, bool) and not low <= seed <= high:
+            raise ConfigError(f"{where}: a seed must be between {low} and {high}, not {seed!r}")
+
+
+def _check_bounds(key: str, value: float, where: str) -> None:
+    valid = f"(valid: {_range(key)})"
+    if value != value:
+        raise ConfigError(f"{where}: {key} must be a number {valid}, not {value!r}")
+    if key in BOUNDS:
+        low, inclusive = BOUNDS[key]
+        if not (value >= low if inclusive else value > low):
+            raise ConfigError(
+                f"{where}: {key} must be {'>=' if inclusive else '>'} {low}, not {value!r} {valid}"
+            )
+    if key in UPPER:
+        high, inclusive = UPPER[key]
+        if not (value <= high if inclusive else value < high):
+            raise ConfigError(
+                f"{where}: {key} must be {'<=' if inclusive else '<'} {high:g}, not {value!r} {valid}"
+            )
 
 
 def _unknown(
@@ -273,11 +600,9 @@ def check_hyperparameters(values: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read and check a TOML config; returns RunConfig keyword arguments."""
-    path = Path(path).expanduser()
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
@@ -288,29 +613,43 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _table(path: Path, key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{key}] must be a table")
+    return value
+
+
+def _strategy_tables(path: Path, value: Any) -> dict[str, dict[str, Any]]:
+    return {
+        name: check_hyperparameters(
+            _table(path, f"strategy.{name}", table), f"{path} [strategy.{name}]"
+        )
+        for name, table in _table(path, "strategy", value).items()
+    }
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and check a TOML config; returns RunConfig keyword arguments."""
+    path = Path(path).expanduser()
+    data = _read_toml(path)
     out: dict[str, Any] = {"hyperparameters": {}, "strategy_overrides": {}}
     top_level: dict[str, Any] = {}  # hyperparameters given outside [hyperparameters]
     for key, value in data.items():
-        if key in ("hyperparameters", "strategy"):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}: [{key}] must be a table")
-            if key == "hyperparameters":
-                out["hyperparameters"] = check_hyperparameters(value, f"{path} [hyperparameters]")
-            else:
-                for name, table in value.items():
-                    if not isinstance(table, dict):
-                        raise ConfigError(f"{path}: [strategy.{name}] must be a table")
-                    out["strategy_overrides"][name] = check_hyperparameters(
-                        table, f"{path} [strategy.{name}]"
-                    )
+        if key == "hyperparameters":
+            table = _table(path, key, value)
+            out["hyperparameters"] = check_hyperparameters(table, f"{path} [hyperparameters]")
+        elif key == "strategy":
+            out["strategy_overrides"] = _strategy_tables(path, value)
         elif key in HP_FIELDS:
             top_level[key] = value
-        elif key in _FILE_KEYS:
+        elif key in SETTINGS:
             typed = _check_type(value, _RUN_FIELDS[key].type, f"{path}: {key}")
             out[key] = check_value(key, typed, str(path))
         else:
             raise _unknown(
-                key, _FILE_KEYS | set(HP_FIELDS) | {"hyperparameters", "strategy"}, str(path)
+                key, SETTINGS | set(HP_FIELDS) | {"hyperparameters", "strategy"}, str(path)
             )
     both = sorted(set(top_level) & set(out["hyperparameters"]))
     if both:
@@ -336,7 +675,7 @@ def make_config(file: str | Path | None = None, **flags: Any) -> RunConfig:
             # A flag beats the file everywhere, [strategy.<name>] tables included.
             for table in overrides.values():
                 table.pop(key, None)
-        elif key in _FILE_KEYS:
+        elif key in SETTINGS:
             values[key] = check_value(key, value, f"--{key.replace('_', '-')}")
         else:
             raise ConfigError(f"unknown setting {key!r}")

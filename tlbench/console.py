@@ -400,10 +400,27 @@ class LiveProgress(PlainProgress):
         self.bars.stop()
 
 
-def make_progress(console: Console, *, quiet: bool = False, plain: bool = False) -> PlainProgress:
-    """Live bars on a terminal; plain lines when not a terminal or `plain`; nothing when `quiet`."""
+def make_progress(
+    console: Console, *, quiet: bool = False, plain: bool = False, notebook: bool = False
+) -> PlainProgress:
+    """The one progress factory of `tlbench run`, `select` and `tlbench.run()`.
+
+    Live bars on a terminal (and, with `notebook`, in Jupyter when ipywidgets
+    is there for rich's live display); plain lines when not a terminal or
+    `plain`; nothing until the final table when `quiet`.
+    """
     if quiet:
         return PlainProgress(console, quiet=True)
-    if console.is_terminal and not plain:
+    if plain:
+        return PlainProgress(console)
+    if console.is_terminal or (notebook and console.is_jupyter and _has_ipywidgets()):
         return LiveProgress(console)
     return PlainProgress(console)
+
+
+def _has_ipywidgets() -> bool:
+    try:
+        import ipywidgets  # noqa: F401 - rich's live display in Jupyter needs it
+    except ImportError:
+        return False
+    return True

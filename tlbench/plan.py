@@ -74,25 +74,111 @@ def workspace_for(config: RunConfig) -> Workspace:
     )
 
 
+def worker_devices(config: RunConfig) -> list[str]:
+    """The devices the runs of `config` will train on, as the builtin executors choose them.
+
+    `devices` and `process` run on the `--devices` entries (`devices` by
+    default on every visible GPU); every other executor on `--device`.
+    """
+    if config.executor in ("devices", "process") and config.devices:
+        return list(config.devices)
+    if config.executor == "devices":
+        import torch
+
+        gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return gpus or [config.device]
+    return [config.device]
+
+
 def execution_settings(config: RunConfig) -> dict[str, Any]:
-    """The spec's execution facts: device type (not index), precision, memory format, compile."""
+    """The spec's execution facts: device type (not index), precision, memory format, compile.
+
+    Planned for the devices the runs train on (`worker_devices`), not the
+    driver's: `--devices cpu,cpu` on a GPU machine plans CPU runs. Workers on
+    different device models are refused (a run's key, precision and label
+    must say where it trained: run one grid per model). A GPU that several
+    workers share is marked (`device_shared_by`, in the key): each run gets a
+    fraction of it, so its timings are not those of a run that had it alone.
+    """
     from tlbench.engine import Execution
     from tlbench.timing import resolve_device
 
-    device = resolve_device(config.device)
-    try:
-        ex = Execution.resolve(device, config.precision, config.channels_last, config.compile)
-    except ValueError as error:
-        raise TlbenchError(f"--{error}") from None
+    devices = [resolve_device(name) for name in worker_devices(config)]
+    per_device: list[dict[str, Any]] = []
+    for device in devices:
+        try:
+            ex = Execution.resolve(device, config.precision, config.channels_last, config.compile)
+        except ValueError as error:
+            raise TlbenchError(f"--{error}") from None
+        per_device.append(_settings(ex))
+    if any(s != per_device[0] for s in per_device[1:]):
+        models = sorted({s.get("device_model", s["device"]) for s in per_device})
+        raise TlbenchError(
+            f"the workers' devices are of different models ({', '.join(models)}): a run's key, "
+            "precision and timings must say where it trained, so one grid runs on one model; "
+            "run a grid per model (name its GPUs with --devices)"
+        )
+    settings = per_device[0]
+    shared = _workers_per_gpu(devices)
+    if shared > 1:
+        settings["device_shared_by"] = shared
+    _warn_emulated_bf16(devices[0], settings["precision"])
+    return settings
+
+
+def _settings(ex: Any) -> dict[str, Any]:
     # Which GPU index runs a spec is the executor's choice, not part of its result;
     # which GPU model runs it is: an H100's timings are not an A100's. (On a CPU the
     # keys stay as they were; the record names the CPU model.)
-    settings = {**ex.to_dict(), "device": device.type}
-    if device.type != "cpu":
+    settings = {**ex.to_dict(), "device": ex.device.type}
+    if ex.device.type != "cpu":
         from tlbench.timing import device_identity
 
-        settings["device_model"] = device_identity(device)["key"]
+        settings["device_model"] = device_identity(ex.device)["key"]
     return settings
+
+
+def _workers_per_gpu(devices: list[Any]) -> int:
+    """How many workers share each GPU (1: each has its own); uneven sharing is refused.
+
+    CPU workers split the CPU's threads between them (recorded as each run's
+    `cpu_threads`) and are not counted here.
+    """
+    import collections
+
+    import torch
+
+    counts = collections.Counter(
+        d.index if d.index is not None else torch.cuda.current_device()
+        for d in devices
+        if d.type == "cuda"
+    )
+    if not counts:
+        return 1
+    if len(set(counts.values())) > 1:
+        raise TlbenchError(
+            "--devices puts more workers on some GPUs than on others "
+            f"({', '.join(f'cuda:{i} x{n}' for i, n in sorted(counts.items()))}): their runs' "
+            "timings would differ by where each ran; give every GPU the same number of workers"
+        )
+    return next(iter(counts.values()))
+
+
+def _warn_emulated_bf16(device: Any, precision: str) -> None:
+    """bf16 below compute capability 8.0 runs emulated, far slower than fp16: say so before any run."""
+    if device.type != "cuda" or precision != "bf16":
+        return
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 0):
+        warnings.warn(
+            f"--precision bf16 on a GPU of compute capability {major}.{minor}: it has no bf16 "
+            "tensor cores, so bf16 runs emulated (slower than fp32) and has no MFU; "
+            "fp16 (or auto) is this GPU's fast precision",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def make_plan(
@@ -100,11 +186,13 @@ def make_plan(
     plugins: Plugins,
     dataset: Callable[[str], DatasetSplits],
     execution: dict[str, Any] | None = None,
+    read: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> Plan:
     """Resolve, load and check everything; raise before any training.
 
     `dataset(name)` loads a dataset's splits (the driver's trial host, so the
-    inline executor does not load them twice).
+    inline executor does not load them twice); `read()` the results file's
+    records (the driver's, which reads the file once for the whole command).
     """
     if not (config.backbones and config.datasets and config.strategies and config.seeds):
         raise TlbenchError("nothing to run: give at least one backbone, dataset, strategy and seed")
@@ -129,7 +217,8 @@ def make_plan(
             loaded[canonical], given[canonical] = splits, name
     # An ok record stays the answer until a newer ok replaces it; it is "done"
     # only if it also gives what this command asks (a checkpoint, --strict).
-    answers = {} if config.force else results.answer_by_key(results.read(out))
+    read = read or (lambda: results.read(out))
+    answers = {} if config.force else results.answer_by_key(read())
     rerun: dict[str, str] = {}
     for key, record in answers.items():
         if record.get("status") == "ok":

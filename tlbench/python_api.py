@@ -41,41 +41,56 @@ _API_ONLY = ("config", "progress", "plugins")
 
 def run_options() -> list[str]:
     """Every option `run` accepts besides the grid: RunConfig's fields and the hyperparameters."""
-    from tlbench.config import _FILE_KEYS, HP_FIELDS
+    from tlbench.config import options
 
-    return sorted({*_FILE_KEYS, *HP_FIELDS, *_API_ONLY})
+    return sorted({*(s.name for s in options()), *_API_ONLY})
 
 
-def _typed(key: str, value: Any) -> Any:
+def _typed(key: str, value: Any, caller: str = "tlbench.run") -> Any:
     """A keyword's value checked against its field type: "a,b" and 0 become lists as in TOML."""
-    from tlbench.config import _RUN_FIELDS, HP_FIELDS, _check_type
+    from tlbench.config import _check_type, options
 
-    field_type = HP_FIELDS.get(key) or _RUN_FIELDS[key].type
+    field_type = next(s.type for s in options() if s.name == key)
     if isinstance(value, tuple):
         value = list(value)
     if key == "shots":  # shots=5 or [1, 5] as the flag's "1,5"
         value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
         if isinstance(value, list):
             value = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-    return _check_type(value, field_type, f"tlbench.run({key}=...)")
+    return _check_type(value, field_type, f"{caller}({key}=...)")
 
 
-def _config(config: str | os.PathLike | None, out: str | None, options: dict[str, Any]) -> Any:
-    from tlbench.config import _FILE_KEYS, HP_FIELDS, make_config
+def config_from_keywords(
+    config: str | os.PathLike | None,
+    out: str | None,
+    keywords: dict[str, Any],
+    caller: str = "tlbench.run",
+) -> Any:
+    """The run config of `caller`'s keywords (`tlbench.run`, `tlbench.select`): unknown
+    ones raise TypeError with the close match, values are typed and checked."""
+    from tlbench.config import make_config, options
 
-    known = {*_FILE_KEYS, *HP_FIELDS}
-    for key in options:
+    known = {s.name for s in options()}
+    for key in keywords:
         if key not in known:
             close = difflib.get_close_matches(key, [*known, *_API_ONLY], n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise TypeError(
-                f"tlbench.run() got an unknown option {key!r}.{hint} "
+                f"{caller}() got an unknown option {key!r}.{hint} "
                 "tlbench.run_options() lists them all"
             )
-    flags = {k: _typed(k, v) for k, v in options.items() if v is not None}
+    flags = {k: _typed(k, v, caller) for k, v in keywords.items() if v is not None}
     if out is not None:
         flags["out"] = os.fspath(out)
     return make_config(os.fspath(config) if config is not None else None, **flags)
+
+
+def results_path(out: str | os.PathLike | None, stack: contextlib.ExitStack) -> str:
+    """`out`, or (None) a file in a temporary folder removed when `stack` closes."""
+    if out is not None:
+        return os.fspath(out)
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tlbench-run-"))
+    return str(Path(folder) / "runs.jsonl")
 
 
 def _progress(progress: bool) -> Any:
@@ -84,18 +99,9 @@ def _progress(progress: bool) -> Any:
         return None
     from rich.console import Console
 
-    from tlbench.console import LiveProgress, PlainProgress
+    from tlbench import console
 
-    console = Console()
-    if console.is_terminal:
-        return LiveProgress(console)
-    if console.is_jupyter:
-        try:
-            import ipywidgets  # noqa: F401 - rich's live display in Jupyter needs it
-        except ImportError:
-            return PlainProgress(console)
-        return LiveProgress(console)
-    return PlainProgress(console)
+    return console.make_progress(Console(), notebook=True)
 
 
 def run(
@@ -133,46 +139,25 @@ def run(
     Advanced: `plugins=` runs with a `tlbench.Plugins` of your own (a plugin
     under development, a test plugin) instead of the installed ones.
     """
-    from tlbench import results as results_file
-    from tlbench.config import check_strategy_tables
-    from tlbench.runner import Runner
-    from tlbench.trackers import register_trackers
+    from tlbench.grid import Grid
 
     grid = {"backbones": backbones, "datasets": datasets, "strategies": strategies, "seeds": seeds}
     with contextlib.ExitStack() as stack:
-        if out is None:
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tlbench-run-"))
-            path = str(Path(folder) / "runs.jsonl")
-        else:
-            path = os.fspath(out)
+        path = results_path(out, stack)
         # `out` beats a config file's: with out=None, nothing outlives the call.
-        cfg = _config(config, path, {**grid, "log_to": log_to, **options})
-        plugins = plugins if plugins is not None else _plugins()
-        check_strategy_tables(cfg, plugins.strategies.names())
-        trackers = register_trackers(plugins, cfg.log_to, None if out is None else cfg.out)
-        for name in trackers:
-            stack.callback(plugins.unregister, name)
-        observer = _progress(progress)
-        if observer is not None:
-            stack.callback(_close, observer)
-        runner = Runner(cfg, plugins, observer)
-        plans = runner.plan()
-        runner.run(plans)
-        keys = {p.spec.key for p in plans}
-        # As `tlbench run` reports: every run of this grid, those already done included.
-        answers = results_file.answer_by_key(
-            r for r in results_file.read(runner.out) if r.get("key") in keys
+        cfg = config_from_keywords(config, path, {**grid, "log_to": log_to, **options})
+        driver = stack.enter_context(
+            Grid(
+                cfg,
+                plugins,
+                progress=lambda: _progress(progress),
+                trackers_beside_results=out is not None,
+            )
         )
-        order = {p.spec.key: i for i, p in enumerate(plans)}
-        records = sorted(answers.values(), key=lambda r: order.get(r["key"], len(order)))
+        # As `tlbench run` reports: every run of this grid, those already done included.
+        records = driver.run().answers()
         return Results(records, source=None if out is None else Path(cfg.out))
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
-
-
-def _close(observer: Any) -> None:
-    close = getattr(observer, "close", None)
-    if close is not None:
-        close()
 
 
 def _plugins() -> Plugins:

@@ -7,6 +7,11 @@ at once (`tlbench.results`), then the observers hear of it
 (`tlbench_run_finished`). Whatever dies, finished records are already on
 disk, and rerunning the same command trains only what is missing.
 
+The results file is read once (`ResultsLog`): planning, the resume rules
+and the grid's answers all use what was read, grown by what this process
+appends. Another process appending meanwhile is noticed by the file's size
+and time, and only then is the file read again.
+
 Each run ends in exactly one record: "ok", "failed" (with the reason; the
 grid goes on), "skipped" (with the reason) or "interrupted" (Ctrl-C or
 SIGTERM: the records are written, then the interruption propagates). A run
@@ -18,25 +23,69 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from tlbench import results
-from tlbench.api import ExecutorOptions, PlannedRun
+from tlbench.api import ExecutorOptions, PlannedRun, RunSpec
 from tlbench.config import RunConfig
 from tlbench.plan import Plan, execution_settings, make_plan, workspace_for
 from tlbench.plugins import Plugins
 from tlbench.record import RunRecord
 from tlbench.trial import TrialHost, make_record
 
+if TYPE_CHECKING:
+    from tlbench.tune import TuneSettings
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no claims, duplicates are then possible
     fcntl = None  # type: ignore[assignment]
+
+
+class ResultsLog:
+    """The results file as this process knows it: read once, then grown by its own appends.
+
+    `records` are the file's records in file order. The file is read when they
+    are first asked for; after that, only when its size or modification time
+    is not what this process left (another tlbench process appended to it).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._records: list[RunRecord] | None = None
+        self._stamp: tuple[int, int] | None = None
+
+    def _now(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    @property
+    def records(self) -> list[RunRecord]:
+        if self._records is None or self._now() != self._stamp:
+            stamp = self._now()  # before reading: a write during the read reads it again later
+            self._records = results.read(self.path)  # type: ignore[assignment]
+            self._stamp = stamp
+        return self._records
+
+    def append(self, record: RunRecord) -> None:
+        """Append `record` to the file (`results.append`) and to what is known of it."""
+        others = self._now() != self._stamp  # another process wrote since: read it all again
+        results.append(self.path, record)
+        if self._records is None or others:
+            self._records = None
+            return
+        # As it reads back: the file holds JSON, where a diverged loss (NaN) is null.
+        self._records.append(json.loads(json.dumps(results._clean(record))))
+        self._stamp = self._now()
 
 
 @dataclass
@@ -45,18 +94,30 @@ class Runner:
 
     `console` is an observer plugin (the live view or the plain log of
     `tlbench.console`) registered for the grid's duration, like any other.
+    `log` is the results file as read (`ResultsLog`); several grids of one
+    command (the stages of `select`) share one, so the file is read once.
     """
 
     config: RunConfig
     plugins: Plugins
     console: object | None = None
+    log: ResultsLog | None = None
     _plan: Plan | None = field(default=None, init=False, repr=False)
     _host: TrialHost | None = field(default=None, init=False, repr=False)
     _planned_at: _dt.datetime | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.log is None or self.log.path != self.out:
+            self.log = ResultsLog(self.out)
+
     @property
     def out(self) -> Path:
         return Path(self.config.out).expanduser().absolute()
+
+    @property
+    def results(self) -> ResultsLog:
+        assert self.log is not None
+        return self.log
 
     def plan(self) -> list[PlannedRun]:
         """Resolve every name and load every dataset; raise before any training."""
@@ -64,7 +125,13 @@ class Runner:
         self._planned_at = _dt.datetime.now(_dt.timezone.utc)
         execution = execution_settings(self.config)
         self._host = TrialHost(self.plugins, workspace_for(self.config))
-        self._plan = make_plan(self.config, self.plugins, self._host.dataset, execution)
+        self._plan = make_plan(
+            self.config,
+            self.plugins,
+            self._host.dataset,
+            execution,
+            read=lambda: self.results.records,
+        )
         for canonical, given in self._plan.datasets.items():
             self._host.adopt(canonical, self._host.dataset(given))
         return self._plan.runs
@@ -92,19 +159,64 @@ class Runner:
         if self.console is not None:
             self.plugins.register_observer(self.console, name="console")
         try:
+            settings = self.config.tune_settings()
+            if settings is not None:
+                plans = self._tuned(plans, settings)
             return self._run(plan, [p for p in plans if p.status != "done"], plans)
         finally:
             if self.console is not None:
                 self.plugins.unregister("console")
 
+    def _tuned(self, plans: list[PlannedRun], settings: TuneSettings) -> list[PlannedRun]:
+        """Tune every cell (`tlbench.tune`); the plans again, with each cell's chosen settings.
+
+        A tuned run is done when the results file holds its ok record from
+        the same study with as many trials; otherwise it trains (again).
+        """
+        from tlbench import tune
+
+        tuned = tune.search(
+            plans, self.plugins.strategies.get, settings, self.out, self.run_specs, self.answers
+        )
+        answers = self.answers()
+        out = []
+        for p in tuned:
+            record = answers.get(p.spec.key)
+            if p.spec.tuning is not None and record is not None and not self.config.force:
+                same = {k: (record.get("tuning") or {}).get(k) for k in ("study", "trials")}
+                if record.get("status") == "ok" and same == {
+                    k: p.spec.tuning[k] for k in ("study", "trials")
+                }:
+                    p = PlannedRun(p.spec, "done", "already in the results file")
+            out.append(p)
+        return out
+
+    def answers(self) -> dict[str, RunRecord]:
+        """The answer of each key in the results file (`results.answer_by_key`)."""
+        return results.answer_by_key(self.results.records)  # type: ignore[return-value]
+
+    def run_specs(self, specs: list[RunSpec]) -> dict[str, RunRecord]:
+        """Train those of `specs` without an ok record (tuning trials); every spec's answer."""
+        assert self._plan is not None
+        answers = self.answers()
+        plans = []
+        for spec in dict((s.key, s) for s in specs).values():
+            done = (answers.get(spec.key) or {}).get("status") == "ok"
+            plans.append(PlannedRun(spec, "done" if done else "pending", ""))
+        todo = [p for p in plans if p.status == "pending"]
+        if todo:
+            self._run(self._plan, todo, plans)
+        answers = self.answers()
+        return {s.key: answers[s.key] for s in specs if s.key in answers}
+
     def _run(self, plan: Plan, todo: list[PlannedRun], plans: list[PlannedRun]) -> list[RunRecord]:
         out = plan.out
         kind = self.plugins.executors.get(self.config.executor)
         records: list[RunRecord] = []
-        existing = results.latest_by_key(results.read(out))
+        existing = results.latest_by_key(self.results.records)
         pending = [p for p in todo if p.status == "pending"]
         since = None if self.config.force else self._planned_at
-        with _claims(out, pending, since=since) as (claimed, finished):
+        with _claims(out, pending, since=since, log=self.results) as (claimed, finished):
             busy = [p for p in pending if p.spec.key not in claimed | finished]
             if busy:
                 warnings.warn(
@@ -122,7 +234,7 @@ class Runner:
                 record = make_record(p.spec, "skipped", self.plugins, reason=p.reason)
                 previous = existing.get(p.spec.key)
                 if previous is None or previous.get("status") != "skipped":
-                    results.append(out, record)
+                    self.results.append(record)
                 records.append(record)
                 self.plugins.run_finished(p.spec, record)
             specs = {p.spec.key: p.spec for p in pending if p.spec.key in claimed}
@@ -133,7 +245,7 @@ class Runner:
                         list(specs.values()), plan.workspace, self.plugins.event
                     ):
                         # The record first, the observers after: nothing finished is lost.
-                        results.append(out, record)
+                        self.results.append(record)
                         records.append(record)
                         self.plugins.run_finished(specs[record["key"]], record)
                 finally:
@@ -147,7 +259,7 @@ class Runner:
 
 @contextlib.contextmanager
 def _claims(
-    out: Path, pending: list[PlannedRun], *, since: _dt.datetime | None
+    out: Path, pending: list[PlannedRun], *, since: _dt.datetime | None, log: ResultsLog
 ) -> Iterator[tuple[set[str], set[str]]]:
     """Claim each pending run's key for this process; yields (claimed, finished) keys.
 
@@ -172,8 +284,9 @@ def _claims(
                 held[key] = handle
         finished: set[str] = set()
         if since is not None:
-            # A process that held a claim until just now may have finished the run.
-            for record in results.read(out):
+            # A process that held a claim until just now may have finished the run
+            # (then the file changed, and the log reads it again).
+            for record in log.records:
                 when = results.record_time(record)
                 if record["key"] in held and record.get("status") == "ok" and when and when > since:
                     finished.add(record["key"])

@@ -1,4 +1,5 @@
-"""`tlbench select`: pick a backbone in two stages, and say what the shortcut cost and saved.
+"""`tlbench select` and `tlbench.select()`: pick a backbone in two stages, and say what
+the shortcut cost and saved.
 
 Stage 1 scores every backbone cheaply: its features once, a `linear` probe,
 and the transferability scores every feature run records (LogME, k-NN
@@ -21,19 +22,29 @@ and the regret of picking by it (best accuracy minus the picked one's).
 `tlbench report` shows these checks (`report_checks`, `render_checks`)
 wherever a dataset has a probe and a fine-tune (or LP-FT) of at least
 `MIN_BACKBONES` backbones.
+
+This module is callable: `tlbench.select(...)` is `select(...)` below, and
+its other names (`rank`, `summarize`, `check`) stay where they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import statistics
-from collections.abc import Iterable
+import sys
+import types
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tlbench import stats
-from tlbench.report import paragraph, section, train_cost_seconds
+if TYPE_CHECKING:  # numpy (stats), the report and the grid load when a selection is made
+    from tlbench import stats
+    from tlbench.grid import Outcome
+    from tlbench.python_api import Results
 
 #: what stage 1 can rank by: the probe's top-1, a transferability score, or size alone.
 RANK_BY = ("probe", "logme", "knn_accuracy", "h_score", "params")
@@ -71,6 +82,21 @@ def rank(probes: list[dict[str, Any]], rank_by: str) -> list[tuple[str, float]]:
     return sorted(means.items(), key=lambda item: (-item[1], item[0]))
 
 
+def finalists(probes: Iterable[dict[str, Any]], rank_by: str, top_k: int) -> list[str]:
+    """Stage 1's choice: the `top_k` backbones of each dataset (and budget, and image
+    size) by `rank_by`, each named once, in the order they are found."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in probes:
+        if r["status"] == "ok":
+            groups.setdefault(_group(r), []).append(r)
+    chosen: list[str] = []
+    for group in groups.values():
+        for name, _ in rank(group, rank_by)[:top_k]:
+            if name not in chosen:
+                chosen.append(name)
+    return chosen
+
+
 @dataclass
 class Selection:
     """What `tlbench select` found for one dataset (and budget, and image size)."""
@@ -89,6 +115,8 @@ class Selection:
 
 
 def _interval(records: list[dict[str, Any]]) -> stats.Interval | None:
+    from tlbench import stats
+
     accuracies = [r["accuracy"]["final"] for r in records]
     correct = None
     if len(records) == 1:
@@ -110,6 +138,8 @@ def summarize(
     top_k: int,
 ) -> list[Selection]:
     """The selection per dataset from the answers in the results file (see the module docstring)."""
+    from tlbench.report import train_cost_seconds
+
     ok = [r for r in records if r.get("status") == "ok" and r["config"]["backbone"] in backbones]
     extraction: dict[tuple, float] = {}
     out = []
@@ -155,6 +185,8 @@ def _full_grid_cost(
     probes: list[dict[str, Any]], finals: list[dict[str, Any]], backbones: list[str]
 ) -> tuple[float | None, str]:
     """Training seconds of probing and fine-tuning every backbone: measured, or FLOP-scaled."""
+    from tlbench.report import train_cost_seconds
+
     probe_cost = sum(train_cost_seconds(r) for r in probes)
     tuned = _mean_by_backbone(finals, train_cost_seconds)
     seeds = max(1, len({r["config"]["seed"] for r in probes}))
@@ -191,6 +223,8 @@ class RankingCheck:
 
 def check(records: list[dict[str, Any]], finalist_strategy: str = "finetune") -> list[RankingCheck]:
     """Weighted tau and regret of every ranking, where every probed backbone was also fine-tuned."""
+    from tlbench import stats
+
     ok = [r for r in records if r.get("status") == "ok"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in ok:
@@ -275,6 +309,7 @@ def render_checks(checks: list[RankingCheck], fmt: str) -> str:
 
     from tlbench.budget import describe
     from tlbench.identity import short_names
+    from tlbench.report import paragraph, section
 
     names = short_names(c.dataset for c in checks)
     tablefmt = {"markdown": "pipe", "html": "html", "latex": "latex_booktabs"}.get(fmt, "simple")
@@ -327,3 +362,135 @@ def as_dict(selection: Selection) -> dict[str, Any]:
     out = dataclasses.asdict(selection)
     out["interval"] = selection.interval.to_dict() if selection.interval else None
     return out
+
+
+# --------------------------------------------------------------------------- running the two stages
+
+
+@dataclass
+class Stages:
+    """The two stages of a selection as run, and what they found."""
+
+    probes: Outcome
+    finals: Outcome
+    selections: list[Selection]
+    checks: list[RankingCheck] = field(default_factory=list)
+
+
+def two_stages(
+    grid: Any,
+    *,
+    rank_by: str = "probe",
+    top_k: int = 1,
+    finalist: str = "finetune",
+    during: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> Stages:
+    """Run a selection on `grid` (a `tlbench.grid.Grid`): probe every backbone (`linear`),
+    then train the `top_k` by `rank_by` with `finalist`. The summary reads every answer
+    the results file holds (a full grid run before is measured, not estimated)."""
+    from tlbench.errors import TlbenchError
+    from tlbench.results import answer_by_key
+
+    probes = grid.run(dataclasses.replace(grid.config, strategies=["linear"]), during=during)
+    names = finalists(answer_by_key(probes.records()).values(), rank_by, top_k)
+    if not names:
+        raise TlbenchError("no backbone finished stage 1 (the probes); see the table above")
+    stage2 = dataclasses.replace(grid.config, strategies=[finalist], backbones=names)
+    finals = grid.run(stage2, during=during)
+    answers = list(answer_by_key(grid.log.records).values())
+    found = summarize(
+        answers,
+        backbones=list(dict.fromkeys(grid.config.backbones)),
+        finalist_strategy=finalist,
+        rank_by=rank_by,
+        top_k=top_k,
+    )
+    return Stages(probes, finals, found, check(answers, finalist))
+
+
+@dataclass
+class Selections:
+    """What `tlbench.select()` returns: one `Selection` per dataset (and budget, and
+    image size), the records of both stages, and the ranking checks where the results
+    file holds a fine-tune of every backbone."""
+
+    selections: list[Selection]
+    #: the answers of both stages, probes first, in plan order (`tlbench.Results`).
+    results: Results
+    checks: list[RankingCheck] = field(default_factory=list)
+
+    @property
+    def picks(self) -> dict[str, str | None]:
+        """Dataset -> the backbone picked (None: no finalist finished stage 2)."""
+        return {s.dataset: s.pick for s in self.selections}
+
+    def __repr__(self) -> str:
+        picks = ", ".join(f"{d}: {p}" for d, p in self.picks.items()) or "none"
+        return f"<tlbench.Selections: {picks}; {len(self.results)} runs>"
+
+
+def select(
+    backbones: str | Sequence[str] | None = None,
+    datasets: str | Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    *,
+    rank_by: str = "probe",
+    top_k: int = 1,
+    finalist: str = "finetune",
+    out: str | os.PathLike | None = None,
+    config: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_to: str | Sequence[str] | None = None,
+    plugins: Any = None,
+    **options: Any,
+) -> Selections:
+    """Pick a backbone in two stages, as `tlbench select` does; returns `Selections`.
+
+    Stage 1 probes every backbone (`linear` on cached features, with LogME,
+    k-NN and H-score recorded); stage 2 trains the `top_k` by `rank_by`
+    (probe, logme, knn_accuracy, h_score or params) with `finalist`
+    (finetune, lp-ft, ...). Every other keyword is one of `tlbench.run`'s
+    (`epochs=`, `image_size=`, `device=`, ...; not `strategies`), and `out`,
+    `config`, `progress`, `log_to` and `plugins` mean what they mean there:
+    `out=None` keeps no results file.
+    """
+    from tlbench.grid import Grid
+    from tlbench.python_api import Results, _progress, config_from_keywords, results_path
+
+    if "strategies" in options:
+        raise TypeError("tlbench.select() picks its own strategies (linear, then finalist)")
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, not {rank_by!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    grid_keywords = {"backbones": backbones, "datasets": datasets, "seeds": seeds}
+    with contextlib.ExitStack() as stack:
+        path = results_path(out, stack)
+        cfg = config_from_keywords(
+            config, path, {**grid_keywords, "log_to": log_to, **options}, "tlbench.select"
+        )
+        grid = stack.enter_context(
+            Grid(
+                cfg,
+                plugins,
+                progress=lambda: _progress(progress),
+                finalists=[finalist],
+                trackers_beside_results=out is not None,
+            )
+        )
+        stages = two_stages(grid, rank_by=rank_by, top_k=top_k, finalist=finalist)
+        records = stages.probes.answers() + stages.finals.answers()
+        source = None if out is None else Path(cfg.out)
+        return Selections(stages.selections, Results(records, source=source), stages.checks)
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: `tlbench.select(...)` is `select(...)`; `tlbench.select.rank`
+    and the other names stay this module's (the command and the function share a name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Selections:
+        return select(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
