@@ -282,3 +282,31 @@ def test_a_class_folder_1100_folders_deep_is_read_without_recursion_error(tmp_pa
     splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.5))
     assert splits.classes == ["a", "b"]
     assert len(splits.train) + len(splits.eval) == 4
+
+
+# --------------------------------------------------------------------------- sidecars that lie
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("backbone_params", 7),
+        ("forward_flops_per_image", 10**30),
+        ("forward_flops_per_image", 1e30),
+        ("backbone_params", -5),
+    ],
+)
+def test_a_feature_sidecars_well_typed_lie_is_a_miss_with_a_warning(tmp_path, field, value):
+    from tlbench.features import FeatureStore
+
+    facts = {"backbone_params": 11_689_512, "forward_flops_per_image": 1_819_066_368}
+    FeatureStore(tmp_path).put(
+        "k1", np.ones((4, 8), np.float32), {**facts, "device": "cpu"}, {"backbone": "resnet18"}
+    )
+    assert FeatureStore(tmp_path).get("k1", 8, 4) is not None
+    sidecar = tmp_path / "features" / "k1.json"
+    meta = json.loads(sidecar.read_text())
+    meta[field] = value
+    sidecar.write_text(json.dumps(meta))
+    with pytest.warns(RuntimeWarning, match="ignoring damaged cache entry"):
+        assert FeatureStore(tmp_path).get("k1", 8, 4) is None

@@ -17,6 +17,8 @@ and the record names where the features it used came from.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -88,6 +90,10 @@ class FeatureStore:
             return None
         array, meta = stored
         facts = {k: meta.get(k) for k in (*MODEL_FACTS, "device")}
+        why = _implausible(key, facts, meta.get("facts_checksum"))
+        if why:
+            self.disk.reject(key, why)
+            return None
         self._remember(key, array, facts)
         return array, facts, "disk"
 
@@ -130,7 +136,10 @@ class FeatureStore:
         self._remember(key, features, facts)
         if facts.get("forward_flops_per_image") is None:
             return  # kept in memory only: a failed count must not outlive this process
-        self.disk.save(key, features, {"kind": "features", **meta, **facts})
+        checksum = _facts_checksum(key, facts)
+        self.disk.save(
+            key, features, {"kind": "features", **meta, **facts, "facts_checksum": checksum}
+        )
 
     def _remember(self, key: str, features: np.ndarray, facts: dict[str, Any]) -> None:
         size = 0 if isinstance(features, np.memmap) else features.nbytes
@@ -138,4 +147,30 @@ class FeatureStore:
 
 
 #: what a feature entry's sidecar must hold, with the types it must have.
-_FIELDS = {"backbone_params": int, "forward_flops_per_image": int, "device": (str, type(None))}
+_FIELDS = {
+    "backbone_params": int,
+    "forward_flops_per_image": int,
+    "device": (str, type(None)),
+    "facts_checksum": str,
+}
+#: the range each model fact can have: the largest vision models have ~1e11 parameters and
+#: ~1e14 FLOPs per image; a parameterless backbone (a colour mean) has 0 of either.
+_FACT_RANGE = {"backbone_params": 10**13, "forward_flops_per_image": 10**17}
+
+
+def _facts_checksum(key: str, facts: dict[str, Any]) -> str:
+    """sha1 of the entry's key and model facts: an edited fact, or one copied from another
+    entry, no longer matches. (The array's own checksum is the store's.)"""
+    shown = {k: facts.get(k) for k in (*MODEL_FACTS, "device")}
+    text = json.dumps([key, shown], sort_keys=True)
+    return "sha1:" + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _implausible(key: str, facts: dict[str, Any], checksum: Any) -> str | None:
+    """Why an entry's model facts cannot be what made it, or None: they reach the record."""
+    for name, top in _FACT_RANGE.items():
+        if not 0 <= facts[name] <= top:
+            return f"sidecar field {name!r} is {facts[name]}, expected 0 to {top:.0e}"
+    if checksum != _facts_checksum(key, facts):
+        return "its model facts (backbone_params, forward_flops_per_image) were changed"
+    return None
