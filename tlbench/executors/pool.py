@@ -113,8 +113,11 @@ def _serve(
     try:
         import torch
 
+        from tlbench.executors.placement import claim_device, device_mismatch, refused
+
         if threads:
             torch.set_num_threads(threads)
+        claim_device(device)
         import tlbench.executors.preload  # noqa: F401  (a no-op where the forkserver did it)
         from tlbench.trial import RunInterrupted, TrialHost
 
@@ -137,6 +140,10 @@ def _serve(
             return
         if spec is None:
             return
+        reason = device_mismatch(spec, device)
+        if reason is not None:
+            conn.send(("record", refused(spec, host.plugins, reason)))
+            continue
         try:
             record = host.run(spec, device=device, events=events)
         except RunInterrupted as stop:

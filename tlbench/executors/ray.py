@@ -51,12 +51,20 @@ def _trial_task(
     """What a Ray worker runs: one trial, its events put on the driver's queue."""
     import torch
 
-    from tlbench.trial import RunInterrupted, run_trial
+    from tlbench.executors.placement import claim_device, device_mismatch, refused
+    from tlbench.plugins import PluginSet
+    from tlbench.trial import RunInterrupted, host_for, run_trial
 
     if device == "cpu":
         torch.set_num_threads(
             max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
         )
+    claim_device(device)
+    # A node of a mixed cluster (a T4 beside the driver's H100) refuses what was
+    # planned for another device model rather than train it under that model's key.
+    reason = device_mismatch(spec, device)
+    if reason is not None:
+        return refused(spec, host_for(plugin_set or PluginSet(), workspace).plugins, reason)
 
     def events(hook: str, kwargs: dict[str, Any]) -> None:
         if queue is not None:
