@@ -240,6 +240,34 @@ def all_trainable(backbone: nn.Module, head: nn.Module, hp: Hyperparameters) -> 
 
 
 @dataclass(frozen=True)
+class SearchDim:
+    """One hyperparameter a tuner searches (`tlbench run --tune`).
+
+    A float range, sampled log-uniformly when `log` (learning rates, weight
+    decay), or a tuple of `choices`. `name` is a `Hyperparameters` field.
+    """
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.name not in {f.name for f in dataclasses.fields(Hyperparameters)}:
+            raise ValueError(f"search dimension {self.name!r} is not a hyperparameter")
+        if not self.choices and (self.low is None or self.high is None or self.low > self.high):
+            raise ValueError(f"search dimension {self.name!r} needs low <= high, or choices")
+        if self.log and not self.choices and self.low is not None and self.low <= 0:
+            raise ValueError(f"search dimension {self.name!r} is log-scaled: low must be > 0")
+
+    def describe(self) -> str:
+        if self.choices:
+            return f"{self.name} in {list(self.choices)}"
+        return f"{self.name} in [{self.low:g}, {self.high:g}]{' (log)' if self.log else ''}"
+
+
+@dataclass(frozen=True)
 class Strategy:
     """How a backbone is adapted to a dataset.
 
@@ -259,6 +287,8 @@ class Strategy:
     #: LP-FT: train a linear probe on the frozen (cached) features with these settings
     #: first, then fine-tune everything (with `defaults`) starting from the probe's head.
     probe: Hyperparameters | None = None
+    #: what `--tune` searches for this strategy (empty: nothing, the strategy is not tuned).
+    search_space: tuple[SearchDim, ...] = ()
 
     def skip_reason(self, backbone: Backbone) -> str | None:
         """Why this strategy cannot run on `backbone`, or None when it can."""
@@ -296,6 +326,14 @@ class RunSpec:
     #: the training images used: None for all, `shots=K` per class, or `fraction=F`
     #: (see `tlbench.budget`); in the key only when set, so full-data keys stay as they were.
     budget: str | None = None
+    #: None: train on the training split, evaluate on the test split. `validation=F`: a
+    #: tuning trial, which trains on the training split less a stratified fraction F of each
+    #: class and evaluates on that fraction (see `tlbench.budget.validation_split`); the
+    #: test split is never read. In the key only when set.
+    holdout: str | None = None
+    #: a tuned run's search (`tlbench.tune`): its study, chosen settings and cost. Not part
+    #: of the key (the chosen settings are, in `hp`); the record carries it as `tuning`.
+    tuning: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def config(self) -> dict[str, Any]:
         """The settings a record stores (its `config`), the fingerprint aside."""
@@ -311,6 +349,8 @@ class RunSpec:
         }
         if self.budget is not None:
             config["budget"] = self.budget
+        if self.holdout is not None:
+            config["holdout"] = self.holdout
         return config
 
     @property
@@ -322,7 +362,10 @@ class RunSpec:
     @property
     def label(self) -> str:
         budget = f" / {self.budget}" if self.budget else ""
-        return f"{self.backbone} / {self.strategy} / {self.dataset}{budget} / seed {self.seed}"
+        trial = " / tuning trial" if self.holdout else ""
+        return (
+            f"{self.backbone} / {self.strategy} / {self.dataset}{budget} / seed {self.seed}{trial}"
+        )
 
 
 @dataclass(frozen=True)

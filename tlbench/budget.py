@@ -84,3 +84,40 @@ def budget_indices(labels: np.ndarray, budget: str, seed: int) -> tuple[np.ndarr
     indices = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
     facts = {"budget": budget, "budget_images": len(indices), "short_classes": short}
     return indices, facts
+
+
+#: the seed of every validation split: one split per dataset, whatever the run's seed, so
+#: every trial of every backbone is chosen on the same images.
+VALIDATION_SEED = 0
+
+
+def parse_holdout(holdout: str) -> float:
+    """`validation=F` -> F, the fraction of each class held out for validation."""
+    kind, _, value = holdout.partition("=")
+    if kind != "validation":
+        raise ValueError(f"unknown holdout {holdout!r}")
+    fraction = float(value)
+    if not 0 < fraction < 1:
+        raise ValueError(f"a validation fraction must be in (0, 1), not {fraction!r}")
+    return fraction
+
+
+def validation_split(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices `(fit, validation)` of a training split: a stratified validation part.
+
+    Each class gives `round(fraction * n)` of its n images (at least one, and
+    never its last one: a class of one image stays in `fit`), in one seeded
+    order (`VALIDATION_SEED`) that no budget shares. Tuning trials train on
+    `fit` (a budget is then drawn from it) and are chosen on `validation`;
+    the test split is never among either.
+    """
+    labels = np.asarray(labels)
+    held: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        order = np.random.default_rng([VALIDATION_SEED, int(c), 0x7A1]).permutation(members)
+        want = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held.append(order[:want])
+    validation = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    fit = np.setdiff1d(np.arange(len(labels)), validation)
+    return fit, validation

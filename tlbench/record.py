@@ -114,6 +114,11 @@ class RunRecord(TypedDict, total=False):
     failed_epoch: int
     epochs_completed: int
     partial_curve: list[dict[str, Any]]
+    #: a tuned run's search: study, sampler, space, trials, chosen settings, their
+    #: validation accuracy and the search's cost in seconds (`tlbench.tune`).
+    tuning: dict[str, Any]
+    #: transferability scores of the training features (runs that computed features).
+    scores: dict[str, Any]
 
 
 def encode_correct(correct: Any) -> Correct:
@@ -228,6 +233,8 @@ def new_record(
         "config": config,
         "providers": providers,
     }
+    if spec.tuning is not None:
+        record["tuning"] = spec.tuning
     if "failed_epoch" in parts:
         record["failed_epoch"] = parts.pop("failed_epoch")
     accuracy = parts.get("accuracy")

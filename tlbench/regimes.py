@@ -65,6 +65,9 @@ class TrialContext:
     store: int
     #: the budget's indices into `full_train`, or None when the run trains on all of it.
     subset: np.ndarray | None
+    #: a tuning trial's validation images (indices into `full_train`, which `evalset`
+    #: holds); None when the run evaluates on the evaluation split.
+    eval_subset: np.ndarray | None
     #: what the budget drew (shots or fraction, images per class), for the record.
     budget_facts: dict[str, Any]
     watch: Stopwatch
@@ -280,7 +283,10 @@ def frozen_features(ctx: TrialContext) -> Features:
     ctx.phase("features")
     out, hits, facts = [], [], {}
     maker = _Extractor(ctx)
-    for split, data in (("train", ctx.full_train), ("eval", ctx.evalset)):
+    sources = [("train", ctx.full_train)]
+    if ctx.eval_subset is None:  # a tuning trial's validation images are training images
+        sources.append(("eval", ctx.evalset))
+    for split, data in sources:
         key = feature_key(
             ctx.backbone,
             fingerprint=ctx.spec.dataset_fingerprint,
@@ -299,7 +305,8 @@ def frozen_features(ctx: TrialContext) -> Features:
         )
         out.append(mapped_tensor(array) if hit != "none" else torch.from_numpy(array))
         hits.append(hit)
-    train_x, eval_x = out
+    train_x = out[0]
+    eval_x = out[1] if ctx.eval_subset is None else train_x[torch.from_numpy(ctx.eval_subset)]
     if ctx.subset is not None:
         train_x = train_x[torch.from_numpy(ctx.subset)]
     scores = ctx.score(ctx.spec, train_x, ctx.train.labels)

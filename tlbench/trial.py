@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from tlbench.api import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
-from tlbench.budget import budget_indices
+from tlbench.budget import budget_indices, parse_holdout, validation_split
 from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
 from tlbench.engine import Diverged, Execution, count_parameters
 from tlbench.errors import DatasetError, Terminated, TlbenchError
@@ -105,9 +105,17 @@ class TrialHost:
 
     def _decoded(
         self, spec: RunSpec, splits: DatasetSplits, store: int, emit: Events
-    ) -> tuple[ImageTensors, ImageTensors]:
-        out = []
+    ) -> tuple[ImageTensors, ImageTensors | None]:
+        """The training and evaluation splits decoded at `store` px (through the decode cache).
+
+        A tuning trial (`spec.holdout`) evaluates on part of the training
+        split: the test split is not even decoded.
+        """
+        out: list[ImageTensors | None] = []
         for split, source in (("train", splits.train), (splits.eval_split, splits.eval)):
+            if spec.holdout is not None and split != "train":
+                out.append(None)
+                continue
             emit(
                 "run_phase", {"run": spec, "phase": f"decode {split}", "done": None, "total": None}
             )
@@ -124,6 +132,7 @@ class TrialHost:
                     ),
                 )
             )
+        assert out[0] is not None
         return out[0], out[1]
 
     # ------------------------------------------------------------------ the trial
@@ -199,13 +208,19 @@ class TrialHost:
         with watch.section("data_prep"):
             store = backbone.preprocessing.resize_for(spec.image_size)
             full_train, evalset = self._decoded(spec, splits, store, emit)
+            fit_idx, eval_idx = _holdout(spec, full_train)
+            if eval_idx is not None:
+                evalset = _subset(full_train, eval_idx, skipped=False)
             # A data budget trains on a seeded, stratified subset; features and
             # decoded images stay cached for the whole split.
-            subset, budget_facts, train = None, {}, full_train
+            subset, budget_facts, train = fit_idx, {}, full_train
             if spec.budget is not None:
-                subset, budget_facts = budget_indices(
-                    full_train.labels.numpy(), spec.budget, spec.seed
+                pool = fit_idx if fit_idx is not None else np.arange(len(full_train))
+                chosen, budget_facts = budget_indices(
+                    full_train.labels.numpy()[pool], spec.budget, spec.seed
                 )
+                subset = pool[chosen]
+            if subset is not None:
                 train = _subset(full_train, subset)
         return TrialContext(
             spec=spec,
@@ -218,6 +233,7 @@ class TrialHost:
             evalset=evalset,
             store=store,
             subset=subset,
+            eval_subset=eval_idx,
             budget_facts=budget_facts,
             watch=watch,
             memory=memory,
@@ -272,6 +288,10 @@ class TrialHost:
         }
         if spec.budget is not None:
             parts["data"].update(ctx.budget_facts, train_images_available=len(ctx.full_train))
+        if spec.holdout is not None:
+            parts["data"].update(
+                eval_split=spec.holdout, train_images_available=len(ctx.full_train)
+            )
         if features is not None:
             parts["scores"] = features.scores
         return self.record(spec, "ok", ex, hp_used=ctx.hp, **parts)
@@ -313,6 +333,7 @@ class TrialHost:
             spec.execution.get("precision"),
             spec.budget,
             spec.seed if spec.budget else None,
+            spec.holdout,  # a tuning trial scores the training split less its validation part
         )
         if key not in self._score_memo:
             t0 = time.perf_counter()
@@ -453,14 +474,24 @@ def run_trial(
     return host.run(spec, device=device, events=events)
 
 
-def _subset(data: ImageTensors, indices: np.ndarray) -> ImageTensors:
-    """The images and labels at `indices` (a data budget): gathered, so never a memory map."""
+def _holdout(spec: RunSpec, train: ImageTensors) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """`(fit, validation)` indices of a tuning trial's training split; `(None, None)` otherwise."""
+    if spec.holdout is None:
+        return None, None
+    return validation_split(train.labels.numpy(), parse_holdout(spec.holdout))
+
+
+def _subset(data: ImageTensors, indices: np.ndarray, *, skipped: bool = True) -> ImageTensors:
+    """The images and labels at `indices` (a data budget): gathered, so never a memory map.
+
+    `skipped=False`: the split's unreadable files are counted with the other subset.
+    """
     index = torch.from_numpy(indices)
     return ImageTensors(
         images=data.images[index],
         labels=data.labels[index],
-        skipped=data.skipped,
+        skipped=data.skipped if skipped else [],
         cache_hit=data.cache_hit,
         seconds=data.seconds,
-        skip_reasons=data.skip_reasons,
+        skip_reasons=data.skip_reasons if skipped else [],
     )

@@ -7,7 +7,7 @@ CLI or a config file.
 
 from __future__ import annotations
 
-from tlbench.api import Hyperparameters, Strategy
+from tlbench.api import Hyperparameters, SearchDim, Strategy
 from tlbench.hookspecs import hookimpl
 
 SCRATCH = Strategy(
@@ -22,6 +22,10 @@ SCRATCH = Strategy(
         lr=2e-3,
         weight_decay=0.05,
         warmup_epochs=1,
+    ),
+    search_space=(
+        SearchDim("lr", 1e-4, 1e-2, log=True),
+        SearchDim("weight_decay", 1e-4, 0.3, log=True),
     ),
 )
 
@@ -40,6 +44,12 @@ LINEAR = Strategy(
         # Features are computed once from the centre crop; there is nothing to augment.
         augment=False,
     ),
+    # The probe's step and its L2 regularisation (Kornblith et al. 2019 sweep the
+    # regularisation of a logistic-regression probe over several decades).
+    search_space=(
+        SearchDim("lr", 1e-4, 1e-1, log=True),
+        SearchDim("weight_decay", 1e-6, 1e-1, log=True),
+    ),
 )
 
 FINETUNE = Strategy(
@@ -55,6 +65,13 @@ FINETUNE = Strategy(
         backbone_lr_mult=0.1,
         weight_decay=1e-4,
         warmup_epochs=1,
+    ),
+    # Li et al. 2020: the usual fine-tuning defaults cost points, and the best
+    # backbone rate depends on how close the target domain is to ImageNet.
+    search_space=(
+        SearchDim("lr", 1e-5, 1e-2, log=True),
+        SearchDim("backbone_lr_mult", 0.01, 1.0, log=True),
+        SearchDim("weight_decay", 1e-6, 1e-2, log=True),
     ),
 )
 
@@ -74,6 +91,10 @@ LP_FT = Strategy(
         backbone_lr_mult=1.0,
         weight_decay=1e-4,
         warmup_epochs=1,
+    ),
+    search_space=(
+        SearchDim("lr", 1e-6, 1e-3, log=True),
+        SearchDim("weight_decay", 1e-6, 1e-2, log=True),
     ),
 )
 

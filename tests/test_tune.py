@@ -1,0 +1,235 @@
+"""Tuning (`--tune`): chosen on a validation split, never on the test split; resumable.
+
+The tiny plugin's backbone and dataset train in well under a second, so a
+real Optuna study of a few trials per cell runs in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tlbench import Plugins, hookimpl, testing
+from tlbench.api import Dataset
+from tlbench.budget import budget_indices, validation_split
+from tlbench.builtin.strategies import LINEAR
+from tlbench.errors import ConfigError
+from tlbench.report import summarize
+from tlbench.results import read
+from tlbench.runner import Runner
+from tlbench.tune import TuneSettings, storage_path
+
+
+def _tuned(config, trials=4, batch=2, **more):
+    config.tune, config.tune_batch = trials, batch
+    for k, v in more.items():
+        setattr(config, k, v)
+    return config
+
+
+def _chosen(records) -> dict[tuple[str, str], dict]:
+    return {
+        (r["config"]["backbone"], r["config"]["strategy"]): r["tuning"]["chosen"]
+        for r in records
+        if r.get("tuning")
+    }
+
+
+# --------------------------------------------------------------------------- the split
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=2, max_size=6),
+    fraction=st.floats(min_value=0.05, max_value=0.6),
+)
+def test_validation_split_is_stratified_disjoint_and_leaves_every_class_a_training_image(
+    sizes, fraction
+):
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    np.random.default_rng(len(sizes)).shuffle(labels)
+    fit, val = validation_split(labels, fraction)
+    assert not set(fit) & set(val)
+    assert sorted([*fit, *val]) == list(range(len(labels)))
+    for c, n in enumerate(sizes):
+        held = int((labels[val] == c).sum())
+        assert (labels[fit] == c).sum() >= 1  # a class never loses its last training image
+        if n > 1:
+            assert held == min(max(1, round(fraction * n)), n - 1)
+    # The same split for any run: it depends on the labels and the fraction only.
+    again = validation_split(labels.copy(), fraction)
+    assert np.array_equal(again[1], val)
+
+
+def test_budgets_of_a_trial_are_drawn_from_its_fit_part_and_stay_nested():
+    labels = np.repeat(np.arange(3), 20)
+    fit, val = validation_split(labels, 0.25)
+    one, _ = budget_indices(labels[fit], "shots=1", seed=3)
+    five, _ = budget_indices(labels[fit], "shots=5", seed=3)
+    assert set(fit[one]) <= set(fit[five])
+    assert not set(fit[five]) & set(val)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"trials": 0}, "--tune"),
+        ({"validation": 1.0}, "--validation-fraction"),
+        ({"batch": 0}, "--tune-batch"),
+        ({"sampler": "grid"}, "--tune-sampler"),
+    ],
+)
+def test_bad_tune_settings_are_refused_with_the_flag_named(change, words):
+    with pytest.raises(ConfigError, match=words):
+        TuneSettings(**{"trials": 2, **change})
+
+
+# --------------------------------------------------------------------------- a tuned grid
+
+
+def test_a_tuned_grid_chooses_on_validation_and_reports_only_the_chosen_runs(plugins, tiny_config):
+    tiny_config.strategies = ["linear", "finetune"]
+    tiny_config.seeds = [0, 1]
+    records = Runner(_tuned(tiny_config), plugins).run()
+    everything = read(tiny_config.out)
+    trials = [r for r in everything if r["config"].get("holdout")]
+    # Every cell gets the same number of trials, each evaluated on validation images.
+    assert len(trials) == 2 * 4
+    for t in trials:
+        assert t["config"]["holdout"] == "validation=0.2"
+        assert t["data"]["eval_split"] == "validation=0.2"
+        assert t["config"]["seed"] == 0
+        assert (
+            t["data"]["eval_images"] + t["data"]["train_images"]
+            == (t["data"]["train_images_available"])
+        )
+    # The reported runs: every seed, at the chosen settings, on the test split.
+    assert {(r["config"]["strategy"], r["config"]["seed"]) for r in records} == {
+        ("linear", 0),
+        ("linear", 1),
+        ("finetune", 0),
+        ("finetune", 1),
+    }
+    for r in records:
+        assert r["status"] == "ok", r["reason"]
+        tuning = r["tuning"]
+        hp = r["config"]["hyperparameters"]
+        for name, value in tuning["chosen"].items():
+            assert hp[name] == pytest.approx(value)
+        assert r["data"]["eval_split"] == "test"
+        assert tuning["trials"] == 4
+        assert tuning["search_seconds"] > 0
+        best = max(t["accuracy"]["final"] for t in trials if t["key"] in tuning["trial_keys"])
+        assert tuning["validation_accuracy"] == pytest.approx(best)
+    # The report's rows are the chosen runs only: a trial is never a row.
+    rows = summarize(everything)
+    assert {row.strategy for row in rows} == {"linear", "finetune"}
+    assert all(len(row.seed_accuracy) == 2 for row in rows), rows
+    assert storage_path(Path(tiny_config.out)).exists()
+
+
+class _ShuffledTest:
+    """`tinyset_shuffled`: tinyset with its test labels permuted (its training split as is)."""
+
+    @hookimpl
+    def tlbench_register_datasets(self, register):
+        def load(request):
+            splits = testing.tiny_dataset().load(request)
+            test = splits.eval
+            test.labels = [test.labels[(i + 1) % len(test)] for i in range(len(test))]
+            return dataclasses.replace(splits, eval=test, fingerprint="shuffled-test-labels")
+
+        register(Dataset("tinyset_shuffled", load, native_size=16))
+
+    @hookimpl
+    def tlbench_register_strategies(self, register):
+        # A plugin strategy that declares no search space: not tuned, and said so.
+        register(dataclasses.replace(LINEAR, name="bare", search_space=()))
+
+
+@pytest.fixture
+def more_plugins():
+    return Plugins(
+        entry_points=False,
+        extra=[("tiny", testing.TINY_PLUGIN), ("shuffled", _ShuffledTest())],
+    )
+
+
+def test_the_test_split_never_reaches_a_choice(more_plugins, tiny_config):
+    """Permute the test labels: every chosen configuration stays the same."""
+    tiny_config.strategies = ["linear", "finetune"]
+    first = _chosen(Runner(_tuned(tiny_config), more_plugins).run())
+    tiny_config.datasets = ["tinyset_shuffled"]
+    tiny_config.out = str(Path(tiny_config.out).with_name("shuffled.jsonl"))
+    records = Runner(_tuned(tiny_config), more_plugins).run()
+    assert _chosen(records) == first
+    # The test split did change: the reported accuracies are not the same.
+    assert {r["accuracy"]["final"] for r in records} != {None}
+
+
+def test_a_resumed_search_repeats_no_finished_trial_and_chooses_alike(plugins, tiny_config):
+    tiny_config.strategies = ["linear"]
+    complete = _chosen(Runner(_tuned(tiny_config, trials=6, batch=2), plugins).run())
+
+    # An interrupted search: 2 of 6 trials told, 2 more asked and trained but never told
+    # (the driver was killed between a batch's records and telling the study).
+    tiny_config.out = str(Path(tiny_config.out).with_name("resumed.jsonl"))
+    out = Path(tiny_config.out)
+    Runner(_tuned(tiny_config, trials=2, batch=2), plugins).run()
+    _ask_and_train_untold(plugins, tiny_config)
+    trained_before = {r["key"] for r in read(out) if r["config"].get("holdout")}
+    assert len(trained_before) == 4
+
+    resumed = Runner(_tuned(tiny_config, trials=6, batch=2), plugins)
+    records = resumed.run()
+    trials = [r for r in read(out) if r["config"].get("holdout")]
+    keys = [r["key"] for r in trials]
+    assert len(keys) == len(set(keys)) == 6  # no finished trial trained twice
+    assert _chosen(records) == complete
+
+
+def _ask_and_train_untold(plugins, config):
+    """Ask the next batch of the study and train it, as a driver killed before `tell` did."""
+    from tlbench import tune
+
+    runner = Runner(config, plugins)
+    plans = runner.plan()
+    settings = config.tune_settings()
+    settings = dataclasses.replace(settings, trials=4)
+    strategy = plugins.strategies.get("linear")
+    optuna = tune._optuna()
+    study = optuna.load_study(
+        study_name=tune.study_name(plans[0].spec, strategy, settings),
+        storage=f"sqlite:///{tune.storage_path(runner.out)}",
+    )
+    cell = tune.CellStudy(
+        dataclasses.replace(plans[0].spec, seed=settings.seed), strategy, settings, study
+    )
+    batch = cell.next_batch()
+    assert len(batch) == 2
+    runner.run_specs([spec for _, spec in batch])
+
+
+def test_process_executor_tunes_to_the_same_choices_as_inline(plugins, tiny_config):
+    tiny_config.strategies = ["linear"]
+    inline = _chosen(Runner(_tuned(tiny_config), plugins).run())
+    tiny_config.out = str(Path(tiny_config.out).with_name("process.jsonl"))
+    tiny_config.executor = "process"
+    process = _chosen(Runner(_tuned(tiny_config), plugins).run())
+    assert process == inline
+
+
+def test_a_strategy_without_a_search_space_runs_untuned_with_a_warning(more_plugins, tiny_config):
+    tiny_config.strategies = ["bare"]
+    with pytest.warns(UserWarning, match="'bare' declares no search space"):
+        (record,) = Runner(_tuned(tiny_config), more_plugins).run()
+    assert record["status"] == "ok" and "tuning" not in record
+    assert not [r for r in read(tiny_config.out) if r["config"].get("holdout")]

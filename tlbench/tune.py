@@ -1,0 +1,309 @@
+"""Tuning: every cell of a grid searched the same way on a validation split.
+
+With `--tune N`, each cell of the grid (backbone x dataset x strategy x
+budget x image size) becomes an Optuna study of N trials over the
+strategy's `search_space`. A trial is an ordinary run spec with
+`holdout="validation=F"`: it trains on the training split less a stratified
+fraction F of each class (`tlbench.budget.validation_split`) and is scored by
+its final accuracy on that fraction. The test split is never read by a
+trial. The chosen configuration then trains with every seed of the grid on
+the whole training split and is evaluated once on the test split: those are
+the rows the report shows, each with a `tuning` part that names the study,
+its chosen settings and what the search cost.
+
+Fairness: every cell gets the same number of trials, the same sampler and
+the same seed. Trials are asked `batch` at a time, whatever the executor,
+so `--executor process` runs them in parallel and makes the same choices as
+inline (training is deterministic). Trials go through the runner like any
+run: each is one record in the results file, and a trial already there is
+never trained again.
+
+Resuming: the studies live in one SQLite file beside the results file
+(`runs.jsonl` -> `runs.tune.db`). A trial asked but never told (the driver
+was killed) is run again with the same settings, or read from the results
+file when its record is there, so a resumed search makes the choices an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlbench.api import PlannedRun, RunSpec, SearchDim, Strategy
+from tlbench.cache import cache_key
+from tlbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+#: bumped when a study's meaning changes (its name holds it, so old studies are not resumed).
+TUNE_VERSION = 1
+SAMPLERS = ("tpe", "random")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How every cell of a grid is tuned (`--tune`, `[tune]`, `tlbench.run(tune=...)`)."""
+
+    #: trials per cell: every backbone gets the same search budget.
+    trials: int
+    #: fraction of each class of the training split held out to choose on.
+    validation: float = 0.2
+    #: trials asked at once; the same for every executor, so every executor chooses alike.
+    batch: int = 4
+    #: Optuna's TPE (Bergstra et al. 2011), or random search.
+    sampler: str = "tpe"
+    #: the sampler's seed, and the seed every trial trains with.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(
+                f"--tune takes the number of trials per cell (>= 1), not {self.trials}"
+            )
+        if not 0 < self.validation < 1:
+            raise ConfigError(f"--validation-fraction must be in (0, 1), not {self.validation!r}")
+        if self.batch < 1:
+            raise ConfigError(f"--tune-batch must be at least 1, not {self.batch}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(
+                f"--tune-sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}"
+            )
+
+    @property
+    def holdout(self) -> str:
+        return f"validation={self.validation:g}"
+
+
+def storage_path(out: Path) -> Path:
+    """The studies' SQLite file beside the results file: `runs.jsonl` -> `runs.tune.db`."""
+    return out.with_suffix(".tune.db")
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            "--tune needs Optuna: pip install 'tlbench[tune]' (or pip install optuna)"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+@dataclass
+class CellStudy:
+    """One cell's search: its Optuna study and the run spec its trials vary."""
+
+    base: RunSpec
+    strategy: Strategy
+    settings: TuneSettings
+    study: optuna.Study
+    #: trial number -> the spec it trains.
+    specs: dict[int, RunSpec] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def _spec(self, params: dict[str, Any]) -> RunSpec:
+        return dataclasses.replace(
+            self.base,
+            seed=self.settings.seed,
+            hp=self.base.hp.replace(**params),
+            holdout=self.settings.holdout,
+        )
+
+    def next_batch(self) -> list[tuple[int, RunSpec]]:
+        """Trials to train now: those asked and never told (a killed driver), then new ones."""
+        optuna = _optuna()
+        states = optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False)
+        told = sum(t.state in (states.COMPLETE, states.FAIL, states.PRUNED) for t in trials)
+        out = [(t.number, self._spec(t.params)) for t in trials if t.state == states.RUNNING]
+        out = out[: self.settings.batch]
+        distributions = _distributions(self.strategy.search_space)
+        while len(out) < self.settings.batch and told + len(out) < self.settings.trials:
+            trial = self.study.ask(distributions)
+            out.append((trial.number, self._spec(trial.params)))
+        for number, spec in out:
+            self.specs[number] = spec
+        return out
+
+    def tell(self, number: int, record: dict[str, Any] | None) -> None:
+        """Score trial `number` with its record: validation accuracy, or failed."""
+        optuna = _optuna()
+        accuracy = (record or {}).get("accuracy") or {}
+        value = accuracy.get("final") if (record or {}).get("status") == "ok" else None
+        if isinstance(value, (int, float)):
+            self.study.tell(number, float(value))
+        else:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+
+    def done(self) -> bool:
+        optuna = _optuna()
+        states = optuna.trial.TrialState
+        finished = (states.COMPLETE, states.FAIL, states.PRUNED)
+        return sum(t.state in finished for t in self.study.get_trials(deepcopy=False)) >= (
+            self.settings.trials
+        )
+
+    def summary(self, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The `tuning` part of each reported record of this cell."""
+        optuna = _optuna()
+        complete = [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE
+        ]
+        if not complete:
+            return {"study": self.name, "trials": 0, "chosen": None}
+        best = max(complete, key=lambda t: (t.value, -t.number))  # the first of equals
+        keys = [self._spec(t.params).key for t in self.study.get_trials(deepcopy=False)]
+        seconds = [
+            ((records.get(k) or {}).get("cost") or {}).get("wall_seconds") or 0.0 for k in keys
+        ]
+        return {
+            "study": self.name,
+            "sampler": self.settings.sampler,
+            "seed": self.settings.seed,
+            "holdout": self.settings.holdout,
+            "space": [d.describe() for d in self.strategy.search_space],
+            "trials": len(keys),
+            "trial_keys": keys,
+            "chosen": dict(best.params),
+            "chosen_trial": best.number,
+            "validation_accuracy": best.value,
+            "search_seconds": float(sum(seconds)),
+        }
+
+
+def _distributions(space: Sequence[SearchDim]) -> dict[str, Any]:
+    optuna = _optuna()
+    out: dict[str, Any] = {}
+    for dim in space:
+        if dim.choices:
+            out[dim.name] = optuna.distributions.CategoricalDistribution(list(dim.choices))
+        else:
+            out[dim.name] = optuna.distributions.FloatDistribution(
+                float(dim.low), float(dim.high), log=dim.log
+            )
+    return out
+
+
+def study_name(spec: RunSpec, strategy: Strategy, settings: TuneSettings) -> str:
+    """A cell's study: everything its trials share (not the seed, not the searched values)."""
+    cell = dataclasses.replace(spec, seed=settings.seed, holdout=settings.holdout)
+    space = [d.describe() for d in strategy.search_space]
+    return cache_key("study", TUNE_VERSION, cell.key, space, settings.sampler, settings.seed)
+
+
+def _sampler(settings: TuneSettings) -> Any:
+    optuna = _optuna()
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=settings.seed)
+    # A seeded TPE whose first quarter of trials (at least two) is random start-up.
+    startup = max(2, settings.trials // 4)
+    return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup)
+
+
+RunSpecs = Callable[[list[RunSpec]], dict[str, dict[str, Any]]]
+Answers = Callable[[], dict[str, Any]]
+
+
+def search(
+    plans: list[PlannedRun],
+    strategies: Callable[[str], Strategy],
+    settings: TuneSettings,
+    out: Path,
+    run_specs: RunSpecs,
+    answers: Answers,
+) -> list[PlannedRun]:
+    """Tune every cell of `plans`; return the plans with each cell's chosen settings.
+
+    `run_specs(specs)` trains the specs not already in the results file and
+    returns the record of each key; `answers()` is the results file's answer
+    of each key (both the runner's). Cells whose strategy has no search
+    space keep their settings, with a warning.
+    """
+    optuna = _optuna()
+    storage = f"sqlite:///{storage_path(out)}"
+    cells: dict[str, CellStudy] = {}
+    untuned: set[str] = set()
+    for p in plans:
+        if p.status == "skipped":
+            continue
+        strategy = strategies(p.spec.strategy)
+        if not strategy.search_space:
+            untuned.add(strategy.name)
+            continue
+        name = study_name(p.spec, strategy, settings)
+        if name not in cells:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                load_if_exists=True,
+                direction="maximize",
+                sampler=_sampler(settings),
+            )
+            base = dataclasses.replace(p.spec, seed=settings.seed)
+            cells[name] = CellStudy(base, strategy, settings, study)
+    for name in sorted(untuned):
+        warnings.warn(
+            f"strategy {name!r} declares no search space: its runs are not tuned",
+            UserWarning,
+            stacklevel=2,
+        )
+    records: dict[str, dict[str, Any]] = {}
+    while True:
+        batch = [(cell, n, spec) for cell in cells.values() for n, spec in cell.next_batch()]
+        if not batch:
+            break
+        records.update(run_specs([spec for _, _, spec in batch]))
+        for cell, number, spec in batch:
+            cell.tell(number, records.get(spec.key))
+    # Every trial's record, those of earlier invocations included, for the search cost.
+    everything = answers()
+    return [_chosen(p, cells, strategies, settings, everything) for p in plans]
+
+
+def _chosen(
+    p: PlannedRun,
+    cells: dict[str, CellStudy],
+    strategies: Callable[[str], Strategy],
+    settings: TuneSettings,
+    records: dict[str, dict[str, Any]],
+) -> PlannedRun:
+    if p.status == "skipped":
+        return p
+    strategy = strategies(p.spec.strategy)
+    cell = cells.get(study_name(p.spec, strategy, settings)) if strategy.search_space else None
+    if cell is None:
+        return p
+    tuning = cell.summary(records)
+    if tuning["chosen"] is None:
+        return PlannedRun(p.spec, "skipped", "every tuning trial failed: see their records")
+    spec = dataclasses.replace(p.spec, hp=p.spec.hp.replace(**tuning["chosen"]), tuning=tuning)
+    return PlannedRun(spec, "pending", "")
+
+
+def chosen_line(tuning: dict[str, Any]) -> str:
+    """One line for the console: what a cell chose, on what, at what cost."""
+    chosen = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in sorted((tuning.get("chosen") or {}).items())
+    )
+    return (
+        f"chose {chosen} ({tuning['trials']} trials, validation "
+        f"{100 * tuning['validation_accuracy']:.1f}%, search {tuning['search_seconds']:.1f} s)"
+    )
+
+
+def describe(settings: TuneSettings) -> str:
+    return json.dumps(dataclasses.asdict(settings))
