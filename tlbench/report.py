@@ -363,9 +363,15 @@ def _variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {k: ", ".join(f"{n}={shown(n, f.get(n))}" for n in differing) for k, f in flat.items()}
 
 
+def _is_trial(record: dict[str, Any]) -> bool:
+    """A tuning trial's record (`tlbench.tune`): evaluated on validation, never on test."""
+    return record["config"].get("holdout") is not None
+
+
 def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
     """Aggregate the answer of each run key into comparison rows (see the module docstring)."""
-    usable = in_time_order(_readable(records))
+    # Tuning trials chose the reported settings on a validation split: not rows.
+    usable = in_time_order(r for r in _readable(records) if not _is_trial(r))
     identity = _data_identities(usable)
     # The newest data of each dataset name: that of its newest record with a known identity.
     newest: dict[str, str | None] = {}
