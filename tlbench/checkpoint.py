@@ -249,8 +249,8 @@ def _field_problem(c: dict[str, Any]) -> str | None:
         return f"classes is not a list of class names ({classes!r:.80})"
     if len(classes) != c["num_classes"]:
         return "class names do not match num_classes"
-    if not _is_int(c["image_size"]) or c["image_size"] < 1:
-        return f"image_size is not a positive integer ({c['image_size']!r})"
+    if not _is_int(c["image_size"]) or not 1 <= c["image_size"] <= MAX_IMAGE_SIZE:
+        return f"image_size is not an integer from 1 to {MAX_IMAGE_SIZE} ({c['image_size']!r:.40})"
     p = c["preprocessing"]
     known = {f.name for f in dataclasses.fields(Preprocessing)}
     if not isinstance(p, dict) or not set(p) <= known:
@@ -264,9 +264,37 @@ def _field_problem(c: dict[str, Any]) -> str | None:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
         ):
             return f"preprocessing {key} is not three numbers ({value!r})"
+    return _preprocessing_problem(p, c["image_size"])
+
+
+#: the largest image size a run accepts (`--image-size`), and so a checkpoint holds.
+MAX_IMAGE_SIZE = 2048
+
+
+def _preprocessing_problem(p: dict[str, Any], image_size: int) -> str | None:
+    """What makes the saved preprocessing unusable, or None: a sidecar is not covered by the
+    weights' checksum, and std 0 gives NaN predictions, a resize of 1e9 a decode of gigabytes."""
+    import math
+
+    for key in ("mean", "std"):
+        value = p.get(key, (0.0, 0.0, 0.0) if key == "mean" else (1.0, 1.0, 1.0))
+        if not all(math.isfinite(v) and abs(v) <= 1e3 for v in value):
+            return f"preprocessing {key} holds a number that is not finite or is absurd ({value!r})"
+        if key == "std" and not all(v > 0 for v in value):
+            return f"preprocessing std must be > 0 (it divides every pixel), not {value!r}"
     for key in ("resize", "crop"):
-        if key in p and (not _is_int(p[key]) or p[key] < 1):
-            return f"preprocessing {key} is not a positive integer ({p[key]!r})"
+        if key in p and (not _is_int(p[key]) or not 1 <= p[key] <= 2 * MAX_IMAGE_SIZE):
+            return (
+                f"preprocessing {key} is not an integer from 1 to {2 * MAX_IMAGE_SIZE} "
+                f"({p[key]!r:.40})"
+            )
+    pre = Preprocessing(**{k: tuple(v) if k in ("mean", "std") else v for k, v in p.items()})
+    if pre.resize_for(image_size) > 2 * MAX_IMAGE_SIZE:
+        return (
+            f"preprocessing resize {pre.resize} for crop {pre.crop} would decode every image at "
+            f"{pre.resize_for(image_size)} px for image_size {image_size} "
+            f"(at most {2 * MAX_IMAGE_SIZE})"
+        )
     return None
 
 

@@ -106,8 +106,20 @@ def classify(
     probs = []
     for start in range(0, len(images), batch_size):
         x = center_crop(images[start : start + batch_size].to(device), image_size)
-        probs.append(model(x).float().softmax(1).cpu())
+        try:
+            probs.append(model(x).float().softmax(1).cpu())
+        except RuntimeError as exc:  # e.g. a kernel larger than a 1 px input
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise TlbenchError(
+                f"the model cannot classify images at {image_size} px (the checkpoint's "
+                f"image_size): {type(exc).__name__}: {first}"
+            ) from exc
     p = torch.cat(probs) if probs else torch.zeros(0, 1)
+    if not torch.isfinite(p).all():
+        raise TlbenchError(
+            "the model gave probabilities that are not numbers (NaN or infinite): its weights "
+            "or preprocessing are damaged; save the checkpoint again (tlbench run --save-models)"
+        )
     k = max(1, min(k, p.shape[1]))
     return p.topk(k, dim=1)
 
