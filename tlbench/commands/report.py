@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,30 +71,44 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return rep
 
 
-def main(args: argparse.Namespace, console: Console) -> int:
-    """Compare the runs of results files: a table, a text format, and optionally a plot."""
-    missing = [p for p in args.results if not Path(p).expanduser().exists()]
-    if missing:
-        raise TlbenchError(f"results file not found: {', '.join(missing)}")
-    inputs = [Path(p).expanduser() for p in args.results]
-    # Every output location is checked before any work, and the paths printed are the files written.
-    plot_path = None
+@dataclass
+class Outputs:
+    """Where the report goes besides the terminal: each checked before any work."""
+
+    output: Path | None = None
+    plot: Path | None = None
+    page: Path | None = None
+
+
+def _outputs(args: argparse.Namespace, inputs: list[Path]) -> Outputs:
+    """Every output location, checked before any work; the paths are the files written."""
+    found = Outputs()
     if args.plot:
         from tlbench.plot import _figure_class, check_image_path
 
         _figure_class()  # a missing matplotlib fails before any output is written
-        plot_path = check_image_path(args.plot, "tradeoff.png", "--plot")
-    output = results.check_report_output(args.output, inputs) if args.output else None
-    if output is not None and plot_path is not None and output.absolute() == plot_path.absolute():
-        raise TlbenchError(f"--output and --plot name the same file, {output}; choose two")
-    page = None
+        found.plot = check_image_path(args.plot, "tradeoff.png", "--plot")
+    found.output = results.check_report_output(args.output, inputs) if args.output else None
+    if found.output is not None and found.plot is not None and _same(found.output, found.plot):
+        raise TlbenchError(f"--output and --plot name the same file, {found.output}; choose two")
     if args.html:
         from tlbench.htmlreport import check_html_output
 
-        page = check_html_output(args.html, inputs)
-        for flag, other in (("--output", output), ("--plot", plot_path)):
-            if other is not None and other.absolute() == page.absolute():
-                raise TlbenchError(f"--html and {flag} name the same file, {page}; choose two")
+        found.page = check_html_output(args.html, inputs)
+        for flag, other in (("--output", found.output), ("--plot", found.plot)):
+            if other is not None and _same(other, found.page):
+                raise TlbenchError(
+                    f"--html and {flag} name the same file, {found.page}; choose two"
+                )
+    return found
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.absolute() == b.absolute()
+
+
+def _records(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[Any], list[Any]]:
+    """(records, rows) of the results files; an error when nothing can be shown."""
     records = results.read(inputs)
     if not records:
         raise TlbenchError(f"no records in {', '.join(args.results)}")
@@ -103,14 +118,50 @@ def main(args: argparse.Namespace, console: Console) -> int:
             f"none of the {len(records)} record(s) in {', '.join(args.results)} can be shown "
             "(the warnings above say what they lack)"
         )
+    return records, rows
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    """Compare the runs of results files: a table, a text format, and optionally a plot."""
+    missing = [p for p in args.results if not Path(p).expanduser().exists()]
+    if missing:
+        raise TlbenchError(f"results file not found: {', '.join(missing)}")
+    inputs = [Path(p).expanduser() for p in args.results]
+    outputs = _outputs(args, inputs)
+    records, rows = _records(args, inputs)
     from tlbench.select import report_checks
 
     # Where the results hold a full grid: how well each score ranked the fine-tuned backbones.
     checks = report_checks(records)
-    if plot_path is not None:
+    if outputs.plot is not None:
         from tlbench.plot import plot_comparison
 
-        plot_path = plot_comparison(rows, records, plot_path)
+        outputs.plot = plot_comparison(rows, records, outputs.plot)
+    _write(args, console, outputs.output, rows, records, checks)
+    if outputs.page is not None:
+        from tlbench.htmlreport import write_html_report
+
+        write_html_report(
+            outputs.page, rows, records, sources=args.results, group_by=args.group_by, checks=checks
+        )
+    terminal = outputs.output is not None or args.format == "table"
+    where = console if terminal else Console(stderr=True)
+    if outputs.plot is not None:
+        where.print(Text.assemble("plot: ", str(outputs.plot)), soft_wrap=True)
+    if outputs.page is not None:
+        where.print(Text.assemble("html: ", str(outputs.page)), soft_wrap=True)
+    return 0
+
+
+def _write(
+    args: argparse.Namespace,
+    console: Console,
+    output: Path | None,
+    rows: list[Any],
+    records: list[Any],
+    checks: list[Any],
+) -> None:
+    """The report itself: to `--output`, as rich tables, or as text on stdout."""
     if output is not None:
         text = report.render(rows, args.format, args.group_by, checks)  # "table": plain, no colour
         try:
@@ -125,15 +176,3 @@ def main(args: argparse.Namespace, console: Console) -> int:
         print_ranking_checks(console, checks)
     else:
         sys.stdout.write(report.render(rows, args.format, args.group_by, checks))
-    if page is not None:
-        from tlbench.htmlreport import write_html_report
-
-        write_html_report(
-            page, rows, records, sources=args.results, group_by=args.group_by, checks=checks
-        )
-    where = console if output is not None or args.format == "table" else Console(stderr=True)
-    if plot_path is not None:
-        where.print(Text.assemble("plot: ", str(plot_path)), soft_wrap=True)
-    if page is not None:
-        where.print(Text.assemble("html: ", str(page)), soft_wrap=True)
-    return 0
