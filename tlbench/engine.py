@@ -485,6 +485,52 @@ _OOM_MESSAGE = re.compile(
 )
 
 
+class DataOnDeviceOOM(RuntimeError):
+    """A fit ran out of device memory with its data on the device (`__cause__`: the OOM).
+
+    The data is the one allocation that need not be there: the next attempt
+    keeps it on the host, at the same batch (`next_attempt_after_oom`).
+    """
+
+    def __init__(self, resident_bytes: int):
+        self.resident_bytes = resident_bytes
+        super().__init__(
+            f"out of memory with {resident_bytes / 2**20:.0f} MiB of data on the device"
+            if resident_bytes > 0
+            else "out of memory while putting the data on the device"
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How a fit is tried: its batch size, and whether its data may stay on the device."""
+
+    batch_size: int
+    data_on_device: bool = True
+
+
+def next_attempt_after_oom(exc: BaseException, attempt: Attempt) -> Attempt | None:
+    """What to try after an out-of-memory `exc` in `attempt`; None when nothing is left.
+
+    First the data moves to the host at the same batch (when the failed fit
+    had it on the device: a `DataOnDeviceOOM` in the chain), so the batch
+    size, and with it the result, stays what was asked; then the batch halves.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DataOnDeviceOOM) and attempt.data_on_device:
+            return dataclasses.replace(attempt, data_on_device=False)
+        stack += [current.__cause__, current.__context__]
+    if attempt.batch_size <= 1:
+        return None
+    return dataclasses.replace(attempt, batch_size=attempt.batch_size // 2)
+
+
 def _host_to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A non-blocking copy; from pinned memory, as a pageable source would make it blocking."""
     if device.type == "cuda" and x.device.type == "cpu":
@@ -505,10 +551,17 @@ class BatchLoader:
     """
 
     def __init__(
-        self, data: ImageTensors, image_size: int, ex: Execution, *, augment: bool, seed: int
+        self,
+        data: ImageTensors,
+        image_size: int,
+        ex: Execution,
+        *,
+        augment: bool,
+        seed: int,
+        on_device: bool = True,
     ):
         self.ex, self.image_size, self.augment = ex, image_size, augment
-        on_device = _to_device_if_fits(data.images, ex.device)
+        on_device = _to_device_if_fits(data.images, ex.device) if on_device else None
         self.on_device = on_device is not None
         self.images = on_device if on_device is not None else data.images
         self.labels = data.labels.to(ex.device) if self.on_device else data.labels
@@ -799,6 +852,34 @@ def train_images(
     train: ImageTensors,
     evalset: ImageTensors,
     *,
+    data_on_device: bool = True,
+    **kwargs: Any,
+) -> FitResult:
+    """`fit_images` (its arguments), with the splits on the device only if `data_on_device`.
+
+    An out-of-memory while the data was on the device (or going there) is
+    raised as a `DataOnDeviceOOM` from it, so the caller's retry moves the
+    data to the host before it halves the batch (`next_attempt_after_oom`).
+    """
+    resident = [-1]  # -1: uploading; then the bytes kept on the device
+    try:
+        return fit_images(
+            model, groups, train, evalset, data_on_device=data_on_device, _resident=resident,
+            **kwargs,
+        )  # fmt: skip
+    except Exception as exc:
+        uploading = resident[0] < 0 and data_on_device and kwargs["ex"].device.type == "cuda"
+        if (resident[0] > 0 or uploading) and is_out_of_memory(exc):
+            raise DataOnDeviceOOM(max(0, resident[0])) from exc
+        raise
+
+
+def fit_images(
+    model: ImageClassifier,
+    groups: list[dict],
+    train: ImageTensors,
+    evalset: ImageTensors,
+    *,
     num_classes: int,
     image_size: int,
     hp: Hyperparameters,
@@ -808,6 +889,8 @@ def train_images(
     on_phase: PhaseCallback | None = None,
     keep_best: bool = False,
     warmup: bool = True,
+    data_on_device: bool = True,
+    _resident: list[int] | None = None,
 ) -> FitResult:
     """Train `model` end to end on decoded images; evaluate after every epoch.
 
@@ -844,14 +927,18 @@ def train_images(
 
     synchronize(device)
     t0 = time.perf_counter()
-    loader = BatchLoader(train, image_size, ex, augment=hp.augment, seed=augment_seed)
-    eval_images_dev = _to_device_if_fits(evalset.images, device)
+    loader = BatchLoader(
+        train, image_size, ex, augment=hp.augment, seed=augment_seed, on_device=data_on_device
+    )
+    eval_images_dev = _to_device_if_fits(evalset.images, device) if data_on_device else None
     synchronize(device)
     result = FitResult(
         batch_size=batch,
         upload_seconds=time.perf_counter() - t0,
         resident_data_bytes=loader.device_bytes + _nbytes(eval_images_dev),
     )
+    if _resident is not None:
+        _resident[0] = result.resident_data_bytes
     eval_batch = 2 * batch
     release_host_memory()  # what building and loading the model left behind
 

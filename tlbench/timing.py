@@ -431,11 +431,29 @@ class PeakMemory:
     def __init__(self, device: torch.device):
         self.device = device
         self.rss_reset = False
+        #: peaks of phases closed with `close_phase`, recorded beside the run's own.
+        self.phases: dict[str, int] = {}
 
     def reset(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.rss_reset = self._reset_rss_peak()
+
+    def close_phase(self, name: str) -> dict[str, int]:
+        """Keep the peak since the last reset as `<name>_peak_memory_bytes`, then reset.
+
+        For a phase whose peak is not the run's: feature extraction, which a
+        `linear` run pays only when its features are not cached. Closed after
+        it, the run's peak is the training's whether the cache hit or missed,
+        and the extraction's is recorded apart.
+        """
+        if self.device.type == "cuda":
+            peak = int(torch.cuda.max_memory_allocated(self.device))
+        else:
+            peak = self._host()[0]
+        self.phases[f"{name}_peak_memory_bytes"] = peak
+        self.reset()
+        return {f"{name}_peak_memory_bytes": peak}
 
     @staticmethod
     def _reset_rss_peak() -> bool:
@@ -473,8 +491,9 @@ class PeakMemory:
                 "resident_data_bytes": int(resident_bytes),
                 "model_peak_memory_bytes": max(0, peak - int(resident_bytes)),
                 "peak_host_memory_bytes": host_bytes,
+                **self.phases,
             }
-        return {"peak_memory_bytes": host_bytes, "peak_memory_kind": host_kind}
+        return {"peak_memory_bytes": host_bytes, "peak_memory_kind": host_kind, **self.phases}
 
 
 @functools.cache
