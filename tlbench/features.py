@@ -94,6 +94,8 @@ class FeatureStore:
         if why:
             self.disk.reject(key, why)
             return None
+        # What making the entry cost, so a hit is charged it too (None in older entries).
+        facts["extract_seconds"] = _seconds(meta.get("extract_seconds"))
         self._remember(key, array, facts)
         return array, facts, "disk"
 
@@ -174,3 +176,10 @@ def _implausible(key: str, facts: dict[str, Any], checksum: Any) -> str | None:
     if checksum != _facts_checksum(key, facts):
         return "its model facts (backbone_params, forward_flops_per_image) were changed"
     return None
+
+
+def _seconds(value: Any) -> float | None:
+    """A stored duration, or None when it is missing or not a finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value < float("inf") else None

@@ -16,6 +16,7 @@ the batch when the device runs out of memory.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +136,9 @@ class Features:
     #: what the model that made them is: backbone_params, forward_flops_per_image, device.
     facts: dict[str, Any]
     scores: dict[str, Any]
+    #: what extracting them cost when they were made, here or by an earlier run (None:
+    #: an entry made before this was kept): what a run is charged from an empty cache.
+    extract_seconds: float | None = None
 
 
 @dataclass
@@ -281,7 +285,7 @@ def frozen_features(ctx: TrialContext) -> Features:
     extracts in smaller batches too.
     """
     ctx.phase("features")
-    out, hits, facts = [], [], {}
+    out, hits, made = [], [], []
     maker = _Extractor(ctx)
     sources = [("train", ctx.full_train)]
     if ctx.eval_subset is None:  # a tuning trial's validation images are training images
@@ -305,6 +309,7 @@ def frozen_features(ctx: TrialContext) -> Features:
         )
         out.append(mapped_tensor(array) if hit != "none" else torch.from_numpy(array))
         hits.append(hit)
+        made.append(facts.get("extract_seconds"))
     train_x = out[0]
     eval_x = out[1] if ctx.eval_subset is None else train_x[torch.from_numpy(ctx.eval_subset)]
     if ctx.subset is not None:
@@ -312,7 +317,8 @@ def frozen_features(ctx: TrialContext) -> Features:
     scores = ctx.score(ctx.spec, train_x, ctx.train.labels)
     torch.manual_seed(ctx.spec.seed)
     hit = hits[0] if len(set(hits)) == 1 else "partial"
-    return Features(train_x, eval_x, hit, facts, scores)
+    extract = None if None in made else float(sum(made))
+    return Features(train_x, eval_x, hit, facts, scores, extract)
 
 
 class _Extractor:
@@ -336,9 +342,11 @@ class _Extractor:
                 "device": device_label(ctx.ex),
             }
         with ctx.watch.section("features"):  # extracting; not building, not counting
+            started = time.perf_counter()
             feats = extract_features(
                 self.model, data, ctx.spec.image_size, 2 * ctx.hp.batch_size, ctx.ex
             )
+            seconds = time.perf_counter() - started  # on the host: the features are there
         meta = {
             "backbone": ctx.backbone.name,
             "weights": ctx.backbone.weights,
@@ -348,7 +356,7 @@ class _Extractor:
             "image_size": ctx.spec.image_size,
             "size": ctx.store,
         }
-        return feats.numpy(), self.facts, meta
+        return feats.numpy(), {**self.facts, "extract_seconds": seconds}, meta
 
 
 def device_label(ex: Execution) -> str:

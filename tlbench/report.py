@@ -7,7 +7,10 @@ the backbone cost: feature extraction plus head training for cached-feature
 strategies, the training loop for the others (evaluation and decoding
 excluded: they are the same for every row). When a linear probe found its
 features in the cache, the extraction time of the run that computed them is
-charged instead, so a cache hit does not make a strategy look free.
+charged instead, so a cache hit does not make a strategy look free; records
+that carry `cost.feature_extract_seconds` (what making their features cost,
+kept with the features in the cache) are charged that, whichever results
+file or earlier grid made them.
 
 A row is Pareto-optimal when no other row of its dataset is at least as
 accurate and at least as cheap to train, and strictly better in one of them.
@@ -327,7 +330,11 @@ def train_cost_seconds(
     when `extraction` knows what it cost) plus training."""
     cost = record.get("cost", {})
     features = float(cost.get("feature_seconds") or 0.0)
-    if cost.get("feature_cache") not in (None, "none") and extraction:
+    made = cost.get("feature_extract_seconds")
+    if isinstance(made, (int, float)) and not isinstance(made, bool):
+        # The record says what its features cost to make (since schema 2, later).
+        features = max(features, float(made))
+    elif cost.get("feature_cache") not in (None, "none") and extraction:
         features = max(features, extraction.get(_feature_key(record), features))
     return features + float(cost.get("train_seconds") or 0.0)
 

@@ -273,6 +273,8 @@ class TrialHost:
         }
         if features is not None:
             measured["features_device"] = features.facts.get("device")
+            # From an empty cache a run pays the extraction, wherever its features came from.
+            measured["feature_extract_seconds"] = features.extract_seconds
         cost = run_cost(fit, outcome.probe_fit, seconds=ctx.watch.seconds, measured=measured)
         if not frozen:
             # Against the peak of this device model at this precision, or none, with why.
