@@ -1050,6 +1050,30 @@ def extract_features(
     return torch.cat(chunks).cpu()
 
 
+@torch.inference_mode()
+def warm_up_extraction(
+    model: ImageClassifier, data: ImageTensors, image_size: int, batch_size: int, ex: Execution
+) -> float:
+    """Run each batch shape `extract_features` will meet once, untimed; returns its seconds.
+
+    cuDNN autotuning, kernel and handle set-up of the extraction's shapes (the
+    full and the last, partial batch): one-off costs that `train_images`' own
+    warm-up keeps out of a fine-tune's compared time, and so out of
+    `linear`'s. Call it before timing `extract_features` with the same
+    arguments; record the seconds apart.
+    """
+    ex.apply_backends()
+    ex.place(model.eval())
+    synchronize(ex.device)
+    t0 = time.perf_counter()
+    for size in _batch_sizes(len(data), batch_size):
+        x = _host_to_device(data.images[:size], ex.device)
+        with ex.autocast:
+            model.features(ex.to_input(center_crop(x, image_size)))
+    synchronize(ex.device)
+    return time.perf_counter() - t0
+
+
 @contextlib.contextmanager
 def _one_cpu_thread(device: torch.device) -> Iterator[None]:
     if device.type != "cpu":
