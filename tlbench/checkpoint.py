@@ -249,8 +249,10 @@ def _field_problem(c: dict[str, Any]) -> str | None:
         return f"classes is not a list of class names ({classes!r:.80})"
     if len(classes) != c["num_classes"]:
         return "class names do not match num_classes"
-    if not _is_int(c["image_size"]) or not 1 <= c["image_size"] <= MAX_IMAGE_SIZE:
-        return f"image_size is not an integer from 1 to {MAX_IMAGE_SIZE} ({c['image_size']!r:.40})"
+    if not _is_int(c["image_size"]) or c["image_size"] < 1:
+        return f"image_size is not a positive integer ({c['image_size']!r:.40})"
+    if c["image_size"] > MAX_IMAGE_SIZE:
+        return f"image_size is larger than {MAX_IMAGE_SIZE} ({c['image_size']})"
     p = c["preprocessing"]
     known = {f.name for f in dataclasses.fields(Preprocessing)}
     if not isinstance(p, dict) or not set(p) <= known:
