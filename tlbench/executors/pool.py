@@ -109,7 +109,11 @@ def _serve(
     parent: int,
 ) -> None:
     signal.signal(signal.SIGTERM, _terminated)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    # Named idle: it sleeps between checks, so fits do not list it among the
+    # threads that ran beside their timed epochs (`engine.IDLE_THREAD_PREFIX`).
+    threading.Thread(
+        target=_exit_with_parent, args=(parent,), daemon=True, name="tlbench-idle-parent-watch"
+    ).start()
     try:
         import torch
 
