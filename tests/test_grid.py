@@ -189,3 +189,20 @@ def test_tlbench_select_is_also_the_module_of_the_algorithm():
     assert "select" in tlbench.__all__
     assert [b for b, _ in select.rank([], "probe")] == []
     assert json.dumps(select.RANK_BY)  # the module's names stay where they were
+
+
+def test_docs_api_describes_tlbench_select_as_it_is():
+    import inspect
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    section = text[text.index("## `tlbench.select(") : text.index("## `Results`")]
+    parameters = inspect.signature(tlbench.select.select).parameters
+    for name in re.findall(r"- \*\*`(\w+)`\*\*", section):
+        assert name in parameters, name
+    fields = set(tlbench.select.Selections.__dataclass_fields__) | {"picks"}
+    assert set(re.findall(r"^\| `(\w+)` \|", section, re.M)) == fields
+    # The example's keywords are tlbench.select's or tlbench.run's.
+    example = section[section.index("```python") : section.index("```\n\n")]
+    called = re.findall(r"^    (\w+)=", example, re.M)
+    assert called and set(called) <= set(parameters) | set(tlbench.run_options())
