@@ -1,12 +1,15 @@
-"""Plant each bug issue 10 names, one at a time, and show which fast tests catch it.
+"""Plant each bug issues 10 and 25 name, one at a time, and show which fast tests catch it.
 
     python results/plant_bugs.py          # from the repository root, in the dev venv
+    python results/plant_bugs.py 25.      # only the bugs whose name starts with "25."
 
 Works on a `git archive` copy of HEAD in a temporary folder (the working tree
-is never touched): for each bug it makes one text edit, runs the named test
-files there (`-m "not slow"`) and restores the file. Exits 1 if any bug is
-not caught, or if an edit no longer matches the code (then update it here).
-Results of a run: results/mutation.md, part 1.
+is never touched): for each bug it makes its text edits (one, or several in
+one file for a bug that changes both sides of a contract), runs the named
+test files there (`-m "not slow"`) and restores the file. Exits 1 if any bug
+is not caught, or if an edit no longer matches the code (then update it here).
+Results of a run: results/mutation.md, part 1 (issue 10) and "Planted bugs of
+issue 25".
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 WARMUP_END = '        result.warmup_batches = {"train": train_sizes, "eval": eval_sizes}\n'
 FEATURE_LOOP_CHECK = "            if not math.isfinite(train_loss):\n                raise Diverged(epoch, train_loss)\n            head.eval()"
 
-#: (bug, file, text, text with the bug, test files that must catch it)
+#: (bug, file, text, text with the bug, test files that must catch it); text and
+#: planted text may be tuples of the same length: edits made together in that file.
 BUGS = [
     (
         "1 the feature-cache key loses the precision",
@@ -117,6 +121,49 @@ BUGS = [
         "return p.topk(k, dim=1, largest=False)",
         ["tests/test_predict.py"],
     ),
+    # Issue 25: bugs no round trip, chance input or single run can see.
+    (
+        "25.1 the per-image bitset packed little-endian on both sides",
+        "tlbench/record.py",
+        (
+            "np.packbits(flags.astype(bool))",
+            "np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n)",
+        ),
+        (
+            'np.packbits(flags.astype(bool), bitorder="little")',
+            'np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little")',
+        ),
+        ["tests/test_known_answers.py"],
+    ),
+    (
+        "25.2 each budget draws its own order (budgets no longer nested)",
+        "tlbench/budget.py",
+        "order = np.random.default_rng([seed, int(c)]).permutation(members)",
+        "order = np.random.default_rng([seed, int(c), sum(map(ord, budget))]).permutation(members)",
+        ["tests/test_properties.py"],
+    ),
+    (
+        "25.3 the transferability-score memo keyed without budget and seed",
+        "tlbench/trial.py",
+        "            spec.budget,\n            spec.seed if spec.budget else None,\n",
+        "",
+        ["tests/test_second_run.py"],
+    ),
+    (
+        "25.4 squeezing out unreadable images keeps the first N rows",
+        "tlbench/data.py",
+        "rows = np.flatnonzero(ok)",
+        "rows = np.arange(len(labels))",
+        ["tests/test_properties.py"],
+    ),
+    (
+        "25.5 seeds paired by rank (each row sorted), not by seed",
+        "tlbench/stats.py",
+        'return t_interval([a[s] - b[s] for s in common], confidence, method="paired-t")',
+        "return t_interval([x - y for x, y in zip(sorted(a[s] for s in common), "
+        'sorted(b[s] for s in common))], confidence, method="paired-t")',
+        ["tests/test_properties.py"],
+    ),
 ]
 
 
@@ -124,10 +171,14 @@ def plant(copy: Path, bug: tuple) -> bool:
     name, path, text, planted, tests = bug
     file = copy / path
     source = file.read_text()
-    if source.count(text) != 1:
-        print(f"{name}: the edit matches {source.count(text)} places, not one: update it")
-        return False
-    file.write_text(source.replace(text, planted))
+    edits = list(zip(text, planted, strict=True)) if isinstance(text, tuple) else [(text, planted)]
+    changed = source
+    for old, new in edits:
+        if changed.count(old) != 1:
+            print(f"{name}: the edit matches {changed.count(old)} places, not one: update it")
+            return False
+        changed = changed.replace(old, new)
+    file.write_text(changed)
     try:
         start = time.perf_counter()
         run = subprocess.run(
@@ -158,15 +209,16 @@ def plant(copy: Path, bug: tuple) -> bool:
     return caught
 
 
-def main() -> int:
+def main(prefixes: list[str]) -> int:
+    bugs = [b for b in BUGS if not prefixes or b[0].startswith(tuple(prefixes))]
     with tempfile.TemporaryDirectory(prefix="tlbench-plant-") as tmp:
         copy = Path(tmp)
         archive = subprocess.run(["git", "archive", "HEAD"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(copy)], input=archive.stdout, check=True)
-        results = [plant(copy, bug) for bug in BUGS]
-    print(f"{sum(results)} of {len(BUGS)} planted bugs caught")
-    return 0 if all(results) else 1
+        results = [plant(copy, bug) for bug in bugs]
+    print(f"{sum(results)} of {len(bugs)} planted bugs caught")
+    return 0 if results and all(results) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
