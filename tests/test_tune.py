@@ -233,3 +233,46 @@ def test_a_strategy_without_a_search_space_runs_untuned_with_a_warning(more_plug
         (record,) = Runner(_tuned(tiny_config), more_plugins).run()
     assert record["status"] == "ok" and "tuning" not in record
     assert not [r for r in read(tiny_config.out) if r["config"].get("holdout")]
+
+
+# --------------------------------------------------------------------------- front doors
+
+
+def test_a_tune_table_in_toml_sets_every_tuning_setting(tmp_path):
+    from tlbench.config import make_config
+
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        '[tune]\ntrials = 6\nvalidation_fraction = 0.25\nbatch = 3\nsampler = "random"\n'
+    )
+    settings = make_config(path).tune_settings()
+    assert settings == TuneSettings(trials=6, validation=0.25, batch=3, sampler="random")
+    path.write_text("[tune]\ntrails = 6\n")
+    with pytest.raises(ConfigError, match=r"trails.*trials"):
+        make_config(path)
+
+
+def test_tlbench_run_tunes_with_the_tune_keyword(tmp_path, monkeypatch):
+    import tlbench
+    from tlbench import plugins as plugin_module
+
+    real = plugin_module.Plugins
+    monkeypatch.setattr(
+        plugin_module,
+        "Plugins",
+        lambda **k: real(entry_points=False, extra=[("tiny", testing.TINY_PLUGIN)]),
+    )
+    results = tlbench.run(
+        backbones=["tiny"],
+        datasets=["tinyset"],
+        strategies=["linear"],
+        image_size=16,
+        epochs=2,
+        tune=2,
+        tune_batch=2,
+        out=str(tmp_path / "r.jsonl"),
+        cache_dir=str(tmp_path / "cache"),
+        device="cpu",
+    )
+    (record,) = results
+    assert record["tuning"]["trials"] == 2

@@ -630,6 +630,27 @@ def _strategy_tables(path: Path, value: Any) -> dict[str, dict[str, Any]]:
     }
 
 
+#: the keys of a `[tune]` table and the settings they are (`tune = N` alone is `trials`).
+TUNE_TABLE = {
+    "trials": "tune",
+    "validation_fraction": "validation_fraction",
+    "batch": "tune_batch",
+    "sampler": "tune_sampler",
+}
+
+
+def _tune_table(path: Path, table: dict[str, Any]) -> dict[str, Any]:
+    """`[tune]` (trials, validation_fraction, batch, sampler) as RunConfig settings."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in TUNE_TABLE:
+            raise _unknown(key, set(TUNE_TABLE), f"{path} [tune]")
+        name = TUNE_TABLE[key]
+        typed = _check_type(value, _RUN_FIELDS[name].type, f"{path} [tune]: {key}")
+        out[name] = check_value(name, typed, str(path))
+    return out
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and check a TOML config; returns RunConfig keyword arguments."""
     path = Path(path).expanduser()
@@ -642,6 +663,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             out["hyperparameters"] = check_hyperparameters(table, f"{path} [hyperparameters]")
         elif key == "strategy":
             out["strategy_overrides"] = _strategy_tables(path, value)
+        elif key == "tune" and isinstance(value, dict):
+            out.update(_tune_table(path, value))
         elif key in HP_FIELDS:
             top_level[key] = value
         elif key in SETTINGS:

@@ -73,14 +73,18 @@ def short_dataset(name: str) -> str:
     return f"{base}:…/{parts[-1]}" if sep and len(parts) > 2 else name
 
 
-def describe_run(backbone: str, strategy: str, dataset: str, seed: int) -> str:
-    return f"{backbone} / {strategy} / {short_dataset(dataset)} / seed {seed}"
+def describe_run(
+    backbone: str, strategy: str, dataset: str, seed: int, holdout: str | None = None
+) -> str:
+    """One run for the progress lines; a tuning trial says it is one (`tlbench.tune`)."""
+    trial = f" / tuning trial ({holdout})" if holdout else ""
+    return f"{backbone} / {strategy} / {short_dataset(dataset)} / seed {seed}{trial}"
 
 
 def describe_outcome(record: dict[str, Any]) -> str:
     """One line for a finished run: its name and its result or reason."""
     c = record["config"]
-    name = describe_run(c["backbone"], c["strategy"], c["dataset"], c["seed"])
+    name = describe_run(c["backbone"], c["strategy"], c["dataset"], c["seed"], c.get("holdout"))
     if record["status"] == "ok":
         acc = record["accuracy"]
         seconds = record.get("elapsed_seconds") or record.get("cost", {}).get("wall_seconds")
@@ -227,7 +231,7 @@ class PlainProgress(Observer):
         when = f"  (elapsed {format_duration(self.clock.elapsed())}, eta {format_duration(eta)})"
         s = spec
         self._emit(
-            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed)} "
+            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed, s.holdout)} "
             f"at {s.image_size} px" + (when if eta is not None else "")
         )
 
@@ -344,7 +348,7 @@ class LiveProgress(PlainProgress):
             f"  {s.backbone} / {s.strategy} / seed {s.seed}", total=None, info="starting", unit=""
         )
         self._emit(
-            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed)} "
+            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed, s.holdout)} "
             f"at {s.image_size} px",
             style="bold",
         )

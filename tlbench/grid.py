@@ -143,4 +143,6 @@ class Grid:
                 runner.run(plans)
         finally:
             close(observer)
+            # A tuned grid's runs are those at the settings it chose.
+            self.current.plans = runner.planned or plans
         return self.current

@@ -105,6 +105,9 @@ class Runner:
     _plan: Plan | None = field(default=None, init=False, repr=False)
     _host: TrialHost | None = field(default=None, init=False, repr=False)
     _planned_at: _dt.datetime | None = field(default=None, init=False, repr=False)
+    #: the grid's runs as they will train: the plan's, with each cell's chosen settings
+    #: once a tuned grid has chosen them (`run`).
+    planned: list[PlannedRun] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.log is None or self.log.path != self.out:
@@ -160,8 +163,9 @@ class Runner:
             self.plugins.register_observer(self.console, name="console")
         try:
             settings = self.config.tune_settings()
+            self.planned = plans
             if settings is not None:
-                plans = self._tuned(plans, settings)
+                plans = self.planned = self._tuned(plans, settings)
             return self._run(plan, [p for p in plans if p.status != "done"], plans)
         finally:
             if self.console is not None:
