@@ -16,6 +16,7 @@ import argparse
 import ast
 import contextlib
 import importlib.metadata
+import inspect
 import json
 import os
 import re
@@ -189,9 +190,27 @@ def test_every_option_says_its_default():
 
 
 def test_help_renders_for_every_command(tl):
-    for command in ("", "run", "list", "show", "plugins", "report", "predict", "examples"):
+    from tlbench import commands
+
+    assert {"run", "select", "list", "show", "report", "predict", "cache"} <= set(commands.NAMES)
+    for command in ("", *commands.NAMES):
         code, out, _ = tl(*([command] if command else []), "--help")
         assert code == 0 and "usage: tlbench" in out
+
+
+def test_every_command_is_a_module_that_declares_and_runs_it():
+    """tox's layout: `tlbench/commands/<name>.py` with `add_parser(subparsers)` and
+    `main(args, console) -> int`; the entry point dispatches to nothing else."""
+    from tlbench import commands
+
+    parser = cli.build_parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(commands.NAMES)
+    for name in commands.NAMES:
+        module = commands.module(name)
+        assert module.__name__ == f"tlbench.commands.{name}"
+        assert cli.COMMANDS[name] is module.main
+        assert list(inspect.signature(module.main).parameters)[:2] == ["args", "console"]
 
 
 def test_show_works_for_every_name_list_prints(tl, tmp_path):
