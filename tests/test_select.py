@@ -117,9 +117,14 @@ def test_select_end_to_end_appends_ordinary_records(tmp_path, monkeypatch, capsy
     text = capsys.readouterr().out
     assert code == 0, text
     records = results.read(out)
-    assert sorted(r["config"]["strategy"] for r in records) == ["finetune", "linear", "linear"]
+    tested = [r for r in records if not r["config"].get("holdout")]
+    assert sorted(r["config"]["strategy"] for r in tested) == ["finetune", "linear", "linear"]
+    # Every choice is made on validation: one run per cell on the validation split.
+    validation = [r for r in records if r["config"].get("holdout")]
+    assert sorted(r["config"]["strategy"] for r in validation) == ["finetune", "linear", "linear"]
+    assert all(r["data"]["eval_split"] == "validation=0.2" for r in validation)
     assert all(r["status"] == "ok" for r in records)
-    assert "pick: tiny_" in text and "95% CI" in text
+    assert "pick: tiny_" in text and "95% CI" in text and "why: the " in text
     assert (
         main(["select", "--backbones", "tiny_a", "--datasets", "tinyset", "--strategies", "linear"])
         == 2

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TINY_PLUGIN",
     "ColourSquares",
+    "LyingLabels",
     "TinyPlugin",
     "check_backbone",
     "check_dataset",
@@ -95,6 +96,24 @@ class ColourSquares:
 
     def describe(self, index: int) -> str:
         return f"colour-squares[{self.seed}][{index}]"
+
+
+class LyingLabels:
+    """An `ImageSource` with the images of `source` and every label moved to the next
+    class: to show that a choice never reads a split (its labels can lie, nothing moves)."""
+
+    def __init__(self, source: Any, classes: int = len(_COLOURS)):
+        self.source = source
+        self.labels = [(label + 1) % classes for label in source.labels]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def load(self, index: int) -> Image.Image:
+        return self.source.load(index)
+
+    def describe(self, index: int) -> str:
+        return f"{self.source.describe(index)} (label moved)"
 
 
 def _load_tiny(request: DatasetRequest) -> DatasetSplits:

@@ -49,10 +49,14 @@ def print_selection(console: Console, s: Any, dataset: str) -> None:
         if interval
         else ""
     )
+    strategy = f" / {escape(s.pick_strategy)}" if s.pick_strategy else ""
+    accuracy = s.pick_accuracy if s.pick_accuracy is not None else s.accuracy[s.pick]
     console.print(
-        f"[bold]pick: {escape(s.pick)}[/], top-1 {100 * s.accuracy[s.pick]:.1f}%{shown}",
+        f"[bold]pick: {escape(s.pick)}[/]{strategy}, test top-1 {100 * accuracy:.1f}%{shown}",
         soft_wrap=True,
     )
+    if s.why:
+        console.print(f"why: {escape(s.why)}", soft_wrap=True)
     if s.full_grid_seconds:
         console.print(
             f"compute: {format_duration(s.spent_seconds)} of training for the two stages; the "
