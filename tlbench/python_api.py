@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from tlbench import select as selection
 from tlbench.record import RunRecord
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from tlbench.plugins import Plugins
     from tlbench.report import Row
+    from tlbench.select import Selections
 
 #: keywords of `run` that are not settings of the grid itself.
 _API_ONLY = ("config", "progress", "plugins")
@@ -158,6 +160,64 @@ def run(
         records = driver.run().answers()
         return Results(records, source=None if out is None else Path(cfg.out))
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+def select(
+    backbones: str | Sequence[str] | None = None,
+    datasets: str | Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    *,
+    rank_by: str = "probe",
+    top_k: int = 1,
+    finalist: str = "finetune",
+    out: str | os.PathLike | None = None,
+    config: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_to: str | Sequence[str] | None = None,
+    plugins: Plugins | None = None,
+    **options: Any,
+) -> Selections:
+    """Pick a backbone in two stages, as `tlbench select` does (`tlbench.select(...)`).
+
+    Stage 1 probes every backbone (`linear` on cached features, with LogME,
+    k-NN and H-score recorded); stage 2 trains the `top_k` by `rank_by`
+    (probe, logme, knn_accuracy, h_score or params) with `finalist`
+    (finetune, lp-ft, ...). Every other keyword is one of `run`'s (`epochs=`,
+    `image_size=`, `device=`, ...; not `strategies`), and `out`, `config`,
+    `progress`, `log_to` and `plugins` mean what they mean there: `out=None`
+    keeps no results file. Returns `tlbench.select.Selections`.
+    """
+    from tlbench.grid import Grid
+
+    if "strategies" in options:
+        raise TypeError("tlbench.select() picks its own strategies (linear, then finalist)")
+    if rank_by not in selection.RANK_BY:
+        raise ValueError(f"rank_by must be one of {', '.join(selection.RANK_BY)}, not {rank_by!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    grid_keywords = {"backbones": backbones, "datasets": datasets, "seeds": seeds}
+    with contextlib.ExitStack() as stack:
+        path = results_path(out, stack)
+        keywords = {**grid_keywords, "log_to": log_to, **options}
+        cfg = config_from_keywords(config, path, keywords, "tlbench.select")
+        driver = stack.enter_context(
+            Grid(
+                cfg,
+                plugins,
+                progress=lambda: _progress(progress),
+                finalists=[finalist],
+                trackers_beside_results=out is not None,
+            )
+        )
+        stages = selection.two_stages(driver, rank_by=rank_by, top_k=top_k, finalist=finalist)
+        records = stages.probes.answers() + stages.finals.answers()
+        found = Results(records, source=None if out is None else Path(cfg.out))
+        return selection.Selections(stages.selections, found, stages.checks)
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+# `tlbench.select(...)`: the select module is callable, and calls this.
+selection.front_door = select
 
 
 def _plugins() -> Plugins:
