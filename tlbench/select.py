@@ -250,26 +250,31 @@ def _pick(
     A finalist that has no test run (it failed) cannot be picked; on equal
     validation accuracy the probe, which is cheaper, is kept.
     """
-    # RECONSTRUCTED (see the note in the issue-23 report): the body below was rewritten
-    # from the docstring after the working copy of this file was lost.
-    candidates: list[tuple[str, str, float]] = []
+    # This body was rewritten (issue 23's report says why) to the docstring and to
+    # tests/test_select_fair.py: the pick, every candidate's validation, and the why.
+    seen: dict[str, float] = {}
+    eligible: list[tuple[float, bool, str, str]] = []
     for backbone in finalists:
         for strategy in dict.fromkeys(("linear", finalist_strategy)):
-            if strategy == finalist_strategy and backbone not in tested:
-                continue  # it failed: there is no test accuracy to report it with
             accuracy = validation.get((*group, backbone, strategy))
-            if accuracy is not None:
-                candidates.append((backbone, strategy, accuracy))
-    seen = {f"{b} / {s}": a for b, s, a in candidates}
-    if not candidates:
+            if accuracy is None:
+                continue
+            seen[f"{backbone} / {strategy}"] = accuracy
+            if strategy == "linear" or backbone in tested:  # a failed finalist has no test run
+                eligible.append((accuracy, strategy == "linear", backbone, strategy))
+    if not eligible:
         return None, seen, "the finalists have no validation accuracy: nothing could be picked"
-    # The best validation top-1; on a tie the probe, which is cheaper.
-    backbone, strategy, accuracy = max(candidates, key=lambda c: (c[2], c[1] == "linear"))
-    why = (
-        f"the best validation top-1 ({100 * accuracy:.1f}%) of {len(candidates)} candidate(s): "
-        f"the probe and the {finalist_strategy} of each finalist"
-    )
-    return (backbone, strategy), seen, why
+    # The best on validation; on equal accuracy the probe, which is cheaper.
+    accuracy, probe, backbone, strategy = max(eligible)
+    rivals = [e[0] for e in eligible if e[1] != probe]
+    winner, loser = ("probe", finalist_strategy) if probe else (finalist_strategy, "probe")
+    if rivals:
+        why = f"the {winner} beat the {loser} on validation "
+        why += f"({100 * accuracy:.1f}% against {100 * max(rivals):.1f}%)"
+    else:
+        why = f"the {winner} alone has a validation run ({100 * accuracy:.1f}%)"
+    keep = "keep `linear`, the cheaper" if probe else f"keep `{finalist_strategy}`"
+    return (backbone, strategy), seen, f"{why}: {keep}"
 
 
 def _full_grid_cost(
