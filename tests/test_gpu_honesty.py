@@ -577,11 +577,13 @@ def test_peak_memory_without_the_resident_dataset(monkeypatch):
 
 def _gpu_check():
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -593,20 +595,38 @@ def test_gpu_check_stops_at_once_without_cuda(capsys, tmp_path):
     started = time.perf_counter()
     assert _gpu_check().main(["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "no CUDA device" in err and "--cpu-smoke" in err
+    assert "no CUDA device" in err and "--dry-run" in err
     assert time.perf_counter() - started < 5 and not list(tmp_path.iterdir())  # no report written
 
 
-def test_gpu_check_report_names_the_device_and_each_step(tmp_path):
+def test_gpu_check_is_ten_budgeted_steps_within_eight_minutes():
     gpu_check = _gpu_check()
-    args = SimpleNamespace(cpu_smoke=True, device="cpu", out=str(tmp_path), skip=[], mfu_batch=4)
-    check = gpu_check.Check(args)
-    check.step("works", lambda c: {"summary": "fine"})
-    check.step("breaks", lambda c: 1 / 0)
-    path = gpu_check.write_report(check, gpu_check._provenance(check))
-    text = path.read_text()
-    name = device_identity(CPU)["name"]
-    assert path.name == f"gpu-check-cpu-smoke-{device_identity(CPU)['slug']}.md"
-    assert f"# GPU check: {name} (CPU smoke run)" in text
-    assert "| works | ok |" in text and "| breaks | failed |" in text
-    assert "ZeroDivisionError" in text and f"torch {torch.__version__}" in text
+    budgets = {name: budget for name, budget, _ in gpu_check.STEPS}
+    assert len(budgets) == 10 and all(b > 0 for b in budgets.values())
+    assert sum(budgets.values()) <= 8 * 60 == gpu_check.TOTAL_BUDGET_S
+    assert "ESTIMATES" in gpu_check.__doc__
+
+
+def test_gpu_check_dry_run_lists_every_step_and_runs_its_cpu_part(capsys, tmp_path):
+    gpu_check = _gpu_check()
+    assert gpu_check.main(["--dry-run", "--only", "memory", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    total = sum(budget for _, budget, _ in gpu_check.STEPS)
+    assert f"10 steps, {total} s of budget in all (limit 480 s)" in out
+    for name, budget, _ in gpu_check.STEPS:
+        assert f"{name:<11} {budget:4d} s  {gpu_check.WHAT[name]}" in out
+    # The memory step's CPU part: the OOM protocol, data to the host first, down to an ok fit.
+    assert "[memory] ok" in out and "1 of 1 steps ok" in out
+    report = next(tmp_path.glob("gpu-check-dry-run-*.md")).read_text()
+    assert "| memory | ok |" in report and "oom_data_moved_first=1 [1, 1]" in report
+    assert "estimates" in report
+
+
+def test_a_band_fails_a_step_and_says_which_figure(tmp_path):
+    gpu_check = _gpu_check()
+    step = gpu_check.Step("x", gpu=False, work=tmp_path)
+    step.check("harness_over_bare", 0.9)
+    step.check("data_stall_resident", 0.01)
+    step.check("resnet50_mfu", None)  # no figure is never in band
+    assert [c["ok"] for c in step.checks] == [False, True, False]
+    assert step.checks[0]["band"] == "[0.97, +inf]"
