@@ -21,7 +21,7 @@ from tlbench.api import (
     Strategy,
     all_trainable,
 )
-from tlbench.builtin.strategies import FINETUNE, LINEAR, LP_FT, SCRATCH
+from tlbench.builtin.strategies import FINETUNE, LINEAR, LOGREG, LP_FT, SCRATCH
 from tlbench.errors import (
     ConfigError,
     DatasetError,
@@ -48,6 +48,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LINEAR",
+    "LOGREG",
     "LP_FT",
     "SCRATCH",
     "Backbone",

@@ -52,7 +52,8 @@ HP_FIELDS = {f.name: f.type for f in dataclasses.fields(Hyperparameters)}
 #: values the training loop understands; checked up front so a typo fails in
 #: a second, not as a failed record for every run of the grid.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("adamw", "sgd"),
+    # lbfgs: full-batch logistic regression of a head on features (`logreg`, tlbench.probe).
+    "optimizer": ("adamw", "sgd", "lbfgs"),
     "schedule": ("cosine", "step", "constant"),
     # fp32 is true IEEE fp32 (TF32 off); tf32 is fp32 storage with TF32 math (CUDA, Ampere+);
     # bf16 and fp16 are autocast (fp16 with a gradient scaler); auto picks per device.

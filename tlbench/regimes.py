@@ -164,7 +164,7 @@ def frozen_head(ctx: TrialContext) -> Outcome:
     features = frozen_features(ctx)
     head = FeatureHead(ctx.backbone.feature_dim, ctx.num_classes)
     ctx.phase("train")
-    fit = train_head_on_features(
+    fit = _head_fitter(ctx.hp)(
         head,
         features.train,
         ctx.train.labels,
@@ -179,6 +179,15 @@ def frozen_head(ctx: TrialContext) -> Outcome:
         keep_best=ctx.keep_best,
     )
     return Outcome(fit=fit, head=head, features=features)
+
+
+def _head_fitter(hp: Hyperparameters) -> Callable[..., FitResult]:
+    """How a head trains on features: full-batch L-BFGS logistic regression, or mini-batches."""
+    if hp.optimizer == "lbfgs":
+        from tlbench.probe import fit_logistic_probe
+
+        return fit_logistic_probe
+    return train_head_on_features
 
 
 def probe_then_all(ctx: TrialContext) -> Outcome:

@@ -439,6 +439,10 @@ def check_strategy(
         # What the runner does: the backbone is frozen and the head alone trains.
         for p in module.parameters():
             p.requires_grad_(False)
+        if hp.optimizer == "lbfgs":
+            # A full-batch L-BFGS head (`logreg`, tlbench.probe) steps by closure: its
+            # group and its falling loss are checked here with AdamW instead.
+            hp = hp.replace(optimizer="adamw", lr=1e-2)
         groups = [{"params": list(head.parameters()), "lr": hp.lr, "name": "head"}]
     else:
         groups = strategy.param_groups(module, head, hp)
