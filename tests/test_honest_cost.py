@@ -11,9 +11,7 @@ from tlbench.results import read
 from tlbench.runner import Runner
 
 
-def test_a_linear_run_costs_its_extraction_whichever_grid_made_the_features(
-    plugins, tiny_config
-):
+def test_a_linear_run_costs_its_extraction_whichever_grid_made_the_features(plugins, tiny_config):
     tiny_config.strategies = ["linear"]
     (cold,) = Runner(tiny_config, plugins).run()
     # Another results file, the same cache: the features are found on disk.
