@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import warnings
 from typing import Any
 
 from rich.console import Console
@@ -24,8 +25,6 @@ def registries(plugins: Any) -> dict[str, Any]:
 
 def list_rows(plugins: Any, kind: str, pattern: str | None) -> list[dict[str, Any]]:
     """One dict per name `tlbench list` shows; `name` is exactly what `show` and `run` accept."""
-    import fnmatch
-
     registry = registries(plugins)[kind]
     rows: list[dict[str, Any]] = []
     for name in registry.names(pattern):
@@ -147,12 +146,10 @@ def main(args: argparse.Namespace, console: Console) -> int:
 
 def _names(kind: str, prefix: str) -> list[str]:
     """Registered names of `kind` ("backbones") that complete `prefix` (tab completion)."""
-    import warnings as _warnings
-
     from tlbench.plugins import Plugins
 
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")  # a broken plugin must not spoil the shell's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a broken plugin must not spoil the shell's line
         plugins = Plugins()
         by_kind = registries(plugins)
         kinds = [kind] if kind in by_kind else list(by_kind)
