@@ -310,3 +310,99 @@ def test_a_feature_sidecars_well_typed_lie_is_a_miss_with_a_warning(tmp_path, fi
     sidecar.write_text(json.dumps(meta))
     with pytest.warns(RuntimeWarning, match="ignoring damaged cache entry"):
         assert FeatureStore(tmp_path).get("k1", 8, 4) is None
+
+
+# --------------------------------------------------------------------------- trackers that hang
+
+
+class SleepyTracker:
+    """A tracker whose runs never start: `start` sleeps far longer than any timeout."""
+
+    def __new__(cls, base):
+        from tlbench.trackers import BaseTracker
+
+        class Sleepy(BaseTracker):
+            name = "mlflow"
+
+            def start(self, config, key):
+                time.sleep(60)
+
+            def epoch(self, handle, epoch, metrics):
+                raise AssertionError("never reached")
+
+            def finish(self, handle, record):
+                raise AssertionError("never reached")
+
+        return Sleepy(base)
+
+
+def _tiny_run(tmp_path: Path, **options):
+    import tlbench
+    from tlbench import testing
+
+    return tlbench.run(
+        backbones=["tiny"],
+        datasets=["tinyset"],
+        strategies=["linear", "scratch"],
+        image_size=16,
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+        out=tmp_path / "results.jsonl",
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        plugins=tlbench.Plugins(entry_points=False, extra=[("tiny", testing.TINY_PLUGIN)]),
+        **options,
+    )
+
+
+def test_a_tracker_that_never_answers_is_dropped_with_one_warning_and_the_grid_goes_on(
+    tmp_path, monkeypatch
+):
+    import sys
+    import types
+    import warnings
+
+    from tlbench import trackers
+
+    module = types.ModuleType("sleepy_tracker")
+    module.Tracker = SleepyTracker
+    monkeypatch.setitem(sys.modules, "sleepy_tracker", module)
+    monkeypatch.setitem(trackers.TRACKERS, "mlflow", ("sleepy_tracker", "json", "mlflow"))
+    monkeypatch.setenv("TLBENCH_TRACKER_TIMEOUT", "1")
+    t0 = time.monotonic()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = _tiny_run(tmp_path, log_to=["mlflow"])
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    assert time.monotonic() - t0 < 40  # not 2 x 60 s of sleeping
+    said = [str(w.message) for w in caught if "--log-to mlflow" in str(w.message)]
+    assert len(said) == 1, said
+    assert "did not answer within 1 s while starting" in said[0]
+    assert "the grid goes on without mlflow" in said[0]
+
+
+def test_an_mlflow_server_that_accepts_and_never_answers_cannot_stall_the_grid(
+    tmp_path, monkeypatch
+):
+    import socket
+    import warnings
+
+    pytest.importorskip("mlflow")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # the kernel accepts connections; nothing ever answers
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("TLBENCH_TRACKER_TIMEOUT", "2")
+        t0 = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = _tiny_run(tmp_path, log_to=["mlflow"])
+        took = time.monotonic() - t0
+    finally:
+        server.close()
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    said = [str(w.message) for w in caught if "--log-to mlflow" in str(w.message)]
+    assert len(said) == 1 and "did not answer within 2 s" in said[0], said
+    assert took < 60, took

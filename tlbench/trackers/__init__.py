@@ -10,19 +10,26 @@ imports its library only when a grid starts.
 A tracker never stops the grid: a missing package is one warning at startup
 naming the extra to install (`pip install 'tlbench[mlflow]'`) and the grid
 runs without it; a tracker that fails later (a server down, a full disk)
-warns once and is silent for the rest of the grid. Where each writes by
+warns once and is silent for the rest of the grid, and so is one that does
+not answer within its timeout (`TLBENCH_TRACKER_TIMEOUT`, default 10 s a
+call): each tracker's calls run in a thread of its own, and a call that
+hangs (a server that accepts and never answers) is left behind. Where each writes by
 default is beside the results file (see each module and docs/trackers.md).
 """
 
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import difflib
 import importlib
 import importlib.util
 import json
+import os
+import queue
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +168,47 @@ def record_json(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
 
 
+#: seconds a tracker call may take before the tracker is dropped for the grid.
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def call_timeout(default: float = DEFAULT_TIMEOUT_S) -> float:
+    """`TLBENCH_TRACKER_TIMEOUT` (seconds, > 0), else `default`."""
+    try:
+        value = float(os.environ.get("TLBENCH_TRACKER_TIMEOUT", ""))
+    except ValueError:
+        return default
+    return value if value > 0 and value == value else default
+
+
+class _Caller:
+    """One daemon thread running a tracker's calls in order; a call that hangs is left there.
+
+    A daemon thread, not a `ThreadPoolExecutor`: the interpreter joins an
+    executor's threads at exit, so one stuck call would keep tlbench alive.
+    """
+
+    def __init__(self, name: str):
+        self.calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name=f"tlbench-{name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.calls.put((future, call, args))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            future, call, args = self.calls.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call(*args))
+            except BaseException as exc:  # handed to the waiting hook, which warns
+                future.set_exception(exc)
+
+
 class BaseTracker:
     """Turns the observer hooks into a tracker's calls, keyed by run, failing once.
 
@@ -168,35 +216,64 @@ class BaseTracker:
     and `finish(handle, record)`. Runs may overlap (the `devices` and `ray`
     executors), so each open run is kept by its key. The first exception a
     tracker raises is one warning; the tracker is then silent for the grid.
+    So is a call that has not returned after `timeout_s` (a server that
+    accepts and never answers, retries with back-off): the grid goes on and
+    the stuck call is left in the tracker's own thread.
     """
 
     #: the name shown in the warning.
     name = "tracker"
+    #: seconds one call may take (`TLBENCH_TRACKER_TIMEOUT` overrides it); `load` has none.
+    timeout_s = DEFAULT_TIMEOUT_S
+    #: seconds `setup` may take, when it differs (a local store made on first use).
+    setup_timeout_s: float | None = None
 
     def __init__(self, base: Path):
         self.base = base
         self.open: dict[str, Any] = {}
         self.failed = False
+        self._caller: _Caller | None = None
 
-    def _guard(self, action: str, call: Any, *args: Any) -> Any:
+    def _warn(self, text: str) -> None:
+        self.failed = True
+        warnings.warn(
+            f"--log-to {self.name} {text}; the grid goes on without {self.name}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _guard(
+        self, action: str, call: Any, *args: Any, timeout: bool = True, limit: float | None = None
+    ) -> Any:
         if self.failed:
             return None
+        if not timeout:
+            try:
+                return call(*args)
+            except Exception as exc:
+                self._warn(f"failed while {action} ({type(exc).__name__}: {exc})")
+                return None
+        if self._caller is None:
+            self._caller = _Caller(self.name)
+        future = self._caller.submit(call, *args)
+        limit = limit or call_timeout(self.timeout_s)
         try:
-            return call(*args)
+            return future.result(timeout=limit)
+        except concurrent.futures.TimeoutError as exc:
+            if future.done():  # the call's own TimeoutError (a socket's)
+                self._warn(f"failed while {action} ({type(exc).__name__}: {exc})")
+            else:
+                self._caller = None  # its thread is stuck in that call: left behind
+                self._warn(f"did not answer within {limit:g} s while {action}")
         except Exception as exc:
-            self.failed = True
-            warnings.warn(
-                f"--log-to {self.name} failed while {action} ({type(exc).__name__}: {exc}); "
-                f"the grid goes on without {self.name}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return None
+            self._warn(f"failed while {action} ({type(exc).__name__}: {exc})")
+        return None
 
     @hookimpl
     def tlbench_grid_started(self, plan: list[Any]) -> None:
         self.failed = False
-        self._guard("starting", self.setup)
+        self._guard("loading", self.load, timeout=False)  # an import: slow, never stuck
+        self._guard("starting", self.setup, limit=self.setup_timeout_s)
 
     @hookimpl
     def tlbench_run_started(self, run: Any) -> None:
@@ -225,8 +302,11 @@ class BaseTracker:
         self.open.clear()
         self._guard("closing", self.teardown)
 
+    def load(self) -> None:
+        """Once per grid, first: import the library (not timed: an import can be slow)."""
+
     def setup(self) -> None:
-        """Once per grid, before any run: import the library, connect."""
+        """Once per grid, before any run, within the timeout: connect."""
 
     def teardown(self) -> None:
         """Once per grid, after every run."""

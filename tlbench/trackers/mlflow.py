@@ -52,16 +52,22 @@ def default_store(base: Path) -> tuple[str, str]:
 class Tracker(BaseTracker):
     name = "mlflow"
 
-    def setup(self) -> None:
-        import mlflow  # noqa: F401 - fails here, once, when it cannot be imported
+    def load(self) -> None:
+        import mlflow.entities  # noqa: F401 - fails here, once, when it cannot be imported
         from mlflow.tracking import MlflowClient
 
+        self.client_class = MlflowClient
+        # The local store's first use creates its database (~10 s on a busy machine):
+        # slow, never stuck. A server gets the ordinary timeout.
+        self.setup_timeout_s = None if os.environ.get("MLFLOW_TRACKING_URI") else 120.0
+
+    def setup(self) -> None:
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         artifacts = None
         if not uri:
             (self.base / "mlruns").mkdir(parents=True, exist_ok=True)
             uri, artifacts = default_store(self.base)
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = self.client_class(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "tlbench"
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:

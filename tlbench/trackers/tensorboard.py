@@ -46,10 +46,12 @@ def _hparam(value: Any) -> Any:
 class Tracker(BaseTracker):
     name = "tensorboard"
 
-    def setup(self) -> None:
+    def load(self) -> None:
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
         self.writer_class = SummaryWriter
+
+    def setup(self) -> None:
         self.root = log_dir(self.base)
 
     def start(self, config: dict[str, Any], key: str) -> Any:

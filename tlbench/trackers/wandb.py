@@ -39,11 +39,15 @@ def mode() -> str:
 
 class Tracker(BaseTracker):
     name = "wandb"
+    #: `wandb.init` starts W&B's service process: tens of seconds on a busy machine.
+    timeout_s = 60.0
 
-    def setup(self) -> None:
+    def load(self) -> None:
         import wandb
 
         self.wandb = wandb
+
+    def setup(self) -> None:
         self.dir = Path(os.environ.get("WANDB_DIR") or self.base).expanduser().absolute()
         self.dir.mkdir(parents=True, exist_ok=True)
 
