@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 # `tlbench.select(...)` picks a backbone in two stages: the module is callable, so
 # `tlbench.select.rank` and its other names stay where they were.
 from tlbench import select
@@ -42,6 +40,7 @@ from tlbench.python_api import (
     run,
     run_options,
 )
+from tlbench.version import __version__
 
 __all__ = [
     "FINETUNE",

@@ -365,7 +365,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from tlbench import __version__
+    from tlbench.version import __version__
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from tlbench import __version__
+    from tlbench.version import __version__
 
     return __version__
 

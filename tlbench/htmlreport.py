@@ -276,7 +276,7 @@ def render_page(
 ) -> str:
     """The page as text. `figure` is an image data URI (`figure_data_uri`); without one,
     `figure_note` stands in its place. `checks`: `tlbench.select.report_checks(records)`."""
-    from tlbench import __version__
+    from tlbench.version import __version__
 
     sources = [str(s) for s in sources]
     groups = group_rows(rows, group_by)

@@ -628,6 +628,6 @@ _EVENTS = {"run_started": "run_started", "run_phase": "run_phase", "epoch_ended"
 
 
 def _tlbench_version() -> str:
-    from tlbench import __version__
+    from tlbench.version import __version__
 
     return __version__

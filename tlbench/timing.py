@@ -715,7 +715,7 @@ def _torchvision_version() -> str | None:
 
 
 def environment(device: torch.device, plugin_versions: dict[str, str]) -> dict[str, Any]:
-    from tlbench import __version__
+    from tlbench.version import __version__
 
     torchvision_version = _torchvision_version()
 
