@@ -12,9 +12,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from imagetree import make_tree, read_records
 
 
+@pytest.mark.slow  # two CLI processes, each importing torch and training
 def test_same_command_twice_gives_identical_accuracy_and_loss_curves(tmp_path):
     root = make_tree(tmp_path / "data", train=10, val=4, size=40)
     out = tmp_path / "results.jsonl"

@@ -77,6 +77,7 @@ class Lines:
         return self.seen
 
 
+@pytest.mark.slow  # a CLI grid in its own process, stopped mid-epoch, then run again
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
 def test_sigterm_mid_epoch_keeps_finished_records_and_a_rerun_completes_the_grid(tmp_path):
     root = make_tree(tmp_path / "data", train=30, val=4, size=40)

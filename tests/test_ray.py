@@ -20,6 +20,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+#: a local Ray instance starts in about 16 s, and the driver-kill test runs two grids.
+pytestmark = pytest.mark.slow
+
 import tlbench  # noqa: E402
 from tlbench import results, testing  # noqa: E402
 from tlbench.config import RunConfig  # noqa: E402

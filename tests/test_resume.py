@@ -129,6 +129,7 @@ def keys_and_status(path: Path) -> list[tuple[str, str, int, str]]:
     ]
 
 
+@pytest.mark.slow  # a CLI grid in its own process, interrupted, then run again
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_grid_keeps_finished_runs_and_resumes_the_rest(work, signum):
     out_file = work / "runs.jsonl"

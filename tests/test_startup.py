@@ -103,6 +103,7 @@ def test_registering_every_plugin_imports_no_torch():
     assert int(count) >= 13 and failures == "[]" and heavy == "[]", done.stdout
 
 
+@pytest.mark.slow  # two `tlbench run` processes that train, each importing torch
 def test_run_imports_torchvision_only_for_torchvision_names(tmp_path):
     """A small-CNN run on images in a folder never loads torchvision; resnet18 does."""
     from imagetree import make_tree
