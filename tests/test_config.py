@@ -47,7 +47,7 @@ def test_misspelt_top_level_key_names_the_key_the_file_and_the_fix(tmp_path):
         ('epochs = "ten"\n', "epochs: expected int, got str 'ten'"),
         ("seeds = [0, 1.5]\n", "seeds[1]: expected int"),
         ("augment = 1\n", "augment: expected bool"),
-        ('optimizer = "sdg"\n', "optimizer must be one of adamw, sgd, not 'sdg'"),
+        ('optimizer = "sdg"\n', "optimizer must be one of adamw, sgd, lbfgs, not 'sdg'"),
         ("[strategy.linear]\nepochs = 0\n", "[strategy.linear]: epochs must be >= 1, not 0"),
         ("lr = -0.1\n", "lr must be > 0.0"),
         ("val_fraction = 1.5\n", "val_fraction must be between 0 and 1"),
