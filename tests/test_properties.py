@@ -9,7 +9,8 @@ example):
 - image-folder splits are disjoint, cover every file and hold out a stratified
   share of each class, for any class sizes, fraction and seed;
 - data budgets are nested (a smaller budget's images are among a larger one's)
-  and stratified, for any class sizes, seeds and budgets;
+  and stratified, for any class sizes, seeds and budgets; a tuning trial's
+  validation split is disjoint from what it trains on, and stratified;
 - one class-to-index mapping serves every split, for any class names
   (Unicode, case, digits, NFC and NFD forms of one name);
 - every image a decoded split keeps is paired with its own label, whatever
@@ -38,7 +39,7 @@ from scipy import stats as sps
 
 from tlbench import report, stats
 from tlbench.api import DatasetRequest
-from tlbench.budget import budget_indices
+from tlbench.budget import budget_indices, validation_split
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.data import DecodeCache, UnreadableImagesError
 from tlbench.images import FileImages
@@ -138,6 +139,28 @@ def test_a_budget_of_a_seed_is_the_same_draw_every_time_and_seeds_vary_it(sizes,
         tuple(budget_indices(labels, "shots=1", s)[0].tolist()) for s in range(seed, seed + 8)
     }
     assert len(others) > 1
+
+
+@examples(40)
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=6),
+    fraction=st.sampled_from([0.05, 0.1, 0.2, 0.25, 0.5, 0.9]),
+    shuffle=st.randoms(use_true_random=False),
+)
+def test_a_validation_split_is_disjoint_complete_and_stratified(sizes, fraction, shuffle):
+    labels = np.array([c for c, n in enumerate(sizes) for _ in range(n)])
+    shuffle.shuffle(labels)
+    fit, validation = validation_split(labels, fraction)
+    assert fit.tolist() == sorted(set(fit.tolist()))
+    assert validation.tolist() == sorted(set(validation.tolist()))
+    assert not set(fit.tolist()) & set(validation.tolist())
+    assert sorted(fit.tolist() + validation.tolist()) == list(range(len(labels)))
+    for c, n in enumerate(sizes):
+        held = int(np.sum(labels[validation] == c))
+        # At least one image of a class to validate on, never its last training image.
+        assert held == min(max(1, round(fraction * n)), n - 1)
+    # One split per dataset: the same whatever else varies (the run's seed is not an input).
+    assert validation_split(labels, fraction)[1].tolist() == validation.tolist()
 
 
 # --------------------------------------------------------------------------- class names

@@ -9,7 +9,7 @@ budget and the seed out of the scores' key and every run of
 changed setting once; here each run is the second of its process (the
 in-process memos and memory caches) or of its cache folder (the disk
 caches), after a run that differs in exactly one keyed field: budget, seed,
-image size, precision or dataset fingerprint. Its result (scores, curve,
+image size, precision, dataset fingerprint or a tuning trial's holdout. Its result (scores, curve,
 per-image results, FLOPs, images trained on) must be the one a cold process
 computes for it, and differ from the first run's.
 
@@ -80,6 +80,8 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "image size": ({"image_size": 16}, {"image_size": 24}),
     "precision": ({}, {"execution": {**EXECUTION, "precision": "bf16"}}),
     "fingerprint": ({}, {"dataset": "otherset", "dataset_fingerprint": "other-colour-squares"}),
+    # A tuning trial trains on the training split less its validation part.
+    "holdout": ({}, {"holdout": "validation=0.25"}),
 }
 
 
