@@ -15,6 +15,10 @@ computes for it, and differ from the first run's.
 
 Runs go through `TrialHost.run` (a run spec in, a record out), so the tests
 do not depend on how a trial is split into parts inside.
+
+Driven twice elsewhere: the decode cache's per-process memo of file digests
+(same size, old modification time: `cp -p`), in
+`tests/test_reliability_round3.py::test_decode_cache_sees_same_size_content_copied_with_its_old_mtime`.
 """
 
 from __future__ import annotations
