@@ -630,3 +630,22 @@ def test_a_band_fails_a_step_and_says_which_figure(tmp_path):
     step.check("resnet50_mfu", None)  # no figure is never in band
     assert [c["ok"] for c in step.checks] == [False, True, False]
     assert step.checks[0]["band"] == "[0.97, +inf]"
+
+
+def test_every_band_a_gpu_step_names_exists():
+    """The GPU branches run only on a GPU: a misspelt band must fail here, not there."""
+    import ast
+    from pathlib import Path
+
+    gpu_check = _gpu_check()
+    tree = ast.parse(Path(gpu_check.__file__).read_text())
+    named = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "check":
+            band = node.args[2] if len(node.args) > 2 else node.args[0]
+            if isinstance(band, ast.Constant):
+                named.append(band.value)
+            else:  # the precision step's f"{name}_matmul_of_peak", name in fp32 or tf32
+                named += ["fp32_matmul_of_peak", "tf32_matmul_of_peak"]
+    assert len(named) >= 20
+    assert set(named) <= set(gpu_check.BANDS), set(named) - set(gpu_check.BANDS)
