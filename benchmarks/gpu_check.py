@@ -689,12 +689,7 @@ def drive(gpu: bool, only: list[str], out_dir: Path | None) -> tuple[list[dict[s
                 "--result", str(result), "--work", str(work)] + ([] if gpu else ["--cpu"])  # fmt: skip
         print(f"[{name}] budget {budget} s ...", flush=True)
         t0 = time.perf_counter()
-        try:
-            done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=budget)
-            log = done.stdout + done.stderr
-        except subprocess.TimeoutExpired as exc:
-            log = _text(exc.stdout) + _text(exc.stderr)
-            done = None
+        done, log = _run_within(argv, budget)
         seconds = round(time.perf_counter() - t0, 1)
         if done is None:
             entry = {"step": name, "status": "failed", "reason": f"over its budget of {budget} s"}
@@ -722,6 +717,26 @@ def drive(gpu: bool, only: list[str], out_dir: Path | None) -> tuple[list[dict[s
         print(f"[{name}] {entry['status']} in {seconds} s of {budget}: {shown}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return results, time.perf_counter() - started
+
+
+def _run_within(argv: list[str], budget: int) -> tuple[Any, str]:
+    """Run `argv` in a session of its own; past `budget` seconds kill the whole session.
+
+    A step's own children (pytest, a grid's workers) go with it, so an overrun
+    never leaves a process on the GPU beside the next step. (None, output) on a timeout.
+    """
+    import signal
+
+    child = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, _ = child.communicate(timeout=budget)
+        return child, out
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        out, _ = child.communicate()
+        return None, _text(out)
 
 
 def _text(value: Any) -> str:
