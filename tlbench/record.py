@@ -321,3 +321,75 @@ def run_data(splits: DatasetSplits, train: Any, evalset: Any, store: int) -> dic
         "store_size": store,
         **splits.info,
     }
+
+
+# --------------------------------------------------------------------------- flat views
+
+
+def _value(value: Any) -> float | int | None:
+    """A number as it is (bools are not numbers), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def flat_record(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
+    """One record as flat columns with units in their names (one `to_pandas` row).
+
+    Accuracies are fractions in [0, 1] (`top1_final`), times seconds
+    (`train_seconds`), memory megabytes of 10^6 bytes (`peak_memory_mb`),
+    throughput images per second (`train_images_per_s`); hyperparameters keep
+    their own names (`lr`, `epochs`). A field the record lacks is None.
+    """
+    config = dict(record.get("config") or {})
+    hp = config.pop("hyperparameters", None) or {}
+    accuracy = record.get("accuracy") or {}
+    cost = record.get("cost") or {}
+    data = record.get("data") or {}
+    env = record.get("environment") or {}
+    curve = accuracy.get("curve") or record.get("partial_curve") or []
+    peak = _value(cost.get("peak_memory_bytes"))
+    row: dict[str, Any] = {
+        "key": record.get("key"),
+        "status": record.get("status"),
+        "reason": record.get("reason"),
+        "time": record.get("time"),
+        "backbone": config.get("backbone"),
+        "weights": config.get("weights"),
+        "dataset": config.get("dataset"),
+        "strategy": config.get("strategy"),
+        "seed": config.get("seed"),
+        "budget": config.get("budget"),
+        "image_size": config.get("image_size"),
+        "device": config.get("device"),
+        "precision": config.get("precision"),
+        "memory_format": config.get("memory_format"),
+        "compile": config.get("compile"),
+        **hp,
+        "top1_final": _value(accuracy.get("final")),
+        "top1_best": _value(accuracy.get("best")),
+        "best_epoch": _value(accuracy.get("best_epoch")),
+        "balanced_top1_final": _value(accuracy.get("final_balanced")),
+        "epochs_completed": record.get("epochs_completed", len(curve) if curve else None),
+        "wall_seconds": _value(cost.get("wall_seconds")),
+        "data_prep_seconds": _value(cost.get("data_prep_seconds")),
+        "feature_seconds": _value(cost.get("feature_seconds")),
+        "train_seconds": _value(cost.get("train_seconds")),
+        "eval_seconds": _value(cost.get("eval_seconds")),
+        "train_images_per_s": _value(cost.get("train_images_per_s")),
+        "compute_images_per_s": _value(cost.get("compute_images_per_s")),
+        "eval_images_per_s": _value(cost.get("eval_images_per_s")),
+        "data_stall_fraction": _value(cost.get("data_stall_fraction")),
+        "peak_memory_mb": None if peak is None else peak / 1e6,
+        "trainable_params": _value(cost.get("trainable_params")),
+        "total_params": _value(cost.get("total_params")),
+        "forward_flops_per_image": _value(cost.get("forward_flops_per_image")),
+        "feature_cache": cost.get("feature_cache"),
+        "num_classes": data.get("num_classes"),
+        "train_images": data.get("train_images"),
+        "eval_images": data.get("eval_images"),
+        "device_name": env.get("device_name"),
+        "tlbench_version": env.get("tlbench"),
+        "torch_version": env.get("torch"),
+    }
+    return row

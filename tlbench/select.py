@@ -250,8 +250,6 @@ def _pick(
     A finalist that has no test run (it failed) cannot be picked; on equal
     validation accuracy the probe, which is cheaper, is kept.
     """
-    # This body was rewritten (issue 23's report says why) to the docstring and to
-    # tests/test_select_fair.py: the pick, every candidate's validation, and the why.
     seen: dict[str, float] = {}
     eligible: list[tuple[float, bool, str, str]] = []
     for backbone in finalists:

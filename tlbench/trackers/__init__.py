@@ -134,7 +134,7 @@ def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def final_metrics(record: dict[str, Any]) -> dict[str, float]:
     """A finished run's accuracy and cost as flat numbers (the `Results.to_pandas` columns)."""
-    from tlbench.python_api import flat_record
+    from tlbench.record import flat_record
 
     return {
         k: float(v)
