@@ -30,6 +30,7 @@ from tlbench.engine import (
     FeatureHead,
     FitResult,
     PhaseCallback,
+    _one_cpu_thread,
     _record_epoch,
     _state_copy,
     evaluate_logits,
@@ -55,7 +56,42 @@ def fit_logistic_probe(
     on_phase: PhaseCallback | None = None,
     keep_best: bool = False,
 ) -> FitResult:
-    """Fit `head` by full-batch L-BFGS on standardised features (see the module docstring)."""
+    """Fit `head` by full-batch L-BFGS on standardised features (see the module docstring).
+
+    On a CPU on one thread, as `train_head_on_features` does (its matrices are
+    too small to gain from more, and a busy machine makes more much slower).
+    """
+    with _one_cpu_thread(ex.device):
+        return _fit(
+            head,
+            train_x,
+            train_y,
+            eval_x,
+            eval_y,
+            num_classes,
+            hp,
+            ex,
+            seed,
+            on_epoch,
+            on_phase,
+            keep_best,
+        )
+
+
+def _fit(
+    head: FeatureHead,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    num_classes: int,
+    hp: Hyperparameters,
+    ex: Execution,
+    seed: int,
+    on_epoch: EpochCallback | None,
+    on_phase: PhaseCallback | None,
+    keep_best: bool,
+) -> FitResult:
     device = ex.device
     torch.manual_seed(seed)  # L-BFGS is deterministic; the seed keeps the contract
     synchronize(device)
