@@ -1,0 +1,20 @@
+#!/usr/bin/env sh
+# Default against tuned on flowers12 (issue 21): EfficientNet-Lite0/1/2 x linear and logreg,
+# 128 px, seeds 0,1,2. First every cell at its strategy's default settings, then every
+# cell tuned with 16 Optuna trials (TPE, seed 0, 4 at a time) on a validation split of
+# 20% of each class of the training split, the chosen settings trained with each seed
+# and reported on the test split. Writes results/flowers12-tuned-default.jsonl,
+# results/flowers12-tuned.jsonl (trials and chosen runs; the studies in
+# results/flowers12-tuned.tune.db) and results/flowers12-tuned.md.
+#
+#     sh results/make_tuned.sh
+set -eu
+cd "$(dirname "$0")/.."
+DATA="${TLBENCH_FLOWERS12:-../shared/data/flowers12}"
+GRID="--backbones efficientnet_lite0,efficientnet_lite1,efficientnet_lite2 --datasets imagefolder:$DATA --strategies linear,logreg --seeds 0,1,2 --image-size 128 --plain"
+rm -f results/flowers12-tuned-default.jsonl results/flowers12-tuned.jsonl results/flowers12-tuned.tune.db
+# shellcheck disable=SC2086
+tlbench run $GRID --out results/flowers12-tuned-default.jsonl
+# shellcheck disable=SC2086
+tlbench run $GRID --tune 16 --tune-batch 4 --out results/flowers12-tuned.jsonl
+python results/compare_tuned.py results/flowers12-tuned-default.jsonl results/flowers12-tuned.jsonl
