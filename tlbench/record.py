@@ -66,29 +66,86 @@ class Accuracy(TypedDict, total=False):
     curve: list[dict[str, Any]]
     #: the final evaluation, image by image (`encode_correct`); absent in older records.
     final_correct: Correct
+    #: LP-FT: the probe's final and best top-1 and its epochs.
+    probe: dict[str, Any]
 
 
 class Cost(TypedDict, total=False):
-    """What the run cost; seconds are wall seconds, throughputs images per second."""
+    """What the run cost; seconds are wall seconds, throughputs images per second.
 
+    Every key a trial writes is declared here (a test runs each builtin
+    strategy and checks); a key marked "CUDA" appears only on a GPU.
+    """
+
+    #: everything the run took, one-off costs included.
     wall_seconds: float
     data_prep_seconds: float
+    #: what this run spent on features: extracting them, or reading them from the cache.
     feature_seconds: float
+    #: what making the features it used cost, wherever they were made (None: an entry
+    #: from before this was kept); the report charges this, so a cache hit is not free.
+    feature_extract_seconds: float | None
+    #: the untimed warm-up of the extraction's batch shapes (0 on a cache hit).
+    feature_warmup_seconds: float
+    #: where the features were computed: "cpu: <model>" or "cuda: <model>".
+    features_device: str | None
+    #: the compared training time (warm-up and uploads excluded); LP-FT: both stages.
     train_seconds: float
+    #: LP-FT: the probe's part of `train_seconds`.
+    probe_train_seconds: float
     eval_seconds: float
+    warmup_seconds: float
+    warmup_steps: int
+    #: the batch sizes the warm-up ran: {"train": [...], "eval": [...]}.
+    warmup_batches: dict[str, list[int]]
+    #: putting the data (or features) on the device, before the clock.
+    upload_seconds: float
+    measured_steps: int
+    batch_size: int
     train_images_per_s: float
     compute_images_per_s: float | None
     data_images_per_s: float | None
     data_stall_fraction: float
     eval_images_per_s: float
+    #: the peak of the run's process (host) or of the device (CUDA), and which it is.
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    #: CUDA: the peak less the dataset kept on the device, the figure comparable across GPUs.
+    model_peak_memory_bytes: int
+    #: CUDA: the host process's own peak beside the device's.
+    peak_host_memory_bytes: int
+    #: bytes of data kept on the device during the fit (0 when it stayed on the host).
+    resident_data_bytes: int
+    #: the peak of feature extraction, apart from the run's (only when it extracted).
+    extraction_peak_memory_bytes: int
+    #: True when an out-of-memory retry moved the data to the host.
+    data_on_host_after_oom: bool
     trainable_params: int
     total_params: int
     forward_flops_per_image: int | None
-    mfu: float
+    #: forward and backward of one training image under the run's requires_grad flags.
+    train_flops_per_image: int | None
+    mfu: float | None
+    mfu_peak_tflops: float | None
+    #: which peak and which FLOP count (counted, or assumed 3x forward) `mfu` used.
+    mfu_basis: str
     #: "none" (computed here), "disk", "memory" or "partial"; None: not a feature strategy.
     feature_cache: str | None
-    decode_cache: bool
+    decode_cache: str
     batch_sizes_tried: list[int]
+    #: graphs torch.compile captured (compiled runs; none captured fails the run).
+    compiled_graphs: int
+    #: other Python threads alive during a timed epoch, by name.
+    timed_with_threads: list[str]
+    #: the execution settings (also in `config`): device type, precision, memory format,
+    #: compile; CUDA: TF32 and cuDNN autotuning.
+    device: str
+    precision: str
+    memory_format: str
+    compile: bool
+    tf32: bool
+    cudnn_benchmark: bool
+    #: --save-models: the checkpoint's path.
     checkpoint: str
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from tlbench.api import Backbone, DatasetSplits, Hyperparameters, RunSpec, Strategy
 from tlbench.data import ImageTensors, mapped_tensor
 from tlbench.engine import (
+    Attempt,
     Execution,
     FeatureHead,
     FitResult,
@@ -35,8 +36,10 @@ from tlbench.engine import (
     count_parameters,
     extract_features,
     is_out_of_memory,
+    next_attempt_after_oom,
     train_head_on_features,
     train_images,
+    warm_up_extraction,
 )
 from tlbench.errors import TlbenchError
 from tlbench.features import FeatureStore, feature_key
@@ -83,6 +86,11 @@ class TrialContext:
     hp: Hyperparameters
     finished: list[dict[str, Any]] = field(default_factory=list)
     batch_history: list[int] = field(default_factory=list)
+    #: whether a fit may keep its data on the device (an out-of-memory retry first moves
+    #: it to the host, at the same batch, before it halves the batch).
+    data_on_device: bool = True
+    #: untimed warm-up of the feature extraction's batch shapes, seconds (recorded apart).
+    extraction_warmup_seconds: float = 0.0
     _module: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -244,6 +252,7 @@ def _fine_tune(ctx: TrialContext, module: nn.Module, head: nn.Module) -> Outcome
         on_epoch=ctx.on_epoch,
         on_phase=ctx.phase,
         keep_best=ctx.keep_best,
+        data_on_device=ctx.data_on_device,
     )
     return Outcome(fit=fit, head=head, model=model)
 
@@ -252,10 +261,12 @@ def _fine_tune(ctx: TrialContext, module: nn.Module, head: nn.Module) -> Outcome
 
 
 def with_oom_retry(ctx: TrialContext, regime: Regime, *, retry: bool) -> Outcome:
-    """Run `regime`; on a device out-of-memory, again at half the batch (like timm's benchmark).
+    """Run `regime`; on a device out-of-memory, again (`engine.next_attempt_after_oom`).
 
-    Each attempt starts from fresh weights and an empty curve; the batch
-    sizes tried are kept in `ctx.batch_history`. `retry=False` fails at once.
+    With its data on the device a fit first tries again at the same batch with
+    the data on the host; then at half the batch, like timm's benchmark. Each
+    attempt starts from fresh weights and an empty curve; the batch sizes
+    tried are kept in `ctx.batch_history`. `retry=False` fails at once.
     """
     while True:
         tried = min(ctx.hp.batch_size, len(ctx.train))
@@ -271,12 +282,14 @@ def with_oom_retry(ctx: TrialContext, regime: Regime, *, retry: bool) -> Outcome
                     f"GPU out of memory at batch size {tried} (--no-retry); "
                     "lower --batch-size or --image-size, or drop --no-retry to retry at half the batch"
                 ) from None
-            if tried <= 1:
+            following = next_attempt_after_oom(exc, Attempt(tried, ctx.data_on_device))
+            if following is None:
                 raise TlbenchError(
                     f"GPU out of memory even at batch size 1 (tried {ctx.batch_history}); "
                     "lower --image-size or use a smaller backbone"
                 ) from None
-            ctx.hp = ctx.hp.replace(batch_size=tried // 2)
+            ctx.hp = ctx.hp.replace(batch_size=following.batch_size)
+            ctx.data_on_device = following.data_on_device
         # Outside the except block, so that the failed attempt's frames (and the
         # activations they hold) are gone before the retry.
         ctx.forget_model()
@@ -319,6 +332,9 @@ def frozen_features(ctx: TrialContext) -> Features:
         out.append(mapped_tensor(array) if hit != "none" else torch.from_numpy(array))
         hits.append(hit)
         made.append(facts.get("extract_seconds"))
+    if "none" in hits:
+        # The run's own peak is then the training's, whether the cache hit or missed.
+        ctx.memory.close_phase("extraction")
     train_x = out[0]
     eval_x = out[1] if ctx.eval_subset is None else train_x[torch.from_numpy(ctx.eval_subset)]
     if ctx.subset is not None:
@@ -350,6 +366,11 @@ class _Extractor:
                 "forward_flops_per_image": ctx.count_flops(self.model),
                 "device": device_label(ctx.ex),
             }
+        # Each batch shape once, untimed: autotuning and first-call set-up are one-off
+        # costs, kept out of the compared extraction as `train_images` keeps them out.
+        ctx.extraction_warmup_seconds += warm_up_extraction(
+            self.model, data, ctx.spec.image_size, 2 * ctx.hp.batch_size, ctx.ex
+        )
         with ctx.watch.section("features"):  # extracting; not building, not counting
             started = time.perf_counter()
             feats = extract_features(

@@ -38,12 +38,14 @@ from tlbench.plugins import Plugins, PluginSet
 from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
 from tlbench.regimes import Outcome, TrialContext, regime_for, with_oom_retry
 from tlbench.timing import (
+    FlopCount,
     PeakMemory,
     Stopwatch,
     device_identity,
     environment,
     forward_flops,
     mfu,
+    training_flops,
 )
 
 Events = Callable[[str, dict[str, Any]], None]
@@ -72,6 +74,8 @@ class TrialHost:
         self._datasets: dict[str, DatasetSplits] = {}
         #: FLOPs per image of a (backbone, image size); only successful counts are kept.
         self._flops: dict[tuple[str, int], int] = {}
+        #: FLOPs of a training image of a (backbone, image size, strategy); counts only.
+        self._train_flops: dict[tuple[str, int, str], FlopCount] = {}
         #: transferability scores of the features a run trained on.
         self._score_memo: dict[tuple[Any, ...], dict[str, Any]] = {}
 
@@ -259,7 +263,9 @@ class TrialHost:
         else:
             assert outcome.model is not None
             trainable, total = count_parameters(outcome.model)
-            flops = ctx.count_flops(outcome.model)  # placed by training
+            counted = self._training_flops(ctx, outcome.model)
+            # placed by training
+            flops = counted.forward if counted else ctx.count_flops(outcome.model)
         measured: dict[str, Any] = {
             # The model's peak apart from the dataset kept on the device (where it fits).
             **ctx.memory.read(resident_bytes=fit.resident_data_bytes),
@@ -271,15 +277,25 @@ class TrialHost:
             "batch_sizes_tried": ctx.batch_history,
             **ex.to_dict(),
         }
+        if not ctx.data_on_device:
+            measured["data_on_host_after_oom"] = True
         if features is not None:
+            measured["feature_warmup_seconds"] = ctx.extraction_warmup_seconds
             measured["features_device"] = features.facts.get("device")
             # From an empty cache a run pays the extraction, wherever its features came from.
             measured["feature_extract_seconds"] = features.extract_seconds
         cost = run_cost(fit, outcome.probe_fit, seconds=ctx.watch.seconds, measured=measured)
         if not frozen:
-            # Against the peak of this device model at this precision, or none, with why.
+            # Against the peak of this device model at this precision, or none, with why;
+            # from the FLOPs of what trained (a frozen part has no backward) where counted.
             cost.update(
-                mfu(flops, cost.get("train_images_per_s"), device_identity(ex.device), ex.precision)
+                mfu(
+                    flops,
+                    cost.get("train_images_per_s"),
+                    device_identity(ex.device),
+                    ex.precision,
+                    train_flops_per_image=counted.train if counted else None,
+                )
             )
         if ctx.keep_best and fit.best_state is not None:
             cost["checkpoint"] = str(self._checkpoint(ctx, outcome))
@@ -355,6 +371,17 @@ class TrialHost:
             found["seconds"] = time.perf_counter() - t0
             self._score_memo[key] = found
         return dict(self._score_memo[key])
+
+    def _training_flops(self, ctx: TrialContext, model: nn.Module) -> FlopCount | None:
+        """FLOPs of a training image under the run's `requires_grad` flags, counted once per
+        (backbone, image size, strategy) in this process; a failed count is not kept."""
+        key = (ctx.backbone.name, ctx.spec.image_size, ctx.spec.strategy)
+        if key not in self._train_flops:
+            counted = training_flops(model, ctx.spec.image_size)
+            if counted is None:
+                return None
+            self._train_flops[key] = counted
+        return self._train_flops[key]
 
     def _forward_flops(
         self, backbone: Backbone, model: nn.Module, image_size: int, ex: Execution
