@@ -37,7 +37,9 @@ def records(tmp_path_factory):
     return found
 
 
-@pytest.mark.parametrize("part, schema", [(None, RunRecord), ("cost", Cost), ("accuracy", Accuracy)])
+@pytest.mark.parametrize(
+    "part, schema", [(None, RunRecord), ("cost", Cost), ("accuracy", Accuracy)]
+)
 def test_every_key_of_a_real_record_of_each_strategy_is_declared(records, part, schema):
     declared = set(get_type_hints(schema))
     for record in records:
