@@ -10,6 +10,7 @@ lines written out in this file, not against what the code produces today:
 - the run key (`RunSpec.key`): the literal key of a hand-built spec, and the
   JSON text it hashes;
 - the feature-cache key (`tlbench.features.feature_key`), the same way;
+- the content part of a file dataset's decode key (its files' bytes);
 - the checkpoint sidecar (`tlbench.checkpoint`): a pair written here by hand
   loads and predicts, and what `save_checkpoint` writes is the literal layout;
 - the results schema: record lines written by hand (schema 2 and schema 1)
@@ -48,6 +49,7 @@ from tlbench import checkpoint as ckpt
 from tlbench import report, results, stats, testing
 from tlbench.api import Backbone, Hyperparameters, Preprocessing, RunSpec
 from tlbench.features import feature_key
+from tlbench.images import FileImages
 from tlbench.record import decode_correct, encode_correct, problems
 
 # --------------------------------------------------------------------------- the bitset
@@ -149,6 +151,37 @@ def test_the_feature_key_of_a_fixed_backbone_and_split_never_changes():
     )
     assert _sha24(FEATURE_KEY_TEXT) == "9639f2e945bdae791abe5c56"
     assert key == "9639f2e945bdae791abe5c56"
+
+
+# --------------------------------------------------------------------------- the decode key's content part
+
+
+def test_a_file_datasets_decode_key_holds_its_files_bytes_by_a_fixed_rule(tmp_path):
+    # The decode key of `DecodeCache.key` is pinned in test_mutation_decode_cache.py; a
+    # split of files adds their bytes to the fingerprint it is given:
+    # sha1("tlbench-content-v1" + sha1(size + bytes) of each file, in order)[:16].
+    from PIL import Image
+
+    from tlbench.data import DecodeCache
+    from tlbench.images import content_fingerprint
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"red")
+    b.write_bytes(b"blue!")
+    by_hand = hashlib.sha1(b"tlbench-content-v1")
+    for data in (b"red", b"blue!"):
+        by_hand.update(hashlib.sha1(str(len(data)).encode() + data).digest())
+    assert by_hand.hexdigest()[:16] == "2e2554a029e4b7ba"
+    assert content_fingerprint([str(a), str(b)]) == "2e2554a029e4b7ba"
+
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    for path, colour in ((red, (255, 0, 0)), (blue, (0, 0, 255))):
+        Image.new("RGB", (8, 8), colour).save(path)
+    images = FileImages([str(red), str(blue)], [0, 1])
+    DecodeCache(tmp_path / "cache").get(images, fingerprint="fp-a", split="train", size=8)
+    content = content_fingerprint([str(red), str(blue)])
+    key = DecodeCache(None).key(f"fp-a|content={content}", "train", 8)
+    assert sorted(p.name for p in (tmp_path / "cache" / "decoded").glob("*.npy")) == [f"{key}.npy"]
 
 
 # --------------------------------------------------------------------------- the checkpoint
