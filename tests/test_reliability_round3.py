@@ -406,3 +406,119 @@ def test_an_mlflow_server_that_accepts_and_never_answers_cannot_stall_the_grid(
     said = [str(w.message) for w in caught if "--log-to mlflow" in str(w.message)]
     assert len(said) == 1 and "did not answer within 2 s" in said[0], said
     assert took < 60, took
+
+
+# --------------------------------------------------------------------------- a report of 20,000 rows
+
+
+def _single_seed_records(count: int, images: int, seed: int = 0) -> list[dict]:
+    """`count` distinct one-seed rows on one evaluation split of `images` images."""
+    from tlbench.record import encode_correct
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        right = (rng.random(images) < rng.uniform(0.3, 0.95)).astype(int).tolist()
+        out.append(
+            {
+                "schema": 2,
+                "key": f"k{i}",
+                "status": "ok",
+                "time": f"2026-01-01T00:00:{i % 60:02d}+00:00",
+                "config": {
+                    "backbone": f"b{i % 40}",
+                    "dataset": "flowers",
+                    "dataset_fingerprint": "fp",
+                    "strategy": ("linear", "finetune", "scratch")[i % 3],
+                    "seed": 0,
+                    "hyperparameters": {"lr": 10 ** -(1 + i // 120)},
+                },
+                "accuracy": {
+                    "final": sum(right) / images,
+                    "best": sum(right) / images,
+                    "final_correct": encode_correct(right),
+                },
+                "cost": {"train_seconds": float(rng.integers(1, 50))},
+                "data": {"eval_images": images, "eval_split": "test"},
+            }
+        )
+    return out
+
+
+def test_a_report_of_many_rows_bootstraps_each_distinct_count_once(monkeypatch):
+    from tlbench import report, stats
+
+    calls = {"interval": 0, "paired": 0}
+    interval, paired = stats.bootstrap_interval, stats.paired_bootstrap
+
+    def counted_interval(*a, **k):
+        calls["interval"] += 1
+        return interval(*a, **k)
+
+    def counted_paired(*a, **k):
+        calls["paired"] += 1
+        return paired(*a, **k)
+
+    monkeypatch.setattr(stats, "bootstrap_interval", counted_interval)
+    monkeypatch.setattr(stats, "paired_bootstrap", counted_paired)
+    report._bootstrap_interval.cache_clear()
+    rows = report.summarize(_single_seed_records(1500, 60))
+    assert len(rows) == 1500
+    assert calls["interval"] <= 61  # one per number of right images out of 60, not per row
+    assert calls["paired"] < 1500  # rows 10 standard errors from the best are not resampled
+
+
+def test_the_reports_fast_statistics_are_the_stats_modules_floats():
+    """The report's batched t intervals, ties and bootstraps give what tlbench.stats gives."""
+    from tlbench import report, stats
+
+    rng = np.random.default_rng(7)
+    for n in range(2, 21):
+        values = rng.uniform(0.2, 0.99, size=(30, n)).round(rng.integers(2, 6)).tolist()
+        rows = [report.Row("d", "b", "s", "ok") for _ in values]
+        report._fill_t_intervals(list(zip(rows, values, strict=True)))
+        for row, v in zip(rows, values, strict=True):
+            expected = stats.t_interval(v)
+            assert (row.ci_low, row.ci_high) == (
+                max(0.0, expected.lower),
+                min(1.0, expected.upper),
+            ), (n, v)
+            assert row.accuracy_std == pytest.approx(np.std(v, ddof=1), rel=1e-12)
+            assert report._t_interval(v) == expected
+        assert report._row_means(values) == [stats.Row(0, dict(enumerate(v))).mean for v in values]
+
+    # Ties: multi-seed rows (some seeds in common) and one-seed rows with per-image results.
+    records = _single_seed_records(150, 40, seed=3)
+    more = _single_seed_records(150, 40, seed=4)  # the same rows' second seeds
+    for i, r in enumerate(more):
+        r["key"] = f"m{i}"
+        r["config"]["seed"] = 1 + i % 3
+        r["config"]["backbone"] = records[i]["config"]["backbone"]
+        r["config"]["hyperparameters"] = records[i]["config"]["hyperparameters"]
+    records += more
+    rows = report.summarize(records)
+    by_section: dict[str, list] = {}
+    for row in rows:
+        by_section.setdefault(row.section, []).append(row)
+    assert {len(row.seeds) for row in rows} == {2}
+    # Brute force with the per-image results, as report did before it was made fast.
+    from tlbench.record import decode_correct
+
+    by_key = {r["key"]: r for r in records}
+    for group in by_section.values():
+        expected = stats.compare_to_best(
+            [
+                stats.Row(
+                    key=i,
+                    accuracy=row.seed_accuracy,
+                    correct={
+                        by_key[k]["config"]["seed"]: decode_correct(
+                            by_key[k]["accuracy"]["final_correct"], 40
+                        )
+                        for k in row.run_keys
+                    },
+                )
+                for i, row in enumerate(group)
+            ]
+        )
+        assert [row.tie for row in group] == [expected[i].tied for i in range(len(group))]

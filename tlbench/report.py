@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import hashlib
 import html
 import io
@@ -43,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tlbench.record import problems as record_problems
-from tlbench.results import answer_by_key, in_time_order, latest_by_key, record_time
+from tlbench.results import answer_by_key, gc_paused, in_time_order, latest_by_key, record_time
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 SORT_KEYS = ("accuracy", "time", "backbone", "strategy", "memory", "params", "gain")
@@ -316,9 +317,9 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
 def _feature_key(record: dict[str, Any]) -> tuple:
     """What decides a run's cached features: equal keys read the same features."""
     c = record["config"]
-    # As JSON: a hand-edited record's list or dict value still makes a hashable key.
+    # A hand-edited record's list or dict value still makes a hashable key (as JSON).
     return tuple(
-        json.dumps(c.get(k), sort_keys=True)
+        _same_value(c.get(k))
         for k in ("backbone", "weights", "dataset", "image_size", "device", "precision")
     )
 
@@ -349,15 +350,24 @@ def _extraction_seconds(records: Iterable[dict[str, Any]]) -> dict[tuple, float]
     return out
 
 
+def _same_value(value: Any) -> Any:
+    """What `json.dumps(value, sort_keys=True)` tells apart, cheaply for the usual scalars
+    (1, 1.0 and True stay three values; every NaN is one)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def _variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """For variants of one backbone x strategy, the settings that tell them apart."""
     if len(configs) < 2:
         return dict.fromkeys(configs, "")
     flat = {k: _flatten(c) for k, c in configs.items()}
     names = sorted({n for f in flat.values() for n in f})
-    differing = [
-        n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat.values()}) > 1
-    ]
+    differing = [n for n in names if len({_same_value(f.get(n)) for f in flat.values()}) > 1]
 
     def shown(name: str, value: Any) -> str:
         # A budget reads as "budget=5-shot" and "budget=all", not "budget=None".
@@ -377,6 +387,11 @@ def _is_trial(record: dict[str, Any]) -> bool:
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
     """Aggregate the answer of each run key into comparison rows (see the module docstring)."""
+    with gc_paused():  # copies of every record, no cycles: see `tlbench.results.gc_paused`
+        return _summarize(records)
+
+
+def _summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
     # Tuning trials chose the reported settings on a validation split: not rows.
     usable = in_time_order(r for r in _readable(records) if not _is_trial(r))
     identity = _data_identities(usable)
@@ -419,7 +434,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         series.update(_variant_labels(unbudgeted))
 
     rows: list[Row] = []
-    per_image: dict[int, tuple[Any, dict[int, Any]]] = {}  # id(row) -> (eval split, correct)
+    per_image = _PerImage()  # id(row) -> (eval split, correct), decoded when a tie needs it
+    over_seeds: list[tuple[Row, list[float]]] = []
     for gkey, group in groups.items():
         config = configs[gkey]
         # `_readable` made these three strings ("?" where a record lacked one).
@@ -472,8 +488,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
         best_epoch = [
             r["accuracy"]["best_epoch"] for r in ok if r["accuracy"]["best_epoch"] is not None
         ]
-        interval = _interval(ok, accs)
-        per_image_of_row = _per_image(ok)
+        # Two or more seeds: the t interval (and the std) of all such rows at once, below.
+        interval = _interval(ok, accs) if len(accs) < 2 else None
         rows.append(
             Row(
                 **base,
@@ -489,7 +505,6 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
                     if isinstance(r["config"].get("seed"), int)
                 },
                 accuracy=_mean(accs),
-                accuracy_std=statistics.stdev(accs) if len(accs) > 1 else None,
                 best_accuracy=_mean(best),
                 best_epoch=_mean(best_epoch),
                 train_seconds=_mean([train_cost_seconds(r, extraction) for r in ok]),
@@ -505,8 +520,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
                 images_per_class=_mean([v for v in map(_images_per_class, ok) if v is not None]),
             )
         )
-        if per_image_of_row is not None:
-            per_image[id(rows[-1])] = per_image_of_row
+        per_image.add(rows[-1], ok)
+        if len(accs) >= 2:
+            over_seeds.append((rows[-1], accs))
+    _fill_t_intervals(over_seeds)
     for row, name in zip(rows, _short_names([r.dataset for r in rows]), strict=True):
         row.dataset_name = name
     _mark_gain_and_pareto(rows)
@@ -525,6 +542,70 @@ def _short_names(datasets: list[str]) -> list[str]:
     for canonical, name in short.items():
         taken.setdefault(name, set()).add(canonical)
     return [short[d] if len(taken[short[d]]) == 1 else d for d in datasets]
+
+
+class _PerImage:
+    """id(row) -> `_per_image` of its runs, decoded on first use: a tie paired over seeds
+    never needs the images, and decoding 50,000 records' bitsets costs seconds."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, list[dict[str, Any]]] = {}
+        self._decoded: dict[int, tuple[Any, dict[int, Any]] | None] = {}
+
+    def add(self, row: Row, ok: list[dict[str, Any]]) -> None:
+        self._runs[id(row)] = ok
+
+    def get(self, key: int, default: Any = None) -> Any:
+        if key not in self._decoded:
+            runs = self._runs.get(key)
+            self._decoded[key] = _per_image(runs) if runs else None
+        found = self._decoded[key]
+        return default if found is None else found
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, int) and self.get(key) is not None
+
+    def __getitem__(self, key: int) -> tuple[Any, dict[int, Any]]:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+
+def _fill_t_intervals(pending: list[tuple[Row, list[float]]]) -> None:
+    """Each row's t interval over its seeds and their std, rows of one seed count at once.
+
+    The same floats as `tlbench.stats.t_interval` row by row (numpy reduces
+    each row of the matrix as it reduces a lone vector; a test holds them
+    equal), at a fraction of the cost for thousands of rows.
+    """
+    import numpy as np
+
+    from tlbench import stats
+
+    by_count: dict[int, list[tuple[Row, list[float]]]] = {}
+    for row, accs in pending:
+        by_count.setdefault(len(accs), []).append((row, accs))
+    for n, group in by_count.items():
+        x = np.asarray([accs for _, accs in group], dtype=np.float64)
+        if not np.all(np.isfinite(x)):  # stats says what is wrong
+            for row, accs in group:
+                _set_interval(row, stats.t_interval(accs), statistics.stdev(accs))
+            continue
+        means = x.mean(axis=1)
+        stds = x.std(axis=1, ddof=1)
+        q = _t_quantile(n - 1, (1 + stats.CONFIDENCE) / 2)
+        for (row, _), mean, std in zip(group, means.tolist(), stds.tolist(), strict=True):
+            half = q * (std / math.sqrt(n))
+            interval = stats.Interval(mean, mean - half, mean + half, n, "t", stats.CONFIDENCE)
+            _set_interval(row, interval, std)
+
+
+def _set_interval(row: Row, interval: Any, std: float) -> None:
+    # An accuracy lies in [0, 1]: a wide t interval (two seeds) is clipped to it.
+    row.ci_low, row.ci_high = max(0.0, interval.lower), min(1.0, interval.upper)
+    row.ci_method = interval.method
+    row.accuracy_std = std
 
 
 def _per_image(ok: list[dict[str, Any]]) -> tuple[Any, dict[int, Any]] | None:
@@ -563,17 +644,52 @@ def _images_per_class(record: dict[str, Any]) -> float | None:
 
 def _interval(ok: list[dict[str, Any]], accs: list[float]) -> Any:
     """The row's 95% interval (see `tlbench.stats.accuracy_interval`), or None."""
-    from tlbench import stats
-
-    correct = None
+    if len(accs) >= 2:
+        return _t_interval(accs)
     if len(ok) == 1:
         n = (ok[0].get("data") or {}).get("eval_images")
         if isinstance(n, int) and n > 0:
-            # Only how many images were right matters to the bootstrap of one
-            # accuracy, so this 0/1 vector gives exactly its interval.
-            hits = round(accs[0] * n)
-            correct = [1] * hits + [0] * (n - hits)
-    return stats.accuracy_interval(accs, correct)
+            return _bootstrap_interval(n, round(accs[0] * n))
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _bootstrap_interval(n: int, hits: int) -> Any:
+    """The bootstrap interval of one run that got `hits` of `n` images right.
+
+    Only how many images were right matters to the bootstrap of one accuracy, so
+    a 0/1 vector with that many ones gives exactly its interval; a report of
+    thousands of runs on one evaluation split asks for few distinct (n, hits).
+    """
+    from tlbench import stats
+
+    return stats.accuracy_interval([hits / n], [1] * hits + [0] * (n - hits))
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(df: int, q: float) -> float:
+    # scipy.stats.t.ppf(q, df) is this function behind ~1 ms of argument handling per call
+    # (seconds for a report of thousands of rows); the value is the same float.
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, q))
+
+
+def _t_interval(values: list[float], method: str = "t") -> Any:
+    """`tlbench.stats.t_interval(values, method=method)`, the same floats, with the t quantile
+    cached by degrees of freedom (`test_the_reports_t_interval_is_the_stats_one` holds them equal)."""
+    import numpy as np
+
+    from tlbench import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or not np.all(np.isfinite(x)) or x.size < 2:
+        return stats.t_interval(values, method=method)  # its error, or None under two
+    n = x.size
+    mean = float(x.mean())
+    sem = float(x.std(ddof=1)) / math.sqrt(n)
+    half = _t_quantile(n - 1, (1 + stats.CONFIDENCE) / 2) * sem
+    return stats.Interval(mean, mean - half, mean + half, n, method, stats.CONFIDENCE)
 
 
 def _mark_ties(
@@ -599,53 +715,173 @@ def _mark_ties(
     for group in sections.values():
         # The best row as stats.compare_to_best finds it (the highest mean, the first of equals):
         # only results on its evaluation split can be paired with its own.
-        best = max(group, key=lambda r: stats.Row(key=0, accuracy=r.seed_accuracy).mean)
+        means = _row_means([list(r.seed_accuracy.values()) for r in group])
+        best = group[max(range(len(group)), key=means.__getitem__)]  # max keeps the first
         split = per_image.get(id(best), (None, {}))[0]
-        compared = stats.compare_to_best(
-            [
-                stats.Row(
-                    key=i,
-                    accuracy=r.seed_accuracy,
-                    correct=per_image[id(r)][1]
-                    if id(r) in per_image and per_image[id(r)][0] == split
-                    else {},
-                )
-                for i, r in enumerate(group)
-            ]
-        )
+
+        def correct(r: Row, split: Any = split) -> dict[int, Any]:
+            found = per_image.get(id(r))
+            return found[1] if found is not None and found[0] == split else {}
+
+        best_correct: dict[int, Any] | None = None  # read on first need
+        memo: dict[tuple, bool | None] = {}
+        by_seeds: dict[tuple[int, ...], list[Row]] = {}
         for i, row in enumerate(group):
-            row.tie = compared[i].tied
+            if row is best:
+                row.tie = True
+                continue
+            common = tuple(sorted(set(best.seed_accuracy) & set(row.seed_accuracy)))
+            # Two common seeds pair over the seeds (all such rows at once, below): the
+            # images are not read.
+            if len(common) >= 2:
+                by_seeds.setdefault(common, []).append(row)
+            else:
+                if best_correct is None:
+                    best_correct = correct(best)
+                best_row = stats.Row(key=-1, accuracy=best.seed_accuracy, correct=best_correct)
+                other = stats.Row(key=i, accuracy=row.seed_accuracy, correct=correct(row))
+                row.tie = _tied(best_row, other, memo)
+        for common, paired in by_seeds.items():
+            _tie_over_seeds(best, common, paired)
+
+
+def _row_means(values: list[list[float]]) -> list[float]:
+    """`float(numpy.mean(v))` of each list (as `tlbench.stats.Row.mean`), lists of one length
+    at once."""
+    import numpy as np
+
+    out: list[float] = [0.0] * len(values)
+    by_count: dict[int, list[int]] = {}
+    for i, v in enumerate(values):
+        by_count.setdefault(len(v), []).append(i)
+    for indices in by_count.values():
+        means = np.asarray([values[i] for i in indices], dtype=np.float64).mean(axis=1)
+        for i, mean in zip(indices, means.tolist(), strict=True):
+            out[i] = mean
+    return out
+
+
+def _tie_over_seeds(best: Row, common: tuple[int, ...], rows: list[Row]) -> None:
+    """Each row's tie with `best`: the paired t interval of best - row over the `common` seeds
+    contains 0 (`tlbench.stats.paired_t`, the same floats, every row at once)."""
+    import numpy as np
+
+    from tlbench import stats
+
+    diffs = np.asarray(
+        [[best.seed_accuracy[s] - r.seed_accuracy[s] for s in common] for r in rows],
+        dtype=np.float64,
+    )
+    if not np.all(np.isfinite(diffs)):
+        for r in rows:
+            r.tie = _t_interval(list(diffs[rows.index(r)]), "paired-t").contains(0.0)
+        return
+    n = len(common)
+    q = _t_quantile(n - 1, (1 + stats.CONFIDENCE) / 2)
+    means, stds = diffs.mean(axis=1).tolist(), diffs.std(axis=1, ddof=1).tolist()
+    for r, mean, std in zip(rows, means, stds, strict=True):
+        half = q * (std / math.sqrt(n))
+        r.tie = mean - half <= 0.0 <= mean + half
+
+
+#: a row this many standard errors of the paired difference from the best is not tied with
+#: it: by Chebyshev at most 1/10**2 = 1% of the bootstrap's resamples can fall beyond 0, and
+#: the tie needs 2.5% (a 10,000-resample draw puts 250 there against 100 expected: 15 SDs).
+_CERTAIN_SE = 10.0
+
+
+def _tied(best: Any, other: Any, memo: dict[tuple, bool | None]) -> bool | None:
+    """`tlbench.stats.compare(best, other).tied`, without its cost per row.
+
+    Paired t over two or more common seeds uses the cached t quantile; a paired
+    bootstrap over the images depends only on the four counts of (best right,
+    other right), so equal counts are compared once, and a row whose difference
+    is `_CERTAIN_SE` standard errors from 0 is not tied without resampling.
+    """
+    import numpy as np
+
+    from tlbench import stats
+
+    common = sorted(set(best.accuracy) & set(other.accuracy))
+    if len(common) >= 2:
+        diff = _t_interval([best.accuracy[s] - other.accuracy[s] for s in common], "paired-t")
+        return diff.contains(0.0)
+    if common:
+        seed_a = seed_b = common[0]
+    elif len(best.accuracy) == 1 and len(other.accuracy) == 1:
+        (seed_a,), (seed_b,) = best.accuracy, other.accuracy
+    else:
+        return None
+    a, b = best.correct.get(seed_a), other.correct.get(seed_b)
+    if a is None or b is None or len(a) != len(b):
+        return stats.compare(best, other).tied  # no pairing: its own answer (None)
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    n = a.size
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    key = (n, int(np.sum(a & b)), only_a, only_b)
+    if key not in memo:
+        d = (only_a - only_b) / n
+        variance = ((only_a + only_b) / n - d * d) / n  # of the resampled difference, exactly
+        if d != 0 and variance > 0 and abs(d) > _CERTAIN_SE * math.sqrt(variance):
+            memo[key] = False
+        else:
+            memo[key] = stats.compare(best, other).tied
+    return memo[key]
 
 
 def _mark_gain_and_pareto(rows: list[Row]) -> None:
-    for row in rows:
-        if row.accuracy is None:
-            continue
+    """Gain over the like-for-like scratch row, and the Pareto mark, per section.
+
+    Both by index, not by comparing every pair of rows: a report of 20,000
+    rows is O(n log n) here (it was 400 million comparisons).
+    """
+    shown = [r for r in rows if r.accuracy is not None]
+    sections: dict[str, list[Row]] = {}
+    # Like for like: the scratch run at the same image size on the same device.
+    scratch: dict[tuple, list[Row]] = {}
+    for row in shown:
+        section = row.section
+        sections.setdefault(section, []).append(row)
+        if row.strategy == "scratch":
+            like = (section, row.backbone, row.image_size, row.device)
+            scratch.setdefault(like, []).append(row)
+    for row in shown:
         if row.strategy != "scratch":
-            scratch = [
-                o
-                for o in rows
-                if o.strategy == "scratch"
-                and o.section == row.section
-                and o.backbone == row.backbone
-                and o.accuracy is not None
-            ]
-            # Like for like: the scratch run at the same image size on the same device.
-            scratch = [
-                o for o in scratch if (o.image_size, o.device) == (row.image_size, row.device)
-            ]
-            if len(scratch) == 1:
-                row.gain_over_scratch = row.accuracy - scratch[0].accuracy
-        cost = row.train_seconds or 0.0
-        row.pareto = not any(
-            o is not row
-            and o.section == row.section
-            and o.accuracy is not None
-            and o.accuracy >= row.accuracy
-            and (o.train_seconds or 0.0) <= cost
-            and (o.accuracy > row.accuracy or (o.train_seconds or 0.0) < cost)
-            for o in rows
-        )
+            found = scratch.get((row.section, row.backbone, row.image_size, row.device), [])
+            if len(found) == 1:
+                row.gain_over_scratch = row.accuracy - found[0].accuracy
+    for group in sections.values():
+        _mark_pareto(group)
+
+
+def _mark_pareto(group: list[Row]) -> None:
+    """A row is Pareto-optimal unless another is at least as accurate and as cheap, and
+    better in one: rows by accuracy (best first), each against the cheapest above it."""
+    costs = [r.train_seconds or 0.0 for r in group]
+    if any(c != c for c in costs):  # a NaN cost compares false with anything: pair by pair
+        for row, cost in zip(group, costs, strict=True):
+            row.pareto = not any(
+                o is not row
+                and o.accuracy >= row.accuracy
+                and oc <= cost
+                and (o.accuracy > row.accuracy or oc < cost)
+                for o, oc in zip(group, costs, strict=True)
+            )
+        return
+    order = sorted(range(len(group)), key=lambda i: -group[i].accuracy)
+    cheapest_above = math.inf  # the lowest cost among rows strictly more accurate
+    start = 0
+    while start < len(order):
+        end = start
+        accuracy = group[order[start]].accuracy
+        while end < len(order) and group[order[end]].accuracy == accuracy:
+            end += 1
+        tier = order[start:end]  # rows of equal accuracy
+        cheapest_here = min(costs[i] for i in tier)
+        for i in tier:
+            group[i].pareto = not (cheapest_above <= costs[i] or cheapest_here < costs[i])
+        cheapest_above = min(cheapest_above, cheapest_here)
+        start = end
 
 
 def sort_rows(rows: list[Row], key: str = "accuracy") -> list[Row]:

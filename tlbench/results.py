@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import gc
 import json
 import math
 import os
@@ -222,6 +223,23 @@ def _is_record(value: Any) -> bool:
 _WARN_LINES = 3
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (restored after, if it was on).
+
+    Reading 50,000 records makes millions of dicts and lists and no cycles,
+    and every few thousand of them Python's collector walks all that were
+    made before: reading and summarising spent about half their time there.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Every record of one or more results files, skipping torn or invalid lines.
 
@@ -229,6 +247,11 @@ def read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[st
     warning counts the rest: a foreign file read by mistake gives a few
     lines of warnings, not one per line.
     """
+    with gc_paused():
+        return _read(paths)
+
+
+def _read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     records: list[dict[str, Any]] = []
