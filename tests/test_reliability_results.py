@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from imagetree import assert_clean_error, make_split, make_tree
 
-from tlbench import report, results
+from tlbench import outputs, report, results
 from tlbench.config import RunConfig
 from tlbench.errors import ResultsError, TlbenchError
 
@@ -196,16 +196,16 @@ def test_check_output_locations_names_each_bad_place(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(TlbenchError, match=rf"checkpoints {blocker} is a file.*--models-dir"):
-        results.check_output_locations(models_dir=blocker)
+        outputs.check_output_locations(models_dir=blocker)
     with pytest.raises(TlbenchError, match=r"cannot write checkpoints in .*--models-dir"):
-        results.check_output_locations(models_dir=blocker / "models")
+        outputs.check_output_locations(models_dir=blocker / "models")
     with pytest.raises(ResultsError, match=r"--out"):
-        results.check_output_locations(results=blocker / "runs.jsonl")
+        outputs.check_output_locations(results=blocker / "runs.jsonl")
     with pytest.raises(TlbenchError, match=r"--plot"):
-        results.check_output_locations(plot=blocker / "plot.png")
+        outputs.check_output_locations(plot=blocker / "plot.png")
     with pytest.raises(TlbenchError, match=r"--grid .*\.txt image"):
-        results.check_output_locations(grid=tmp_path / "grid.txt")
-    found = results.check_output_locations(
+        outputs.check_output_locations(grid=tmp_path / "grid.txt")
+    found = outputs.check_output_locations(
         results=tmp_path / "r" / "runs.jsonl",
         models_dir=tmp_path / "m",
         plot=tmp_path / "p",
@@ -219,7 +219,7 @@ def test_check_output_locations_names_each_bad_place(tmp_path):
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a read-only /proc")
 def test_check_output_locations_refuses_a_read_only_place():
     with pytest.raises(TlbenchError, match="cannot write checkpoints in /proc"):
-        results.check_output_locations(models_dir="/proc/tlbench-models")
+        outputs.check_output_locations(models_dir="/proc/tlbench-models")
 
 
 # --------------------------------------------------------------------------- item 13: foreign files
@@ -441,7 +441,7 @@ def test_out_ending_in_a_slash_is_a_folder_not_a_file_named_like_it(tmp_path):
     with pytest.raises(ResultsError, match=r"names a folder; name the results file, e\.g\."):
         results.check_writable(given)
     with pytest.raises(ResultsError, match="names a folder"):
-        results.check_output_locations(results=given)
+        outputs.check_output_locations(results=given)
     assert not (tmp_path / "runs").exists()
 
 

@@ -29,6 +29,7 @@ from tlbench.config import RunConfig
 from tlbench.data import default_cache_dir
 from tlbench.errors import TlbenchError
 from tlbench.identity import dataset_identity
+from tlbench.outputs import check_output_locations
 from tlbench.plugins import Plugins
 
 #: image size used when neither the flag nor the dataset gives one (fast on a CPU).
@@ -199,7 +200,7 @@ def make_plan(
     workspace = workspace_for(config)
     out = Path(config.out).expanduser().absolute()
     # Every output location, before any work: a bad --models-dir must not cost a trained run.
-    results.check_output_locations(results=config.out, models_dir=workspace.models_dir)
+    check_output_locations(results=config.out, models_dir=workspace.models_dir)
     execution = execution if execution is not None else execution_settings(config)
     budgets = parse_budgets(config.shots, config.train_fraction)
     backbones = [plugins.backbones.get(n) for n in config.backbones]

@@ -19,13 +19,13 @@ through its object API with the Agg canvas: no pyplot state, no display needed.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tlbench.errors import TlbenchError
+from tlbench.outputs import check_image_path, image_path  # noqa: F401 (re-exported)
 from tlbench.report import Row, by_dataset
 from tlbench.results import answer_by_key
 
@@ -53,68 +53,10 @@ def _figure_class() -> Any:
     return Figure, FigureCanvasAgg
 
 
-#: image formats written when matplotlib is not installed to ask (its usual set).
-_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "pgf")
-
-
 def literal(text: str) -> str:
     """`text` as matplotlib should draw it: a `$` in a name is a dollar, not mathtext
     (`imagefolder:/data/$x$` would be typeset, and `$\\frac$` would raise)."""
     return text.replace("$", r"\$")
-
-
-def image_path(path: str | os.PathLike[str], default_name: str) -> Path:
-    """The file an image written to `path` really goes to, so that the path printed is it.
-
-    An existing folder, or a path ending in a separator, gets `default_name`
-    inside it; a name without a suffix gets `.png` (matplotlib would add it
-    silently, and the path printed would not be the file written).
-    """
-    text = os.fspath(path)
-    p = Path(text).expanduser()
-    if text.endswith(("/", os.sep)) or p.is_dir():
-        return p / default_name
-    if not p.suffix:
-        return p.with_name(p.name + ".png")
-    return p
-
-
-def _supported_formats() -> tuple[str, ...]:
-    try:
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
-        return _FORMATS
-    return tuple(FigureCanvasBase.get_supported_filetypes())
-
-
-def check_image_path(path: str | os.PathLike[str], default_name: str, flag: str) -> Path:
-    """`image_path`, checked before any work: a known image format, in a folder that can be
-    written, not over a folder. Raises a `TlbenchError` naming the path and what to do."""
-    target = image_path(path, default_name)
-    suffix = target.suffix.lower().lstrip(".")
-    formats = _supported_formats()
-    if suffix not in formats:
-        raise TlbenchError(
-            f"{flag} {target}: cannot write a .{suffix} image; name a file ending in one of "
-            f"{', '.join('.' + f for f in sorted(formats))} (e.g. {target.with_suffix('.png').name})"
-        )
-    from tlbench.results import check_folder_writable
-
-    for folder in (target.parent, *target.parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise TlbenchError(
-                    f"{flag} {target}: {folder} is a file, not a folder. Choose another path."
-                )
-            break
-    check_folder_writable(target.parent, f"the {flag} image", flag)
-    if target.exists() and not target.is_file():
-        raise TlbenchError(f"{flag} {target} exists and is not a file. Choose another path.")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise TlbenchError(
-            f"{flag} {target} exists and cannot be overwritten. Choose another path."
-        )
-    return target
 
 
 def save_figure(fig: Any, path: Path, flag: str) -> None:

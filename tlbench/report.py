@@ -33,7 +33,6 @@ import csv
 import datetime as _dt
 import functools
 import hashlib
-import html
 import io
 import json
 import math
@@ -45,6 +44,7 @@ from typing import Any
 
 from tlbench.record import problems as record_problems
 from tlbench.results import answer_by_key, gc_paused, in_time_order, latest_by_key, record_time
+from tlbench.textblocks import paragraph, section
 
 FORMATS = ("table", "markdown", "csv", "json", "html", "latex")
 SORT_KEYS = ("accuracy", "time", "backbone", "strategy", "memory", "params", "gain")
@@ -661,9 +661,13 @@ def _bootstrap_interval(n: int, hits: int) -> Any:
     a 0/1 vector with that many ones gives exactly its interval; a report of
     thousands of runs on one evaluation split asks for few distinct (n, hits).
     """
+    import numpy as np
+
     from tlbench import stats
 
-    return stats.accuracy_interval([hits / n], [1] * hits + [0] * (n - hits))
+    correct = np.zeros(max(n, hits), dtype=np.int8)  # an array: a list of 10,000 ints costs more
+    correct[:hits] = 1
+    return stats.accuracy_interval([hits / n], correct)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1018,22 +1022,6 @@ def _safe(text: str, fmt: str) -> str:
     return text
 
 
-def section(heading: str, table: str, fmt: str) -> str:
-    """One section of a rendered report: its heading as `fmt` writes one, then its table."""
-    if fmt == "markdown":
-        return f"### {heading}\n\n{table}"
-    if fmt == "html":
-        return f"<h3>{html.escape(heading)}</h3>\n{table}"
-    if fmt == "latex":
-        return f"% {heading}\n{table}"
-    return f"{heading}\n{table}"
-
-
-def paragraph(text: str, fmt: str) -> str:
-    """A paragraph of prose (a legend) as `fmt` writes one."""
-    return {"html": f"<p>{html.escape(text)}</p>", "latex": f"% {text}"}.get(fmt, text)
-
-
 def render(
     rows: list[Row], fmt: str, group_by: str = "dataset", checks: list[Any] | None = None
 ) -> str:
@@ -1052,7 +1040,7 @@ def render(
     if fmt == "json":
         data = [asdict(r) for r in rows]
         if checks:
-            from tlbench.select import as_records
+            from tlbench.ranking import as_records
 
             return json.dumps({"rows": data, "ranking_checks": as_records(checks)}, indent=2) + "\n"
         return json.dumps(data, indent=2) + "\n"
@@ -1099,7 +1087,7 @@ def render(
         parts.append(section(heading, table, fmt))
     legend = paragraph(LEGEND, fmt)
     if checks:
-        from tlbench.select import render_checks
+        from tlbench.ranking import render_checks
 
         legend += "\n\n" + render_checks(checks, fmt).rstrip("\n")
     return "\n\n".join([*parts, legend]) + "\n"

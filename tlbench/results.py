@@ -478,34 +478,3 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def check_output_locations(
-    *,
-    results: str | os.PathLike | None = None,
-    models_dir: str | os.PathLike | None = None,
-    plot: str | os.PathLike | None = None,
-    grid: str | os.PathLike | None = None,
-) -> dict[str, Path]:
-    """Check, before any work, that every output location given can be written.
-
-    `results`: the results file (--out); `models_dir`: the folder --save-models
-    writes to; `plot` and `grid`: image files (a folder or a name without a
-    suffix resolve as `tlbench.plot.image_path` says). Raises a `TlbenchError`
-    naming the path and what to do; returns the resolved paths by name.
-    """
-    out: dict[str, Path] = {}
-    if results is not None:
-        given = os.fspath(results)
-        check_writable(given if given.endswith(("/", os.sep)) else Path(given).expanduser())
-        out["results"] = Path(given).expanduser()
-    if models_dir is not None:
-        out["models_dir"] = check_folder_writable(models_dir, "checkpoints", "--models-dir")
-    if plot is not None or grid is not None:
-        from tlbench.plot import check_image_path
-
-        if plot is not None:
-            out["plot"] = check_image_path(plot, "tradeoff.png", "--plot")
-        if grid is not None:
-            out["grid"] = check_image_path(grid, "predictions.png", "--grid")
-    return out

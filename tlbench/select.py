@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import statistics
 import sys
 import types
@@ -40,67 +39,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tlbench.ranking import (  # noqa: F401 (RankingCheck, check, render_checks: re-exported)
+    RANK_BY,
+    RankingCheck,
+    Validation,
+    _group,
+    _mean_by_backbone,
+    as_records,
+    check,
+    rank,
+    render_checks,
+    report_checks,
+)
+
 if TYPE_CHECKING:  # numpy (stats), the report and the grid load when a selection is made
     from tlbench import stats
     from tlbench.grid import Outcome
     from tlbench.python_api import Results
-
-#: what stage 1 can rank by: the probe's top-1, a transferability score, or size alone.
-RANK_BY = ("probe", "logme", "knn_accuracy", "h_score", "params")
-
-
-#: (dataset, fingerprint, budget, image size, backbone, strategy) -> validation top-1:
-#: what choices are made on (`validation_accuracies`), never the test split.
-Validation = dict[tuple[Any, ...], float]
-
-
-def _cell(record: dict[str, Any]) -> tuple[Any, ...]:
-    """A record's cell: its group, backbone and strategy (not its seed, not its settings)."""
-    c = record.get("config") or {}
-    return (*_group(record), c.get("backbone"), c.get("strategy"))
-
-
-def _score(
-    record: dict[str, Any], rank_by: str, validation: Validation | None = None
-) -> float | None:
-    if rank_by == "probe":
-        if validation is not None:
-            return validation.get(_cell(record))
-        return (record.get("accuracy") or {}).get("final")
-    if rank_by == "params":
-        return (record.get("cost") or {}).get("total_params")
-    value = (record.get("scores") or {}).get(rank_by)
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _group(record: dict[str, Any]) -> tuple[Any, ...]:
-    """What must match for two records to be compared: the data, its budget, the image size."""
-    c = record.get("config") or {}
-    return (c.get("dataset"), c.get("dataset_fingerprint"), c.get("budget"), c.get("image_size"))
-
-
-def _mean_by_backbone(records: Iterable[dict[str, Any]], value) -> dict[str, float]:
-    values: dict[str, list[float]] = {}
-    for r in records:
-        v = value(r)
-        if v is not None:
-            values.setdefault(r["config"]["backbone"], []).append(float(v))
-    return {b: statistics.fmean(vs) for b, vs in values.items()}
-
-
-def rank(
-    probes: list[dict[str, Any]], rank_by: str, validation: Validation | None = None
-) -> list[tuple[str, float]]:
-    """Backbones by their stage-1 value, best first (mean over seeds); ties by name.
-
-    With `validation`, "probe" ranks by the probes' validation accuracy (what
-    `tlbench select` does); without, by their final test accuracy (what the
-    report's ranking checks compare against).
-    """
-    if rank_by not in RANK_BY:
-        raise ValueError(f"--rank-by must be one of {', '.join(RANK_BY)}, not {rank_by!r}")
-    means = _mean_by_backbone(probes, lambda r: _score(r, rank_by, validation))
-    return sorted(means.items(), key=lambda item: (-item[1], item[0]))
 
 
 def finalists(
@@ -295,161 +250,6 @@ def _full_grid_cost(
     rate = statistics.fmean(per_flop)
     estimate = sum(tuned[b] if b in tuned else rate * flops[b] for b in backbones)
     return probe_cost + seeds * estimate, "estimated"
-
-
-# --------------------------------------------------------------------------- checking the shortcut
-
-
-@dataclass
-class RankingCheck:
-    """How well one ranking predicted the fine-tuned accuracies of one dataset."""
-
-    dataset: str
-    rank_by: str
-    tau: float
-    regret: float
-    backbones: int
-    #: the strategy whose accuracies are the truth ("finetune" or "lp-ft").
-    against: str = "finetune"
-    budget: str | None = None
-    image_size: int | None = None
-
-
-def check(records: list[dict[str, Any]], finalist_strategy: str = "finetune") -> list[RankingCheck]:
-    """Weighted tau and regret of every ranking, where every probed backbone was also fine-tuned."""
-    from tlbench import stats
-
-    ok = [r for r in records if r.get("status") == "ok"]
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in ok:
-        groups.setdefault(_group(r), []).append(r)
-    out = []
-    for key, group in groups.items():
-        probes = [r for r in group if r["config"]["strategy"] == "linear"]
-        tuned = _mean_by_backbone(
-            [r for r in group if r["config"]["strategy"] == finalist_strategy],
-            lambda r: r["accuracy"]["final"],
-        )
-        names = sorted(b for b in {r["config"]["backbone"] for r in probes} if b in tuned)
-        if len(names) < 2:
-            continue
-        accuracy = [tuned[b] for b in names]
-        for rank_by in RANK_BY:
-            values = _mean_by_backbone(
-                [r for r in probes if r["config"]["backbone"] in names],
-                lambda r, k=rank_by: _score(r, k),
-            )
-            if set(values) != set(names):
-                continue
-            score = [values[b] for b in names]
-            out.append(
-                RankingCheck(
-                    dataset=key[0],
-                    rank_by=rank_by,
-                    tau=stats.weighted_tau(score, accuracy),
-                    regret=stats.regret(score, accuracy),
-                    backbones=len(names),
-                    against=finalist_strategy,
-                    budget=key[2],
-                    image_size=key[3],
-                )
-            )
-    return out
-
-
-#: the fine-tuned strategies a ranking is checked against, when the results hold them.
-TUNED_STRATEGIES = ("finetune", "lp-ft")
-#: the fewest backbones a check is shown for: with two, a tau is +1 or -1 and says little.
-MIN_BACKBONES = 3
-#: how the rankings are named in a table.
-RANK_NAMES = {
-    "probe": "linear probe accuracy",
-    "logme": "LogME",
-    "knn_accuracy": "k-NN accuracy",
-    "h_score": "H-score",
-    "params": "parameter count (baseline)",
-}
-
-
-def report_checks(records: Iterable[dict[str, Any]]) -> list[RankingCheck]:
-    """The checks `tlbench report` shows: each ranking against each fine-tuned strategy
-    present, for every dataset (and budget, and image size) with a probe and a fine-tune
-    of at least `MIN_BACKBONES` backbones. Each run key counts once (its answer:
-    `results.answer_by_key`); records the report cannot read are left out."""
-    from tlbench.record import problems
-    from tlbench.results import answer_by_key
-
-    readable = [r for r in records if not problems(r)]
-    answers = list(answer_by_key(readable).values())
-    return [
-        c
-        for strategy in TUNED_STRATEGIES
-        for c in check(answers, strategy)
-        if c.backbones >= MIN_BACKBONES
-    ]
-
-
-def _tau_text(tau: float) -> str:
-    return "n/a" if math.isnan(tau) else f"{tau:+.2f}"
-
-
-def render_checks(checks: list[RankingCheck], fmt: str) -> str:
-    """The checks as text in a report format ("table", "markdown", "html", "latex"); one
-    table per dataset and fine-tuned strategy, then a line saying how to read them.
-    (csv and json carry `as_records(checks)` instead; see `tlbench.report.render`.)"""
-    if not checks:
-        return ""
-    from tabulate import tabulate
-
-    from tlbench.budget import describe
-    from tlbench.identity import short_names
-    from tlbench.report import paragraph, section
-
-    names = short_names(c.dataset for c in checks)
-    tablefmt = {"markdown": "pipe", "html": "html", "latex": "latex_booktabs"}.get(fmt, "simple")
-    sizes: dict[str, set[Any]] = {}
-    for c in checks:
-        sizes.setdefault(c.dataset, set()).add(c.image_size)
-    sections: dict[str, list[RankingCheck]] = {}
-    for c in checks:
-        budget = f", budget {describe(c.budget)}" if c.budget else ""
-        # The image size only tells apart checks of one dataset run at several sizes.
-        size = f", {c.image_size}px" if len(sizes[c.dataset]) > 1 else ""
-        title = (
-            f"ranking check: {names[c.dataset]}{budget}{size}: "
-            f"{c.backbones} backbones, against {c.against}"
-        )
-        sections.setdefault(title, []).append(c)
-    parts = []
-    for title, group in sections.items():
-        table = tabulate(
-            [
-                [RANK_NAMES.get(c.rank_by, c.rank_by), _tau_text(c.tau), f"{100 * c.regret:.1f}"]
-                for c in group
-            ],
-            headers=["ranked by", "weighted tau", "regret (points)"],
-            tablefmt=tablefmt,
-            disable_numparse=True,
-            colalign=["left", "right", "right"],
-        )
-        parts.append(section(title, table, fmt))
-    legend = (
-        "weighted tau: weighted Kendall tau (hyperbolic weights, scipy.stats.weightedtau) between "
-        "the ranking and the fine-tuned accuracies (mean over seeds); +1 ranks them exactly. "
-        "regret: best fine-tuned top-1 minus that of the backbone the ranking puts first."
-    )
-    parts.append(paragraph(legend, fmt))
-    return "\n\n".join(parts) + "\n"
-
-
-def as_records(checks: list[RankingCheck]) -> list[dict[str, Any]]:
-    """The checks as plain JSON-ready dicts (a NaN tau is None: JSON has no NaN)."""
-    out = []
-    for c in checks:
-        d = dataclasses.asdict(c)
-        d["tau"] = None if math.isnan(c.tau) else c.tau
-        out.append(d)
-    return out
 
 
 def as_dict(selection: Selection) -> dict[str, Any]:
