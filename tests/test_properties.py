@@ -15,8 +15,10 @@ example):
   (Unicode, case, digits, NFC and NFD forms of one name);
 - every image a decoded split keeps is paired with its own label, whatever
   set of images could not be read (each image's pixels carry its index);
-- `stats`' intervals and ties agree with scipy on generated accuracies;
-- the report's Pareto marks are the non-dominated rows of a brute-force check.
+- `stats`' intervals and ties agree with scipy on generated accuracies, and
+  the report's own faster computation of them agrees with `stats`;
+- the report's Pareto marks are the non-dominated rows of a brute-force check,
+  and each gain over scratch is against the one like-for-like scratch row.
 
 Examples are few (`max_examples`) and derandomised, so a run takes seconds
 and a failure reproduces; the filesystem tests write 8 x 8 PNGs.
@@ -43,6 +45,7 @@ from tlbench.budget import budget_indices, validation_split
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.data import DecodeCache, UnreadableImagesError
 from tlbench.images import FileImages
+from tlbench.record import encode_correct
 
 
 def examples(n: int) -> settings:
@@ -406,6 +409,8 @@ rows = st.lists(
         st.one_of(st.none(), st.integers(0, 5).map(lambda k: k / 5)),
         st.one_of(st.none(), st.sampled_from([0.0, 0.5, 1.0, 2.0, 10.0])),
         st.sampled_from(["scratch", "linear", "finetune"]),
+        st.sampled_from(["resnet18", "vit"]),
+        st.sampled_from([32, 64]),
     ),
     min_size=1,
     max_size=9,
@@ -418,15 +423,30 @@ def test_the_pareto_marks_are_the_rows_no_other_row_of_their_dataset_dominates(r
     made = [
         report.Row(
             dataset,
-            f"b{i}",
+            backbone,
             strategy,
             "ok" if acc is not None else "failed",
             accuracy=acc,
             train_seconds=seconds,
+            image_size=size,
+            device="cpu",
         )
-        for i, (dataset, acc, seconds, strategy) in enumerate(rows)
+        for dataset, acc, seconds, strategy, backbone, size in rows
     ]
     report._mark_gain_and_pareto(made)
+    for r in made:
+        # The gain over scratch: the one scratch run of its backbone, dataset and size.
+        like = [
+            o
+            for o in made
+            if o.strategy == "scratch"
+            and (o.dataset, o.backbone, o.image_size) == (r.dataset, r.backbone, r.image_size)
+            and o.accuracy is not None
+        ]
+        if r.strategy == "scratch" or r.accuracy is None or len(like) != 1:
+            assert r.gain_over_scratch is None, r
+        else:
+            assert r.gain_over_scratch == r.accuracy - like[0].accuracy, r
     for r in made:
         if r.accuracy is None:
             assert not r.pareto  # no result: on no front
@@ -440,3 +460,76 @@ def test_the_pareto_marks_are_the_rows_no_other_row_of_their_dataset_dominates(r
         mine = [r for r in made if r.dataset == dataset and r.accuracy is not None]
         top = min(mine, key=lambda r: (-r.accuracy, r.train_seconds or 0.0))
         assert top.pareto
+
+
+# --------------------------------------------------------------------------- the report's marks
+
+
+def _record(backbone: str, seed: int, correct: list[bool]) -> dict:
+    """An ok record of one run: its final evaluation image by image (all else fixed)."""
+    return {
+        "schema": 2,
+        "key": f"{backbone}-{seed}",
+        "status": "ok",
+        "time": "2026-01-01T00:00:00+00:00",
+        "config": {
+            "backbone": backbone,
+            "weights": None,
+            "dataset": "flowers",
+            "strategy": "linear",
+            "seed": seed,
+            "image_size": 32,
+            "hyperparameters": {"epochs": 1},
+            "device": "cpu",
+            "precision": "fp32",
+            "dataset_fingerprint": "fp",
+        },
+        "accuracy": {
+            "final": float(np.mean(correct)),
+            "best": float(np.mean(correct)),
+            "curve": [],
+            "final_correct": encode_correct(correct),
+        },
+        "cost": {"train_seconds": 1.0},
+        "data": {"eval_images": len(correct), "eval_split": "test", "num_classes": 2},
+    }
+
+
+@st.composite
+def grids(draw):
+    """Rows of one dataset, each with one to three seeds, each seed's per-image results."""
+    n = draw(st.integers(4, 60), label="images")
+    made = []
+    for b in range(draw(st.integers(2, 5), label="rows")):
+        skill = draw(st.sampled_from([0.3, 0.6, 0.9]))
+        for seed in sorted(draw(st.sets(st.sampled_from([0, 1, 2]), min_size=1))):
+            flips = draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))
+            made.append((f"b{b}", seed, [f < skill for f in flips]))
+    return made
+
+
+@examples(40)
+@given(grid=grids())
+def test_the_reports_intervals_and_ties_are_the_stats_modules(grid):
+    # The report computes them its own, faster way (cached quantiles, rows at once);
+    # whatever the seeds and per-image results, the figures must be `tlbench.stats`'s.
+    found = report.summarize([_record(*run) for run in grid])
+    correct = {(b, seed): c for b, seed, c in grid}
+    expected_rows = [
+        stats.Row(
+            r.backbone,
+            dict(r.seed_accuracy),
+            {s: np.asarray(correct[r.backbone, s], dtype=int) for s in r.seed_accuracy},
+        )
+        for r in found
+    ]
+    ties = stats.compare_to_best(expected_rows)
+    for r, row in zip(found, expected_rows, strict=True):
+        seeds = list(row.accuracy)
+        interval = stats.accuracy_interval(
+            [row.accuracy[s] for s in seeds], row.correct[seeds[0]] if len(seeds) == 1 else None
+        )
+        assert (r.ci_low, r.ci_high) == pytest.approx(
+            (max(0.0, interval.lower), min(1.0, interval.upper)), abs=1e-12
+        )
+        assert r.tie == ties[r.backbone].tied, (r.backbone, ties[r.backbone])
