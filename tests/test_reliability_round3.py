@@ -465,7 +465,7 @@ def test_a_report_of_many_rows_bootstraps_each_distinct_count_once(monkeypatch):
     rows = report.summarize(_single_seed_records(1500, 60))
     assert len(rows) == 1500
     assert calls["interval"] <= 61  # one per number of right images out of 60, not per row
-    assert calls["paired"] < 1500  # rows 10 standard errors from the best are not resampled
+    assert calls["paired"] < 1500  # rows surely apart from the best are not resampled
 
 
 def test_the_reports_fast_statistics_are_the_stats_modules_floats():
@@ -522,3 +522,20 @@ def test_the_reports_fast_statistics_are_the_stats_modules_floats():
             ]
         )
         assert [row.tie for row in group] == [expected[i].tied for i in range(len(group))]
+
+
+def test_a_row_called_surely_apart_is_never_tied_by_the_bootstrap():
+    from tlbench import report, stats
+
+    rng = np.random.default_rng(11)
+    apart = 0
+    for _ in range(400):
+        n = int(rng.choice([10, 40, 240, 1000, 10_000]))
+        both, only_a, only_b = rng.multinomial(n, rng.dirichlet([4, 1, 1, 4]))[:3]
+        a = np.r_[np.ones(both + only_a), np.zeros(n - both - only_a)].astype(int)
+        b = np.r_[np.ones(both), np.zeros(only_a), np.ones(only_b)]
+        b = np.r_[b, np.zeros(n - len(b))].astype(int)
+        if report._surely_apart(n, int(only_a), int(only_b)):
+            apart += 1
+            assert not stats.paired_bootstrap(a, b).contains(0.0), (n, both, only_a, only_b)
+    assert 50 < apart < 400  # both kinds were drawn

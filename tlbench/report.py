@@ -665,8 +665,9 @@ def _bootstrap_interval(n: int, hits: int) -> Any:
 
     from tlbench import stats
 
-    correct = np.zeros(max(n, hits), dtype=np.int8)  # an array: a list of 10,000 ints costs more
-    correct[:hits] = 1
+    # [1] * hits + [0] * (n - hits), as an array: a list of 10,000 ints costs more.
+    correct = np.zeros(max(hits, 0) + max(n - hits, 0), dtype=np.int8)
+    correct[: max(hits, 0)] = 1
     return stats.accuracy_interval([hits / n], correct)
 
 
@@ -788,10 +789,28 @@ def _tie_over_seeds(best: Row, common: tuple[int, ...], rows: list[Row]) -> None
         r.tie = mean - half <= 0.0 <= mean + half
 
 
-#: a row this many standard errors of the paired difference from the best is not tied with
-#: it: by Chebyshev at most 1/10**2 = 1% of the bootstrap's resamples can fall beyond 0, and
-#: the tie needs 2.5% (a 10,000-resample draw puts 250 there against 100 expected: 15 SDs).
-_CERTAIN_SE = 10.0
+#: the most probability a resampled difference may have past 0 for a row to be called not
+#: tied without resampling: the tie needs 2.5% of the resamples there (250 of 10,000,
+#: against at most 100 expected at 1%: 15 standard deviations of that count).
+_CERTAIN_TAIL = 0.01
+
+
+def _surely_apart(n: int, only_a: int, only_b: int) -> bool:
+    """Whether the paired bootstrap of these counts surely puts 0 outside its 95% interval.
+
+    A resampled difference is the mean of n independent pairs, each +1 (only
+    the best right), -1 (only the other) or 0, with mean d and variance
+    v = p(+1) + p(-1) - d**2. The chance it lands past 0 is at most
+    Chebyshev's v / (n d**2) and Bernstein's exp(-n d**2 / (2 v + 4 |d| / 3));
+    both are bounds, whatever n.
+    """
+    d = (only_a - only_b) / n
+    v = (only_a + only_b) / n - d * d
+    if d == 0:
+        return False
+    chebyshev = v / (n * d * d)
+    bernstein = math.exp(-n * d * d / (2 * v + 4 * abs(d) / 3))
+    return min(chebyshev, bernstein) <= _CERTAIN_TAIL
 
 
 def _tied(best: Any, other: Any, memo: dict[tuple, bool | None]) -> bool | None:
@@ -800,7 +819,7 @@ def _tied(best: Any, other: Any, memo: dict[tuple, bool | None]) -> bool | None:
     Paired t over two or more common seeds uses the cached t quantile; a paired
     bootstrap over the images depends only on the four counts of (best right,
     other right), so equal counts are compared once, and a row whose difference
-    is `_CERTAIN_SE` standard errors from 0 is not tied without resampling.
+    surely lies outside the interval (`_surely_apart`) is not tied without resampling.
     """
     import numpy as np
 
@@ -824,9 +843,7 @@ def _tied(best: Any, other: Any, memo: dict[tuple, bool | None]) -> bool | None:
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     key = (n, int(np.sum(a & b)), only_a, only_b)
     if key not in memo:
-        d = (only_a - only_b) / n
-        variance = ((only_a + only_b) / n - d * d) / n  # of the resampled difference, exactly
-        if d != 0 and variance > 0 and abs(d) > _CERTAIN_SE * math.sqrt(variance):
+        if _surely_apart(n, only_a, only_b):
             memo[key] = False
         else:
             memo[key] = stats.compare(best, other).tied
