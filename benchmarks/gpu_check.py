@@ -179,9 +179,10 @@ def _headless(name: str) -> tuple[Any, int]:
 
     torch.manual_seed(0)
     if name == "small_cnn":
+        from tlbench.builtin.small_cnn import WIDTHS
         from tlbench.builtin.small_cnn_net import SmallCNN
 
-        net = SmallCNN()
+        net = SmallCNN(WIDTHS)
         return net, net.num_features
     model = getattr(torchvision.models, name)()
     attr = "fc" if hasattr(model, "fc") else "heads" if hasattr(model, "heads") else "classifier"

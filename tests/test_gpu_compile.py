@@ -38,10 +38,11 @@ def _headless(build, head_attr: str) -> tuple[nn.Module, int]:
 
 
 def _small_cnn() -> tuple[nn.Module, int]:
+    from tlbench.builtin.small_cnn import WIDTHS
     from tlbench.builtin.small_cnn_net import SmallCNN
 
     torch.manual_seed(0)
-    net = SmallCNN()
+    net = SmallCNN(WIDTHS)
     return net, net.num_features
 
 

@@ -21,7 +21,7 @@ import torch
 import torchvision
 
 from tlbench.builtin import efficientnet_lite, small_cnn, torchvision_backbones
-from tlbench.builtin.efficientnet_lite_net import efficientnet_lite as build_lite
+from tlbench.builtin.efficientnet_lite import efficientnet_lite as build_lite
 from tlbench.builtin.small_cnn_net import SmallCNN
 
 REPO = Path(__file__).resolve().parents[1]

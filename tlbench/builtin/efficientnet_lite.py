@@ -60,6 +60,8 @@ class LiteVariant:
     backbone_params: int
     #: drop-connect (stochastic depth) rate of the last block, as in the TF training recipe.
     drop_connect: float = 0.2
+    #: channels of the head convolution: the width of the pooled features (not scaled).
+    head_channels: int = HEAD_CHANNELS
 
     @property
     def distribution(self) -> str:
@@ -97,9 +99,27 @@ def weights_path(variant: LiteVariant) -> str:
     return getattr(module, variant.model_file_class).get_model_file_path()
 
 
-def _build(name: str, pretrained: bool) -> nn.Module:
-    from tlbench.builtin.efficientnet_lite_net import efficientnet_lite
+def efficientnet_lite(
+    name: str,
+    *,
+    pretrained: bool = True,
+    num_classes: int = 1000,
+    same_padding: bool = True,
+) -> nn.Module:
+    """Build EfficientNet-Lite `name` ("efficientnet_lite0".."2"), optionally with ImageNet weights.
 
+    The weights load strictly into the 1000-class model; `num_classes` other than
+    1000 then replaces `_fc` (0 removes it: the model returns pooled features).
+    """
+    from tlbench.builtin.efficientnet_lite_net import build
+
+    variant = VARIANTS[name]
+    # Looked up now: one place (`weights_path`) says where the weights live.
+    weights = weights_path(variant) if pretrained else None
+    return build(variant, weights=weights, num_classes=num_classes, same_padding=same_padding)
+
+
+def _build(name: str, pretrained: bool) -> nn.Module:
     return efficientnet_lite(name, pretrained=pretrained, num_classes=0)
 
 
@@ -150,7 +170,6 @@ _NET_NAMES = frozenset(
         "MBConv",
         "ReLU6",
         "SameConv2d",
-        "efficientnet_lite",
         "BN_EPS",
         "BN_MOMENTUM",
     }

@@ -11,14 +11,16 @@ model is built.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlbench.builtin import efficientnet_lite as _described
-from tlbench.builtin.efficientnet_lite import HEAD_CHANNELS, VARIANTS, LiteVariant
 from tlbench.errors import WeightsUnavailableError
+
+if TYPE_CHECKING:  # described where the backbones are registered; this module only builds
+    from tlbench.builtin.efficientnet_lite import LiteVariant
 
 # TF's batch-norm defaults (decay 0.99, epsilon 1e-3); the running statistics in
 # the converted weights were estimated with them.
@@ -207,17 +209,18 @@ class EfficientNetLite(nn.Module):
             MBConv(*spec, drop_connect=variant.drop_connect * i / len(specs), same=same_padding)
             for i, spec in enumerate(specs)
         )
-        self._conv_head = _conv(specs[-1][1], HEAD_CHANNELS, 1, same=same_padding)
-        self._bn1 = _bn(HEAD_CHANNELS)
+        self._conv_head = _conv(specs[-1][1], variant.head_channels, 1, same=same_padding)
+        self._bn1 = _bn(variant.head_channels)
         self.act = ReLU6()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = HEAD_CHANNELS
+        self.num_features = variant.head_channels
         self._fc: nn.Module = nn.Identity()
         self.reset_classifier(num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace `_fc`: a new `Linear(1280, num_classes)`, or nothing for 0."""
-        self._fc = nn.Linear(HEAD_CHANNELS, num_classes) if num_classes else nn.Identity()
+        width = self.variant.head_channels
+        self._fc = nn.Linear(width, num_classes) if num_classes else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self._bn0(self._conv_stem(x)))
@@ -230,24 +233,25 @@ class EfficientNetLite(nn.Module):
         return self._fc(self.forward_features(x))
 
 
-def efficientnet_lite(
-    name: str,
+def build(
+    variant: LiteVariant,
     *,
-    pretrained: bool = True,
+    weights: str | None,
     num_classes: int = 1000,
     same_padding: bool = True,
 ) -> EfficientNetLite:
-    """Build EfficientNet-Lite `name` ("efficientnet_lite0".."2"), optionally with ImageNet weights.
+    """Build `variant`, with the ImageNet weights at `weights` (a `.pth` path) or none.
 
     The weights load strictly into the 1000-class model; `num_classes` other than
     1000 then replaces `_fc` (0 removes it: the model returns pooled features).
+    `tlbench.builtin.efficientnet_lite.efficientnet_lite` builds one by name.
     """
-    variant = VARIANTS[name]
+    pretrained = weights is not None
     model = EfficientNetLite(
         variant, 1000 if pretrained else num_classes, same_padding=same_padding
     )
-    if pretrained:
-        path = _described.weights_path(variant)  # looked up now: one place says where weights live
+    if weights is not None:
+        path = weights
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unreadable or truncated file: a broken install

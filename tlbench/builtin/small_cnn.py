@@ -39,7 +39,7 @@ def _build(pretrained: bool) -> nn.Module:
         )
     from tlbench.builtin.small_cnn_net import SmallCNN
 
-    return SmallCNN()
+    return SmallCNN(WIDTHS)
 
 
 @hookimpl

@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tlbench.builtin.small_cnn import WIDTHS
-
 
 class SmallCNN(nn.Module):
     """Four conv3x3-BN-ReLU-maxpool blocks, then global average pooling: (B, 3, H, W) -> (B, 256).
 
     Global pooling (rather than the tutorials' flatten into a Linear) makes it
-    work at any image size of 16 px or more.
+    work at any image size of 16 px or more. `widths`: the blocks' channels
+    (`tlbench.builtin.small_cnn.WIDTHS` for the registered backbone).
     """
 
-    def __init__(self, widths: tuple[int, ...] = WIDTHS) -> None:
+    def __init__(self, widths: tuple[int, ...]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3

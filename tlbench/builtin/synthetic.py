@@ -126,7 +126,7 @@ class SyntheticImages:
 
         c = self.config
         seed = (c.seed, _SPLIT_CODES[self.split], index)
-        return render(self.labels[index], seed, size=c.size, clutter=c.clutter)
+        return render(self.labels[index], seed, size=c.size, clutter=c.clutter, classes=CLASSES)
 
     def describe(self, index: int) -> str:
         return f"synthetic[{self.split}][{index}]"

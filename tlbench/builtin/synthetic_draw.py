@@ -9,11 +9,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tlbench.builtin.synthetic import CLASSES, Clutter
+if TYPE_CHECKING:  # the knobs are described where the task is; this module only draws
+    from tlbench.builtin.synthetic import Clutter
+
 
 _SUPERSAMPLE = 2  # draw at 2x and reduce: anti-aliased edges without per-shape alpha maths
 
@@ -172,25 +175,28 @@ def _draw_shape(
 def render(
     label: int,
     seed: int | Sequence[int],
-    size: int = 64,
-    clutter: Clutter | None = None,
+    *,
+    size: int,
+    clutter: Clutter,
+    classes: Sequence[str],
 ) -> Image.Image:
-    """Draw one `size` px image of class `label` from `seed` (same seed, same pixels)."""
-    c = clutter or Clutter()
+    """Draw one `size` px image of class `label` (of `classes`, names in `SHAPES`) from
+    `seed`: the same seed gives the same pixels."""
+    c = clutter
     rng = np.random.default_rng(seed)
     side = size * _SUPERSAMPLE
     image = _background(rng, side, c.detail)
     _lines(rng, image, _count(rng, c.lines_behind))
-    others = [k for k in range(len(CLASSES)) if k != label]
+    others = [k for k in range(len(classes)) if k != label]
     for _ in range(_count(rng, c.distractors)):
-        shape = CLASSES[others[int(rng.integers(len(others)))]]
+        shape = classes[others[int(rng.integers(len(others)))]]
         radius = rng.uniform(*c.distractor_radius) * side
         center = (float(rng.uniform(0, side)), float(rng.uniform(0, side)))
         _draw_shape(rng, image, shape, radius, center, c)
     radius = rng.uniform(*c.radius) * side
     lo, hi = (1 - c.crop) * radius, side - (1 - c.crop) * radius
     center = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
-    _draw_shape(rng, image, CLASSES[label], radius, center, c)
+    _draw_shape(rng, image, classes[label], radius, center, c)
     # Lines in front of the shape occlude parts of it.
     _lines(rng, image, _count(rng, c.lines_front))
     image = image.reduce(_SUPERSAMPLE)
