@@ -539,3 +539,25 @@ def test_a_row_called_surely_apart_is_never_tied_by_the_bootstrap():
             apart += 1
             assert not stats.paired_bootstrap(a, b).contains(0.0), (n, both, only_a, only_b)
     assert 50 < apart < 400  # both kinds were drawn
+
+
+def test_class_names_that_differ_only_in_unicode_normalisation_say_so(tmp_path):
+    import unicodedata
+
+    from tlbench.api import DatasetRequest
+    from tlbench.builtin.imagefolder import load_imagefolder
+    from tlbench.errors import DatasetError
+
+    root = tmp_path / "ds"
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    for split, name in (("train", nfc), ("val", nfd)):
+        for cls in (name, "tea"):
+            _bmp(root / split / cls / "0.bmp", (3, 4, 5))
+    if sorted(os.listdir(root / "val")) == sorted(os.listdir(root / "train")):
+        pytest.skip("this filesystem normalises names")
+    with pytest.raises(DatasetError) as caught:
+        load_imagefolder(DatasetRequest(str(root), tmp_path))
+    message = str(caught.value)
+    assert "different class folders" in message
+    assert "look the same but are written differently" in message
+    assert "NFC" in message and "NFD" in message

@@ -135,7 +135,8 @@ def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
             parts.append(f"only in {eval_dir}/: {', '.join(only_eval)}")
         raise DatasetError(
             f"imagefolder: {root}: train/ and {eval_dir}/ have different class folders "
-            f"({'; '.join(parts)}). Give both the same class subfolders."
+            f"({'; '.join(parts)}).{_normalisation_hint(only_train, only_eval, eval_dir)} "
+            "Give both the same class subfolders."
         )
     classes = sorted(train)
     train_files, train_labels = _flatten(train, classes)
@@ -150,6 +151,26 @@ def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
         eval_split=eval_dir,
         fingerprint=fingerprint,
         info={"root": str(root), "layout": "train/ and " + eval_dir + "/", "eval_dir": eval_dir},
+    )
+
+
+def _normalisation_hint(only_train: list[str], only_eval: list[str], eval_dir: str) -> str:
+    """Why names that print alike differ: Unicode normalisation (`café` as one code point, NFC,
+    or as `e` + a combining accent, NFD: macOS and some archive tools write the second)."""
+    import unicodedata
+
+    held = {unicodedata.normalize("NFC", n): n for n in only_eval}
+    pairs = [(n, held[k]) for n in only_train if (k := unicodedata.normalize("NFC", n)) in held]
+    if not pairs:
+        return ""
+    a, b = pairs[0]
+    form = "NFC" if unicodedata.is_normalized("NFC", a) else "NFD"
+    other = "NFD" if form == "NFC" else "NFC"
+    return (
+        f" {len(pairs)} of them look the same but are written differently: train/{a!r} is "
+        f"Unicode {form} ({len(a)} code points) and {eval_dir}/{b!r} is {other} ({len(b)}), "
+        "as macOS or an archive tool may write names; rename one so both are written alike "
+        "(e.g. NFC)."
     )
 
 
