@@ -277,3 +277,33 @@ def test_tlbench_run_tunes_with_the_tune_keyword(tmp_path, monkeypatch):
     )
     (record,) = results
     assert record["tuning"]["trials"] == 2
+
+
+def test_the_report_charges_a_tuned_row_its_search_unless_asked_not_to():
+    def record(key, strategy, accuracy, train, search=None):
+        r = {
+            "key": key,
+            "status": "ok",
+            "time": "2026-12-06T12:00:00+00:00",
+            "config": {"backbone": "b", "dataset": "d", "strategy": strategy, "seed": 0},
+            "accuracy": {"final": accuracy, "best": accuracy, "best_epoch": 1},
+            "cost": {"train_seconds": train, "feature_seconds": 0.0},
+        }
+        if search is not None:
+            r["tuning"] = {"search_seconds": search, "trials": 8, "study": "s"}
+        return r
+
+    records = [record("k1", "linear", 0.90, 1.0), record("k2", "finetune", 0.92, 2.0, search=50)]
+    honest = {r.strategy: r for r in summarize(records)}
+    assert honest["finetune"].search_seconds == 50
+    assert "tuned: 8 trials on validation, search 50 s" in honest["finetune"].reason
+    # 52 s against 1 s: the more accurate row still is on the frontier (nothing beats it)...
+    assert honest["finetune"].pareto and honest["linear"].pareto
+    # ...and a cheaper, as-accurate untuned row now beats it only when the search counts.
+    records.append(record("k3", "lp-ft", 0.92, 10.0))
+    honest = {r.strategy: r for r in summarize(records)}
+    trained = {r.strategy: r for r in summarize(records, cost="train")}
+    assert not honest["finetune"].pareto and honest["lp-ft"].pareto
+    assert trained["finetune"].pareto and not trained["lp-ft"].pareto
+    with pytest.raises(ValueError, match="cost must be one of"):
+        summarize(records, cost="search")

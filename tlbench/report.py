@@ -55,7 +55,8 @@ LEGEND = (
     "top-1: final epoch on the held-out split, mean ± std over seeds (n) [95% confidence "
     "interval: Student t over seeds, or a bootstrap over the evaluation images for one seed]. "
     "train s: feature extraction + training (no decoding, no eval). "
-    "pareto *: no other row of the dataset is both more accurate and cheaper to train. "
+    "pareto *: no other row of the dataset is both more accurate and cheaper to train "
+    "(a tuned row's cost includes its search). "
     "tie =: the best row, and rows that cannot be told apart from it (95%: paired t over the "
     "seeds both ran; for single runs, a paired bootstrap over the evaluation images where the "
     "records hold per-image results; otherwise not compared)."
@@ -77,6 +78,8 @@ class Row:
     best_accuracy: float | None = None
     best_epoch: float | None = None
     train_seconds: float | None = None
+    #: a tuned row's search (all its trials), seconds; None when its settings were given.
+    search_seconds: float | None = None
     images_per_s: float | None = None
     peak_memory_mb: float | None = None  # MB: 10^6 bytes (benchmarks/ counts GB as 10^9)
     trainable_params: int | None = None
@@ -385,13 +388,23 @@ def _is_trial(record: dict[str, Any]) -> bool:
     return record["config"].get("holdout") is not None
 
 
-def summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
-    """Aggregate the answer of each run key into comparison rows (see the module docstring)."""
+#: what the Pareto mark weighs accuracy against: training alone, or training and, for a
+#: tuned row, the search that chose its settings (the honest total, the default).
+COSTS = ("train+search", "train")
+
+
+def summarize(records: Iterable[dict[str, Any]], *, cost: str = "train+search") -> list[Row]:
+    """Aggregate the answer of each run key into comparison rows (see the module docstring).
+
+    `cost`: what the Pareto mark counts (`COSTS`).
+    """
+    if cost not in COSTS:
+        raise ValueError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
     with gc_paused():  # copies of every record, no cycles: see `tlbench.results.gc_paused`
-        return _summarize(records)
+        return _summarize(records, cost)
 
 
-def _summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
+def _summarize(records: Iterable[dict[str, Any]], cost: str = "train+search") -> list[Row]:
     # Tuning trials chose the reported settings on a validation split: not rows.
     usable = in_time_order(r for r in _readable(records) if not _is_trial(r))
     identity = _data_identities(usable)
@@ -484,6 +497,12 @@ def _summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
             )
         if later_note:
             notes.append(later_note)
+        searches = [t["search_seconds"] for t in (r.get("tuning") for r in ok) if t]
+        if searches:
+            notes.append(
+                f"tuned: {ok[0]['tuning'].get('trials')} trials on validation, "
+                f"search {_mean(searches):.3g} s"
+            )
         best = [r["accuracy"]["best"] for r in ok if r["accuracy"]["best"] is not None]
         best_epoch = [
             r["accuracy"]["best_epoch"] for r in ok if r["accuracy"]["best_epoch"] is not None
@@ -508,6 +527,7 @@ def _summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
                 best_accuracy=_mean(best),
                 best_epoch=_mean(best_epoch),
                 train_seconds=_mean([train_cost_seconds(r, extraction) for r in ok]),
+                search_seconds=_mean(searches) if searches else None,
                 images_per_s=_mean(ips),
                 peak_memory_mb=_mean(peak) / 1e6 if peak else None,
                 trainable_params=costs[0].get("trainable_params"),
@@ -526,7 +546,7 @@ def _summarize(records: Iterable[dict[str, Any]]) -> list[Row]:
     _fill_t_intervals(over_seeds)
     for row, name in zip(rows, _short_names([r.dataset for r in rows]), strict=True):
         row.dataset_name = name
-    _mark_gain_and_pareto(rows)
+    _mark_gain_and_pareto(rows, cost)
     _mark_ties(rows, per_image)
     return rows
 
@@ -850,7 +870,7 @@ def _tied(best: Any, other: Any, memo: dict[tuple, bool | None]) -> bool | None:
     return memo[key]
 
 
-def _mark_gain_and_pareto(rows: list[Row]) -> None:
+def _mark_gain_and_pareto(rows: list[Row], cost: str = "train+search") -> None:
     """Gain over the like-for-like scratch row, and the Pareto mark, per section.
 
     Both by index, not by comparing every pair of rows: a report of 20,000
@@ -872,13 +892,17 @@ def _mark_gain_and_pareto(rows: list[Row]) -> None:
             if len(found) == 1:
                 row.gain_over_scratch = row.accuracy - found[0].accuracy
     for group in sections.values():
-        _mark_pareto(group)
+        _mark_pareto(group, cost)
 
 
-def _mark_pareto(group: list[Row]) -> None:
+def _mark_pareto(group: list[Row], cost: str = "train+search") -> None:
     """A row is Pareto-optimal unless another is at least as accurate and as cheap, and
-    better in one: rows by accuracy (best first), each against the cheapest above it."""
-    costs = [r.train_seconds or 0.0 for r in group]
+    better in one: rows by accuracy (best first), each against the cheapest above it.
+    The cost is the training's, plus a tuned row's search with "train+search"."""
+    search = cost == "train+search"
+    costs = [
+        (r.train_seconds or 0.0) + ((r.search_seconds or 0.0) if search else 0.0) for r in group
+    ]
     if any(c != c for c in costs):  # a NaN cost compares false with anything: pair by pair
         for row, cost in zip(group, costs, strict=True):
             row.pareto = not any(

@@ -28,7 +28,6 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -300,10 +299,6 @@ def chosen_line(tuning: dict[str, Any]) -> str:
         for k, v in sorted((tuning.get("chosen") or {}).items())
     )
     return (
-        f"chose {chosen} ({tuning['trials']} trials, validation "
+        f"{chosen} ({tuning['trials']} trials, validation "
         f"{100 * tuning['validation_accuracy']:.1f}%, search {tuning['search_seconds']:.1f} s)"
     )
-
-
-def describe(settings: TuneSettings) -> str:
-    return json.dumps(dataclasses.asdict(settings))

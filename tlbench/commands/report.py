@@ -46,6 +46,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="row order within each section (default: accuracy, best first)",
     )
     rep.add_argument(
+        "--cost",
+        choices=report.COSTS,
+        default="train+search",
+        help="what the Pareto mark weighs accuracy against: train+search (training and, "
+        "for tuned rows, their search; default: train+search) or train (training alone)",
+    )
+    rep.add_argument(
         "--group-by",
         choices=report.GROUP_KEYS,
         default="dataset",
@@ -112,7 +119,7 @@ def _records(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[Any], l
     records = results.read(inputs)
     if not records:
         raise TlbenchError(f"no records in {', '.join(args.results)}")
-    rows = report.sort_rows(report.summarize(records), args.sort)
+    rows = report.sort_rows(report.summarize(records, cost=args.cost), args.sort)
     if not rows:
         raise TlbenchError(
             f"none of the {len(records)} record(s) in {', '.join(args.results)} can be shown "

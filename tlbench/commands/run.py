@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,23 @@ def say_if_output_closed(outcome: Any) -> None:
         )
 
 
+def print_choices(console: Console, records: Iterable[dict[str, Any]]) -> None:
+    """What each tuned cell chose, on how many trials, at what validation accuracy and cost."""
+    from tlbench.console import describe_run
+    from tlbench.tune import chosen_line
+
+    seen: set[str] = set()
+    for r in records:
+        tuning = r.get("tuning")
+        if not tuning or tuning.get("chosen") is None or tuning["study"] in seen:
+            continue
+        seen.add(tuning["study"])
+        c = r["config"]
+        cell = describe_run(c["backbone"], c["strategy"], c["dataset"], c["seed"])
+        cell = cell.rpartition(" / seed")[0]
+        console.print(f"tuned {escape(cell)}: {escape(chosen_line(tuning))}", soft_wrap=True)
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
     from tlbench import results
     from tlbench.commands.output import print_comparison
@@ -214,6 +232,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
     mine = outcome.records()
     print_comparison(console, mine)
     latest = results.answer_by_key(mine)
+    print_choices(console, latest.values())
     out = escape(str(outcome.out))
     console.print(f"results: {out}  (tlbench report {out} --plot tradeoff.png)", soft_wrap=True)
     # Exit 1 only when nothing of this grid succeeded: some failures are a
