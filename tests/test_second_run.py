@@ -1,8 +1,8 @@
 """Every cache and memo driven twice: a second run that differs in one keyed field gets its own result.
 
 A process keeps what its runs computed for the next run: decoded images,
-backbone features, the FLOP count of a (backbone, image size), the
-transferability scores of a run's training features. A key that misses a
+backbone features, the FLOP counts of a (backbone, image size) forward and
+of a training step, the transferability scores of a run's training features. A key that misses a
 field hands the second run the first run's result, silently: leave the
 budget and the seed out of the scores' key and every run of
 `--shots 1,5,all` reports the 1-shot LogME. The other cache tests run one
@@ -102,6 +102,7 @@ def result(record: dict[str, Any]) -> dict[str, Any]:
         "curve": [(c["train_loss"], c["eval_loss"], c["eval_accuracy"]) for c in accuracy["curve"]],
         "final_correct": accuracy.get("final_correct"),
         "flops": record["cost"].get("forward_flops_per_image"),
+        "train_flops": record["cost"].get("train_flops_per_image"),
         "train_images": record["data"]["train_images"],
         "store_size": record["data"]["store_size"],
     }
@@ -119,9 +120,13 @@ def cold(strategy: str, case: str) -> tuple[tuple[str, Any], ...]:
     return tuple(result(record).items())
 
 
-@pytest.mark.parametrize("where", ["same process", "next process"])
+#: `linear` reaches every cache (decoded images and features, on disk and in memory) and
+#: the score memo; `finetune` the FLOPs memos (forward and training), in the process only.
+WHERE = [("linear", "same process"), ("linear", "next process"), ("finetune", "same process")]
+
+
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("strategy", ["linear", "finetune"])
+@pytest.mark.parametrize(("strategy", "where"), WHERE)
 def test_a_second_run_differing_in_one_keyed_field_gets_its_own_result(
     tmp_path, strategy, case, where
 ):
