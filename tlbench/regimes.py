@@ -172,30 +172,8 @@ def frozen_head(ctx: TrialContext) -> Outcome:
     features = frozen_features(ctx)
     head = FeatureHead(ctx.backbone.feature_dim, ctx.num_classes)
     ctx.phase("train")
-    fit = _head_fitter(ctx.hp)(
-        head,
-        features.train,
-        ctx.train.labels,
-        features.eval,
-        ctx.evalset.labels,
-        num_classes=ctx.num_classes,
-        hp=ctx.hp,
-        ex=ctx.ex,
-        seed=ctx.spec.seed,
-        on_epoch=ctx.on_epoch,
-        on_phase=ctx.phase,
-        keep_best=ctx.keep_best,
-    )
+    fit = _fit_head(ctx, head, features, ctx.hp, follow=True)
     return Outcome(fit=fit, head=head, features=features)
-
-
-def _head_fitter(hp: Hyperparameters) -> Callable[..., FitResult]:
-    """How a head trains on features: full-batch L-BFGS logistic regression, or mini-batches."""
-    if hp.optimizer == "lbfgs":
-        from tlbench.probe import fit_logistic_probe
-
-        return fit_logistic_probe
-    return train_head_on_features
 
 
 def probe_then_all(ctx: TrialContext) -> Outcome:
@@ -204,20 +182,35 @@ def probe_then_all(ctx: TrialContext) -> Outcome:
     features = frozen_features(ctx)
     probe_head = FeatureHead(ctx.backbone.feature_dim, ctx.num_classes)
     ctx.phase("probe")
-    probe_fit = train_head_on_features(
-        probe_head,
+    probe_fit = _fit_head(ctx, probe_head, features, ctx.strategy.probe, follow=False)
+    outcome = _fine_tune(ctx, ctx.build(), probe_head.cpu())
+    outcome.probe_fit, outcome.features = probe_fit, features
+    return outcome
+
+
+def _fit_head(
+    ctx: TrialContext, head: FeatureHead, features: Features, hp: Hyperparameters, *, follow: bool
+) -> FitResult:
+    """Train `head` on the features with `hp`: full-batch L-BFGS logistic regression when its
+    optimizer is "lbfgs" (`tlbench.probe`), else mini-batches. `follow`: its epochs are the
+    run's (reported, and the best kept for a checkpoint), not a first stage's."""
+    if hp.optimizer == "lbfgs":
+        from tlbench.probe import fit_logistic_probe as fit
+    else:
+        fit = train_head_on_features
+    events = {"on_epoch": ctx.on_epoch, "on_phase": ctx.phase, "keep_best": ctx.keep_best}
+    return fit(
+        head,
         features.train,
         ctx.train.labels,
         features.eval,
         ctx.evalset.labels,
         num_classes=ctx.num_classes,
-        hp=ctx.strategy.probe,
+        hp=hp,
         ex=ctx.ex,
         seed=ctx.spec.seed,
+        **(events if follow else {}),
     )
-    outcome = _fine_tune(ctx, ctx.build(), probe_head.cpu())
-    outcome.probe_fit, outcome.features = probe_fit, features
-    return outcome
 
 
 def end_to_end(ctx: TrialContext) -> Outcome:
