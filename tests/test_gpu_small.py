@@ -100,7 +100,10 @@ def test_evaluation_reads_the_device_once(monkeypatch):
 
 
 def test_a_thread_beside_a_timed_epoch_is_named_in_the_record():
-    assert "timed_with_threads" not in _fit(epochs=1).cost()
+    # Threads an earlier test of the session left (a tracker's, Ray's) may be alive too:
+    # the record must name what runs beside the epoch, this thread among them.
+    before = _fit(epochs=1).cost().get("timed_with_threads", [])
+    assert "live-display-refresh" not in before
     stop = threading.Event()
     display = threading.Thread(target=stop.wait, name="live-display-refresh", daemon=True)
     display.start()
@@ -109,4 +112,4 @@ def test_a_thread_beside_a_timed_epoch_is_named_in_the_record():
     finally:
         stop.set()
         display.join()
-    assert cost["timed_with_threads"] == ["live-display-refresh"]
+    assert sorted(cost["timed_with_threads"]) == sorted([*before, "live-display-refresh"])

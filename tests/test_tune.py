@@ -7,6 +7,7 @@ real Optuna study of a few trials per cell runs in seconds.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,25 @@ def test_the_report_charges_a_tuned_row_its_search_unless_asked_not_to():
     assert trained["finetune"].pareto and not trained["lp-ft"].pareto
     with pytest.raises(ValueError, match="cost must be one of"):
         summarize(records, cost="search")
+
+
+def test_successive_halving_prunes_on_epochs_and_charges_every_rung(plugins, tiny_config):
+    tiny_config.strategies = ["linear"]
+    tiny_config.hyperparameters = {"epochs": 9, "batch_size": 16}
+    (record,) = Runner(_tuned(tiny_config, trials=6, batch=3, tune_pruner="halving"), plugins).run()
+    tuning = record["tuning"]
+    trials = [r for r in read(tiny_config.out) if r["config"].get("holdout")]
+    epochs = sorted({t["config"]["hyperparameters"]["epochs"] for t in trials})
+    assert epochs == [1, 3, 9]  # the rungs: a ninth, a third, all
+    assert tuning["pruner"] == "halving" and tuning["trials"] == 6
+    assert tuning["search_epochs"] == sum(t["config"]["hyperparameters"]["epochs"] for t in trials)
+    # Each trial climbs the rungs in order from the first: a run at 9 epochs follows runs
+    # of the same settings at 1 and 3.
+    by_settings: dict[str, list[int]] = {}
+    for t in trials:
+        hp = dict(t["config"]["hyperparameters"])
+        epochs = hp.pop("epochs")
+        by_settings.setdefault(json.dumps(hp, sort_keys=True), []).append(epochs)
+    assert len(by_settings) == 6
+    assert all(sorted(e) == [1, 3, 9][: len(e)] for e in by_settings.values())
+    assert record["config"]["hyperparameters"]["epochs"] == 9  # the chosen run trains them all

@@ -351,6 +351,15 @@ class RunConfig:
         default="tpe",
         metadata=flag(group="tuning", metavar="NAME", help="tpe (default) or random"),
     )
+    tune_pruner: str = field(
+        default="none",
+        metadata=flag(
+            group="tuning",
+            metavar="NAME",
+            help="none (default: every trial trains all its epochs) or halving (successive "
+            "halving on epochs: a ninth, a third, then all, keeping the best third each time)",
+        ),
+    )
     #: where the runs execute: inline (this process), process, devices, ray or a plugin's.
     executor: str = field(
         default="inline",
@@ -408,6 +417,7 @@ class RunConfig:
             validation=self.validation_fraction,
             batch=self.tune_batch,
             sampler=self.tune_sampler,
+            pruner=self.tune_pruner,
         )
 
     def hyperparameters_for(self, strategy: str, defaults: Hyperparameters) -> Hyperparameters:
@@ -637,6 +647,7 @@ TUNE_TABLE = {
     "validation_fraction": "validation_fraction",
     "batch": "tune_batch",
     "sampler": "tune_sampler",
+    "pruner": "tune_pruner",
 }
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 #: bumped when a study's meaning changes (its name holds it, so old studies are not resumed).
 TUNE_VERSION = 1
 SAMPLERS = ("tpe", "random")
+#: "none": every trial trains all its epochs; "halving": successive halving on epochs.
+PRUNERS = ("none", "halving")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class TuneSettings:
     sampler: str = "tpe"
     #: the sampler's seed, and the seed every trial trains with.
     seed: int = 0
+    #: "halving": Optuna's successive-halving pruner on epochs (each trial trains a third
+    #: of the epochs, then the best third of the trials all of them, and so on).
+    pruner: str = "none"
+    #: successive halving keeps 1 in `reduction` trials from one rung to the next.
+    reduction: int = 3
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -70,6 +77,14 @@ class TuneSettings:
             raise ConfigError(f"--validation-fraction must be in (0, 1), not {self.validation!r}")
         if self.batch < 1:
             raise ConfigError(f"--tune-batch must be at least 1, not {self.batch}")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(
+                f"--tune-pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}"
+            )
+        if self.reduction < 2:
+            raise ConfigError(
+                f"the halving reduction factor must be 2 or more, not {self.reduction}"
+            )
         if self.sampler not in SAMPLERS:
             raise ConfigError(
                 f"--tune-sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}"
@@ -98,88 +113,138 @@ def _optuna() -> Any:
 
 @dataclass
 class CellStudy:
-    """One cell's search: its Optuna study and the run spec its trials vary."""
+    """One cell's search: its Optuna study and the run spec its trials vary.
+
+    Without a pruner a trial is one run of all the epochs. With successive
+    halving a trial trains at each rung of `rungs()` in turn (each rung a
+    fresh run of that many epochs, so its schedule is the whole schedule):
+    its validation accuracy is reported at that many epochs, and the pruner
+    stops the trial or lets it on to the next rung.
+    """
 
     base: RunSpec
     strategy: Strategy
     settings: TuneSettings
     study: optuna.Study
-    #: trial number -> the spec it trains.
-    specs: dict[int, RunSpec] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.study.study_name
 
-    def _spec(self, params: dict[str, Any]) -> RunSpec:
+    def rungs(self) -> list[int]:
+        """The epochs a trial trains at, rung by rung (the last: all of them)."""
+        epochs = self.base.hp.epochs
+        if self.settings.pruner == "none":
+            return [epochs]
+        out: list[int] = []
+        for k in range(2, -1, -1):  # three rungs: epochs / r^2, epochs / r, epochs
+            rung = max(1, round(epochs / self.settings.reduction**k))
+            if rung not in out:
+                out.append(rung)
+        return out
+
+    def spec(self, params: dict[str, Any], epochs: int | None = None) -> RunSpec:
+        """The run of a trial with `params`, at `epochs` (default: the cell's)."""
+        hp = self.base.hp.replace(**params)
+        if epochs is not None:
+            hp = hp.replace(epochs=epochs)
         return dataclasses.replace(
-            self.base,
-            seed=self.settings.seed,
-            hp=self.base.hp.replace(**params),
-            holdout=self.settings.holdout,
+            self.base, seed=self.settings.seed, hp=hp, holdout=self.settings.holdout
         )
 
+    def _rung_of(self, trial: Any) -> int | None:
+        """The next rung of a running trial: the first it has no value at (None: none left)."""
+        done = set(trial.intermediate_values)
+        return next((r for r in self.rungs() if r not in done), None)
+
     def next_batch(self) -> list[tuple[int, RunSpec]]:
-        """Trials to train now: those asked and never told (a killed driver), then new ones."""
+        """Runs to train now: every running trial's next rung (a killed driver's trials
+        included), then new trials' first rung while the round has room (`batch`)."""
         optuna = _optuna()
         states = optuna.trial.TrialState
         trials = self.study.get_trials(deepcopy=False)
         told = sum(t.state in (states.COMPLETE, states.FAIL, states.PRUNED) for t in trials)
-        out = [(t.number, self._spec(t.params)) for t in trials if t.state == states.RUNNING]
-        out = out[: self.settings.batch]
+        running = [t for t in trials if t.state == states.RUNNING]
+        out = []
+        for t in running:
+            rung = self._rung_of(t)
+            if rung is not None:
+                out.append((t.number, self.spec(t.params, rung)))
+        # New trials fill the batch up: a round holds `batch` runs or the running trials'
+        # (so a resumed round asks what the interrupted one would have, and no more).
         distributions = _distributions(self.strategy.search_space)
-        while len(out) < self.settings.batch and told + len(out) < self.settings.trials:
+        new = 0
+        while len(out) < self.settings.batch and told + len(running) + new < self.settings.trials:
             trial = self.study.ask(distributions)
-            out.append((trial.number, self._spec(trial.params)))
-        for number, spec in out:
-            self.specs[number] = spec
+            out.append((trial.number, self.spec(trial.params, self.rungs()[0])))
+            new += 1
         return out
 
-    def tell(self, number: int, record: dict[str, Any] | None) -> None:
-        """Score trial `number` with its record: validation accuracy, or failed."""
-        optuna = _optuna()
-        accuracy = (record or {}).get("accuracy") or {}
-        value = accuracy.get("final") if (record or {}).get("status") == "ok" else None
-        if isinstance(value, (int, float)):
-            self.study.tell(number, float(value))
-        else:
-            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
-
-    def done(self) -> bool:
+    def tell(self, number: int, spec: RunSpec, record: dict[str, Any] | None) -> None:
+        """Trial `number`'s run `spec` finished with `record`: score it, prune it or go on."""
         optuna = _optuna()
         states = optuna.trial.TrialState
-        finished = (states.COMPLETE, states.FAIL, states.PRUNED)
-        return sum(t.state in finished for t in self.study.get_trials(deepcopy=False)) >= (
-            self.settings.trials
+        accuracy = (record or {}).get("accuracy") or {}
+        value = accuracy.get("final") if (record or {}).get("status") == "ok" else None
+        if not isinstance(value, (int, float)):
+            self.study.tell(number, state=states.FAIL)
+            return
+        if spec.hp.epochs == self.rungs()[-1]:
+            self.study.tell(number, float(value))
+            return
+        storage = self.study._storage  # the ask-and-tell API has no trial by number
+        trial = optuna.trial.Trial(
+            self.study,
+            storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number),
         )
+        trial.report(float(value), spec.hp.epochs)
+        if trial.should_prune():
+            self.study.tell(number, state=states.PRUNED)
+
+    def trial_specs(self) -> list[RunSpec]:
+        """Every run of every trial so far: each rung it reached (a pruned trial's too)."""
+        optuna = _optuna()
+        states = optuna.trial.TrialState
+        last = self.rungs()[-1]
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            epochs = [r for r in self.rungs() if r in t.intermediate_values]
+            if t.state == states.COMPLETE and last not in epochs:
+                epochs.append(last)
+            elif t.state == states.FAIL and self._rung_of(t) is not None:
+                epochs.append(self._rung_of(t))  # the run that failed
+            out += [self.spec(t.params, e) for e in epochs]
+        return out
 
     def summary(self, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The `tuning` part of each reported record of this cell."""
         optuna = _optuna()
-        complete = [
-            t
-            for t in self.study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE
-        ]
+        trials = self.study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             return {"study": self.name, "trials": 0, "chosen": None}
         best = max(complete, key=lambda t: (t.value, -t.number))  # the first of equals
-        keys = [self._spec(t.params).key for t in self.study.get_trials(deepcopy=False)]
-        seconds = [
-            ((records.get(k) or {}).get("cost") or {}).get("wall_seconds") or 0.0 for k in keys
-        ]
+        keys = [spec.key for spec in self.trial_specs()]
+        found = [records.get(k) or {} for k in keys]
+        seconds = [(r.get("cost") or {}).get("wall_seconds") or 0.0 for r in found]
+        epochs = sum(
+            (r.get("config") or {}).get("hyperparameters", {}).get("epochs", 0) for r in found
+        )
         return {
             "study": self.name,
             "sampler": self.settings.sampler,
+            "pruner": self.settings.pruner,
             "seed": self.settings.seed,
             "holdout": self.settings.holdout,
             "space": [d.describe() for d in self.strategy.search_space],
-            "trials": len(keys),
+            "trials": len(trials),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
             "trial_keys": keys,
             "chosen": dict(best.params),
             "chosen_trial": best.number,
             "validation_accuracy": best.value,
             "search_seconds": float(sum(seconds)),
+            "search_epochs": int(epochs),
         }
 
 
@@ -200,7 +265,20 @@ def study_name(spec: RunSpec, strategy: Strategy, settings: TuneSettings) -> str
     """A cell's study: everything its trials share (not the seed, not the searched values)."""
     cell = dataclasses.replace(spec, seed=settings.seed, holdout=settings.holdout)
     space = [d.describe() for d in strategy.search_space]
-    return cache_key("study", TUNE_VERSION, cell.key, space, settings.sampler, settings.seed)
+    pruner = [] if settings.pruner == "none" else [settings.pruner, settings.reduction]
+    return cache_key(
+        "study", TUNE_VERSION, cell.key, space, settings.sampler, settings.seed, *pruner
+    )
+
+
+def _pruner(settings: TuneSettings, epochs: int) -> Any:
+    optuna = _optuna()
+    if settings.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(1, round(epochs / settings.reduction**2)),
+        reduction_factor=settings.reduction,
+    )
 
 
 def _sampler(settings: TuneSettings) -> Any:
@@ -250,6 +328,7 @@ def search(
                 load_if_exists=True,
                 direction="maximize",
                 sampler=_sampler(settings),
+                pruner=_pruner(settings, p.spec.hp.epochs),
             )
             base = dataclasses.replace(p.spec, seed=settings.seed)
             cells[name] = CellStudy(base, strategy, settings, study)
@@ -266,7 +345,7 @@ def search(
             break
         records.update(run_specs([spec for _, _, spec in batch]))
         for cell, number, spec in batch:
-            cell.tell(number, records.get(spec.key))
+            cell.tell(number, spec, records.get(spec.key))
     # Every trial's record, those of earlier invocations included, for the search cost.
     everything = answers()
     return [_chosen(p, cells, strategies, settings, everything) for p in plans]
