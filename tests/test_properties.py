@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import Phase, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from scipy import stats as sps
@@ -48,9 +48,14 @@ from tlbench.images import FileImages
 from tlbench.record import encode_correct
 
 
-def examples(n: int) -> settings:
-    """Few, reproducible examples: no deadline (a cold import is slow), no example database."""
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None)
+def examples(n: int, *, shrink: bool = True) -> settings:
+    """Few, reproducible examples: no deadline (a cold import is slow), no example database.
+
+    `shrink=False` reports the first failing example as found: for tests whose examples
+    cost tens of milliseconds, shrinking one takes minutes (a planted bug, a mutant).
+    """
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(max_examples=n, deadline=None, derandomize=True, database=None, phases=phases)
 
 
 def _touch(path: Path, data: bytes = b"") -> None:
@@ -508,7 +513,7 @@ def grids(draw):
     return made
 
 
-@examples(40)
+@examples(40, shrink=False)
 @given(grid=grids())
 # 15 of 22 right: 15 / 22 * 22 is 14.999...; the single run's bootstrap must count 15 hits.
 @example(grid=[("b0", 0, [True] * 15 + [False] * 7), ("b1", 0, [True] * 9 + [False] * 13)])
