@@ -561,3 +561,24 @@ def test_class_names_that_differ_only_in_unicode_normalisation_say_so(tmp_path):
     assert "different class folders" in message
     assert "look the same but are written differently" in message
     assert "NFC" in message and "NFD" in message
+
+
+def test_checking_the_models_folder_leaves_no_folder_in_a_dataset(tmp_path):
+    from tlbench.api import DatasetRequest
+    from tlbench.builtin.imagefolder import load_imagefolder
+    from tlbench.errors import TlbenchError
+    from tlbench.results import check_folder_writable
+
+    root = tmp_path / "ds"
+    for cls in ("cat", "dog"):
+        for i in range(2):
+            _bmp(root / cls / f"{i}.bmp", (i, 9, 9))
+    check_folder_writable(root / "models", "checkpoints", "--models-dir")
+    assert sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
+    assert load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.5)).classes == [
+        "cat",
+        "dog",
+    ]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TlbenchError, match="cannot write checkpoints"):
+        check_folder_writable(tmp_path / "file" / "models", "checkpoints", "--models-dir")

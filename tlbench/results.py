@@ -395,13 +395,23 @@ def needs_rerun(record: dict[str, Any], config: RunConfig) -> str | None:
 
 
 def check_folder_writable(folder: str | os.PathLike, what: str, flag: str) -> Path:
-    """Create `folder` if needed and prove a file can be written in it; `TlbenchError` if not."""
+    """Prove `folder` can be made and written in; `TlbenchError` if not.
+
+    The folder itself is not created here (its writer makes it when it first
+    writes): a check must leave no trace, and an empty `models/` left inside a
+    dataset folder would read as a class without images. Writing is proved
+    in the folder when it exists, else in its nearest existing parent.
+    """
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise TlbenchError(f"{what} {path} is a file, not a folder. Choose another with {flag}.")
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".tlbench-write-check-", dir=path)
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
+        fd, probe = tempfile.mkstemp(prefix=".tlbench-write-check-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -468,6 +478,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     if path.exists() and not path.is_file():
         path.write_text(text, encoding="utf-8")
         return
+    path.parent.mkdir(parents=True, exist_ok=True)  # the output checks make no folders
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
