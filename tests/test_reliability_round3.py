@@ -582,3 +582,17 @@ def test_checking_the_models_folder_leaves_no_folder_in_a_dataset(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(TlbenchError, match="cannot write checkpoints"):
         check_folder_writable(tmp_path / "file" / "models", "checkpoints", "--models-dir")
+
+
+def test_a_models_folder_saved_inside_a_single_folder_dataset_is_not_a_class(run_cli, tmp_path):
+    root = tmp_path / "ds"
+    for cls, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
+        for i in range(4):
+            _bmp(root / cls / f"{i}.bmp", colour)
+    args = ["--backbones", "tiny", "--strategies", "linear", "--epochs", "1", "--device", "cpu"]
+    args += ["--no-cache", "--quiet", "--save-models", "--out", str(root / "runs.jsonl")]
+    first = run_cli("run", "--datasets", f"imagefolder:{root}", *args)
+    assert first.code == 0, first
+    assert list((root / "models").glob("*.safetensors"))  # beside the classes
+    again = run_cli("run", "--datasets", f"imagefolder:{root}", *args, "--force")
+    assert again.code == 0, again  # models/ is not read as a class without images

@@ -29,6 +29,7 @@ errors: each would give labels or accuracies that mean nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -249,7 +250,7 @@ def _class_dirs(class_root: Path) -> dict[str, str]:
         )
     except OSError as exc:
         raise DatasetError(f"imagefolder: cannot read {class_root}: {exc.strerror or exc}") from exc
-    class_dirs = [e for e in entries if _is_dir(e)]
+    class_dirs = [e for e in entries if _is_dir(e) and not _holds_tlbench_checkpoints(e.path)]
     if not class_dirs:
         loose = sum(1 for e in entries if _is_file(e) and is_image_file(e.name))
         hint = (
@@ -262,6 +263,35 @@ def _class_dirs(class_root: Path) -> dict[str, str]:
             f"{class_root}/<class>/<image> (or train/<class>/ and val/<class>/)."
         )
     return {e.name: e.path for e in class_dirs}
+
+
+def _holds_tlbench_checkpoints(path: str) -> bool:
+    """Whether `path` holds checkpoints `--save-models` wrote and no image: a `models/` left in
+    the dataset folder by `--out` inside it is not a class (it would fail every later run)."""
+    from tlbench.images import is_image_file
+
+    try:
+        with os.scandir(path) as it:
+            names = [e.name for e in it if not e.name.startswith(".")]
+    except OSError:
+        return False
+    if not names or any(is_image_file(n) for n in names):
+        return False
+    for name in names:
+        if name.endswith(".json") and name[:-5] + ".safetensors" in names:
+            sidecar = os.path.join(path, name)
+            try:
+                if os.path.getsize(sidecar) > 1 << 20:
+                    continue
+                with open(sidecar, encoding="utf-8") as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(meta, dict) and str(meta.get("format", "")).startswith(
+                "tlbench-checkpoint-"
+            ):
+                return True
+    return False
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
