@@ -596,3 +596,16 @@ def test_a_models_folder_saved_inside_a_single_folder_dataset_is_not_a_class(run
     assert list((root / "models").glob("*.safetensors"))  # beside the classes
     again = run_cli("run", "--datasets", f"imagefolder:{root}", *args, "--force")
     assert again.code == 0, again  # models/ is not read as a class without images
+
+
+@pytest.mark.parametrize("field, value", [("fingerprint", "someone-else"), ("size", 64)])
+def test_a_decoded_sidecar_describing_other_images_is_a_miss_with_a_warning(tmp_path, field, value):
+    source = ColourSquares(6, seed=2)
+    DecodeCache(tmp_path).get(source, fingerprint="fp", split="train", size=16)
+    (sidecar,) = (tmp_path / "decoded").glob("*.json")
+    meta = json.loads(sidecar.read_text())
+    meta[field] = value
+    sidecar.write_text(json.dumps(meta))
+    with pytest.warns(RuntimeWarning, match="ignoring damaged cache entry"):
+        again = DecodeCache(tmp_path).get(source, fingerprint="fp", split="train", size=16)
+    assert again.cache_hit == "none"

@@ -216,7 +216,7 @@ class DecodeCache:
             result = dataclasses.replace(cached, cache_hit="memory", seconds=0.0)
         else:
             t0 = time.perf_counter()
-            result = self._load_disk(key, source, size) if fingerprint else None
+            result = self._load_disk(key, source, size, fingerprint) if fingerprint else None
             if result is None and fingerprint:
                 meta = {
                     "kind": "decoded",
@@ -227,7 +227,7 @@ class DecodeCache:
                 }
                 # One decoder per split across processes: who waited reads the entry.
                 with self.store.lock(key):
-                    result = self._load_disk(key, source, size)
+                    result = self._load_disk(key, source, size, fingerprint)
                     if result is None:
                         result = self._decode_to_disk(key, source, size, split, progress, meta)
             if result is None:
@@ -351,7 +351,9 @@ class DecodeCache:
 
     # ---------------------------------------------------------------- disk
 
-    def _load_disk(self, key: str, source: ImageSource, size: int) -> ImageTensors | None:
+    def _load_disk(
+        self, key: str, source: ImageSource, size: int, fingerprint: str | None = None
+    ) -> ImageTensors | None:
         """The cached split, mapped, or None when absent or not what it claims to be."""
         entry = self.store.load(
             key, dtype="uint8", shape=(None, 3, size, size), fields=DECODED_FIELDS
@@ -360,6 +362,12 @@ class DecodeCache:
             return None
         array, meta = entry
         try:
+            # What the sidecar says it holds must be what was asked for (the key hashes
+            # them, so only a forged or copied sidecar differs).
+            if meta.get("size", size) != size:
+                raise ValueError(f"its sidecar says {meta['size']} px, {size} px were asked for")
+            if fingerprint is not None and meta.get("fingerprint", fingerprint) != fingerprint:
+                raise ValueError("its sidecar names other images (another fingerprint)")
             labels = np.asarray(meta["labels"], dtype=np.int64)
             skipped, reasons = meta["skipped"], meta["skip_reasons"]
             expected = np.asarray(source.labels, dtype=np.int64)
