@@ -53,3 +53,25 @@ def test_an_oom_with_the_data_on_the_device_first_retries_with_it_on_the_host(
     assert record["cost"]["batch_sizes_tried"] == [16, 16]
     assert record["cost"]["data_on_host_after_oom"] is True
     assert "hyperparameters_used" not in record["config"]
+
+
+def test_the_report_shows_the_models_own_peak_where_the_record_has_it():
+    from tlbench.report import summarize
+
+    def record(key, strategy, cost):
+        return {
+            "key": key,
+            "status": "ok",
+            "config": {"backbone": "b", "dataset": "d", "strategy": strategy, "seed": 0},
+            "accuracy": {"final": 0.5, "best": 0.5, "best_epoch": 1},
+            "cost": {"train_seconds": 1.0, **cost},
+        }
+
+    rows = summarize(
+        [
+            # On a GPU that held the dataset: 3 GB raw, 1 GB of it the model's own.
+            record("a", "finetune", {"peak_memory_bytes": 3e9, "model_peak_memory_bytes": 1e9}),
+            record("b", "scratch", {"peak_memory_bytes": 2e9}),  # a CPU record: the raw peak
+        ]
+    )
+    assert {r.strategy: r.peak_memory_mb for r in rows} == {"finetune": 1000.0, "scratch": 2000.0}

@@ -487,7 +487,13 @@ def _summarize(records: Iterable[dict[str, Any]], cost: str = "train+search") ->
             continue
         accs = [r["accuracy"]["final"] for r in ok]
         costs = [r["cost"] for r in ok]
-        peak = [c["peak_memory_bytes"] for c in costs if c.get("peak_memory_bytes")]
+        # The model's own peak where the record has it (CUDA: without the dataset kept on
+        # the device, which fits on one GPU and not on another), else the raw peak.
+        peak = [
+            c.get("model_peak_memory_bytes") or c["peak_memory_bytes"]
+            for c in costs
+            if c.get("model_peak_memory_bytes") or c.get("peak_memory_bytes")
+        ]
         ips = [c["train_images_per_s"] for c in costs if c.get("train_images_per_s")]
         failed = [r for r in group if r.get("status") != "ok"]
         notes = []
