@@ -13,6 +13,8 @@ import multiprocessing
 import warnings
 from pathlib import Path
 
+import pytest
+
 import tlbench
 from tlbench import results, testing
 from tlbench.runner import Runner
@@ -60,3 +62,44 @@ def test_claims_are_released_when_the_grid_ends(tiny_config):
     tiny_config.force = True
     (again,) = Runner(tiny_config, _plugins()).run()  # claims again without waiting
     assert again["status"] == "ok"
+
+
+def test_a_file_named_like_the_claims_folder_is_a_clear_error_and_leaves_nothing(
+    plugins, tiny_config
+):
+    from pathlib import Path
+
+    from tlbench.errors import ResultsError
+    from tlbench.runner import Runner
+
+    out = Path(tiny_config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / ".tlbench-claims").write_text("not a folder")
+    tiny_config.strategies = ["linear"]
+    with pytest.raises(ResultsError, match=r"cannot claim .*move a file named \.tlbench-claims"):
+        Runner(tiny_config, plugins).run()
+    assert (out.parent / ".tlbench-claims").read_text() == "not a folder"
+
+
+def test_a_claim_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from tlbench import runner
+
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: Full(real_open(*a, **k)))
+    with pytest.raises(OSError, match="No space"):
+        runner._lock(tmp_path / "key")
+    assert not (tmp_path / "key").exists()

@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 from tlbench import results
 from tlbench.api import ExecutorOptions, PlannedRun, RunSpec
 from tlbench.config import RunConfig
+from tlbench.errors import ResultsError
 from tlbench.plan import Plan, execution_settings, make_plan, workspace_for
 from tlbench.plugins import Plugins
 from tlbench.record import RunRecord
@@ -281,11 +282,19 @@ def _claims(
     folder = out.parent / ".tlbench-claims"
     held: dict[str, IO[Any]] = {}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for key in sorted(keys):
-            handle = _lock(folder / key)
-            if handle is not None:
-                held[key] = handle
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for key in sorted(keys):
+                handle = _lock(folder / key)
+                if handle is not None:
+                    held[key] = handle
+        except OSError as exc:
+            raise ResultsError(
+                f"cannot claim this grid's runs in {folder}: {exc.strerror or exc}. tlbench "
+                "keeps a small file there per running run, so that two tlbench processes never "
+                f"train the same run: free some disk space, make {folder.parent} writable, or "
+                f"move a file named {folder.name} out of the way (it must be a folder)"
+            ) from None
         finished: set[str] = set()
         if since is not None:
             # A process that held a claim until just now may have finished the run
@@ -316,9 +325,15 @@ def _lock(path: Path) -> IO[Any] | None:
         except FileNotFoundError:
             same = False
         if same:  # not a file its last holder removed between our open and our lock
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(str(os.getpid()))
+                handle.flush()
+            except OSError:  # a full disk: no claim is left behind
+                handle.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
             return handle
         handle.close()
