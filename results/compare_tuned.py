@@ -49,6 +49,11 @@ def _settings(chosen: dict) -> str:
     return ", ".join(f"{k}={v:.2g}" for k, v in sorted(chosen.items()))
 
 
+def _order(cells: list[tuple[str, float, float]], column: int) -> str:
+    """The backbones, best first by the accuracy in `column` (1: default, 2: tuned)."""
+    return " > ".join(b for b, *_ in sorted(cells, key=lambda c: -c[column]))
+
+
 def main(default_path: str, tuned_path: str) -> None:
     default, tuned, tuning = _rows(default_path), _rows(tuned_path), _tuning(tuned_path)
     print("| backbone | strategy | default top-1 % | tuned top-1 % | tuned - default (paired) |")
@@ -65,7 +70,9 @@ def main(default_path: str, tuned_path: str) -> None:
         )
         print(f"| {cell[0]} | {cell[1]} | {_ci(d)} | {_ci(t)} | {shown} |")
     print()
-    print("| backbone | strategy | chosen (on validation) | validation top-1 % | trials | search s |")
+    print(
+        "| backbone | strategy | chosen (on validation) | validation top-1 % | trials | search s |"
+    )
     print("|---|---|---|---|---|---|")
     for cell in sorted(tuning):
         s = tuning[cell]
@@ -77,18 +84,13 @@ def main(default_path: str, tuned_path: str) -> None:
     by_strategy: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
     for (backbone, strategy), d in default.items():
         if (backbone, strategy) in tuned:
-            by_strategy[strategy].append(
-                (backbone, d.accuracy, tuned[backbone, strategy].accuracy)
-            )
+            by_strategy[strategy].append((backbone, d.accuracy, tuned[backbone, strategy].accuracy))
     for strategy, cells in sorted(by_strategy.items()):
         if len(cells) < 2:
             continue
         tau = kendalltau([c[1] for c in cells], [c[2] for c in cells]).statistic
-        order = lambda i: " > ".join(  # noqa: E731
-            b for b, *_ in sorted(cells, key=lambda c: -c[i])
-        )
         print(
-            f"- `{strategy}`: default ranks {order(1)}; tuned ranks {order(2)} "
+            f"- `{strategy}`: default ranks {_order(cells, 1)}; tuned ranks {_order(cells, 2)} "
             f"(Kendall tau {tau:.2f}; mean gain "
             f"{100 * statistics.fmean(c[2] - c[1] for c in cells):+.1f} points)"
         )

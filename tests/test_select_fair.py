@@ -145,3 +145,22 @@ def test_lying_test_labels_change_no_select_choice(tmp_path, wreck):
     assert (lying.pick, lying.pick_strategy) == (honest.pick, honest.pick_strategy)
     assert lying.validation == pytest.approx(honest.validation)
     assert lying.pick_accuracy != honest.pick_accuracy  # the test split did change
+
+
+def test_validation_runs_choose_but_are_never_what_a_pick_is_reported_with():
+    held = _record("a", "linear", 0.10)
+    held["config"]["holdout"] = "validation=0.2"
+    held["key"] = "held"
+    records = [_record("a", "linear", 0.95), _record("a", "finetune", 0.5), held]
+    validation = {_cell("a", "linear"): 0.93, _cell("a", "finetune"): 0.40}
+    (found,) = select.summarize(
+        records,
+        backbones=["a"],
+        finalist_strategy="finetune",
+        rank_by="probe",
+        top_k=1,
+        validation=validation,
+    )
+    assert found.pick_accuracy == pytest.approx(0.95)  # the test run alone
+    assert found.interval.n == 100  # one run: a bootstrap over its images, not two "seeds"
+    assert found.spent_seconds == 3.0  # probe, finalist and the validation run: 1 s each

@@ -140,8 +140,14 @@ def summarize(
     extraction: dict[tuple, float] = {}
     out = []
     groups: dict[tuple, list[dict[str, Any]]] = {}
+    # Runs on the validation split (tuning trials, select's own) chose; they are not
+    # what a pick is reported with, but their training is part of what it cost.
+    held: dict[tuple, float] = {}
     for r in ok:
-        groups.setdefault(_group(r), []).append(r)
+        if r["config"].get("holdout"):
+            held[_group(r)] = held.get(_group(r), 0.0) + train_cost_seconds(r, extraction)
+        else:
+            groups.setdefault(_group(r), []).append(r)
     for key, group in groups.items():
         probes = [r for r in group if r["config"]["strategy"] == "linear"]
         finals = [r for r in group if r["config"]["strategy"] == finalist_strategy]
@@ -164,10 +170,14 @@ def summarize(
         ]
         picked = choice[0] if choice else None
         interval = _interval(chosen) if chosen else None
-        spent = sum(train_cost_seconds(r, extraction) for r in probes) + sum(
-            train_cost_seconds(r, extraction)
-            for r in finals
-            if r["config"]["backbone"] in finalists
+        spent = (
+            sum(train_cost_seconds(r, extraction) for r in probes)
+            + sum(
+                train_cost_seconds(r, extraction)
+                for r in finals
+                if r["config"]["backbone"] in finalists
+            )
+            + held.get(key, 0.0)
         )
         full, basis = _full_grid_cost(probes, finals, backbones)
         out.append(
