@@ -259,7 +259,8 @@ class RunConfig:
         metadata=flag(
             group="where",
             metavar="F",
-            help="held-out fraction for a single-folder imagefolder (default 0.1)",
+            help="fraction of each class of a single-folder imagefolder held out as its TEST "
+            "split (default 0.1); tuning's validation split is --validation-fraction",
         ),
     )
     strict: bool = field(
