@@ -164,3 +164,31 @@ def test_validation_runs_choose_but_are_never_what_a_pick_is_reported_with():
     assert found.pick_accuracy == pytest.approx(0.95)  # the test run alone
     assert found.interval.n == 100  # one run: a bootstrap over its images, not two "seeds"
     assert found.spent_seconds == 3.0  # probe, finalist and the validation run: 1 s each
+
+
+def test_a_tuned_selection_chooses_on_the_searchs_validation(tmp_path, wreck):
+    picked = tlbench.select(
+        backbones=["tiny"],
+        datasets=["tinyset"],
+        finalist="finetune",
+        image_size=16,
+        epochs=2,
+        batch_size=16,
+        tune=2,
+        tune_batch=2,
+        out=str(tmp_path / "tuned.jsonl"),
+        cache_dir=str(tmp_path / "cache"),
+        device="cpu",
+        progress=False,
+    )
+    (found,) = picked.selections
+    tuned = {r["config"]["strategy"]: r["tuning"] for r in picked.results}
+    # Each candidate's validation accuracy is its search's best: no extra validation run.
+    assert found.validation == {
+        f"tiny / {s}": pytest.approx(t["validation_accuracy"]) for s, t in tuned.items()
+    }
+    from tlbench.results import read
+
+    held = [r for r in read(tmp_path / "tuned.jsonl") if r["config"].get("holdout")]
+    assert len(held) == 2 + 2  # the two searches' trials, nothing else
+    assert found.pick == "tiny" and found.pick_strategy in ("linear", "finetune")
