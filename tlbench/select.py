@@ -156,13 +156,7 @@ def summarize(
         ranking = rank(probes, rank_by, validation)
         finalists = [b for b, _ in ranking[:top_k]]
         tuned = _mean_by_backbone(finals, lambda r: r["accuracy"]["final"])
-        if validation is None:
-            picked = max((b for b in finalists if b in tuned), key=lambda b: tuned[b], default=None)
-            choice = (picked, finalist_strategy) if picked else None
-            seen: dict[str, float] = {}
-            why = "picked by test accuracy: no validation runs were given"
-        else:
-            choice, seen, why = _pick(key, finalists, finalist_strategy, validation, tuned)
+        choice, seen, why = _pick(key, finalists, finalist_strategy, validation, tuned)
         chosen = [
             r
             for r in group
@@ -170,15 +164,8 @@ def summarize(
         ]
         picked = choice[0] if choice else None
         interval = _interval(chosen) if chosen else None
-        spent = (
-            sum(train_cost_seconds(r, extraction) for r in probes)
-            + sum(
-                train_cost_seconds(r, extraction)
-                for r in finals
-                if r["config"]["backbone"] in finalists
-            )
-            + held.get(key, 0.0)
-        )
+        trained = probes + [r for r in finals if r["config"]["backbone"] in finalists]
+        spent = sum(train_cost_seconds(r, extraction) for r in trained) + held.get(key, 0.0)
         full, basis = _full_grid_cost(probes, finals, backbones)
         out.append(
             Selection(
@@ -207,14 +194,19 @@ def _pick(
     group: tuple[Any, ...],
     finalists: list[str],
     finalist_strategy: str,
-    validation: Validation,
+    validation: Validation | None,
     tested: dict[str, float],
 ) -> tuple[tuple[str, str] | None, dict[str, float], str]:
     """The best of everything stage 2 could pick from, probe or finalist, by validation.
 
     A finalist that has no test run (it failed) cannot be picked; on equal
-    validation accuracy the probe, which is cheaper, is kept.
+    validation accuracy the probe, which is cheaper, is kept. Without
+    `validation` (records alone), the best finalist by test accuracy.
     """
+    if validation is None:
+        picked = max((b for b in finalists if b in tested), key=lambda b: tested[b], default=None)
+        choice = (picked, finalist_strategy) if picked else None
+        return choice, {}, "picked by test accuracy: no validation runs were given"
     seen: dict[str, float] = {}
     eligible: list[tuple[float, bool, str, str]] = []
     for backbone in finalists:
