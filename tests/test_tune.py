@@ -330,3 +330,46 @@ def test_successive_halving_prunes_on_epochs_and_charges_every_rung(plugins, tin
     assert len(by_settings) == 6
     assert all(sorted(e) == [1, 3, 9][: len(e)] for e in by_settings.values())
     assert record["config"]["hyperparameters"]["epochs"] == 9  # the chosen run trains them all
+
+
+def test_the_report_plots_sensitivity_and_says_how_far_tuning_moved_the_ranking(
+    plugins, tiny_config, tmp_path
+):
+    pytest.importorskip("matplotlib")
+    from tlbench.plot import plot_comparison, sensitivity
+    from tlbench.report import tuning_changes, tuning_lines
+
+    tiny_config.strategies = ["linear"]
+    Runner(_tuned(tiny_config, trials=3, batch=3), plugins).run()
+    records = read(tiny_config.out)
+    rows = summarize(records)
+    found = sensitivity(records, rows)
+    assert set(found) == {"lr", "weight_decay"}
+    trials = [r for r in records if r["config"].get("holdout")]
+    assert sorted(t.value for t in found["lr"]) == sorted(
+        t["config"]["hyperparameters"]["lr"] for t in trials
+    )
+    assert {t.validation_accuracy for t in found["lr"]} == {t["accuracy"]["final"] for t in trials}
+    path = plot_comparison(rows, records, tmp_path / "plot.png")
+    assert path.stat().st_size > 0
+    # Default and tuned rows of two backbones: the ranking change, with Kendall's tau.
+    from tlbench.report import Row
+
+    def row(backbone, accuracy, tuned):
+        return Row(
+            dataset="d",
+            backbone=backbone,
+            strategy="linear",
+            status="ok",
+            n=1,
+            accuracy=accuracy,
+            search_seconds=1.0 if tuned else None,
+        )
+
+    changes = tuning_changes(
+        [row("a", 0.9, False), row("b", 0.8, False), row("a", 0.85, True), row("b", 0.95, True)]
+    )
+    (change,) = changes
+    assert (change.default, change.tuned) == (["a", "b"], ["b", "a"])
+    assert change.tau == pytest.approx(-1.0) and change.mean_gain == pytest.approx(0.05)
+    assert "Kendall tau -1.00" in tuning_lines(changes)[0]

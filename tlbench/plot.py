@@ -10,7 +10,12 @@ One figure, one row of panels per dataset:
 - right, when the runs have data budgets (`--shots`, `--train-fraction`):
   mean top-1 against the budget, one line per backbone x strategy, with each
   row's 95% interval as error bars (`budget_lines`). Where the fine-tune's
-  line crosses the linear probe's is the budget from which fine-tuning pays.
+  line crosses the linear probe's is the budget from which fine-tuning pays;
+- further right, when cells were tuned (`--tune`): one panel per searched
+  hyperparameter, the validation accuracy of every trial that trained all
+  its epochs against that hyperparameter's value (`sensitivity`): how much
+  the answer depends on the setting, and whether the search found a plateau
+  or a peak.
 
 matplotlib is an optional extra (`pip install 'tlbench[plot]'`). It is used
 through its object API with the Agg canvas: no pyplot state, no display needed.
@@ -176,7 +181,9 @@ def plot_comparison(
     colours, markers = _styles(rows)
 
     budgets = {dataset: budget_lines(group) for dataset, group in groups.items()}
-    columns = 3 if any(budgets.values()) else 2
+    searched = {dataset: sensitivity(records, group) for dataset, group in groups.items()}
+    first = 3 if any(budgets.values()) else 2  # the first sensitivity panel's column
+    columns = first + max((len(s) for s in searched.values()), default=0)
     fig = figure_class(figsize=(7 * columns, 5.2 * len(groups)), dpi=110, layout="constrained")
     canvas = canvas_class(fig)
     if title:
@@ -189,18 +196,94 @@ def plot_comparison(
         panels.append((trade, done))
         _draw_tradeoff(trade, dataset, group, done, colours, markers)
         _draw_curves(curves, dataset, done, by_key, colours, markers)
-        if columns == 3:
+        if first == 3:
             found = budgets[dataset]
             if found is None:
                 row_axes[2].set_axis_off()  # this dataset has no budgets: no panel
             else:
                 _draw_budgets(row_axes[2], dataset, *found, group, colours, markers)
+        names = sorted(searched[dataset])
+        for i, ax in enumerate(row_axes[first:]):
+            if i < len(names):
+                _draw_sensitivity(
+                    ax, dataset, names[i], searched[dataset][names[i]], colours, markers
+                )
+            else:
+                ax.set_axis_off()
     # Labels go last, placed on the laid-out figure so that they do not collide.
     canvas.draw()
     for trade, done in panels:
         _label_points(trade, done, canvas.get_renderer())
     save_figure(fig, path, "--plot")
     return path
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One tuning trial that trained all its epochs: its cell, one setting, its score."""
+
+    backbone: str
+    strategy: str
+    value: float
+    validation_accuracy: float
+
+
+def sensitivity(records: list[dict[str, Any]], rows: list[Row]) -> dict[str, list[Trial]]:
+    """Searched hyperparameter -> the trials of the tuned cells among `rows` (one dataset).
+
+    A cell's searched names are those its chosen settings name (`tuning.chosen`);
+    a trial counts when it trained the chosen run's epochs (successive halving's
+    shorter rungs are left out: their accuracies are of fewer epochs).
+    """
+    cells = {(r.dataset, r.backbone, r.strategy) for r in rows if r.search_seconds is not None}
+    searched: dict[tuple[str, str, str], tuple[set[str], int]] = {}
+    for r in records:
+        tuning, config = r.get("tuning") or {}, r.get("config") or {}
+        cell = (config.get("dataset"), config.get("backbone"), config.get("strategy"))
+        if cell in cells and isinstance(tuning.get("chosen"), dict):
+            epochs = (config.get("hyperparameters") or {}).get("epochs")
+            searched[cell] = (set(tuning["chosen"]), epochs)
+    out: dict[str, list[Trial]] = {}
+    for r in records:
+        config = r.get("config") or {}
+        cell = (config.get("dataset"), config.get("backbone"), config.get("strategy"))
+        if not config.get("holdout") or r.get("status") != "ok" or cell not in searched:
+            continue
+        names, epochs = searched[cell]
+        hp = config.get("hyperparameters") or {}
+        accuracy = (r.get("accuracy") or {}).get("final")
+        if hp.get("epochs") != epochs or not _finite(accuracy):
+            continue
+        for name in names:
+            if _finite(hp.get(name)):
+                out.setdefault(name, []).append(
+                    Trial(cell[1], cell[2], float(hp[name]), float(accuracy))
+                )
+    return out
+
+
+def _draw_sensitivity(
+    ax: Any, dataset: str, name: str, trials: list[Trial], colours: dict, markers: dict
+) -> None:
+    """Validation top-1 of each trial against one searched hyperparameter."""
+    if all(t.value > 0 for t in trials):
+        ax.set_xscale("log")
+    ax.set_xlabel(literal(name))
+    ax.set_ylabel("top-1 % on the validation split (tuning trials)")
+    ax.set_title(literal(f"{dataset}: sensitivity to {name}"))
+    ax.grid(True, which="both", alpha=0.3)
+    for t in trials:
+        ax.plot(
+            t.value,
+            100 * t.validation_accuracy,
+            markers.get(t.backbone, "o"),
+            color=colours.get(t.strategy, "grey"),
+            alpha=0.8,
+            label=literal(f"{t.backbone} / {t.strategy}"),
+        )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower left")
 
 
 def _x(row: Row) -> float:

@@ -1138,3 +1138,65 @@ def render(
 
         legend += "\n\n" + render_checks(checks, fmt).rstrip("\n")
     return "\n\n".join([*parts, legend]) + "\n"
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+@dataclass
+class TuningChange:
+    """How the ranking of backbones moved between default and tuned settings."""
+
+    dataset: str
+    strategy: str
+    #: backbones best first at the default settings, and tuned.
+    default: list[str]
+    tuned: list[str]
+    #: Kendall's tau between the two rankings' accuracies (1: the same order).
+    tau: float
+    #: mean tuned-minus-default top-1 over the backbones.
+    mean_gain: float
+
+
+def tuning_changes(rows: list[Row]) -> list[TuningChange]:
+    """Per dataset and strategy, where rows of two or more backbones exist both at the
+    default settings and tuned (`--tune`): how far the ranking moved (Kendall tau)."""
+    from scipy.stats import kendalltau
+
+    found: dict[tuple[str, str], dict[str, dict[bool, float]]] = {}
+    for row in rows:
+        if row.accuracy is None or row.older_data:
+            continue
+        tuned = row.search_seconds is not None
+        cell = found.setdefault((row.section, row.strategy), {}).setdefault(row.backbone, {})
+        cell.setdefault(tuned, row.accuracy)  # the first row of each kind, as sorted
+    out = []
+    for (dataset, strategy), backbones in found.items():
+        both = {b: a for b, a in backbones.items() if True in a and False in a}
+        if len(both) < 2:
+            continue
+        names = sorted(both)
+        default = [both[b][False] for b in names]
+        tuned = [both[b][True] for b in names]
+        tau = float(kendalltau(default, tuned).statistic)
+        out.append(
+            TuningChange(
+                dataset=dataset,
+                strategy=strategy,
+                default=sorted(names, key=lambda b: (-both[b][False], b)),
+                tuned=sorted(names, key=lambda b: (-both[b][True], b)),
+                tau=tau,
+                mean_gain=statistics.fmean(t - d for t, d in zip(tuned, default, strict=True)),
+            )
+        )
+    return out
+
+
+def tuning_lines(changes: list[TuningChange]) -> list[str]:
+    """One sentence per `TuningChange`, for the terminal and text reports."""
+    return [
+        f"{c.dataset}, {c.strategy}: default ranks {' > '.join(c.default)}; tuned ranks "
+        f"{' > '.join(c.tuned)} (Kendall tau {c.tau:+.2f}, mean gain {100 * c.mean_gain:+.1f} "
+        "points)"
+        for c in changes
+    ]

@@ -153,6 +153,9 @@ def main(args: argparse.Namespace, console: Console) -> int:
         )
     terminal = outputs.output is not None or args.format == "table"
     where = console if terminal else Console(stderr=True)
+    # Default and tuned rows of the same cells: how far tuning moved the ranking.
+    for line in report.tuning_lines(report.tuning_changes(rows)):
+        where.print(Text.assemble("tuning: ", line), soft_wrap=True)
     if outputs.plot is not None:
         where.print(Text.assemble("plot: ", str(outputs.plot)), soft_wrap=True)
     if outputs.page is not None:
