@@ -274,14 +274,25 @@ def test_a_class_folder_1100_folders_deep_is_read_without_recursion_error(tmp_pa
     _bmp(root / "a" / "1.bmp", (2, 0, 0))
     deep = root / "b"
     deep.mkdir()
-    for _ in range(1100):  # one at a time: Path.mkdir(parents=True) recurses too
-        deep = deep / "d"
-        deep.mkdir()
-    _bmp(deep / "0.bmp", (0, 1, 0))
-    _bmp(root / "b" / "1.bmp", (0, 2, 0))
-    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.5))
-    assert splits.classes == ["a", "b"]
-    assert len(splits.train) + len(splits.eval) == 4
+    chain = [deep]
+    try:
+        for _ in range(1100):  # one at a time: Path.mkdir(parents=True) recurses too
+            deep = deep / "d"
+            deep.mkdir()
+            chain.append(deep)
+        _bmp(deep / "0.bmp", (0, 1, 0))
+        _bmp(root / "b" / "1.bmp", (0, 2, 0))
+        splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.5))
+        assert splits.classes == ["a", "b"]
+        assert len(splits.train) + len(splits.eval) == 4
+    finally:
+        # Taken down bottom-up here: pytest removes old temporary folders with a recursive
+        # shutil.rmtree, which a tree this deep would crash in every later pytest session.
+        for folder in reversed(chain):
+            for item in folder.iterdir():
+                if not item.is_dir():
+                    item.unlink()
+            folder.rmdir()
 
 
 # --------------------------------------------------------------------------- sidecars that lie
