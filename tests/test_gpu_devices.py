@@ -9,7 +9,9 @@ The GPUs here are fakes: device names, capabilities and counts.
 
 from __future__ import annotations
 
+import re
 import signal
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -95,8 +97,18 @@ def test_a_shared_gpu_is_marked_in_the_key_and_an_exclusive_one_is_not(gpus):
 
 def test_bf16_below_compute_capability_8_warns_at_plan_time(gpus):
     gpus(T4)
-    with pytest.warns(UserWarning, match=r"bf16 on a GPU of compute capability 7\.5"):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        settings = _settings(device="cuda", precision="bf16")
+    messages = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
+    assert len(messages) == 1
+    assert re.search(r"bf16 on a GPU of compute capability 7\.5", messages[0])
+    assert settings["precision"] == "bf16"  # warned, not changed: the key says what ran
+    gpus(H100)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         _settings(device="cuda", precision="bf16")
+    assert not [w for w in seen if "compute capability" in str(w.message)]
 
 
 def _spec(execution: dict) -> RunSpec:
