@@ -273,6 +273,13 @@ class FeatureHead(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
+    def standardise_by(self, features: torch.Tensor) -> None:
+        """Keep `features`' mean and std (the training split's): the head applies them."""
+        with torch.no_grad():
+            self.mean.copy_(features.mean(0))
+            if len(features) > 1:
+                self.std.copy_(features.std(0).clamp_min(1e-6))
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear((features - self.mean) / self.std)
 
@@ -1163,10 +1170,7 @@ def train_head_on_features(
         synchronize(device)
         upload_seconds = time.perf_counter() - t0
         resident = _nbytes(train_x, train_y, eval_x, eval_y) if device.type != "cpu" else 0
-        with torch.no_grad():
-            head.mean.copy_(train_x.mean(0))
-            if len(train_x) > 1:
-                head.std.copy_(train_x.std(0).clamp_min(1e-6))
+        head.standardise_by(train_x)
         head.to(device)
         n = len(train_x)
         batch = min(hp.batch_size, n)

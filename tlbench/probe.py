@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -61,50 +61,61 @@ def fit_logistic_probe(
     On a CPU on one thread, as `train_head_on_features` does (its matrices are
     too small to gain from more, and a busy machine makes more much slower).
     """
-    with _one_cpu_thread(ex.device):
-        return _fit(
-            head,
-            train_x,
-            train_y,
-            eval_x,
-            eval_y,
-            num_classes,
-            hp,
-            ex,
-            seed,
-            on_epoch,
-            on_phase,
-            keep_best,
-        )
-
-
-def _fit(
-    head: FeatureHead,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    eval_x: torch.Tensor,
-    eval_y: torch.Tensor,
-    num_classes: int,
-    hp: Hyperparameters,
-    ex: Execution,
-    seed: int,
-    on_epoch: EpochCallback | None,
-    on_phase: PhaseCallback | None,
-    keep_best: bool,
-) -> FitResult:
     device = ex.device
-    torch.manual_seed(seed)  # L-BFGS is deterministic; the seed keeps the contract
-    synchronize(device)
-    t0 = time.perf_counter()
-    train_x, train_y = train_x.to(device).float(), train_y.to(device)
-    eval_x, eval_y = eval_x.to(device).float(), eval_y.to(device)
-    synchronize(device)
-    result = FitResult(batch_size=len(train_x), upload_seconds=time.perf_counter() - t0)
-    with torch.no_grad():
-        head.mean.copy_(train_x.mean(0))
-        if len(train_x) > 1:
-            head.std.copy_(train_x.std(0).clamp_min(1e-6))
-    head.to(device)
+    with _one_cpu_thread(device):
+        torch.manual_seed(seed)  # L-BFGS is deterministic; the seed keeps the contract
+        synchronize(device)
+        t0 = time.perf_counter()
+        train_x, train_y = train_x.to(device).float(), train_y.to(device)
+        eval_x, eval_y = eval_x.to(device).float(), eval_y.to(device)
+        synchronize(device)
+        result = FitResult(batch_size=len(train_x), upload_seconds=time.perf_counter() - t0)
+        head.standardise_by(train_x)
+        head.to(device)
+        x = (train_x - head.mean) / head.std  # standardised once: the head's forward, unrolled
+        step, loss = _lbfgs(head, x, train_y, hp)
+        state = _state_copy(head) if keep_best else None
+        for epoch in range(1, hp.epochs + 1):
+            if on_phase is not None:
+                on_phase("train")
+            head.train()
+            synchronize(device)
+            t0 = time.perf_counter()
+            step()
+            train_loss = loss()
+            elapsed = time.perf_counter() - t0
+            result.train_seconds += elapsed
+            result.measured_seconds += elapsed
+            result.measured_images += len(x)
+            result.measured_steps += 1
+            result.phase_seconds["compute"] = result.measured_seconds
+            if not math.isfinite(train_loss):
+                raise Diverged(epoch, train_loss)
+            head.eval()
+            if on_phase is not None:
+                on_phase("eval")
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                evaluation = evaluate_logits(
+                    lambda a, b: head(eval_x[a:b]),
+                    eval_y,
+                    num_classes,
+                    HEAD_EVAL_BATCH,
+                    device,
+                    per_image=epoch == hp.epochs,
+                )
+            result.eval_seconds += time.perf_counter() - t0
+            result.eval_images += len(eval_y)
+            _record_epoch(result, epoch, train_loss, evaluation, elapsed, len(x), state, on_epoch)
+        return result
+
+
+def _lbfgs(
+    head: FeatureHead, x: torch.Tensor, y: torch.Tensor, hp: Hyperparameters
+) -> tuple[Callable[[], None], Callable[[], float]]:
+    """`step()`: `ITERATIONS_PER_EPOCH` L-BFGS iterations on the L2-regularised mean
+    cross-entropy of `head`'s linear layer on standardised `x`; `loss()`: the
+    cross-entropy after them (without the L2 term, as the other fits report it)."""
     optimizer = torch.optim.LBFGS(
         head.linear.parameters(),
         lr=hp.lr,
@@ -113,50 +124,16 @@ def _fit(
         line_search_fn="strong_wolfe",
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    x = (train_x - head.mean) / head.std  # standardised once: the head's forward, unrolled
 
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = criterion(head.linear(x), train_y)
+        loss = criterion(head.linear(x), y)
         loss = loss + 0.5 * hp.weight_decay * head.linear.weight.square().sum()
         loss.backward()
         return loss
 
-    def evaluate(per_image: bool) -> dict[str, Any]:
+    def loss() -> float:
         with torch.no_grad():
-            return evaluate_logits(
-                lambda a, b: head(eval_x[a:b]),
-                eval_y,
-                num_classes,
-                HEAD_EVAL_BATCH,
-                device,
-                per_image,
-            )
+            return float(criterion(head.linear(x), y))
 
-    state = _state_copy(head) if keep_best else None
-    for epoch in range(1, hp.epochs + 1):
-        if on_phase is not None:
-            on_phase("train")
-        head.train()
-        synchronize(device)
-        t0 = time.perf_counter()
-        optimizer.step(objective)
-        with torch.no_grad():
-            train_loss = float(criterion(head.linear(x), train_y))
-        elapsed = time.perf_counter() - t0
-        result.train_seconds += elapsed
-        result.measured_seconds += elapsed
-        result.measured_images += len(x)
-        result.measured_steps += 1
-        result.phase_seconds["compute"] = result.measured_seconds
-        if not math.isfinite(train_loss):
-            raise Diverged(epoch, train_loss)
-        head.eval()
-        if on_phase is not None:
-            on_phase("eval")
-        t0 = time.perf_counter()
-        evaluation = evaluate(per_image=epoch == hp.epochs)
-        result.eval_seconds += time.perf_counter() - t0
-        result.eval_images += len(eval_y)
-        _record_epoch(result, epoch, train_loss, evaluation, elapsed, len(x), state, on_epoch)
-    return result
+    return lambda: optimizer.step(objective), loss
