@@ -8,9 +8,7 @@ import pytest
 
 import tlbench
 from tlbench import Plugins, hookimpl, select, testing
-from tlbench.api import Dataset
 from tlbench.builtin.strategies import FINETUNE
-from tlbench.testing import LyingLabels
 
 
 def _record(backbone, strategy, accuracy, seed=0):
@@ -94,13 +92,7 @@ class _Wreck:
 
     @hookimpl
     def tlbench_register_datasets(self, register):
-        def load(request):
-            splits = testing.tiny_dataset().load(request)
-            return dataclasses.replace(
-                splits, eval=LyingLabels(splits.eval), fingerprint="lying-test-labels"
-            )
-
-        register(Dataset("tinyset_lying", load, native_size=16))
+        register(testing.lying_tiny_dataset("tinyset_lying"))
 
 
 @pytest.fixture

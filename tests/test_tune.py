@@ -16,14 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlbench import Plugins, hookimpl, testing
-from tlbench.api import Dataset
 from tlbench.budget import budget_indices, validation_split
 from tlbench.builtin.strategies import LINEAR
 from tlbench.errors import ConfigError
 from tlbench.report import summarize
 from tlbench.results import read
 from tlbench.runner import Runner
-from tlbench.testing import LyingLabels
 from tlbench.tune import TuneSettings, storage_path
 
 
@@ -143,13 +141,7 @@ class _ShuffledTest:
 
     @hookimpl
     def tlbench_register_datasets(self, register):
-        def load(request):
-            splits = testing.tiny_dataset().load(request)
-            return dataclasses.replace(
-                splits, eval=LyingLabels(splits.eval), fingerprint="shuffled-test-labels"
-            )
-
-        register(Dataset("tinyset_shuffled", load, native_size=16))
+        register(testing.lying_tiny_dataset("tinyset_shuffled"))
 
     @hookimpl
     def tlbench_register_strategies(self, register):

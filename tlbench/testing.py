@@ -28,6 +28,7 @@ the builtins until a check or fixture is used.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -60,6 +61,7 @@ __all__ = [
     "check_dataset",
     "check_plugin",
     "check_strategy",
+    "lying_tiny_dataset",
     "tiny_backbone",
     "tiny_dataset",
 ]
@@ -129,6 +131,19 @@ def _load_tiny(request: DatasetRequest) -> DatasetSplits:
 def tiny_dataset(name: str = "tiny_squares") -> Dataset:
     """3 classes of coloured squares, 48 train / 18 eval images of 24 px, in memory."""
     return Dataset(name, _load_tiny, description="coloured squares, 3 classes", native_size=16)
+
+
+def lying_tiny_dataset(name: str = "tiny_squares_lying") -> Dataset:
+    """`tiny_dataset` with every test label moved to the next class (`LyingLabels`) and a
+    fingerprint of its own: a choice that never reads the test split does not move on it."""
+
+    def load(request: DatasetRequest) -> DatasetSplits:
+        splits = _load_tiny(request)
+        return dataclasses.replace(
+            splits, eval=LyingLabels(splits.eval), fingerprint=splits.fingerprint + "-lying"
+        )
+
+    return Dataset(name, load, description="coloured squares, test labels moved", native_size=16)
 
 
 def _tiny_net(width: int = 8) -> nn.Module:
