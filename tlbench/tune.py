@@ -133,15 +133,7 @@ class CellStudy:
 
     def rungs(self) -> list[int]:
         """The epochs a trial trains at, rung by rung (the last: all of them)."""
-        epochs = self.base.hp.epochs
-        if self.settings.pruner == "none":
-            return [epochs]
-        out: list[int] = []
-        for k in range(2, -1, -1):  # three rungs: epochs / r^2, epochs / r, epochs
-            rung = max(1, round(epochs / self.settings.reduction**k))
-            if rung not in out:
-                out.append(rung)
-        return out
+        return rungs(self.base.hp.epochs, self.settings)
 
     def spec(self, params: dict[str, Any], epochs: int | None = None) -> RunSpec:
         """The run of a trial with `params`, at `epochs` (default: the cell's)."""
@@ -271,13 +263,24 @@ def study_name(spec: RunSpec, strategy: Strategy, settings: TuneSettings) -> str
     )
 
 
+def rungs(epochs: int, settings: TuneSettings) -> list[int]:
+    """The epochs a trial of a cell of `epochs` trains at, rung by rung (the last: all)."""
+    if settings.pruner == "none":
+        return [epochs]
+    out: list[int] = []
+    for k in range(2, -1, -1):  # three rungs: epochs / r^2, epochs / r, epochs
+        rung = max(1, round(epochs / settings.reduction**k))
+        if rung not in out:
+            out.append(rung)
+    return out
+
+
 def _pruner(settings: TuneSettings, epochs: int) -> Any:
     optuna = _optuna()
     if settings.pruner == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=max(1, round(epochs / settings.reduction**2)),
-        reduction_factor=settings.reduction,
+        min_resource=rungs(epochs, settings)[0], reduction_factor=settings.reduction
     )
 
 
@@ -312,15 +315,17 @@ def search(
     optuna = _optuna()
     storage = f"sqlite:///{storage_path(out)}"
     cells: dict[str, CellStudy] = {}
+    #: each tuned plan's cell, by its place in `plans`.
+    cell_of: dict[int, str] = {}
     untuned: set[str] = set()
-    for p in plans:
+    for i, p in enumerate(plans):
         if p.status == "skipped":
             continue
         strategy = strategies(p.spec.strategy)
         if not strategy.search_space:
             untuned.add(strategy.name)
             continue
-        name = study_name(p.spec, strategy, settings)
+        name = cell_of[i] = study_name(p.spec, strategy, settings)
         if name not in cells:
             study = optuna.create_study(
                 study_name=name,
@@ -348,23 +353,12 @@ def search(
             cell.tell(number, spec, records.get(spec.key))
     # Every trial's record, those of earlier invocations included, for the search cost.
     everything = answers()
-    return [_chosen(p, cells, strategies, settings, everything) for p in plans]
+    summaries = {name: cell.summary(everything) for name, cell in cells.items()}
+    return [_chosen(p, summaries[cell_of[i]]) if i in cell_of else p for i, p in enumerate(plans)]
 
 
-def _chosen(
-    p: PlannedRun,
-    cells: dict[str, CellStudy],
-    strategies: Callable[[str], Strategy],
-    settings: TuneSettings,
-    records: dict[str, dict[str, Any]],
-) -> PlannedRun:
-    if p.status == "skipped":
-        return p
-    strategy = strategies(p.spec.strategy)
-    cell = cells.get(study_name(p.spec, strategy, settings)) if strategy.search_space else None
-    if cell is None:
-        return p
-    tuning = cell.summary(records)
+def _chosen(p: PlannedRun, tuning: dict[str, Any]) -> PlannedRun:
+    """`p` at its cell's chosen settings, carrying the search (`tuning`)."""
     if tuning["chosen"] is None:
         return PlannedRun(p.spec, "skipped", "every tuning trial failed: see their records")
     spec = dataclasses.replace(p.spec, hp=p.spec.hp.replace(**tuning["chosen"]), tuning=tuning)
