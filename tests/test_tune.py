@@ -365,3 +365,15 @@ def test_the_report_plots_sensitivity_and_says_how_far_tuning_moved_the_ranking(
     assert (change.default, change.tuned) == (["a", "b"], ["b", "a"])
     assert change.tau == pytest.approx(-1.0) and change.mean_gain == pytest.approx(0.05)
     assert "Kendall tau -1.00" in tuning_lines(changes)[0]
+
+
+def test_a_tuned_grid_run_again_trains_nothing_unless_asked_for_a_checkpoint(plugins, tiny_config):
+    tiny_config.strategies = ["linear"]
+    Runner(_tuned(tiny_config), plugins).run()
+    before = len(read(tiny_config.out))
+    Runner(_tuned(tiny_config), plugins).run()
+    assert len(read(tiny_config.out)) == before  # trials and chosen runs all done
+    # Planning's own rules still hold: a checkpoint asked for and missing trains it again.
+    tiny_config.save_models = True
+    (record,) = Runner(_tuned(tiny_config), plugins).run()
+    assert len(read(tiny_config.out)) == before + 1 and record["cost"]["checkpoint"]

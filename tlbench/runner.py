@@ -176,25 +176,29 @@ class Runner:
         """Tune every cell (`tlbench.tune`); the plans again, with each cell's chosen settings.
 
         A tuned run is done when the results file holds its ok record from
-        the same study with as many trials; otherwise it trains (again).
+        the same study with as many trials, and planning's rules would not
+        run it again; otherwise it trains (again).
         """
         from tlbench import tune
 
         tuned = tune.search(
             plans, self.plugins.strategies.get, settings, self.out, self.run_specs, self.answers
         )
-        answers = self.answers()
-        out = []
-        for p in tuned:
-            record = answers.get(p.spec.key)
-            if p.spec.tuning is not None and record is not None and not self.config.force:
-                same = {k: (record.get("tuning") or {}).get(k) for k in ("study", "trials")}
-                if record.get("status") == "ok" and same == {
-                    k: p.spec.tuning[k] for k in ("study", "trials")
-                }:
-                    p = PlannedRun(p.spec, "done", "already in the results file")
-            out.append(p)
-        return out
+        answers = {} if self.config.force else self.answers()
+        return [
+            PlannedRun(p.spec, "done", "already in the results file")
+            if self._tuned_done(p, answers.get(p.spec.key))
+            else p
+            for p in tuned
+        ]
+
+    def _tuned_done(self, p: PlannedRun, record: RunRecord | None) -> bool:
+        """Done as planning judges any run (`results.needs_rerun`), and from the same search."""
+        if p.spec.tuning is None or record is None or record.get("status") != "ok":
+            return False
+        search = record.get("tuning") or {}
+        same = all(search.get(k) == p.spec.tuning[k] for k in ("study", "trials"))
+        return same and not results.needs_rerun(record, self.config)
 
     def answers(self) -> dict[str, RunRecord]:
         """The answer of each key in the results file (`results.answer_by_key`)."""
