@@ -91,6 +91,11 @@ def budget_indices(labels: np.ndarray, budget: str, seed: int) -> tuple[np.ndarr
 VALIDATION_SEED = 0
 
 
+def holdout_name(fraction: float) -> str:
+    """The `RunSpec.holdout` of a run chosen on `fraction` of each class: `validation=F`."""
+    return f"validation={fraction:g}"
+
+
 def parse_holdout(holdout: str) -> float:
     """`validation=F` -> F, the fraction of each class held out for validation."""
     kind, _, value = holdout.partition("=")

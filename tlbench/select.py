@@ -318,7 +318,7 @@ def validation_accuracies(outcome: Outcome, fraction: float) -> Validation:
     tuning trial, kept in the results file, never a row of the report). For a
     probe that is nearly free: its features are cached.
     """
-    from tlbench.budget import VALIDATION_SEED
+    from tlbench.budget import holdout_name
 
     found: Validation = {}
     trials: dict[tuple[Any, ...], Any] = {}
@@ -337,9 +337,11 @@ def validation_accuracies(outcome: Outcome, fraction: float) -> Validation:
         if tuning.get("validation_accuracy") is not None:
             found[cell] = float(tuning["validation_accuracy"])
         elif cell not in trials:
-            holdout = f"validation={fraction:g}"
             trials[cell] = dataclasses.replace(
-                p.spec, seed=VALIDATION_SEED, holdout=holdout, tuning=None
+                p.spec,
+                seed=0,  # as a tuning trial
+                holdout=holdout_name(fraction),
+                tuning=None,
             )
     if trials:
         records = outcome.runner.run_specs(list(trials.values()))

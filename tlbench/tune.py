@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlbench.api import PlannedRun, RunSpec, SearchDim, Strategy
+from tlbench.budget import holdout_name
 from tlbench.cache import cache_key
 from tlbench.errors import ConfigError
 
@@ -92,7 +93,7 @@ class TuneSettings:
 
     @property
     def holdout(self) -> str:
-        return f"validation={self.validation:g}"
+        return holdout_name(self.validation)
 
 
 def storage_path(out: Path) -> Path:
