@@ -408,44 +408,12 @@ def _summarize(records: Iterable[dict[str, Any]], cost: str = "train+search") ->
     # Tuning trials chose the reported settings on a validation split: not rows.
     usable = in_time_order(r for r in _readable(records) if not _is_trial(r))
     identity = _data_identities(usable)
-    # The newest data of each dataset name: that of its newest record with a known identity.
-    newest: dict[str, str | None] = {}
-    last_run: dict[tuple[str, str | None], str] = {}  # (dataset, data) -> newest record's time
-    for r in usable:
-        dataset = r["config"]["dataset"]
-        if identity[id(r)] is not None or dataset not in newest:
-            newest[dataset] = identity[id(r)]
-        when = record_time(r)
-        if when is not None:
-            text = when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
-            last_run[dataset, identity[id(r)]] = text  # records are oldest first
+    newest, last_run = _newest_data(usable, identity)
     answers = list(answer_by_key(usable).values())
     latest = latest_by_key(usable)
     extraction = _extraction_seconds(answers)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    configs: dict[str, dict[str, Any]] = {}
-    data_of: dict[str, str | None] = {}
-    for record in answers:
-        config = _config_without_seed(record)
-        # A record whose data is unknown (an old failed run) counts as the newest data's.
-        data = identity[id(record)] or newest.get(config["dataset"])
-        gkey = json.dumps([config, data], sort_keys=True, default=str)
-        groups.setdefault(gkey, []).append(record)
-        configs[gkey] = config
-        data_of[gkey] = data
-    # Variants are told apart within one dataset x backbone x strategy, on the same data.
-    families: dict[tuple, dict[str, dict[str, Any]]] = {}
-    for gkey, config in configs.items():
-        name = (*(config[k] for k in NAME_COLUMNS), data_of[gkey])
-        families.setdefault(name, {})[gkey] = config
-    variants: dict[str, str] = {}
-    series: dict[str, str] = {}
-    for family in families.values():
-        variants.update(_variant_labels(family))
-        # The same labels without the budget: what tells the lines of a budget plot apart.
-        unbudgeted = {k: {n: v for n, v in c.items() if n != "budget"} for k, c in family.items()}
-        series.update(_variant_labels(unbudgeted))
-
+    groups, configs, data_of = _groups(answers, identity, newest)
+    variants, series = _variants(configs, data_of)
     rows: list[Row] = []
     per_image = _PerImage()  # id(row) -> (eval split, correct), decoded when a tie needs it
     over_seeds: list[tuple[Row, list[float]]] = []
@@ -468,16 +436,6 @@ def _summarize(records: Iterable[dict[str, Any]], cost: str = "train+search") ->
             older_data=data != newest.get(dataset),
             last_run=last_run.get((dataset, data), ""),
         )
-        # A rerun that ended badly after a finished run: the result stands, the note says so.
-        later = [latest[r["key"]] for r in group if latest[r["key"]] is not r]
-        later_note = ""
-        if later:
-            first = later[0]
-            later_note = (
-                f"{len(later)} later rerun(s) {first.get('status')}"
-                + (f": {first.get('reason')}" if first.get("reason") else "")
-                + "; the finished result is shown"
-            )
         ok = [r for r in group if r.get("status") == "ok"]
         if not ok:
             last = group[-1]
@@ -485,76 +443,151 @@ def _summarize(records: Iterable[dict[str, Any]], cost: str = "train+search") ->
                 Row(**base, status=str(last.get("status", "?")), reason=last.get("reason") or "")
             )
             continue
-        accs = [r["accuracy"]["final"] for r in ok]
-        costs = [r["cost"] for r in ok]
-        # The model's own peak where the record has it (CUDA: without the dataset kept on
-        # the device, which fits on one GPU and not on another), else the raw peak.
-        peak = [
-            c.get("model_peak_memory_bytes") or c["peak_memory_bytes"]
-            for c in costs
-            if c.get("model_peak_memory_bytes") or c.get("peak_memory_bytes")
-        ]
-        ips = [c["train_images_per_s"] for c in costs if c.get("train_images_per_s")]
-        failed = [r for r in group if r.get("status") != "ok"]
-        notes = []
-        if failed:
-            notes.append(
-                f"{len(failed)} of {len(group)} seeds {failed[0].get('status')}: {failed[0].get('reason')}"
-            )
-        if later_note:
-            notes.append(later_note)
-        searches = [t["search_seconds"] for t in (r.get("tuning") for r in ok) if t]
-        if searches:
-            notes.append(
-                f"tuned: {ok[0]['tuning'].get('trials')} trials on validation, "
-                f"search {_mean(searches):.3g} s"
-            )
-        best = [r["accuracy"]["best"] for r in ok if r["accuracy"]["best"] is not None]
-        best_epoch = [
-            r["accuracy"]["best_epoch"] for r in ok if r["accuracy"]["best_epoch"] is not None
-        ]
-        # Two or more seeds: the t interval (and the std) of all such rows at once, below.
-        interval = _interval(ok, accs) if len(accs) < 2 else None
-        rows.append(
-            Row(
-                **base,
-                status="ok",
-                n=len(ok),
-                # An accuracy lies in [0, 1]: a wide t interval (two seeds) is clipped to it.
-                ci_low=max(0.0, interval.lower) if interval else None,
-                ci_high=min(1.0, interval.upper) if interval else None,
-                ci_method=interval.method if interval else "",
-                seed_accuracy={
-                    r["config"]["seed"]: r["accuracy"]["final"]
-                    for r in ok
-                    if isinstance(r["config"].get("seed"), int)
-                },
-                accuracy=_mean(accs),
-                best_accuracy=_mean(best),
-                best_epoch=_mean(best_epoch),
-                train_seconds=_mean([train_cost_seconds(r, extraction) for r in ok]),
-                search_seconds=_mean(searches) if searches else None,
-                images_per_s=_mean(ips),
-                peak_memory_mb=_mean(peak) / 1e6 if peak else None,
-                trainable_params=costs[0].get("trainable_params"),
-                total_params=costs[0].get("total_params"),
-                features_cached=any(c.get("feature_cache") not in (None, "none") for c in costs),
-                reason="; ".join(notes),
-                seeds=sorted(
-                    r["config"]["seed"] for r in ok if isinstance(r["config"].get("seed"), int)
-                ),
-                images_per_class=_mean([v for v in map(_images_per_class, ok) if v is not None]),
-            )
-        )
+        rows.append(_ok_row(base, group, ok, latest, extraction))
         per_image.add(rows[-1], ok)
-        if len(accs) >= 2:
-            over_seeds.append((rows[-1], accs))
+        if len(ok) >= 2:
+            over_seeds.append((rows[-1], [r["accuracy"]["final"] for r in ok]))
     _fill_t_intervals(over_seeds)
     for row, name in zip(rows, _short_names([r.dataset for r in rows]), strict=True):
         row.dataset_name = name
     _mark_gain_and_pareto(rows, cost)
     _mark_ties(rows, per_image)
     return rows
+
+
+def _newest_data(
+    usable: list[dict[str, Any]], identity: dict[int, str | None]
+) -> tuple[dict[str, str | None], dict[tuple[str, str | None], str]]:
+    """The newest data of each dataset name (that of its newest record with a known
+    identity), and when the newest record of each (dataset, data) was made."""
+    newest: dict[str, str | None] = {}
+    last_run: dict[tuple[str, str | None], str] = {}  # (dataset, data) -> newest record's time
+    for r in usable:
+        dataset = r["config"]["dataset"]
+        if identity[id(r)] is not None or dataset not in newest:
+            newest[dataset] = identity[id(r)]
+        when = record_time(r)
+        if when is not None:
+            text = when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+            last_run[dataset, identity[id(r)]] = text  # records are oldest first
+    return newest, last_run
+
+
+def _groups(
+    answers: list[dict[str, Any]],
+    identity: dict[int, str | None],
+    newest: dict[str, str | None],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]], dict[str, str | None]]:
+    """The answers grouped by everything but the seed, on the same data: a row each."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    data_of: dict[str, str | None] = {}
+    for record in answers:
+        config = _config_without_seed(record)
+        # A record whose data is unknown (an old failed run) counts as the newest data's.
+        data = identity[id(record)] or newest.get(config["dataset"])
+        gkey = json.dumps([config, data], sort_keys=True, default=str)
+        groups.setdefault(gkey, []).append(record)
+        configs[gkey] = config
+        data_of[gkey] = data
+    return groups, configs, data_of
+
+
+def _variants(
+    configs: dict[str, dict[str, Any]], data_of: dict[str, str | None]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each group's variant label, and its series (the label without the budget: what
+    tells the lines of a budget plot apart), within one dataset x backbone x strategy."""
+    families: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for gkey, config in configs.items():
+        name = (*(config[k] for k in NAME_COLUMNS), data_of[gkey])
+        families.setdefault(name, {})[gkey] = config
+    variants: dict[str, str] = {}
+    series: dict[str, str] = {}
+    for family in families.values():
+        variants.update(_variant_labels(family))
+        unbudgeted = {k: {n: v for n, v in c.items() if n != "budget"} for k, c in family.items()}
+        series.update(_variant_labels(unbudgeted))
+    return variants, series
+
+
+def _notes(
+    group: list[dict[str, Any]], ok: list[dict[str, Any]], latest: dict[str, dict[str, Any]]
+) -> list[str]:
+    """What a row's note says: seeds that failed, later reruns that ended badly, a search."""
+    notes = []
+    failed = [r for r in group if r.get("status") != "ok"]
+    if failed:
+        notes.append(
+            f"{len(failed)} of {len(group)} seeds {failed[0].get('status')}: {failed[0].get('reason')}"
+        )
+    # A rerun that ended badly after a finished run: the result stands, the note says so.
+    later = [latest[r["key"]] for r in group if latest[r["key"]] is not r]
+    if later:
+        first = later[0]
+        notes.append(
+            f"{len(later)} later rerun(s) {first.get('status')}"
+            + (f": {first.get('reason')}" if first.get("reason") else "")
+            + "; the finished result is shown"
+        )
+    searches = [t["search_seconds"] for t in (r.get("tuning") for r in ok) if t]
+    if searches:
+        notes.append(
+            f"tuned: {ok[0]['tuning'].get('trials')} trials on validation, "
+            f"search {_mean(searches):.3g} s"
+        )
+    return notes
+
+
+def _ok_row(
+    base: dict[str, Any],
+    group: list[dict[str, Any]],
+    ok: list[dict[str, Any]],
+    latest: dict[str, dict[str, Any]],
+    extraction: dict[tuple, float],
+) -> Row:
+    """The row of a group with at least one ok run: means over its seeds."""
+    accs = [r["accuracy"]["final"] for r in ok]
+    costs = [r["cost"] for r in ok]
+    # The model's own peak where the record has it (CUDA: without the dataset kept on
+    # the device, which fits on one GPU and not on another), else the raw peak.
+    peak = [
+        c.get("model_peak_memory_bytes") or c["peak_memory_bytes"]
+        for c in costs
+        if c.get("model_peak_memory_bytes") or c.get("peak_memory_bytes")
+    ]
+    ips = [c["train_images_per_s"] for c in costs if c.get("train_images_per_s")]
+    searches = [t["search_seconds"] for t in (r.get("tuning") for r in ok) if t]
+    best = [r["accuracy"]["best"] for r in ok if r["accuracy"]["best"] is not None]
+    best_epoch = [
+        r["accuracy"]["best_epoch"] for r in ok if r["accuracy"]["best_epoch"] is not None
+    ]
+    # Two or more seeds: the t interval (and the std) of all such rows at once, later.
+    interval = _interval(ok, accs) if len(accs) < 2 else None
+    seeded = [r for r in ok if isinstance(r["config"].get("seed"), int)]
+    return Row(
+        **base,
+        status="ok",
+        n=len(ok),
+        # An accuracy lies in [0, 1]: a wide t interval (two seeds) is clipped to it.
+        ci_low=max(0.0, interval.lower) if interval else None,
+        ci_high=min(1.0, interval.upper) if interval else None,
+        ci_method=interval.method if interval else "",
+        seed_accuracy={r["config"]["seed"]: r["accuracy"]["final"] for r in seeded},
+        accuracy=_mean(accs),
+        best_accuracy=_mean(best),
+        best_epoch=_mean(best_epoch),
+        train_seconds=_mean([train_cost_seconds(r, extraction) for r in ok]),
+        search_seconds=_mean(searches) if searches else None,
+        images_per_s=_mean(ips),
+        peak_memory_mb=_mean(peak) / 1e6 if peak else None,
+        trainable_params=costs[0].get("trainable_params"),
+        total_params=costs[0].get("total_params"),
+        features_cached=any(c.get("feature_cache") not in (None, "none") for c in costs),
+        reason="; ".join(_notes(group, ok, latest)),
+        seeds=sorted(r["config"]["seed"] for r in seeded),
+        images_per_class=_mean([v for v in map(_images_per_class, ok) if v is not None]),
+    )
 
 
 def _short_names(datasets: list[str]) -> list[str]:
