@@ -290,24 +290,8 @@ def render_page(
         for i, (t, g) in enumerate(groups.items())
     )
     tables = "\n".join(_table(t, g, group_by, i) for i, (t, g) in enumerate(groups.items()))
-    if figure is not None:
-        shown = (
-            f'<figure><img src="{_e(figure)}" alt="Top-1 accuracy against training time with '
-            'the Pareto frontier, and the learning curves, per dataset">'
-            f"<figcaption>{_e(FIGURE_CAPTION)}</figcaption></figure>"
-        )
-    else:
-        shown = f'<p class="missing">{_e(figure_note)}</p>'
-    ranking = ranking_link = ""
-    if checks:
-        from tlbench.select import render_checks
-
-        # tabulate escapes the cells and report.section the headings.
-        ranking = (
-            '<section id="ranking">\n<h2>Ranking check</h2>\n<div class="ranking">'
-            f"{render_checks(checks, 'html')}</div>\n</section>"
-        )
-        ranking_link = '<li><a href="#ranking">Ranking check</a></li>'
+    shown = _figure_html(figure, figure_note)
+    ranking, ranking_link = _ranking_html(checks)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -349,6 +333,31 @@ Written {now} by tlbench {_e(__version__)}.</p>
 </body>
 </html>
 """
+
+
+def _figure_html(figure: str | None, note: str) -> str:
+    """The figure (an image data URI) with its caption, or the note that stands for it."""
+    if figure is None:
+        return f'<p class="missing">{_e(note)}</p>'
+    return (
+        f'<figure><img src="{_e(figure)}" alt="Top-1 accuracy against training time with '
+        'the Pareto frontier, and the learning curves, per dataset">'
+        f"<figcaption>{_e(FIGURE_CAPTION)}</figcaption></figure>"
+    )
+
+
+def _ranking_html(checks: list[Any] | None) -> tuple[str, str]:
+    """The ranking-check section and its contents link, or nothing without checks."""
+    if not checks:
+        return "", ""
+    from tlbench.ranking import render_checks
+
+    # tabulate escapes the cells and the report's text blocks the headings.
+    section = (
+        '<section id="ranking">\n<h2>Ranking check</h2>\n<div class="ranking">'
+        f"{render_checks(checks, 'html')}</div>\n</section>"
+    )
+    return section, '<li><a href="#ranking">Ranking check</a></li>'
 
 
 def write_html_report(
