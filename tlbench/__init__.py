@@ -32,6 +32,7 @@ from tlbench.hookspecs import hookimpl
 from tlbench.plugins import Plugins
 from tlbench.python_api import (
     Results,
+    compare,
     create_backbone,
     list_backbones,
     list_datasets,
@@ -69,6 +70,7 @@ __all__ = [
     "WeightsUnavailableError",
     "__version__",
     "all_trainable",
+    "compare",
     "create_backbone",
     "hookimpl",
     "list_backbones",

@@ -417,3 +417,83 @@ def save_checkpoint(
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
     return weights
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclasses.dataclass
+class SavedModel:
+    """One saved checkpoint, as `tlbench models` lists it (from a record or a sidecar)."""
+
+    path: str
+    backbone: str
+    strategy: str
+    dataset: str
+    seed: int | None = None
+    image_size: int | None = None
+    #: the run's final top-1 when a record says it, else None.
+    accuracy: float | None = None
+    #: the checkpoint's own accuracy: that of the best epoch, whose weights it holds.
+    best_accuracy: float | None = None
+    key: str = ""
+    #: False when the record names a checkpoint whose files are gone.
+    exists: bool = True
+
+
+def _from_record(record: dict[str, Any]) -> SavedModel | None:
+    path = (record.get("cost") or {}).get("checkpoint")
+    if not isinstance(path, str) or record.get("status") != "ok":
+        return None
+    config, accuracy = record.get("config") or {}, record.get("accuracy") or {}
+    return SavedModel(
+        path=path,
+        backbone=str(config.get("backbone")),
+        strategy=str(config.get("strategy")),
+        dataset=str(config.get("dataset")),
+        seed=config.get("seed"),
+        image_size=config.get("image_size"),
+        accuracy=accuracy.get("final"),
+        best_accuracy=accuracy.get("best"),
+        key=str(record.get("key", "")),
+        exists=checkpoint_complete(path),
+    )
+
+
+def _from_sidecar(sidecar: Path) -> SavedModel | None:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != SAFETENSORS_FORMAT:
+        return None  # another program's JSON in the folder
+    weights = sidecar.with_suffix(WEIGHTS_SUFFIX)
+    return SavedModel(
+        path=str(weights),
+        backbone=str(meta.get("backbone")),
+        strategy=str(meta.get("strategy")),
+        dataset=str(meta.get("dataset")),
+        seed=meta.get("seed"),
+        image_size=meta.get("image_size"),
+        best_accuracy=meta.get("best_accuracy"),
+        key=str(meta.get("key", "")),
+        exists=weights.is_file(),
+    )
+
+
+def list_saved_models(records: list[dict[str, Any]], folders: list[Path]) -> list[SavedModel]:
+    """The checkpoints the records name (newest answer per run key first), then those found
+    in `folders` that no record named. Reads JSON only: no torch."""
+    from tlbench.results import answer_by_key
+
+    found: dict[str, SavedModel] = {}
+    for record in answer_by_key(records).values():
+        model = _from_record(record)
+        if model is not None:
+            found.setdefault(str(Path(model.path).expanduser().absolute()), model)
+    for folder in folders:
+        for sidecar in sorted(Path(folder).expanduser().glob(f"*{SIDECAR_SUFFIX}")):
+            model = _from_sidecar(sidecar)
+            if model is not None:
+                found.setdefault(str(Path(model.path).absolute()), model)
+    return list(found.values())

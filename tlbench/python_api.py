@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas
     from torch import nn
 
+    from tlbench.comparison import Comparison
     from tlbench.plugins import Plugins
     from tlbench.report import Row
     from tlbench.select import Selections
@@ -461,3 +462,40 @@ class Results(Sequence[RunRecord]):
         if not self._records:
             return head
         return head + report.render(self.rows(), "html")
+
+
+# --------------------------------------------------------------------------- compare and models
+
+
+def _records_of(source: Any) -> list[dict[str, Any]]:
+    """Records from a results file, a list of files, a `Results` or an iterable of records."""
+    from tlbench import results as results_file
+
+    if isinstance(source, (str, os.PathLike)):
+        source = [source]
+    items = list(source)
+    if items and all(isinstance(i, (str, os.PathLike)) for i in items):
+        for path in items:
+            if not Path(path).expanduser().is_file():
+                raise FileNotFoundError(f"results file {os.fspath(path)} does not exist")
+        return results_file.read([Path(p).expanduser() for p in items])
+    return [dict(r) for r in items]
+
+
+def compare(base: Any, new: Any, *, fail_if_worse: float | None = None) -> Comparison:
+    """Every cell of `base` against `new`, as `tlbench compare BASE NEW` (docs/api.md).
+
+    Each of `base` and `new` is a results file, a list of them, a `Results` or
+    records. The answer's `cells` hold per cell the top-1 difference NEW - BASE
+    with a 95% paired interval, the cost ratio and a verdict; `failing` the
+    cells worse by more than `fail_if_worse` points (default 1) or that failed
+    in NEW; `ok` is True when there are none.
+    """
+    from tlbench import comparison
+
+    points = comparison.FAIL_IF_WORSE_POINTS if fail_if_worse is None else fail_if_worse
+    found = comparison.compare(_records_of(base), _records_of(new), fail_if_worse=points)
+    for side, given in (("base", base), ("new", new)):
+        if isinstance(given, (str, os.PathLike)):
+            setattr(found, side, [os.fspath(given)])
+    return found

@@ -15,7 +15,19 @@ from types import ModuleType
 from tlbench.errors import Terminated
 
 #: the commands, in the order `tlbench --help` lists them.
-NAMES = ("run", "select", "list", "show", "plugins", "examples", "report", "predict", "cache")
+NAMES = (
+    "run",
+    "select",
+    "list",
+    "show",
+    "plugins",
+    "examples",
+    "report",
+    "compare",
+    "models",
+    "predict",
+    "cache",
+)
 
 
 def module(name: str) -> ModuleType:
