@@ -482,12 +482,11 @@ def _from_sidecar(sidecar: Path) -> SavedModel | None:
 
 
 def list_saved_models(records: list[dict[str, Any]], folders: list[Path]) -> list[SavedModel]:
-    """The checkpoints the records name (newest answer per run key first), then those found
-    in `folders` that no record named. Reads JSON only: no torch."""
-    from tlbench.results import answer_by_key
-
+    """The checkpoints the records name (give each run's answer,
+    `tlbench.results.answer_by_key`), then those found in `folders` that no record
+    named. Reads JSON only: no torch."""
     found: dict[str, SavedModel] = {}
-    for record in answer_by_key(records).values():
+    for record in records:
         model = _from_record(record)
         if model is not None:
             found.setdefault(str(Path(model.path).expanduser().absolute()), model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -162,3 +163,41 @@ def save_grid(
         ax.set_title(literal(f"{label} ({100 * p:.0f}%)\n{truth}"), fontsize=8, color=colour)
     save_figure(fig, path, "--grid")
     return path
+
+
+class _OneImage:
+    """One PIL image (or image file) as the `ImageSource` `_decode_one` reads."""
+
+    def __init__(self, image: Any):
+        self.image = image
+
+    def load(self, index: int) -> Any:
+        from PIL import Image
+
+        if isinstance(self.image, (str, os.PathLike)):
+            with Image.open(self.image) as opened:
+                opened.load()
+                return opened
+        return self.image
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """A checkpoint's preprocessing for one image, as its evaluation split had it.
+
+    `transform(image)` takes a PIL image or an image file and returns the float
+    tensor `(3, image_size, image_size)` in [0, 1] that the classifier takes
+    (it normalises with the backbone's mean and std itself): the shorter side
+    resized to the training store size (`Preprocessing.resize_for`), the centre
+    square kept, then the centre `image_size` crop. Stack them for a batch.
+    """
+
+    image_size: int
+    preprocessing: Preprocessing
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        from tlbench.data import _decode_one, center_crop
+
+        store = self.preprocessing.resize_for(self.image_size)
+        square = torch.from_numpy(_decode_one(_OneImage(image), 0, store).copy())
+        return center_crop(square[None], self.image_size)[0]

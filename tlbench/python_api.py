@@ -263,7 +263,11 @@ def list_strategies(pattern: str | None = None, *, plugins: Plugins | None = Non
 
 
 def create_backbone(
-    name: str, pretrained: bool = True, *, plugins: Plugins | None = None
+    name: str,
+    pretrained: bool = True,
+    *,
+    num_classes: int | None = None,
+    plugins: Plugins | None = None,
 ) -> nn.Module:
     """The backbone `name` as an `nn.Module` mapping images to features (timm's create_model style).
 
@@ -273,8 +277,17 @@ def create_backbone(
     preprocessing, weights). An unknown name raises `tlbench.UnknownNameError`
     with the close matches; `pretrained=True` for a backbone without weights
     raises `tlbench.WeightsUnavailableError`.
+
+    `num_classes=N` (N > 0), as in timm: a classifier instead, the backbone then a new
+    linear head with N outputs (`module.backbone`, `module.head`), mapping the same
+    input to logits `(B, N)`. `num_classes=0` or None: the features alone.
     """
     from tlbench.errors import WeightsUnavailableError
+
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0
+    ):
+        raise ValueError(f"num_classes must be a whole number, 0 or more, not {num_classes!r}")
 
     backbone = (plugins or _plugins()).backbones.get(name)
     if pretrained and not backbone.has_pretrained:
@@ -283,8 +296,41 @@ def create_backbone(
             "use create_backbone(name, pretrained=False) for a random initialisation"
         )
     module = backbone.build(pretrained)
+    if num_classes:
+        from collections import OrderedDict
+
+        from torch import nn
+
+        head = nn.Linear(backbone.feature_dim, num_classes)
+        module = nn.Sequential(OrderedDict(backbone=module, head=head))
+        module.num_classes = num_classes
     module.tlbench_backbone = backbone
     return module
+
+
+def load_model(path: str | os.PathLike, *, plugins: Plugins | None = None) -> nn.Module:
+    """A checkpoint of `tlbench run --save-models` as a ready classifier, in eval mode.
+
+    `path`: the `.safetensors` weights, their `.json` sidecar or an older `.pt`
+    (`tlbench models` lists them). The module maps images in [0, 1],
+    `(B, 3, S, S)`, to logits over `module.classes` (it normalises them with the
+    backbone's mean and std itself); `module.transform(image)` makes that input
+    from a PIL image or an image file, as the evaluation split did
+    (`torch.stack` them for a batch); `module.image_size` is S and
+    `module.checkpoint` the sidecar's fields (backbone, strategy, dataset, key,
+    best accuracy...). A file that is not a whole tlbench checkpoint raises
+    `tlbench.TlbenchError` saying why.
+    """
+    from tlbench.checkpoint import build_model, checkpoint_preprocessing, load_checkpoint
+    from tlbench.predict import EvalTransform
+
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint, plugins or _plugins())
+    model.transform = EvalTransform(checkpoint["image_size"], checkpoint_preprocessing(checkpoint))
+    model.classes = list(checkpoint["classes"])
+    model.image_size = checkpoint["image_size"]
+    model.checkpoint = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    return model.eval()
 
 
 # --------------------------------------------------------------------------- results

@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=comparison.FAIL_IF_WORSE_POINTS,
         help="exit 1 when a cell is surely worse (its interval below 0) by more than POINTS "
-        f"points of top-1 (default: {comparison.FAIL_IF_WORSE_POINTS:g})",
+        f"points of top-1 (default: {comparison.FAIL_IF_WORSE_POINTS})",
     )
     cmp.add_argument(
         "--format",

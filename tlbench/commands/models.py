@@ -40,7 +40,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="results files (.jsonl) or folders of checkpoints (default: results/runs.jsonl "
         "and results/models, those that exist)",
     )
-    cmd.add_argument("--format", choices=("table", "json"), default="table")
+    cmd.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table or json (default: table)",
+    )
     return cmd
 
 
@@ -68,7 +73,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         raise TlbenchError(
             f"no results file or models folder given, and none of {', '.join(DEFAULTS)} exists"
         )
-    records = results.read(files) if files else []
+    records = list(results.answer_by_key(results.read(files)).values()) if files else []
     models = list_saved_models(records, folders)
     models.sort(key=lambda m: (m.dataset, -(m.accuracy or m.best_accuracy or 0.0), m.path))
     if args.format == "json":
