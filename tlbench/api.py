@@ -399,6 +399,12 @@ class Workspace:
     retry_oom: bool = True
     #: threads decoding images (None: up to 8).
     decode_workers: int | None = None
+    #: measure each trained model's inference cost (`tlbench.inference`); part of no key.
+    inference: bool = True
+    #: the batch of the inference throughput figure; None: the run's training batch.
+    inference_batch: int | None = None
+    #: "onnx": export each trained model and check its accuracy with onnxruntime.
+    export: str | None = None
 
 
 # --------------------------------------------------------------------------- executors

@@ -75,6 +75,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "label_smoothing": (0.0, True),
     "workers": (1, True),
     "image_size": (1, True),
+    "inference_batch": (1, True),
 }
 #: key -> (largest allowed, whether the bound itself is allowed). Far beyond any sane
 #: setting, so only typos and overflow (`--lr 1e300`, `--image-size 10000`) are refused
@@ -82,6 +83,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
 UPPER: dict[str, tuple[float, bool]] = {
     "epochs": (100_000, True),
     "batch_size": (65_536, True),
+    "inference_batch": (65_536, True),
     "lr": (10.0, True),  # SGD on a linear head rarely goes above 1
     "backbone_lr_mult": (100.0, True),
     "weight_decay": (10.0, True),
@@ -142,6 +144,7 @@ GROUPS = {
     "where": "where and how",
     "fleet": "where the runs execute",
     "tuning": "tuning (each cell searched on a validation split, then reported on test)",
+    "inference": "inference cost (measured after training on the run's device; in no run key)",
 }
 
 
@@ -153,6 +156,13 @@ def device_arg(text: str) -> str:
             f"{text!r} is not a device: use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
         )
     return text
+
+
+def export_arg(text: str) -> str:
+    """An `--export` value: the formats a trained model can be exported to."""
+    if text.lower() != "onnx":
+        raise argparse.ArgumentTypeError(f"{text!r} is not an export format: use onnx")
+    return text.lower()
 
 
 def flag(group: str, **option: Any) -> dict[str, Option]:
@@ -401,6 +411,34 @@ class RunConfig:
             metavar="NAME,NAME",
             help="also record every run in these experiment trackers: mlflow, tensorboard, wandb "
             "(each an extra: pip install 'tlbench[mlflow]'); see docs/trackers.md",
+        ),
+    )
+
+    inference: bool = field(
+        default=True,
+        metadata=flag(
+            group="inference",
+            flag="--no-inference",
+            toggle="negated",
+            help="skip timing each trained model's inference (latency, throughput, energy)",
+        ),
+    )
+    inference_batch: int | None = field(
+        default=None,
+        metadata=flag(
+            group="inference",
+            metavar="N",
+            help="batch of the inference throughput figure (default: the run's training batch)",
+        ),
+    )
+    export: str | None = field(
+        default=None,
+        metadata=flag(
+            group="inference",
+            metavar="FORMAT",
+            parse=export_arg,
+            help="onnx: export each trained model with torch.onnx and check its top-1 with "
+            "onnxruntime on the test split (pip install 'tlbench[export]')",
         ),
     )
 

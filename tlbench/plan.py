@@ -72,6 +72,9 @@ def workspace_for(config: RunConfig) -> Workspace:
         strict=config.strict,
         retry_oom=config.retry_oom,
         decode_workers=config.workers,
+        inference=config.inference,
+        inference_batch=config.inference_batch,
+        export=config.export,
     )
 
 

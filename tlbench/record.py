@@ -147,6 +147,74 @@ class Cost(TypedDict, total=False):
     cudnn_benchmark: bool
     #: --save-models: the checkpoint's path.
     checkpoint: str
+    #: the training's energy in joules from the device's counter (`tlbench.energy`), which
+    #: counter ("nvml": the GPU board, "rapl": the CPU packages), or why none was read.
+    energy_joules: float | None
+    energy_source: str | None
+    energy_reason: str
+
+
+class Onnx(TypedDict, total=False):
+    """`--export onnx`: the exported classifier run with onnxruntime on the evaluation split."""
+
+    #: "ok", "parity failed" (top-1 apart by more than the tolerance) or "not exported".
+    status: str
+    reason: str
+    format: str
+    runtime: str
+    #: top-1 of the exported model and of PyTorch on the same crops, float32 on the CPU.
+    top1: float
+    torch_top1: float
+    #: the largest allowed difference of the two, in points of 100.
+    tolerance_points: float
+    predictions_agree: float
+    max_abs_logit_difference: float
+    images: int
+    export_seconds: float
+    #: the exported model (kept beside the checkpoints with --save-models).
+    path: str
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_min: float
+    latency_ms_max: float
+    latency_samples: int
+
+
+class Inference(TypedDict, total=False):
+    """What the trained model costs to run (`tlbench.inference`); in no run key."""
+
+    #: batch-1 latency in milliseconds over `latency_samples` synchronised calls.
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_min: float
+    latency_ms_max: float
+    latency_samples: int
+    #: images per second at `throughput_batch`: the median call's, the slowest, the fastest.
+    throughput_batch: int
+    throughput_images_per_s: float | None
+    throughput_images_per_s_min: float | None
+    throughput_images_per_s_max: float | None
+    throughput_samples: int
+    #: the untimed warm-up of both shapes.
+    warmup_seconds: float
+    #: the peak during inference (as `Cost.peak_memory_bytes`), and what inference added
+    #: to what was allocated (CUDA) or resident (CPU) before it.
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    memory_added_bytes: int
+    #: CPU: torch's intra-op threads.
+    threads: int | None
+    #: inference runs eager, also for a run that trained compiled.
+    compiled: bool
+    energy_source: str | None
+    energy_reason: str
+    energy_joules_per_1000: float | None
+    #: True when an earlier run of the same model (backbone, size, classes, execution,
+    #: batch) in this process was measured, and its figures are these.
+    reused: bool
+    params: int | None
+    flops_per_image: int | None
+    onnx: Onnx
 
 
 class RunRecord(TypedDict, total=False):
@@ -176,6 +244,8 @@ class RunRecord(TypedDict, total=False):
     tuning: dict[str, Any]
     #: transferability scores of the training features (runs that computed features).
     scores: dict[str, Any]
+    #: what the trained model costs to run: latency, throughput, memory, energy, export.
+    inference: Inference
 
 
 def encode_correct(correct: Any) -> Correct:
@@ -402,6 +472,8 @@ def flat_record(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
     hp = config.pop("hyperparameters", None) or {}
     accuracy = record.get("accuracy") or {}
     cost = record.get("cost") or {}
+    inference = record.get("inference") or {}
+    onnx = inference.get("onnx") or {}
     data = record.get("data") or {}
     env = record.get("environment") or {}
     curve = accuracy.get("curve") or record.get("partial_curve") or []
@@ -442,6 +514,14 @@ def flat_record(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
         "total_params": _value(cost.get("total_params")),
         "forward_flops_per_image": _value(cost.get("forward_flops_per_image")),
         "feature_cache": cost.get("feature_cache"),
+        "train_energy_j": _value(cost.get("energy_joules")),
+        "latency_ms_p50": _value(inference.get("latency_ms_p50")),
+        "latency_ms_p90": _value(inference.get("latency_ms_p90")),
+        "inference_images_per_s": _value(inference.get("throughput_images_per_s")),
+        "inference_batch": _value(inference.get("throughput_batch")),
+        "inference_j_per_1000": _value(inference.get("energy_joules_per_1000")),
+        "onnx_status": onnx.get("status"),
+        "onnx_top1": _value(onnx.get("top1")),
         "num_classes": data.get("num_classes"),
         "train_images": data.get("train_images"),
         "eval_images": data.get("eval_images"),

@@ -82,6 +82,17 @@ class Row:
     search_seconds: float | None = None
     images_per_s: float | None = None
     peak_memory_mb: float | None = None  # MB: 10^6 bytes (benchmarks/ counts GB as 10^9)
+    #: inference (`tlbench.inference`), means over seeds: batch-1 latency p50 and p90 in
+    #: milliseconds, images per second at `inference_batch`, joules per 1,000 images.
+    latency_ms: float | None = None
+    latency_p90_ms: float | None = None
+    inference_images_per_s: float | None = None
+    inference_batch: int | None = None
+    inference_j_per_1000: float | None = None
+    #: joules of the training (the device's counter), mean over seeds; None: not measured.
+    train_energy_j: float | None = None
+    #: `--export onnx`: "ok", "parity failed" or "not exported" (worst over seeds).
+    export: str | None = None
     trainable_params: int | None = None
     total_params: int | None = None
     gain_over_scratch: float | None = None
@@ -391,20 +402,30 @@ def _is_trial(record: dict[str, Any]) -> bool:
 #: what the Pareto mark weighs accuracy against: training alone, or training and, for a
 #: tuned row, the search that chose its settings (the honest total, the default).
 COSTS = ("train+search", "train")
+#: which cost the Pareto mark weighs accuracy against: training (`cost` says whether a
+#: search counts), batch-1 inference latency, or energy (training's joules).
+PARETO_BY = ("train", "latency", "energy")
 
 
-def summarize(records: Iterable[dict[str, Any]], *, cost: str = "train+search") -> list[Row]:
+def summarize(
+    records: Iterable[dict[str, Any]], *, cost: str = "train+search", pareto_by: str = "train"
+) -> list[Row]:
     """Aggregate the answer of each run key into comparison rows (see the module docstring).
 
-    `cost`: what the Pareto mark counts (`COSTS`).
+    `cost`: what the training cost counts (`COSTS`); `pareto_by`: the cost the
+    Pareto mark weighs accuracy against (`PARETO_BY`).
     """
     if cost not in COSTS:
         raise ValueError(f"cost must be one of {', '.join(COSTS)}, not {cost!r}")
+    if pareto_by not in PARETO_BY:
+        raise ValueError(f"pareto_by must be one of {', '.join(PARETO_BY)}, not {pareto_by!r}")
     with gc_paused():  # copies of every record, no cycles: see `tlbench.results.gc_paused`
-        return _summarize(records, cost)
+        return _summarize(records, cost, pareto_by)
 
 
-def _summarize(records: Iterable[dict[str, Any]], cost: str = "train+search") -> list[Row]:
+def _summarize(
+    records: Iterable[dict[str, Any]], cost: str = "train+search", pareto_by: str = "train"
+) -> list[Row]:
     # Tuning trials chose the reported settings on a validation split: not rows.
     usable = in_time_order(r for r in _readable(records) if not _is_trial(r))
     identity = _data_identities(usable)
@@ -450,7 +471,7 @@ def _summarize(records: Iterable[dict[str, Any]], cost: str = "train+search") ->
     _fill_t_intervals(over_seeds)
     for row, name in zip(rows, _short_names([r.dataset for r in rows]), strict=True):
         row.dataset_name = name
-    _mark_gain_and_pareto(rows, cost)
+    _mark_gain_and_pareto(rows, cost, pareto_by)
     _mark_ties(rows, per_image)
     return rows
 
@@ -587,7 +608,30 @@ def _ok_row(
         reason="; ".join(_notes(group, ok, latest)),
         seeds=sorted(r["config"]["seed"] for r in seeded),
         images_per_class=_mean([v for v in map(_images_per_class, ok) if v is not None]),
+        **_inference_figures(ok),
     )
+
+
+def _figure(values: Iterable[Any]) -> float | None:
+    """The mean of the numbers among `values` (bools are not numbers), None without any."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return _mean(numbers) if numbers else None
+
+
+def _inference_figures(ok: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row's inference cost, training energy and export status, over its seeds."""
+    inference = [r["inference"] for r in ok if isinstance(r.get("inference"), dict)]
+    exports = [i["onnx"].get("status") for i in inference if isinstance(i.get("onnx"), dict)]
+    batches = {i.get("throughput_batch") for i in inference}
+    return {
+        "latency_ms": _figure(i.get("latency_ms_p50") for i in inference),
+        "latency_p90_ms": _figure(i.get("latency_ms_p90") for i in inference),
+        "inference_images_per_s": _figure(i.get("throughput_images_per_s") for i in inference),
+        "inference_batch": batches.pop() if len(batches) == 1 else None,
+        "inference_j_per_1000": _figure(i.get("energy_joules_per_1000") for i in inference),
+        "train_energy_j": _figure((r.get("cost") or {}).get("energy_joules") for r in ok),
+        "export": next((s for s in ("not exported", "parity failed", "ok") if s in exports), None),
+    }
 
 
 def _short_names(datasets: list[str]) -> list[str]:
@@ -909,7 +953,9 @@ def _tied(best: Any, other: Any, memo: dict[tuple, bool | None]) -> bool | None:
     return memo[key]
 
 
-def _mark_gain_and_pareto(rows: list[Row], cost: str = "train+search") -> None:
+def _mark_gain_and_pareto(
+    rows: list[Row], cost: str = "train+search", pareto_by: str = "train"
+) -> None:
     """Gain over the like-for-like scratch row, and the Pareto mark, per section.
 
     Both by index, not by comparing every pair of rows: a report of 20,000
@@ -931,17 +977,30 @@ def _mark_gain_and_pareto(rows: list[Row], cost: str = "train+search") -> None:
             if len(found) == 1:
                 row.gain_over_scratch = row.accuracy - found[0].accuracy
     for group in sections.values():
-        _mark_pareto(group, cost)
+        _mark_pareto(group, cost, pareto_by)
 
 
-def _mark_pareto(group: list[Row], cost: str = "train+search") -> None:
-    """A row is Pareto-optimal unless another is at least as accurate and as cheap, and
-    better in one: rows by accuracy (best first), each against the cheapest above it.
-    The cost is the training's, plus a tuned row's search with "train+search"."""
+def pareto_costs(
+    group: list[Row], cost: str = "train+search", pareto_by: str = "train"
+) -> list[float]:
+    """Each row's cost for the Pareto mark: training seconds (plus a tuned row's search with
+    "train+search"), batch-1 latency, or training energy. A row that lacks the figure
+    costs infinity: it cannot be shown to be cheaper than any other."""
+    if pareto_by == "latency":
+        return [math.inf if r.latency_ms is None else r.latency_ms for r in group]
+    if pareto_by == "energy":
+        return [math.inf if r.train_energy_j is None else r.train_energy_j for r in group]
     search = cost == "train+search"
-    costs = [
+    return [
         (r.train_seconds or 0.0) + ((r.search_seconds or 0.0) if search else 0.0) for r in group
     ]
+
+
+def _mark_pareto(group: list[Row], cost: str = "train+search", pareto_by: str = "train") -> None:
+    """A row is Pareto-optimal unless another is at least as accurate and as cheap, and
+    better in one: rows by accuracy (best first), each against the cheapest above it.
+    The cost is `pareto_costs`'s; a row whose cost is unknown is never on the front."""
+    costs = pareto_costs(group, cost, pareto_by)
     if any(c != c for c in costs):  # a NaN cost compares false with anything: pair by pair
         for row, cost in zip(group, costs, strict=True):
             row.pareto = not any(
@@ -963,7 +1022,9 @@ def _mark_pareto(group: list[Row], cost: str = "train+search") -> None:
         tier = order[start:end]  # rows of equal accuracy
         cheapest_here = min(costs[i] for i in tier)
         for i in tier:
-            group[i].pareto = not (cheapest_above <= costs[i] or cheapest_here < costs[i])
+            group[i].pareto = costs[i] != math.inf and not (
+                cheapest_above <= costs[i] or cheapest_here < costs[i]
+            )
         cheapest_above = min(cheapest_above, cheapest_here)
         start = end
 

@@ -407,7 +407,7 @@ class PhaseClock:
         return dict(self.seconds)
 
 
-def _vm_kib(field: str) -> int | None:
+def vm_kib(field: str) -> int | None:
     """A `Vm*` line of /proc/self/status in KiB (Linux), or None."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -462,11 +462,11 @@ class PeakMemory:
         except OSError:
             return False
         # Trust the reset only if it took: right after it, the mark is the current RSS.
-        hwm, rss = _vm_kib("VmHWM"), _vm_kib("VmRSS")
+        hwm, rss = vm_kib("VmHWM"), vm_kib("VmRSS")
         return hwm is not None and rss is not None and hwm <= rss * 1.05 + 1024
 
     def _host(self) -> tuple[int, str]:
-        hwm = _vm_kib("VmHWM")
+        hwm = vm_kib("VmHWM")
         if hwm is not None:
             return hwm * 1024, "process_peak_rss" if self.rss_reset else "process_peak_rss_lifetime"
         # ru_maxrss is KiB on Linux and never resets.

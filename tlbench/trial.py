@@ -31,6 +31,7 @@ from torch import nn
 from tlbench.api import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
 from tlbench.budget import budget_indices, parse_holdout, validation_split
 from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
+from tlbench.energy import EnergyMeter, meter_for
 from tlbench.engine import Diverged, Execution, count_parameters
 from tlbench.errors import DatasetError, Terminated, TlbenchError
 from tlbench.features import FeatureStore
@@ -78,6 +79,10 @@ class TrialHost:
         self._train_flops: dict[tuple[str, int, str], FlopCount] = {}
         #: transferability scores of the features a run trained on.
         self._score_memo: dict[tuple[Any, ...], dict[str, Any]] = {}
+        #: inference cost of a (backbone, size, classes, execution, batch): weights do not
+        #: change it, so the runs of one model share one measurement.
+        self._inference: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._meters: dict[str, EnergyMeter] = {}
 
     # ------------------------------------------------------------------ data
 
@@ -191,8 +196,89 @@ class TrialHost:
         self, spec: RunSpec, ex: Execution, emit: Events, finished: list[dict[str, Any]]
     ) -> RunRecord:
         ctx = self._context(spec, ex, emit, finished)
-        outcome = with_oom_retry(ctx, regime_for(ctx.strategy), retry=self.workspace.retry_oom)
-        return self._ok_record(ctx, outcome)
+        meter = self.meter(ex.device)
+        with meter.span() as energy:
+            outcome = with_oom_retry(ctx, regime_for(ctx.strategy), retry=self.workspace.retry_oom)
+        record = self._ok_record(ctx, outcome)
+        record["cost"].update(meter.facts(), energy_joules=energy.joules)
+        if self.workspace.inference and spec.holdout is None:  # not for a search's trials
+            ctx.phase("inference")
+            record["inference"] = self._inference_cost(ctx, outcome, record["cost"])
+        return record
+
+    def meter(self, device: torch.device) -> EnergyMeter:
+        """The device's energy meter, found once per process."""
+        if str(device) not in self._meters:
+            self._meters[str(device)] = meter_for(device)
+        return self._meters[str(device)]
+
+    def _inference_cost(
+        self, ctx: TrialContext, outcome: Outcome, cost: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What the trained model costs to run (`tlbench.inference`), and its export's parity.
+
+        Measured once per (backbone, size, classes, execution, batch) in this
+        process: the figure of a model's architecture, whatever its weights.
+        """
+        from tlbench import inference
+
+        settings = inference.InferenceSettings(
+            batch=self.workspace.inference_batch, export=self.workspace.export
+        )
+        batch = settings.batch or ctx.hp.batch_size
+        key = (
+            ctx.backbone.name,
+            ctx.spec.image_size,
+            ctx.num_classes,
+            tuple(sorted(ctx.ex.to_dict().items())),
+            batch,
+        )
+        model = None
+        if key in self._inference:
+            result = {**self._inference[key], "reused": True}
+        else:
+            model = self._served_model(ctx, outcome)
+            result = inference.measure(
+                model,
+                ctx.evalset.images,
+                image_size=ctx.spec.image_size,
+                ex=ctx.ex,
+                settings=settings,
+                batch=batch,
+                meter=self.meter(ctx.ex.device),
+            )
+            self._inference[key] = result
+            result = {**result, "reused": False}
+        result["params"] = cost.get("total_params")
+        result["flops_per_image"] = cost.get("forward_flops_per_image")
+        if settings.export == "onnx":
+            ctx.phase("export")
+            result["onnx"] = inference.onnx_parity(
+                model or self._served_model(ctx, outcome),
+                ctx.evalset.images,
+                ctx.evalset.labels,
+                image_size=ctx.spec.image_size,
+                ex=ctx.ex,
+                settings=settings,
+                batch=batch,
+                path=self._export_path(ctx),
+            )
+        return result
+
+    def _served_model(self, ctx: TrialContext, outcome: Outcome) -> nn.Module:
+        """The trained classifier as it would be served: backbone and head, on the device."""
+        if outcome.model is not None:
+            return outcome.model
+        model = ctx.frozen_model()  # a feature-cache hit built no backbone
+        model.head = outcome.head
+        return ctx.ex.place(model)
+
+    def _export_path(self, ctx: TrialContext) -> Path | None:
+        """Where an exported model is kept: beside the checkpoints (`--save-models`), else nowhere."""
+        if self.workspace.models_dir is None:
+            return None
+        self.workspace.models_dir.mkdir(parents=True, exist_ok=True)
+        return self.workspace.models_dir / f"{ctx.spec.key}.onnx"
 
     def _context(
         self, spec: RunSpec, ex: Execution, emit: Events, finished: list[dict[str, Any]]
@@ -317,11 +403,8 @@ class TrialHost:
     def _checkpoint(self, ctx: TrialContext, outcome: Outcome) -> Path:
         from tlbench.checkpoint import save_checkpoint
 
-        model, fit = outcome.model, outcome.fit
-        if ctx.strategy.frozen_backbone:
-            model = ctx.frozen_model()  # a cache hit built no backbone; the checkpoint holds one
-            model.head = outcome.head
-        assert model is not None and self.workspace.models_dir is not None
+        model, fit = self._served_model(ctx, outcome), outcome.fit
+        assert self.workspace.models_dir is not None
         return save_checkpoint(
             self.workspace.models_dir,
             ctx.spec,
