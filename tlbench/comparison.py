@@ -33,8 +33,10 @@ Pure numpy and scipy, no torch: it reads records only.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tlbench import report, stats
@@ -142,6 +144,46 @@ def _fails(cell: Cell, points: float) -> bool:
         and cell.difference is not None
         and -100 * cell.difference.estimate > points
     )
+
+
+# --------------------------------------------------------------------------- reading
+
+#: the key of a pytest-benchmark `extra_info` under which `tlbench.testing.benchmark_grid`
+#: keeps the grid's records, so a saved benchmark session can be compared like a results file.
+BENCHMARK_RECORDS = "tlbench_records"
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a results file (.jsonl), or of a pytest-benchmark JSON file (saved with
+    `--benchmark-autosave` or `--benchmark-json`) whose benchmarks ran
+    `tlbench.testing.benchmark_grid`. A missing file raises FileNotFoundError; a benchmark
+    file without tlbench records, ValueError."""
+    from tlbench.results import read
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"results file {os.fspath(path)} does not exist")
+    if path.suffix.lower() != ".json":
+        return read([path])
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a pytest-benchmark JSON file ({exc})") from None
+    benchmarks = saved.get("benchmarks") if isinstance(saved, dict) else None
+    if not isinstance(benchmarks, list):
+        raise ValueError(f'{path}: not a pytest-benchmark JSON file (no "benchmarks" list)')
+    records = [
+        r
+        for b in benchmarks
+        if isinstance(b, dict)
+        for r in (b.get("extra_info") or {}).get(BENCHMARK_RECORDS) or []
+    ]
+    if not records:
+        raise ValueError(
+            f"{path}: none of its {len(benchmarks)} benchmark(s) holds tlbench records "
+            "(they are kept by tlbench.testing.benchmark_grid)"
+        )
+    return records
 
 
 # --------------------------------------------------------------------------- matching

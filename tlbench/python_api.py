@@ -515,24 +515,21 @@ class Results(Sequence[RunRecord]):
 
 def _records_of(source: Any) -> list[dict[str, Any]]:
     """Records from a results file, a list of files, a `Results` or an iterable of records."""
-    from tlbench import results as results_file
+    from tlbench.comparison import read_records
 
     if isinstance(source, (str, os.PathLike)):
         source = [source]
     items = list(source)
     if items and all(isinstance(i, (str, os.PathLike)) for i in items):
-        for path in items:
-            if not Path(path).expanduser().is_file():
-                raise FileNotFoundError(f"results file {os.fspath(path)} does not exist")
-        return results_file.read([Path(p).expanduser() for p in items])
+        return [r for path in items for r in read_records(path)]
     return [dict(r) for r in items]
 
 
 def compare(base: Any, new: Any, *, fail_if_worse: float | None = None) -> Comparison:
     """Every cell of `base` against `new`, as `tlbench compare BASE NEW` (docs/api.md).
 
-    Each of `base` and `new` is a results file, a list of them, a `Results` or
-    records. The answer's `cells` hold per cell the top-1 difference NEW - BASE
+    Each of `base` and `new` is a results file (or a pytest-benchmark JSON file of
+    `tlbench.testing.benchmark_grid`), a list of them, a `Results` or records. The answer's `cells` hold per cell the top-1 difference NEW - BASE
     with a 95% paired interval, the cost ratio and a verdict; `failing` the
     cells worse by more than `fail_if_worse` points (default 1) or that failed
     in NEW; `ok` is True when there are none.

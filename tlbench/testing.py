@@ -57,6 +57,8 @@ __all__ = [
     "ColourSquares",
     "LyingLabels",
     "TinyPlugin",
+    "benchmark_grid",
+    "check_accuracy",
     "check_backbone",
     "check_dataset",
     "check_plugin",
@@ -587,6 +589,67 @@ def check_plugin(plugin: object, name: str = "plugin_under_test") -> Plugins:
         clashes = {n: o for n, o in registry.conflicts.items() if name in o}
         assert not clashes, f"plugin {name!r} registers names already taken: {clashes}"
     return loaded
+
+
+# --------------------------------------------------------------------------- your grid as a benchmark
+
+
+def benchmark_grid(benchmark: Any, **run_options: Any) -> Any:
+    """Benchmark a grid of your own with pytest-benchmark, accuracy included.
+
+    Runs `tlbench.run(**run_options)` once under `benchmark.pedantic` (one round:
+    a grid takes seconds to hours, and each record times its own runs) and
+    keeps in `benchmark.extra_info`:
+
+    - `"tlbench_cells"`: per report row (`"backbone / strategy / dataset"`), its
+      top-1 (`top1`, a fraction) and training seconds (`train_seconds`, the
+      report's "train s");
+    - `"tlbench_records"`: the records themselves (per-image results included),
+      so that `tlbench compare OLD.json NEW.json` of two saved sessions
+      (`--benchmark-autosave`) or `check_accuracy` compares accuracy cell by cell,
+      paired, where `--benchmark-compare-fail` compares only time.
+
+    A run that did not finish fails the test (AssertionError with its reason).
+    Returns the `Results`. Keywords are `tlbench.run`'s (`plugins=` included).
+    """
+    import tlbench
+    from tlbench.comparison import BENCHMARK_RECORDS
+
+    found: list[Any] = []
+    benchmark.pedantic(lambda: found.append(tlbench.run(**run_options)), rounds=1, iterations=1)
+    (results,) = found
+    bad = [r for r in results if r.get("status") not in ("ok", "skipped")]
+    assert not bad, "runs did not finish: " + "; ".join(
+        f"{r['config']['backbone']} / {r['config']['strategy']}: {r.get('status')}: "
+        f"{r.get('reason')}"
+        for r in bad
+    )
+    benchmark.extra_info["tlbench_cells"] = {
+        f"{row.label} / {row.dataset_name or row.dataset}": {
+            "top1": row.accuracy,
+            "train_seconds": row.train_seconds,
+        }
+        for row in results.rows()
+        if row.accuracy is not None
+    }
+    benchmark.extra_info[BENCHMARK_RECORDS] = list(results)
+    return results
+
+
+def check_accuracy(baseline: Any, current: Any, *, fail_if_worse: float = 1.0) -> Any:
+    """Assert that no cell of `current` is worse than in `baseline` by more than
+    `fail_if_worse` points of top-1, as `tlbench compare` judges it (paired, 95%).
+
+    Each is what `tlbench.compare` takes: a results file, a pytest-benchmark JSON file
+    saved from `benchmark_grid`, a `Results` or records. Raises AssertionError with the
+    comparison's table; returns the `Comparison` otherwise.
+    """
+    import tlbench
+    from tlbench.comparison import render
+
+    found = tlbench.compare(baseline, current, fail_if_worse=fail_if_worse)
+    assert found.ok, "accuracy got worse:\n" + render(found, "table")
+    return found
 
 
 # --------------------------------------------------------------------------- pytest fixtures

@@ -10,13 +10,14 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from tlbench import comparison, results
+from tlbench import comparison
 from tlbench.errors import TlbenchError
 
 EPILOG_COMPARE = """examples:
   tlbench compare results/main.jsonl results/branch.jsonl
   tlbench compare base.jsonl new.jsonl --fail-if-worse 2 --format markdown > comparison.md
   tlbench compare base.jsonl new.jsonl --format json
+  tlbench compare .benchmarks/*/0001_base.json .benchmarks/*/0002_new.json   saved benchmark_grid sessions
 
 exit status: 0 when no cell is worse by more than --fail-if-worse points (and none that
 finished in BASE failed in NEW), 1 when one is, 2 on bad input.
@@ -34,8 +35,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG_COMPARE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cmp.add_argument("base", metavar="BASE.jsonl", help="the results to compare against")
-    cmp.add_argument("new", metavar="NEW.jsonl", help="the results to judge")
+    cmp.add_argument(
+        "base",
+        metavar="BASE.jsonl",
+        help="the results to compare against: a results file, or a pytest-benchmark JSON "
+        "file of tlbench.testing.benchmark_grid",
+    )
+    cmp.add_argument("new", metavar="NEW.jsonl", help="the results to judge (the same kinds)")
     cmp.add_argument(
         "--fail-if-worse",
         metavar="POINTS",
@@ -54,10 +60,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _read(path: str, what: str) -> list[dict[str, Any]]:
-    found = Path(path).expanduser()
-    if not found.is_file():
+    if not Path(path).expanduser().is_file():
         raise TlbenchError(f"{what} results file not found: {path}")
-    records = results.read([found])
+    try:
+        records = comparison.read_records(path)
+    except ValueError as exc:
+        raise TlbenchError(str(exc)) from None
     if not records:
         raise TlbenchError(f"no records in {path}")
     return records
