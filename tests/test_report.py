@@ -333,20 +333,15 @@ def test_report_table_of_a_real_run(real_results, capsys):
     assert main(["report", str(real_results)]) == 0
     out = capsys.readouterr().out
     assert "tinyset: top-1 against training cost" in out
-    for column in (
-        "top-1 %",
-        "n",
-        "best ep",
-        "train s",
-        "img/s",
-        "peak MB",
-        "trainable / total",
-        "vs scratch",
-        "pareto",
-    ):
+    for column in ("top-1 %", "n", "train s", "vs scratch", "pareto", "tie", "note"):
         assert column in out
     assert "skipped: tiny_random has no pretrained weights; linear needs them" in out
     assert "\x1b[" not in out  # not a terminal: no colour codes
+    # Every column is there with --wide.
+    assert main(["report", str(real_results), "--wide"]) == 0
+    out = capsys.readouterr().out
+    for column in ("best ep", "img/s", "peak MB", "trainable / total", "px"):
+        assert column in out
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "json", "html", "latex"])

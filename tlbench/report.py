@@ -38,7 +38,7 @@ import json
 import math
 import statistics
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -1146,6 +1146,111 @@ def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
         "*" if row.pareto else "",
         "=" if row.tie else "",
         "; ".join(notes),
+    ]
+
+
+# --------------------------------------------------------------------------- column choice
+
+#: the image-size column: shown by default in a section whose rows differ in size.
+SIZE_COLUMN = "px"
+#: what the terminal table shows without `--columns` or `--wide`, after the names:
+#: chosen so the default table fits 100 characters (notes go below it as footnotes).
+DEFAULT_COLUMNS = ("top-1 %", "n", "train s", "vs scratch", "pareto", "tie", "note")
+#: columns the default table shows too when some row of the section has a value (before
+#: the marks), and the table still fits: what a comparison of inference cost needs.
+DEFAULT_WHEN_PRESENT = ("latency ms",)
+
+
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A column beyond `METRIC_COLUMNS`, added with `add_column` (e.g. inference latency)."""
+
+    name: str
+    #: the cell of a row: "" when the row has no value.
+    cell: Callable[[Row], str]
+    #: shown in the default table when some row of the section has a value.
+    default: bool = False
+    align: str = "right"
+
+
+#: columns added by `add_column`, in the order they were added.
+EXTRA_COLUMNS: dict[str, ExtraColumn] = {}
+
+
+def add_column(
+    name: str, cell: Callable[[Row], str], *, default: bool = False, align: str = "right"
+) -> None:
+    """Offer a column to the terminal table: with `--columns NAME` or `--wide`, and in the
+    default table too when `default` and some row has a value. Adding a name again
+    replaces it (a module reloaded)."""
+    if name in (*NAME_COLUMNS, *METRIC_COLUMNS, SIZE_COLUMN):
+        raise ValueError(f"column {name!r} exists already")
+    EXTRA_COLUMNS[name] = ExtraColumn(name, cell, default, align)
+
+
+def column_names() -> list[str]:
+    """Every column `--columns` accepts, in table order (the names are always shown)."""
+    return [SIZE_COLUMN, *METRIC_COLUMNS[:-1], *EXTRA_COLUMNS, "note"]
+
+
+def check_columns(wanted: Iterable[str]) -> list[str]:
+    """`--columns` as given, checked: an unknown name is a ValueError with the close match."""
+    import difflib
+
+    known = column_names()
+    out = []
+    for name in wanted:
+        name = name.strip()
+        if name in NAME_COLUMNS:
+            continue  # always shown
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown column {name!r}{hint}; choose from {', '.join(known)}")
+        out.append(name)
+    return out
+
+
+def sizes_differ(rows: Iterable[Row]) -> bool:
+    """Whether rows with a result were trained at more than one image size."""
+    return len({r.image_size for r in rows if r.accuracy is not None}) > 1
+
+
+def choose_columns(
+    group: list[Row],
+    group_by: str = "dataset",
+    wanted: Iterable[str] | None = None,
+    *,
+    wide: bool = False,
+) -> list[str]:
+    """The columns of one section: its names, then `wanted` (`--columns`), or every column
+    (`wide`), or the default (`DEFAULT_COLUMNS`, the image size where rows differ in it,
+    and added columns that ask to be shown and have values)."""
+    names = [c for c in NAME_COLUMNS if c != group_by]
+    if wanted is not None:
+        return names + check_columns(wanted)
+    has = {n for n, c in EXTRA_COLUMNS.items() if any(c.cell(r) for r in group)}
+    if wide:
+        extra = [n for n in EXTRA_COLUMNS if n in has]
+        return [*names, SIZE_COLUMN, *METRIC_COLUMNS[:-1], *extra, "note"]
+    size = [SIZE_COLUMN] if sizes_differ(group) else []
+    extra = [n for n, c in EXTRA_COLUMNS.items() if c.default and n in has]
+    metrics = columns(group_by)
+    for name in DEFAULT_WHEN_PRESENT:
+        if name in metrics:
+            i = metrics.index(name)
+            if any(row_cells(r, group_by)[i] for r in group):
+                extra.insert(0, name)
+    return names + size + [*DEFAULT_COLUMNS[:4], *extra, *DEFAULT_COLUMNS[4:]]
+
+
+def cells_of(row: Row, names: list[str], group_by: str = "dataset") -> list[str]:
+    """A row's cells for the columns `names` (as `choose_columns` gives them)."""
+    known = dict(zip(columns(group_by), row_cells(row, group_by), strict=True))
+    known[SIZE_COLUMN] = "" if row.image_size is None else str(row.image_size)
+    return [
+        known[n] if n in known else EXTRA_COLUMNS[n].cell(row) if n in EXTRA_COLUMNS else ""
+        for n in names
     ]
 
 

@@ -6,14 +6,33 @@ log or a pipe (`print_wide`); names and reasons are `Text`, never markup.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from tlbench import report
+
+
+def add_column_options(parser: Any) -> None:
+    """`--columns` and `--wide`: which columns the terminal table shows."""
+    parser.add_argument(
+        "--columns",
+        metavar="A,B",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        help=(
+            "the table's columns after the names, e.g. 'top-1 %,train s,peak MB,note' "
+            f"(default: {','.join(report.DEFAULT_COLUMNS)}, and px where sizes differ; "
+            f"choose from {', '.join(report.column_names())})"
+        ).replace("%", "%%"),  # argparse formats help with %
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help="every column, notes in the table (default: off)"
+    )
 
 
 def print_selection(console: Console, s: Any, dataset: str) -> None:
@@ -39,6 +58,16 @@ def print_selection(console: Console, s: Any, dataset: str) -> None:
             f"{100 * tuned:.1f}%" if tuned is not None else "",
         )
     print_wide(console, table)
+    if s.over_latency:
+        left_out = ", ".join(
+            f"{name} ({'not measured' if ms is None else f'{ms:.1f} ms'})"
+            for name, ms in s.over_latency.items()
+        )
+        console.print(
+            f"over the latency budget ({s.max_latency_ms:g} ms at batch 1), not ranked: "
+            f"{escape(left_out)}",
+            soft_wrap=True,
+        )
     if s.pick is None:
         console.print("no finalist finished stage 2", soft_wrap=True)
         return
@@ -84,8 +113,16 @@ def print_comparison(
     records: list[dict[str, Any]],
     sort: str = "accuracy",
     group_by: str = "dataset",
+    *,
+    columns: list[str] | None = None,
+    wide: bool = False,
 ) -> None:
-    """The comparison as rich tables, one per section."""
+    """The comparison as rich tables, one per section.
+
+    The default columns fit 100 characters (`report.choose_columns`), with each
+    row's note as a footnote below its table; `columns` (`--columns`) or `wide`
+    (`--wide`) choose others, and a wide table keeps its notes in their column.
+    """
     rows = report.sort_rows(report.summarize(records), sort)
     hidden: set[str] = set()
     for title, group in report.group_rows(rows, group_by).items():
@@ -94,51 +131,87 @@ def print_comparison(
             if group_by == "dataset"
             else (f"{group_by} {title}" if group_by != "none" else "all runs")
         )
-        columns = report.columns(group_by)
-        cells = [report.row_cells(row, group_by) for row in group]
-        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-        keep = list(range(len(columns)))
-        if console.is_terminal:
-            # Too narrow a terminal: drop the least telling columns rather than crush them all.
+        names = report.choose_columns(group, group_by, columns, wide=wide)
+        cells = [report.cells_of(row, names, group_by) for row in group]
+        notes = _footnotes(names, cells) if not wide else []
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(names)]
+        keep = list(range(len(names)))
+        if columns is None and not wide:
+            # Too narrow a terminal (a log: 100): drop the least telling columns first.
+            limit = console.width if console.is_terminal else PIPED_WIDTH
             for name in _DROPPABLE:
-                needed = sum(
-                    min(widths[i], 24) if columns[i] == "note" else widths[i] for i in keep
-                )
-                if needed + 3 * len(keep) + 1 <= console.width:
+                if _width([widths[i] for i in keep]) <= limit:
                     break
-                if name in columns:
-                    keep.remove(columns.index(name))
+                if name in names and names.index(name) in keep:
+                    keep.remove(names.index(name))
                     hidden.add(name)
-        table = Table(title=Text(heading), title_justify="left", title_style="bold")
+        table = Table(
+            title=Text(heading),
+            title_justify="left",
+            title_style="bold",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+        )
         for i in keep:
-            column = columns[i]
-            if column == "note":
-                # Reasons can be long: they wrap, the numbers never do.
-                table.add_column(column, overflow="fold", min_width=min(widths[i], 16))
-            else:
-                table.add_column(
-                    column,
-                    justify="left" if column in _LEFT else "right",
-                    no_wrap=True,
-                    min_width=widths[i],
-                )
+            column = names[i]
+            table.add_column(
+                column,
+                justify="left" if column in _LEFT else "right",
+                no_wrap=True,
+                min_width=widths[i],
+            )
         for row, row_cells in zip(group, cells, strict=True):
             style = "bold" if row.pareto else None if row.accuracy is not None else "dim"
             # Text, not str: a reason or a name with [brackets] is not markup.
             table.add_row(*(Text(row_cells[i]) for i in keep), style=style)
         print_wide(console, table)
+        for line in notes:
+            console.print(Text(line), soft_wrap=True)
     if rows:
-        print_wide(console, Text(report.LEGEND), style="dim")
+        # In a log or a pipe, lines of prose at most as wide as the table's limit.
+        legend = report.LEGEND if console.is_terminal else textwrap.fill(report.LEGEND, PIPED_WIDTH)
+        print_wide(console, Text(legend), style="dim")
     if hidden:
         console.print(
-            f"(hidden to fit the terminal: {', '.join(sorted(hidden))}; "
-            "`tlbench report RESULTS.jsonl --format markdown` shows every column)",
+            f"(hidden to fit the width: {', '.join(sorted(hidden))}; `--wide` or "
+            "`--columns` shows them)",
             style="dim",
         )
 
 
+def _footnotes(names: list[str], cells: list[list[str]]) -> list[str]:
+    """Each row's note replaced by a number, and the notes as lines `[1] ...` (one number
+    per distinct note): long reasons go below the table, never across it."""
+    if "note" not in names:
+        return []
+    i = names.index("note")
+    numbers: dict[str, int] = {}
+    for row in cells:
+        if row[i]:
+            row[i] = f"[{numbers.setdefault(row[i], len(numbers) + 1)}]"
+    return [f"[{n}] {note}" for note, n in numbers.items()]
+
+
+def _width(widths: list[int]) -> int:
+    """The printed width of the table (`box.SIMPLE_HEAD`, no edges) with columns this wide."""
+    return sum(widths) + 3 * (len(widths) - 1)
+
+
+#: how wide the default table may be in a log or a pipe (where nothing wraps).
+PIPED_WIDTH = 100
 #: the columns left out first when the terminal is too narrow for the whole table.
-_DROPPABLE = ("trainable / total", "best ep", "peak MB", "img/s", "n", "vs scratch")
+_DROPPABLE = (
+    "trainable / total",
+    "best ep",
+    "peak MB",
+    "img/s",
+    "infer img/s",
+    "latency ms",
+    "px",
+    "n",
+    "vs scratch",
+)
 _LEFT = {"dataset", "backbone", "strategy", "note"}
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tlbench import report, results
-from tlbench.commands.output import print_comparison, print_ranking_checks
+from tlbench.commands.output import add_column_options, print_comparison, print_ranking_checks
 from tlbench.errors import TlbenchError
 
 EPILOG_REPORT = """examples:
@@ -74,7 +74,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "intervals and marks, the --plot figure (when matplotlib is installed) and the "
         "environment of the runs",
     )
-
+    add_column_options(rep)
     return rep
 
 
@@ -134,6 +134,11 @@ def main(args: argparse.Namespace, console: Console) -> int:
     if missing:
         raise TlbenchError(f"results file not found: {', '.join(missing)}")
     inputs = [Path(p).expanduser() for p in args.results]
+    if args.columns is not None:
+        try:
+            report.check_columns(args.columns)
+        except ValueError as exc:
+            raise TlbenchError(f"--columns: {exc}") from None
     outputs = _outputs(args, inputs)
     records, rows = _records(args, inputs)
     from tlbench.select import report_checks
@@ -182,7 +187,9 @@ def _write(
             ) from None
         console.print(Text.assemble("report: ", str(output)), soft_wrap=True)
     elif args.format == "table":
-        print_comparison(console, records, args.sort, args.group_by)
+        print_comparison(
+            console, records, args.sort, args.group_by, columns=args.columns, wide=args.wide
+        )
         print_ranking_checks(console, checks)
     else:
         sys.stdout.write(report.render(rows, args.format, args.group_by, checks))
