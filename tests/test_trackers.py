@@ -19,7 +19,7 @@ import pytest
 import tlbench
 from tlbench import results as results_file
 from tlbench import testing
-from tlbench.trackers import run_name
+from tlbench.trackers import run_name, series_name
 
 
 def tiny_plugins() -> tlbench.Plugins:
@@ -89,16 +89,24 @@ def test_log_to_mlflow_and_tensorboard_from_the_cli(
         assert params["lr"] == str(config["hyperparameters"]["lr"])
         assert params["epochs"] == "2" and params["image_size"] == "16"
         assert params["optimizer"] == config["hyperparameters"]["optimizer"]
-        history = client.get_metric_history(run.info.run_id, "eval_accuracy")
+        history = client.get_metric_history(run.info.run_id, "eval/accuracy")
         curve = record["accuracy"]["curve"]
         assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
             (p["epoch"], pytest.approx(p["eval_accuracy"])) for p in curve
         ]
-        losses = client.get_metric_history(run.info.run_id, "train_loss")
+        losses = client.get_metric_history(run.info.run_id, "train/loss")
         assert sorted(m.step for m in losses) == [1, 2]
-        assert run.data.metrics["top1_final"] == pytest.approx(record["accuracy"]["final"])
-        assert run.data.metrics["train_seconds"] == pytest.approx(record["cost"]["train_seconds"])
-        assert run.data.metrics["peak_memory_mb"] == pytest.approx(
+        # The final figures are apart: the per-epoch throughput series holds the epochs
+        # only (the final figure was appended to it at step 0), the final its own one value.
+        speed = client.get_metric_history(run.info.run_id, "train/images_per_s")
+        assert sorted(m.step for m in speed) == [1, 2]
+        (final_speed,) = client.get_metric_history(run.info.run_id, "final/train_images_per_s")
+        assert final_speed.value == pytest.approx(record["cost"]["train_images_per_s"])
+        assert not any(k in run.data.metrics for k in ("train_images_per_s", "top1_final"))
+        metrics = run.data.metrics
+        assert metrics["final/top1_final"] == pytest.approx(record["accuracy"]["final"])
+        assert metrics["final/train_seconds"] == pytest.approx(record["cost"]["train_seconds"])
+        assert metrics["final/peak_memory_mb"] == pytest.approx(
             record["cost"]["peak_memory_bytes"] / 1e6
         )
         artifact = client.download_artifacts(
@@ -115,9 +123,13 @@ def test_log_to_mlflow_and_tensorboard_from_the_cli(
         events.Reload()
         curve = record["accuracy"]["curve"]
         for tag in ("train_loss", "eval_accuracy", "eval_loss"):
-            assert [(e.step, e.value) for e in events.Scalars(tag)] == [
+            assert [(e.step, e.value) for e in events.Scalars(series_name(tag))] == [
                 (p["epoch"], pytest.approx(p[tag], rel=1e-6)) for p in curve
             ]
+        assert (
+            "train/loss" in events.Tags()["scalars"]
+            and "train_loss" not in events.Tags()["scalars"]
+        )
         (final,) = events.Scalars("final/top1_final")
         assert final.value == pytest.approx(record["accuracy"]["final"], rel=1e-6)
         # add_hparams' summary (the HPARAMS tab) is in the run's own folder.
@@ -179,7 +191,7 @@ def test_config_file_key_and_tensorboard_dir(
     folder = logs / "tinyset" / run_name(record["config"], record["key"])
     events = EventAccumulator(str(folder))
     events.Reload()
-    assert [e.step for e in events.Scalars("eval_accuracy")] == [1, 2]
+    assert [e.step for e in events.Scalars("eval/accuracy")] == [1, 2]
 
 
 def test_missing_package_warns_naming_the_extra_and_the_grid_runs(
@@ -268,8 +280,8 @@ def test_wandb_offline_run_folder(
             items = {
                 i.nested_key[0] if i.nested_key else i.key: i.value_json for i in e.history.item
             }
-            if "eval_accuracy" in items:
-                history.append((int(items["_step"]), json.loads(items["eval_accuracy"])))
+            if "eval/accuracy" in items:
+                history.append((int(items["_step"]), json.loads(items["eval/accuracy"])))
     assert history == [
         (p["epoch"], pytest.approx(p["eval_accuracy"])) for p in record["accuracy"]["curve"]
     ]
@@ -278,5 +290,22 @@ def test_wandb_offline_run_folder(
         if e.WhichOneof("record_type") == "summary":
             for u in e.summary.update:
                 summary[u.nested_key[0] if u.nested_key else u.key] = json.loads(u.value_json)
-    assert summary["top1_final"] == pytest.approx(record["accuracy"]["final"])
+    assert summary["final/top1_final"] == pytest.approx(record["accuracy"]["final"])
     assert summary["status"] == "ok"
+
+
+def test_series_names_are_grouped() -> None:
+    """Trackers group what they log: train/, eval/, and final/ for a finished run's figures."""
+    from tlbench.trackers import epoch_series, final_series
+
+    epoch = {"epoch": 2, "train_loss": 0.5, "eval_accuracy": 0.75, "epoch_seconds": 3.0}
+    assert epoch_series({**epoch, "train_images_per_s": 90.0}) == {
+        "train/loss": 0.5,
+        "eval/accuracy": 0.75,
+        "train/epoch_seconds": 3.0,
+        "train/images_per_s": 90.0,
+    }
+    record = {"status": "ok", "accuracy": {"final": 0.75}, "cost": {"train_images_per_s": 80.0}}
+    final = final_series(record)
+    assert final["final/top1_final"] == 0.75 and final["final/train_images_per_s"] == 80.0
+    assert not set(final) & set(epoch_series(epoch))

@@ -164,6 +164,26 @@ FINAL_COLUMNS = (
 )
 
 
+def series_name(name: str) -> str:
+    """A per-epoch metric's name in the trackers, grouped: `train/loss`, `eval/accuracy`,
+    `train/images_per_s`, `train/epoch_seconds`; names with a group keep it (`lr/head`)."""
+    if "/" in name:
+        return name
+    group, _, rest = name.partition("_")
+    return f"{group}/{rest}" if group in ("train", "eval") and rest else f"train/{name}"
+
+
+def epoch_series(metrics: dict[str, Any]) -> dict[str, float]:
+    """An epoch's metrics as every tracker logs them at step = epoch (`series_name`)."""
+    return {series_name(k): v for k, v in epoch_metrics(metrics).items()}
+
+
+def final_series(record: dict[str, Any]) -> dict[str, float]:
+    """A finished run's figures as every tracker logs them: `final/<column>`
+    (`final/top1_final`, `final/train_images_per_s`), never in a per-epoch series."""
+    return {f"final/{k}": v for k, v in final_metrics(record).items()}
+
+
 def record_json(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
 

@@ -11,9 +11,10 @@ The experiment is named by `MLFLOW_EXPERIMENT_NAME` when set, else
 
 - params: the run's config (backbone, weights, dataset, strategy, seed,
   image size, execution settings) with every hyperparameter by its own name;
-- metrics: each epoch's `train_loss`, `eval_accuracy`, `eval_loss`, ... at
-  step = epoch; at the end the accuracy and cost columns of
-  `Results.to_pandas()` (`top1_final`, `train_seconds`, `peak_memory_mb`, ...);
+- metrics: each epoch's `train/loss`, `eval/accuracy`, `eval/loss`, ... at
+  step = epoch (`tlbench.trackers.series_name`); at the end the accuracy and
+  cost columns of `Results.to_pandas()` as `final/top1_final`,
+  `final/train_seconds`, `final/peak_memory_mb`, ...;
 - tags: backbone, strategy, dataset, seed, status, `tlbench.key`;
 - the run record as the artifact `tlbench-record.json`;
 - MLflow status FINISHED (ok), FAILED (failed) or KILLED (interrupted).
@@ -30,8 +31,8 @@ from typing import Any
 
 from tlbench.trackers import (
     BaseTracker,
-    epoch_metrics,
-    final_metrics,
+    epoch_series,
+    final_series,
     record_json,
     run_name,
     run_params,
@@ -91,7 +92,7 @@ class Tracker(BaseTracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, epoch) for k, v in epoch_metrics(metrics).items()]
+        batch = [Metric(k, v, now, epoch) for k, v in epoch_series(metrics).items()]
         self.client.log_batch(run_id, metrics=batch)
 
     def finish(self, run_id: str, record: dict[str, Any]) -> None:
@@ -101,7 +102,9 @@ class Tracker(BaseTracker):
 
         now = int(time.time() * 1000)
         status = record.get("status", "failed")
-        final = [Metric(k, v, now, 0) for k, v in final_metrics(record).items()]
+        # `final/...`: a final figure joins no per-epoch series (it was logged at step 0
+        # of `train_images_per_s`, the epochs' own series).
+        final = [Metric(k, v, now, 0) for k, v in final_series(record).items()]
         tags = [RunTag("status", str(status))]
         if record.get("reason"):
             tags.append(RunTag("reason", str(record["reason"])[:5000]))

@@ -6,10 +6,10 @@ beside the results file; each run writes to
 `tensorboard --logdir results/tensorboard` shows every run, grouped by dataset.
 
 Written with `torch.utils.tensorboard.SummaryWriter` (it needs the
-`tensorboard` package): per epoch (step = epoch) the scalars `train_loss`,
-`eval_accuracy`, `eval_loss` and the rest of the epoch's metrics; at the end
+`tensorboard` package): per epoch (step = epoch) the scalars `train/loss`,
+`eval/accuracy`, `eval/loss` and the rest of the epoch's metrics; at the end
 the run's hyperparameters with its accuracy and cost (`add_hparams`, the
-HPARAMS tab: `top1_final`, `top1_best`, `train_seconds`, ...).
+HPARAMS tab: `final/top1_final`, `final/top1_best`, `final/train_seconds`, ...).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tlbench.trackers import BaseTracker, epoch_metrics, final_metrics, run_name, run_params
+from tlbench.trackers import BaseTracker, epoch_series, final_series, run_name, run_params
 
 #: the environment variable that moves the event files elsewhere.
 ENV = "TLBENCH_TENSORBOARD_DIR"
@@ -61,7 +61,7 @@ class Tracker(BaseTracker):
 
     def epoch(self, handle: Any, epoch: int, metrics: dict[str, Any]) -> None:
         writer = handle["writer"]
-        for k, v in epoch_metrics(metrics).items():
+        for k, v in epoch_series(metrics).items():
             writer.add_scalar(k, v, global_step=epoch)
         writer.flush()
 
@@ -71,7 +71,7 @@ class Tracker(BaseTracker):
             if record.get("status") == "ok":
                 hparams = {k: _hparam(v) for k, v in handle["params"].items()}
                 # The final figures under their own names: the epoch scalars keep theirs.
-                metrics = {f"final/{k}": v for k, v in final_metrics(record).items()}
+                metrics = final_series(record)
                 # run_name=".": in the run's own folder, not a timestamped subfolder.
                 writer.add_hparams(hparams, metrics, run_name=".")
         finally:

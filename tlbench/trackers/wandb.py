@@ -9,7 +9,8 @@ its own `wandb/` folder there). The project is `WANDB_PROJECT` or "tlbench".
 Each run is named `<backbone>-<strategy>-seed<N>-<key>`, grouped by dataset,
 tagged with backbone, strategy, dataset, seed and status, and has the run's
 config (hyperparameters by their own names), each epoch's metrics at step =
-epoch, the accuracy and cost columns of `Results.to_pandas()` in its summary,
+epoch (`train/loss`, `eval/accuracy`, ...), the accuracy and cost columns of
+`Results.to_pandas()` in its summary (`final/top1_final`, ...),
 and the run record as the file `tlbench-record.json`.
 """
 
@@ -21,8 +22,8 @@ from typing import Any
 
 from tlbench.trackers import (
     BaseTracker,
-    epoch_metrics,
-    final_metrics,
+    epoch_series,
+    final_series,
     record_json,
     run_name,
     run_params,
@@ -66,12 +67,12 @@ class Tracker(BaseTracker):
         )
 
     def epoch(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        run.log(epoch_metrics(metrics), step=epoch)
+        run.log(epoch_series(metrics), step=epoch)
 
     def finish(self, run: Any, record: dict[str, Any]) -> None:
         status = str(record.get("status", "failed"))
         try:
-            run.summary.update({**final_metrics(record), "status": status})
+            run.summary.update({**final_series(record), "status": status})
             run.tags = (*run.tags, f"status:{status}")
             path = Path(run.dir) / "tlbench-record.json"
             path.write_text(record_json(record), encoding="utf-8")
