@@ -100,7 +100,7 @@ def test_show_partial_2_works(tl):
         pytest.skip("tlbench-example is not installed")
     code, out, err = tl("show", "partial:2")
     assert code == 0, err
-    assert "partial:2" in out and "last 2 block(s)" in out
+    assert "partial:2" in out and "last 2 stage(s)" in out
 
 
 def test_unknown_strategy_hint_is_a_command_that_exists(tl, tmp_path):

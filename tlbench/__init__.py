@@ -17,7 +17,9 @@ from tlbench.api import (
     ImageSource,
     Preprocessing,
     Strategy,
+    StrategyOption,
     all_trainable,
+    stage_parameters,
 )
 from tlbench.builtin.strategies import FINETUNE, LINEAR, LOGREG, LP_FT, SCRATCH
 from tlbench.errors import (
@@ -66,6 +68,7 @@ __all__ = [
     "Preprocessing",
     "Results",
     "Strategy",
+    "StrategyOption",
     "TlbenchError",
     "UnknownNameError",
     "WeightsUnavailableError",
@@ -82,4 +85,5 @@ __all__ = [
     "run",
     "run_options",
     "select",
+    "stage_parameters",
 ]

@@ -11,10 +11,14 @@ of torch, so a run spec travels to a subprocess or another machine as it is.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from tlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -86,10 +90,56 @@ class Backbone:
     #: parameters of the network `build` returns (no classification head), when known
     #: without building it: `tlbench show` prints it and never imports torch.
     num_params: int | None = None
+    #: the network's stages from stem to head, as timm's `group_matcher` groups them:
+    #: `stages(module)` returns `[(stage name, [module or parameter names]), ...]` for the
+    #: module `build` returned; a name claims the parameter of that name and every
+    #: parameter under the module of that name. Every parameter is in exactly one stage
+    #: (`stage_parameters` checks). None: the backbone declares none, and strategies that
+    #: need them (`laststages`, `llrd`) skip it.
+    stages: Callable[[nn.Module], Sequence[tuple[str, Sequence[str]]]] | None = None
 
     @property
     def has_pretrained(self) -> bool:
         return self.weights is not None
+
+
+def stage_parameters(backbone: Backbone, module: nn.Module) -> list[tuple[str, list[Any]]]:
+    """`backbone.stages(module)` as `[(stage name, [nn.Parameter, ...]), ...]`, stem first.
+
+    Raises `ValueError` naming what is wrong when the backbone declares no
+    stages, a stage claims no parameter, a parameter is in two stages, or one
+    is in none.
+    """
+    if backbone.stages is None:
+        raise ValueError(f"backbone {backbone.name!r} declares no stages")
+    declared = [(str(name), list(prefixes)) for name, prefixes in backbone.stages(module)]
+    owner: dict[str, str] = {}
+    found: dict[str, list[Any]] = {name: [] for name, _ in declared}
+    if len(found) != len(declared):
+        raise ValueError(f"backbone {backbone.name!r}: two stages have the same name")
+    for pname, param in module.named_parameters():
+        claims = [
+            name
+            for name, prefixes in declared
+            if any(pname == p or pname.startswith(p + ".") for p in prefixes)
+        ]
+        if len(claims) > 1:
+            raise ValueError(
+                f"backbone {backbone.name!r}: parameter {pname!r} is in stages {claims}"
+            )
+        if claims:
+            owner[pname] = claims[0]
+            found[claims[0]].append(param)
+    missing = [n for n, _ in module.named_parameters() if n not in owner]
+    if missing:
+        raise ValueError(
+            f"backbone {backbone.name!r}: {len(missing)} parameter(s) are in no stage, "
+            f"e.g. {missing[:3]}"
+        )
+    empty = [name for name, params in found.items() if not params]
+    if empty:
+        raise ValueError(f"backbone {backbone.name!r}: stage(s) {empty} hold no parameter")
+    return [(name, found[name]) for name, _ in declared]
 
 
 # --------------------------------------------------------------------------- families
@@ -268,13 +318,91 @@ class SearchDim:
 
 
 @dataclass(frozen=True)
+class StrategyOption:
+    """A setting of one strategy beyond the hyperparameters: `decay` of `llrd`.
+
+    Its type is the default's (bool, int, float or str; an int is accepted for
+    a float). Users set it in a config file (`[strategy.llrd] decay = 0.5`), on
+    the command line (`--strategy-option llrd.decay=0.5`) or from Python
+    (`tlbench.run(strategy_options={"llrd": {"decay": 0.5}})`); the strategy's
+    `param_groups` receives every option's value as `options`. A value other
+    than the default is part of the run's key and its record.
+    """
+
+    name: str
+    default: bool | int | float | str
+    help: str = ""
+    #: the values allowed, when only some are (empty: any of the type).
+    choices: tuple[Any, ...] = ()
+    #: inclusive bounds of a number (None: unbounded).
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def describe(self) -> str:
+        """`decay (float, default 0.75): ...`, for messages and listings."""
+        text = f"{self.name} ({self.type.__name__}, default {self.default!r})"
+        return f"{text}: {self.help}" if self.help else text
+
+    def check(self, value: Any, where: str) -> Any:
+        """`value` typed as this option's (a string from the command line is parsed)."""
+        typed = _typed_option(value, self.type)
+        if typed is None:
+            raise ConfigError(
+                f"{where}: option {self.name!r} takes {_KINDS[self.type]}, "
+                f"not {type(value).__name__} {value!r}"
+            )
+        if self.choices and typed not in self.choices:
+            allowed = ", ".join(map(repr, self.choices))
+            raise ConfigError(
+                f"{where}: option {self.name!r} must be one of {allowed}, not {typed!r}"
+            )
+        if (self.low is not None and typed < self.low) or (
+            self.high is not None and typed > self.high
+        ):
+            raise ConfigError(
+                f"{where}: option {self.name!r} must be in [{self.low}, {self.high}], not {typed!r}"
+            )
+        return typed
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+#: what an option of each type takes, in messages.
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _typed_option(value: Any, kind: type) -> Any:
+    """`value` as a `kind` (None when it is not one); strings are parsed as a flag's text."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            return True if text in _TRUE else False if text in _FALSE else None
+        try:
+            return kind(text)
+        except ValueError:
+            return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and kind is not bool:
+        return None
+    return value if isinstance(value, kind) else None
+
+
+@dataclass(frozen=True)
 class Strategy:
     """How a backbone is adapted to a dataset.
 
     `frozen_backbone=True` means the backbone never changes, so the core
     computes its features once, caches them and trains only the head on them.
     Otherwise `param_groups(backbone, head, hp)` sets `requires_grad` and
-    returns the optimiser's parameter groups (each with its "lr").
+    returns the optimiser's parameter groups (each with its "lr"). A
+    `param_groups` that also names the keyword `stages` gets the backbone's
+    stages (`stage_parameters`: `[(name, [parameters])]`, stem first; None when
+    it declares none), and one that names `options` gets the value of each of
+    the strategy's `options` (`call_param_groups`).
     """
 
     name: str
@@ -289,12 +417,70 @@ class Strategy:
     probe: Hyperparameters | None = None
     #: what `--tune` searches for this strategy (empty: nothing, the strategy is not tuned).
     search_space: tuple[SearchDim, ...] = ()
+    #: settings of this strategy beyond the hyperparameters, each with its default.
+    options: tuple[StrategyOption, ...] = ()
+    #: reads the backbone's stages: a backbone that declares none is skipped with a reason.
+    needs_stages: bool = False
 
     def skip_reason(self, backbone: Backbone) -> str | None:
         """Why this strategy cannot run on `backbone`, or None when it can."""
         if self.pretrained and not backbone.has_pretrained:
             return f"{backbone.name} has no pretrained weights; {self.name} needs them"
+        if self.needs_stages and backbone.stages is None:
+            return f"{backbone.name} declares no stages; {self.name} trains by stage"
         return None
+
+    def check_options(self, given: Mapping[str, Any] | None, where: str = "") -> dict[str, Any]:
+        """The options in `given` that differ from their defaults, typed; raises `ConfigError`
+        naming the strategy's options for an unknown name or a value of the wrong type."""
+        where = where or f"strategy {self.name!r}"
+        known = {o.name: o for o in self.options}
+        changed: dict[str, Any] = {}
+        for name, value in (given or {}).items():
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                listing = (
+                    "its options: " + "; ".join(o.describe() for o in self.options)
+                    if self.options
+                    else "it has no options"
+                )
+                raise ConfigError(
+                    f"{where}: strategy {self.name!r} has no option {name!r}.{hint} "
+                    f"{listing[0].upper()}{listing[1:]}"
+                )
+            typed = known[name].check(value, where)
+            if typed != known[name].default:
+                changed[name] = typed
+        return dict(sorted(changed.items()))
+
+    def option_values(self, changed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Every option's value: its default, or `changed`'s (a spec's `options`)."""
+        return {o.name: (changed or {}).get(o.name, o.default) for o in self.options}
+
+
+def call_param_groups(
+    strategy: Strategy,
+    backbone: nn.Module,
+    head: nn.Module,
+    hp: Hyperparameters,
+    *,
+    stages: list[tuple[str, list[Any]]] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> list[dict]:
+    """`strategy.param_groups(backbone, head, hp)`, with `stages` and `options` passed as
+    keywords to an implementation that names them (as a hook takes only what it names)."""
+    extra: dict[str, Any] = {}
+    try:
+        accepted = inspect.signature(strategy.param_groups).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: the three arguments only
+        accepted = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    if "stages" in accepted or takes_all:
+        extra["stages"] = stages
+    if "options" in accepted or takes_all:
+        extra["options"] = dict(strategy.option_values(options))
+    return strategy.param_groups(backbone, head, hp, **extra)
 
 
 # --------------------------------------------------------------------------- runs
@@ -334,6 +520,13 @@ class RunSpec:
     #: a tuned run's search (`tlbench.tune`): its study, chosen settings and cost. Not part
     #: of the key (the chosen settings are, in `hp`); the record carries it as `tuning`.
     tuning: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    #: the strategy's options set to other values than their defaults (`StrategyOption`);
+    #: in the key only when some are, so a strategy gaining an option keeps its keys.
+    options: dict[str, Any] | None = None
+    #: what the third-party code behind the backbone, dataset and strategy is: per role,
+    #: its distribution, version and source fingerprint (`Plugins.code_identity`). Builtins
+    #: are tlbench's own code and add nothing; in the key only when set.
+    code: dict[str, dict[str, str]] | None = None
 
     def config(self) -> dict[str, Any]:
         """The settings a record stores (its `config`), the fingerprint aside."""
@@ -351,6 +544,10 @@ class RunSpec:
             config["budget"] = self.budget
         if self.holdout is not None:
             config["holdout"] = self.holdout
+        if self.options:
+            config["options"] = dict(self.options)
+        if self.code:
+            config["code"] = {role: dict(facts) for role, facts in self.code.items()}
         return config
 
     @property

@@ -35,8 +35,8 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import Hyperparameters
-from tlbench.errors import ConfigError
+from tlbench.api import Hyperparameters, Strategy
+from tlbench.errors import ConfigError, TlbenchError
 
 if TYPE_CHECKING:
     from tlbench.tune import TuneSettings
@@ -134,6 +134,8 @@ class Option:
     toggle: str = "switch"
     #: parses one value on the command line (default: the field's type).
     parse: Callable[[str], Any] | None = None
+    #: the flag may be given more than once (each `parse`d value is merged).
+    repeat: bool = False
 
 
 #: the --help sections of a grid's options, in order; "(default: ...)" in a title is the
@@ -163,6 +165,27 @@ def export_arg(text: str) -> str:
     if text.lower() != "onnx":
         raise argparse.ArgumentTypeError(f"{text!r} is not an export format: use onnx")
     return text.lower()
+
+
+def strategy_option_arg(text: str) -> dict[str, dict[str, str]]:
+    """A `--strategy-option` value, `llrd.decay=0.5` -> {"llrd": {"decay": "0.5"}}; the value
+    is typed by the option's declaration once the strategy is known."""
+    target, equals, value = text.partition("=")
+    strategy, dot, option = target.strip().rpartition(".")
+    if not equals or not dot or not strategy or not option:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not STRATEGY.OPTION=VALUE (e.g. llrd.decay=0.5)"
+        )
+    return {strategy: {option: value.strip()}}
+
+
+def merge_strategy_options(*layers: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Per-strategy options, later layers overriding earlier ones option by option."""
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for strategy, values in (layer or {}).items():
+            merged.setdefault(strategy, {}).update(values)
+    return merged
 
 
 def flag(group: str, **option: Any) -> dict[str, Option]:
@@ -211,6 +234,22 @@ class RunConfig:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     #: per-strategy hyperparameter overrides, `[strategy.<name>]` in a config file.
     strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per-strategy options (`tlbench.api.StrategyOption`): the keys of a `[strategy.<name>]`
+    #: table that are not hyperparameters, `--strategy-option NAME.OPTION=VALUE` and
+    #: `strategy_options={"llrd": {"decay": 0.5}}`; checked against what each strategy
+    #: declares once the plugins are loaded (`options_for`, `check_strategy_tables`).
+    strategy_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata=flag(
+            group="training",
+            flag="--strategy-option",
+            metavar="STRATEGY.OPTION=VALUE",
+            parse=strategy_option_arg,
+            repeat=True,
+            help="set an option a strategy declares, e.g. llrd.decay=0.5 (repeat the flag for "
+            "more); `tlbench show NAME` lists a strategy's options (default: each option's own)",
+        ),
+    )
     device: str = field(
         default="auto",
         metadata=flag(
@@ -459,6 +498,14 @@ class RunConfig:
             pruner=self.tune_pruner,
         )
 
+    def options_for(self, strategy: Strategy) -> dict[str, Any]:
+        """The strategy's options set to other values than their defaults, typed and checked
+        (`ConfigError` names the strategy's options for an unknown one or a wrong type)."""
+        given = self.strategy_options.get(strategy.name)
+        if given is None:
+            return {}
+        return strategy.check_options(given, _options_where(self, strategy.name))
+
     def hyperparameters_for(self, strategy: str, defaults: Hyperparameters) -> Hyperparameters:
         """The strategy's defaults, then the grid-wide overrides, then its own table."""
         hp = defaults.replace(**self.hyperparameters)
@@ -541,6 +588,11 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected nothing, got {value!r}")
     if origin is list:
         return _check_list(value, typing.get_args(tp)[0], where)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a table (a dict by name), got {value!r}")
+        item = typing.get_args(tp)[1]
+        return {k: _check_type(v, item, f"{where}[{k!r}]") for k, v in value.items()}
     if tp is Any:
         return value
     return _check_scalar(value, tp, where)
@@ -671,13 +723,21 @@ def _table(path: Path, key: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _strategy_tables(path: Path, value: Any) -> dict[str, dict[str, Any]]:
-    return {
-        name: check_hyperparameters(
-            _table(path, f"strategy.{name}", table), f"{path} [strategy.{name}]"
-        )
-        for name, table in _table(path, "strategy", value).items()
-    }
+def _strategy_tables(
+    path: Path, value: Any
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """`[strategy.<name>]` tables as (hyperparameter overrides, strategy options): a key that
+    is not a hyperparameter is an option of that strategy, checked once plugins are loaded."""
+    overrides: dict[str, dict[str, Any]] = {}
+    options: dict[str, dict[str, Any]] = {}
+    for name, table in _table(path, "strategy", value).items():
+        table = _table(path, f"strategy.{name}", table)
+        hyper = {k: v for k, v in table.items() if k in HP_FIELDS}
+        overrides[name] = check_hyperparameters(hyper, f"{path} [strategy.{name}]")
+        rest = {k: v for k, v in table.items() if k not in HP_FIELDS}
+        if rest:
+            options[name] = rest
+    return overrides, options
 
 
 #: the keys of a `[tune]` table and the settings they are (`tune = N` alone is `trials`).
@@ -713,7 +773,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             table = _table(path, key, value)
             out["hyperparameters"] = check_hyperparameters(table, f"{path} [hyperparameters]")
         elif key == "strategy":
-            out["strategy_overrides"] = _strategy_tables(path, value)
+            out["strategy_overrides"], table_options = _strategy_tables(path, value)
+            out["strategy_options"] = merge_strategy_options(
+                table_options, out.get("strategy_options")
+            )
         elif key == "tune" and isinstance(value, dict):
             out.update(_tune_table(path, value))
         elif key in HP_FIELDS:
@@ -749,6 +812,10 @@ def make_config(file: str | Path | None = None, **flags: Any) -> RunConfig:
             # A flag beats the file everywhere, [strategy.<name>] tables included.
             for table in overrides.values():
                 table.pop(key, None)
+        elif key == "strategy_options":
+            # Option by option: a flag beats the file's `[strategy.<name>]` value.
+            layers = value if isinstance(value, list) else [value]
+            values[key] = merge_strategy_options(values.get(key), *layers)
         elif key in SETTINGS:
             values[key] = check_value(key, value, f"--{key.replace('_', '-')}")
         else:
@@ -756,14 +823,48 @@ def make_config(file: str | Path | None = None, **flags: Any) -> RunConfig:
     return RunConfig(**values, hyperparameters=hyper, strategy_overrides=overrides)
 
 
-def check_strategy_tables(config: RunConfig, known: Iterable[str]) -> None:
-    """Reject a `[strategy.<name>]` table for a strategy no plugin registered.
+def check_strategy_tables(
+    config: RunConfig, known: Iterable[str], get: Callable[[str], Strategy] | None = None
+) -> None:
+    """Reject a `[strategy.<name>]` table (or option) for a strategy no plugin registered,
+    and, given `get` (the strategy registry's), options the strategy does not declare.
 
     A misspelt table would otherwise be ignored silently; this needs the
-    loaded plugins, so the CLI calls it right after loading them.
+    loaded plugins, so the CLI calls it right after loading them. A family
+    member (`[strategy."partial:2"]`) is known when `get` resolves it.
     """
     known = list(known)
-    for name in config.strategy_overrides:
-        if name not in known:
-            where = config.source or "config"
+    where = config.source or "config"
+    for name in {**config.strategy_overrides, **config.strategy_options}:
+        strategy = None
+        if get is not None:
+            try:
+                strategy = get(name)
+            except TlbenchError:
+                strategy = None
+        if strategy is None and name not in known:
             raise _unknown(name, set(known), f"{where} [strategy.{name}]", "strategy")
+        options = config.strategy_options.get(name)
+        if strategy is not None and options:
+            if config.source:  # a table's key may have meant a hyperparameter
+                _check_table_keys(strategy, options, f"{where} [strategy.{name}]")
+            strategy.check_options(options, _options_where(config, name))
+
+
+def _options_where(config: RunConfig, strategy: str) -> str:
+    """Where a strategy's options were given, for messages."""
+    if config.source:
+        return f"{config.source} [strategy.{strategy}]"
+    return "strategy options (--strategy-option, strategy_options=)"
+
+
+def _check_table_keys(strategy: Strategy, options: dict[str, Any], where: str) -> None:
+    """A key of a strategy's table that is neither a hyperparameter nor one of its options."""
+    declared = {o.name: o for o in strategy.options}
+    for key in options:
+        if key in declared:
+            continue
+        what = "hyperparameter or option" if declared else "hyperparameter"
+        error = _unknown(key, {**HP_FIELDS, **declared}, where, what)
+        listing = "; ".join(o.describe() for o in strategy.options) or "none"
+        raise ConfigError(f"{error} Options of strategy {strategy.name!r}: {listing}")

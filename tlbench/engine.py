@@ -692,6 +692,7 @@ def _record_epoch(
     images: int,
     state: Callable[[], dict[str, torch.Tensor]] | None,
     on_epoch: EpochCallback | None,
+    rates: dict[str, float] | None = None,
 ) -> None:
     metrics = {
         "epoch": epoch,
@@ -702,6 +703,8 @@ def _record_epoch(
         "epoch_seconds": seconds,
         "train_images_per_s": images / seconds if seconds > 0 else None,
     }
+    if rates is not None:
+        metrics["lr"] = rates
     result.curve.append(metrics)
     if evaluation.get("correct") is not None:
         result.final_correct = evaluation["correct"]
@@ -711,6 +714,15 @@ def _record_epoch(
             result.best_state = state()
     if on_epoch is not None:
         on_epoch(epoch, metrics)
+
+
+def group_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Each parameter group's learning rate now, by the group's name (a strategy's
+    `param_groups` names them; an unnamed one is `group<i>`): the rate of the next step."""
+    rates: dict[str, float] = {}
+    for i, group in enumerate(optimizer.param_groups):
+        rates.setdefault(str(group.get("name") or f"group{i}"), float(group["lr"]))
+    return rates
 
 
 def _state_copy(module: nn.Module) -> Callable[[], dict[str, torch.Tensor]]:
@@ -989,6 +1001,7 @@ def fit_images(
             on_phase("train")
         model.train()
         _note_threads(result)
+        rates = group_rates(optimizer)  # the epoch's first step's, per group (host values)
         synchronize(device)
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -1029,8 +1042,9 @@ def fit_images(
         result.eval_seconds += eval_seconds
         result.eval_images += len(evalset)
         _record_epoch(
-            result, epoch, train_loss, evaluation, epoch_end - epoch_start, seen, state, on_epoch
-        )
+            result, epoch, train_loss, evaluation, epoch_end - epoch_start, seen, state, on_epoch,
+            rates,
+        )  # fmt: skip
     synchronize(device)
     result.phase_seconds = clock.collect()
     _check_compiled(ex, result, graphs_before)
@@ -1175,7 +1189,9 @@ def train_head_on_features(
         n = len(train_x)
         batch = min(hp.batch_size, n)
         steps = math.ceil(n / batch)
-        optimizer = make_optimizer([{"params": list(head.parameters()), "lr": hp.lr}], hp, device)
+        optimizer = make_optimizer(
+            [{"params": list(head.parameters()), "lr": hp.lr, "name": "head"}], hp, device
+        )
         schedule = make_schedule(optimizer, hp, steps)
         criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
         # A linear layer gains nothing from bf16 and would lose precision: fp32 always.
@@ -1224,6 +1240,7 @@ def train_head_on_features(
                 on_phase("train")
             head.train()
             _note_threads(result)
+            rates = group_rates(optimizer)
             synchronize(device)
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -1248,5 +1265,5 @@ def train_head_on_features(
             evaluation = evaluate(per_image=epoch == hp.epochs)  # the final one, for pairing
             result.eval_seconds += time.perf_counter() - t0
             result.eval_images += len(eval_y)
-            _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, state, on_epoch)
+            _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, state, on_epoch, rates)
         return result

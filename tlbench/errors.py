@@ -26,13 +26,15 @@ def plural(kind: str) -> str:
 class UnknownNameError(TlbenchError, KeyError):
     """A backbone, dataset or strategy name that no plugin registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str], detail: str = ""):
         self.kind, self.name = kind, name
         self.matches = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(m) for m in self.matches)}?" if self.matches else ""
+        # `detail`: what the plugin itself said about the name (a family's LookupError).
+        said = f": {detail.rstrip('.')}" if detail else ""
         super().__init__(
-            f"unknown {kind} {name!r}.{hint} Run `tlbench list {plural(kind)}` to see what is "
-            "available."
+            f"unknown {kind} {name!r}{said}.{hint} Run `tlbench list {plural(kind)}` to see what "
+            "is available."
         )
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -102,7 +102,8 @@ class Grid:
         self.plugins = plugins if plugins is not None else plugin_registry.Plugins()
         for name in finalists:
             self.plugins.strategies.get(name)  # an unknown finalist fails before stage 1
-        check_strategy_tables(config, self.plugins.strategies.names())
+        strategies = self.plugins.strategies
+        check_strategy_tables(config, strategies.names(), strategies.get)
         beside = config.out if trackers_beside_results else None
         self._trackers = register_trackers(self.plugins, config.log_to, beside)  # bad names fail
         self._progress = progress

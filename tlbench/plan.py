@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tlbench.data import default_cache_dir
 from tlbench.errors import TlbenchError
 from tlbench.identity import dataset_identity
 from tlbench.outputs import check_output_locations
-from tlbench.plugins import Plugins
+from tlbench.plugins import Plugins, describe_code_change
 
 #: image size used when neither the flag nor the dataset gives one (fast on a CPU).
 FALLBACK_IMAGE_SIZE = 128
@@ -208,6 +209,8 @@ def make_plan(
     budgets = parse_budgets(config.shots, config.train_fraction)
     backbones = [plugins.backbones.get(n) for n in config.backbones]
     strategies = [plugins.strategies.get(n) for n in config.strategies]
+    # A strategy's options, checked against what it declares, before any dataset loads.
+    options = {s.name: config.options_for(s) for s in strategies}
     for name in config.datasets:
         plugins.dataset(name)  # unknown names fail before any dataset loads
     # One dataset, one name: a relative path, an absolute one and a symlink to the
@@ -240,6 +243,12 @@ def make_plan(
             for strategy in strategies:
                 for seed, budget in itertools.product(config.seeds, budgets):
                     run = _plan_one(config, name, splits, size, backbone, strategy, seed, execution)
+                    code = _code(plugins, name, backbone.name, strategy.name)
+                    if code or options[strategy.name]:
+                        spec = dataclasses.replace(
+                            run.spec, options=options[strategy.name] or None, code=code
+                        )
+                        run = PlannedRun(spec, run.status, run.reason)
                     if budget is not None:
                         run = PlannedRun(
                             dataclasses.replace(run.spec, budget=budget), run.status, run.reason
@@ -252,6 +261,10 @@ def make_plan(
                         run = PlannedRun(run.spec, "done", "already in the results file")
                     elif run.status == "pending" and run.spec.key in rerun:
                         again.append(f"{run.spec.label}: {rerun[run.spec.key]}")
+                    elif run.status == "pending" and run.spec.code:
+                        changed = code_changed(run.spec, answers.values())
+                        if changed:
+                            again.append(f"{run.spec.label}: {changed}")
                     runs.append(run)
     notes = [f"trained again: {line}" for line in again[:5]]
     if len(again) > 5:
@@ -264,6 +277,49 @@ def make_plan(
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     return Plan(runs, workspace, out, notes, given)
+
+
+def _code(
+    plugins: Plugins, dataset: str, backbone: str, strategy: str
+) -> dict[str, dict[str, str]] | None:
+    """The third-party code behind a run, per role (`Plugins.code_identity`); None: builtins."""
+    roles = {
+        "backbone": plugins.code_identity("backbone", backbone),
+        "dataset": plugins.code_identity("dataset", dataset),
+        "strategy": plugins.code_identity("strategy", strategy),
+    }
+    return {role: facts for role, facts in roles.items() if facts} or None
+
+
+#: record config fields that are not the spec's own settings (added beside them).
+_NOT_SETTINGS = ("code", "dataset_fingerprint", "hyperparameters_used")
+
+
+def code_changed(spec: RunSpec, records: Iterable[dict[str, Any]]) -> str | None:
+    """Why `spec` trains again when an ok record has all its settings but older plugin code:
+    "strategy bitfit's code changed (...)"; None when no such record exists."""
+
+    def settings(config: dict[str, Any], fingerprint: Any) -> str:
+        kept = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+        return json.dumps([kept, fingerprint], sort_keys=True, default=str)
+
+    wanted = settings(spec.config(), spec.dataset_fingerprint)
+    for record in records:
+        config = record.get("config")
+        if record.get("status") != "ok" or not isinstance(config, dict):
+            continue
+        if settings(config, config.get("dataset_fingerprint")) != wanted:
+            continue
+        old, new = config.get("code") or {}, spec.code or {}
+        names = {"backbone": spec.backbone, "dataset": spec.dataset, "strategy": spec.strategy}
+        changes = [
+            describe_code_change(role, names[role], old.get(role), new.get(role))
+            for role in ("backbone", "dataset", "strategy")
+            if old.get(role) != new.get(role)
+        ]
+        if changes:
+            return "; ".join(changes)
+    return None
 
 
 def _plan_one(

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
+import hashlib
 import importlib
 import importlib.metadata
 import os
@@ -28,6 +30,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pluggy
@@ -81,6 +84,12 @@ def _env_list(name: str) -> list[str] | None:
 def _normalize(name: str) -> str:
     # Distribution names compare the way pip compares them (PEP 503).
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _plugin_message(exc: LookupError, argument: str) -> str:
+    """What a family's `LookupError` says, when it says more than the name it was given."""
+    text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    return "" if text.strip("'\"") in ("", argument) else text
 
 
 def _could_match(pattern: str, prefix: str) -> bool:
@@ -178,9 +187,9 @@ class Registry(Generic[T]):
             item = family.resolve(argument)
         except TlbenchError:
             raise
-        except LookupError:
+        except LookupError as exc:
             known = [f"{family.name}:{m}" for m in self._members(family)]
-            raise UnknownNameError(self.kind, name, known) from None
+            raise UnknownNameError(self.kind, name, known, _plugin_message(exc, argument)) from None
         except Exception as exc:  # a plugin's bug is reported as its own, not as ours
             raise TlbenchError(
                 f"{self.kind} {name!r}: plugin {plugin!r} failed to resolve it: "
@@ -350,6 +359,7 @@ class Plugins:
         self._trace = os.environ.get("TLBENCH_TRACE_PLUGINS", "") not in ("", "0")
         self._blocked = set(_env_list("TLBENCH_BLOCK_PLUGINS") or ())
         self._reported: set[str] = set()
+        self._code: dict[tuple[str, str], dict[str, str] | None] = {}
         extra = list(extra)
         paths = [(n, o if isinstance(o, str) else _import_path(o)) for n, o in extra]
         #: how a worker process loads these plugins; None names what cannot travel.
@@ -548,6 +558,38 @@ class Plugins:
         }
         return registries[kind].provider(name)
 
+    def code_identity(self, kind: str, name: str) -> dict[str, str] | None:
+        """What the code behind a backbone, dataset or strategy is, for its runs' keys.
+
+        A third-party plugin's distribution and version, and a fingerprint of
+        its own source files (`source_fingerprint`): editing an editable or
+        unpackaged plugin changes the keys of the runs that use what it
+        provides, so they train again. None for a builtin, which is tlbench's
+        own code, versioned with tlbench (so builtin-only keys never change).
+        """
+        base = name.partition(":")[0]
+        cache_key = (kind, base if kind == "dataset" else name)
+        if cache_key in self._code:
+            return self._code[cache_key]
+        plugin = self.provider(kind, base if kind == "dataset" else name)
+        info = self.info.get(plugin)
+        facts: dict[str, str] = {}
+        if info is not None and not info.builtin:
+            if info.distribution:
+                facts["distribution"] = info.distribution
+                facts["version"] = info.version
+            registry = {"backbone": self.backbones, "dataset": self.datasets}.get(
+                kind, self.strategies
+            )
+            entry = registry._items.get(base)
+            item = registry.get(base if kind == "dataset" else name)
+            parts = [self.pm.get_plugin(plugin), entry, *_callables(item)]
+            source = source_fingerprint(parts)
+            if source:
+                facts["source"] = source
+        self._code[cache_key] = facts or None
+        return self._code[cache_key]
+
     def versions(self) -> dict[str, str]:
         """Versions of the loaded third-party plugins, for result records."""
         return {
@@ -625,6 +667,71 @@ class Plugins:
 
 #: what a trial emits -> the `Plugins` method that tells the observers.
 _EVENTS = {"run_started": "run_started", "run_phase": "run_phase", "epoch_ended": "epoch_ended"}
+
+
+def _callables(item: object) -> list[object]:
+    """The code an item runs: a backbone's build and stages, a dataset's load, a strategy's groups."""
+    names = ("build", "stages", "load", "param_groups", "resolve")
+    return [getattr(item, n) for n in names if callable(getattr(item, n, None))]
+
+
+def _module_of(obj: object) -> str | None:
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    if isinstance(obj, type(sys)):
+        return obj.__name__
+    obj = getattr(obj, "__func__", obj)  # a bound method: its function's module
+    return getattr(obj, "__module__", None) or type(obj).__module__
+
+
+def _source_files(module_name: str) -> list[Path]:
+    """The files of a module's code: a package's every .py file, or the module's own file."""
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if not file:
+        return []  # built in memory (exec'd): no file to fingerprint
+    path = Path(file)
+    if path.name == "__init__.py":
+        return sorted(path.parent.rglob("*.py"))[:_MAX_SOURCE_FILES]
+    return [path]
+
+
+#: a plugin package's files read for its fingerprint, at most (a runaway package is cut short).
+_MAX_SOURCE_FILES = 500
+
+
+def source_fingerprint(objects: Iterable[object]) -> str | None:
+    """A hash of the source files of the modules that define `objects` (tlbench's own left
+    out: it is versioned with tlbench); None when there is no such file."""
+    modules = {_module_of(o) for o in objects if o is not None}
+    own = {m for m in modules if m and not (m == "tlbench" or m.startswith("tlbench."))}
+    files: dict[Path, None] = {}
+    for module in sorted(own):
+        files.update(dict.fromkeys(_source_files(module)))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        try:
+            content = path.read_bytes()
+        except OSError:
+            continue
+        digest.update(f"{path.name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()[:16]
+
+
+def describe_code_change(kind: str, name: str, old: dict | None, new: dict | None) -> str:
+    """Why a run trains again although its settings did not change: `strategy bitfit's code
+    changed (tlbench-example 0.1.0 -> 0.2.0)`."""
+    old, new = old or {}, new or {}
+    if old.get("version") != new.get("version") and old.get("distribution"):
+        how = f"{old['distribution']} {old.get('version')} -> {new.get('version', 'unpackaged')}"
+    elif old.get("source") != new.get("source") and old.get("source"):
+        how = "its source was edited"
+    else:
+        how = "it was not part of the key before"
+    return f"{kind} {name}'s code changed ({how})"
 
 
 def _tlbench_version() -> str:

@@ -54,6 +54,22 @@ class Correct(TypedDict):
     bits: str
 
 
+class Epoch(TypedDict, total=False):
+    """One epoch of a run's curve (`Accuracy.curve`), as the epoch hook also hears it."""
+
+    epoch: int
+    train_loss: float
+    eval_accuracy: float
+    eval_balanced_accuracy: float
+    eval_loss: float
+    epoch_seconds: float
+    train_images_per_s: float | None
+    #: the learning rate of each parameter group at the epoch's first step, by the group's
+    #: name ("head", "backbone", a stage's name); absent for an L-BFGS probe and in older
+    #: records.
+    lr: dict[str, float]
+
+
 class Accuracy(TypedDict, total=False):
     """Top-1 on the held-out split, as fractions in [0, 1]."""
 
@@ -61,9 +77,8 @@ class Accuracy(TypedDict, total=False):
     best_epoch: int
     final: float
     final_balanced: float | None
-    #: one entry per epoch: epoch, train_loss, eval_accuracy, eval_balanced_accuracy,
-    #: eval_loss, epoch_seconds, train_images_per_s.
-    curve: list[dict[str, Any]]
+    #: one entry per epoch (`Epoch`).
+    curve: list[Epoch]
     #: the final evaluation, image by image (`encode_correct`); absent in older records.
     final_correct: Correct
     #: LP-FT: the probe's final and best top-1 and its epochs.
@@ -228,7 +243,9 @@ class RunRecord(TypedDict, total=False):
     #: ISO-8601 UTC, when the record was made: newer records supersede older ones.
     time: str
     #: the run's settings: backbone, weights, dataset, dataset_fingerprint, strategy,
-    #: seed, image_size, hyperparameters, device, precision, memory_format, compile.
+    #: seed, image_size, hyperparameters, device, precision, memory_format, compile; the
+    #: strategy `options` set to other values than their defaults, and the third-party
+    #: `code` behind the backbone, dataset and strategy (`RunSpec.code`), when there are.
     config: dict[str, Any]
     providers: dict[str, str]
     accuracy: Accuracy

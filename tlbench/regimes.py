@@ -25,7 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.api import Backbone, DatasetSplits, Hyperparameters, RunSpec, Strategy
+from tlbench.api import (
+    Backbone,
+    DatasetSplits,
+    Hyperparameters,
+    RunSpec,
+    Strategy,
+    call_param_groups,
+    stage_parameters,
+)
 from tlbench.data import ImageTensors, mapped_tensor
 from tlbench.engine import (
     Attempt,
@@ -229,7 +237,7 @@ def regime_for(strategy: Strategy) -> Regime:
 
 
 def _fine_tune(ctx: TrialContext, module: nn.Module, head: nn.Module) -> Outcome:
-    groups = ctx.strategy.param_groups(module, head, ctx.hp)
+    groups = strategy_groups(ctx.strategy, ctx.backbone, module, head, ctx.hp, ctx.spec.options)
     model = ImageClassifier(module, head, ctx.backbone.preprocessing)
     ctx.phase("train")
     fit = train_images(
@@ -248,6 +256,22 @@ def _fine_tune(ctx: TrialContext, module: nn.Module, head: nn.Module) -> Outcome
         data_on_device=ctx.data_on_device,
     )
     return Outcome(fit=fit, head=head, model=model)
+
+
+def strategy_groups(
+    strategy: Strategy,
+    backbone: Backbone,
+    module: nn.Module,
+    head: nn.Module,
+    hp: Hyperparameters,
+    options: dict[str, Any] | None = None,
+) -> list[dict]:
+    """The strategy's parameter groups for `module`, given the backbone's stages (when it
+    declares them) and the strategy's option values (`options`: those set by the run)."""
+    stages = stage_parameters(backbone, module) if backbone.stages is not None else None
+    if strategy.needs_stages and stages is None:
+        raise TlbenchError(f"{backbone.name} declares no stages; {strategy.name} trains by stage")
+    return call_param_groups(strategy, module, head, hp, stages=stages, options=options)
 
 
 # --------------------------------------------------------------------------- out of memory

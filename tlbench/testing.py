@@ -43,6 +43,9 @@ from tlbench.api import (
     Hyperparameters,
     Preprocessing,
     Strategy,
+    StrategyOption,
+    call_param_groups,
+    stage_parameters,
 )
 from tlbench.hookspecs import hookimpl
 
@@ -174,8 +177,13 @@ def _build_tiny(pretrained: bool) -> nn.Module:
     return _tiny_net()
 
 
+def _tiny_stages(module: nn.Module) -> list[tuple[str, list[str]]]:
+    return [("conv1", ["0", "1"]), ("conv2", ["4"])]
+
+
 def tiny_backbone(name: str = "tiny_cnn", *, weights: bool = True) -> Backbone:
-    """A two-conv CNN with 16 features; `weights=True` gives it fixed "pretrained" weights."""
+    """A two-conv CNN with 16 features in two stages; `weights=True` gives it fixed
+    "pretrained" weights."""
     return Backbone(
         name,
         _build_tiny,
@@ -184,6 +192,7 @@ def tiny_backbone(name: str = "tiny_cnn", *, weights: bool = True) -> Backbone:
         weights="tiny-fixed-init" if weights else None,
         description="a two-layer test CNN",
         min_image_size=8,
+        stages=_tiny_stages,
     )
 
 
@@ -305,7 +314,19 @@ def check_backbone(
             "a feature extractor should not carry unused layers (a classifier left in place?)"
         )
     del out
+    if backbone.stages is not None:
+        _check_stages(backbone, module)
     return module.eval()
+
+
+def _check_stages(backbone: Backbone, module: nn.Module) -> None:
+    """Declared stages: every parameter in exactly one, none empty, at least two."""
+    who = f"backbone {backbone.name!r}"
+    try:
+        stages = stage_parameters(backbone, module)
+    except ValueError as error:
+        raise AssertionError(f"{who}: its stages are wrong: {error}") from None
+    assert len(stages) >= 2, f"{who}: declares {len(stages)} stage; stages split it stem to head"
 
 
 # --------------------------------------------------------------------------- datasets
@@ -404,8 +425,10 @@ def check_strategy(
     steps: int = 10,
     image_size: int | None = None,
     num_classes: int = 3,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Check `strategy` on `backbone` (default: `tiny_backbone()`) with a tiny batch.
+    """Check `strategy` on `backbone` (default: `tiny_backbone()`, two stages) with a tiny
+    batch, its options at their defaults or as `options` sets them.
 
     - declared fields: `Hyperparameters` defaults the engine accepts; a
       `pretrained` strategy is skipped on a backbone without weights;
@@ -433,6 +456,14 @@ def check_strategy(
     assert hp.epochs >= 1 and hp.batch_size >= 1, f"{who}: epochs and batch_size must be >= 1"
     assert hp.lr > 0 and math.isfinite(hp.lr), f"{who}: lr must be positive, got {hp.lr}"
     assert hp.backbone_lr_mult >= 0, f"{who}: backbone_lr_mult must be >= 0"
+    names = [o.name for o in strategy.options]
+    assert len(set(names)) == len(names), f"{who}: two options have the same name"
+    for option in strategy.options:
+        assert isinstance(option, StrategyOption), f"{who}: options must be StrategyOptions"
+        assert option.check(option.default, who) == option.default, (
+            f"{who}: option {option.name!r}'s default is not a valid value"
+        )
+    options = strategy.check_options(options, who)
     backbone = backbone or tiny_backbone()
     _check_static_backbone(backbone)
     no_weights = tiny_backbone("no_weights", weights=False)
@@ -462,7 +493,11 @@ def check_strategy(
             hp = hp.replace(optimizer="adamw", lr=1e-2)
         groups = [{"params": list(head.parameters()), "lr": hp.lr, "name": "head"}]
     else:
-        groups = strategy.param_groups(module, head, hp)
+        stages = stage_parameters(backbone, module) if backbone.stages is not None else None
+        assert stages is not None or not strategy.needs_stages, (
+            f"{who} trains by stage: check it with a backbone that declares stages"
+        )
+        groups = call_param_groups(strategy, module, head, hp, stages=stages, options=options)
         assert isinstance(groups, list) and groups, f"{who}: param_groups must return a list"
         seen: dict[int, str] = {}
         for g in groups:
@@ -612,11 +647,11 @@ def benchmark_grid(benchmark: Any, **run_options: Any) -> Any:
     A run that did not finish fails the test (AssertionError with its reason).
     Returns the `Results`. Keywords are `tlbench.run`'s (`plugins=` included).
     """
-    import tlbench
     from tlbench.comparison import BENCHMARK_RECORDS
+    from tlbench.python_api import run
 
     found: list[Any] = []
-    benchmark.pedantic(lambda: found.append(tlbench.run(**run_options)), rounds=1, iterations=1)
+    benchmark.pedantic(lambda: found.append(run(**run_options)), rounds=1, iterations=1)
     (results,) = found
     bad = [r for r in results if r.get("status") not in ("ok", "skipped")]
     assert not bad, "runs did not finish: " + "; ".join(
@@ -644,10 +679,10 @@ def check_accuracy(baseline: Any, current: Any, *, fail_if_worse: float = 1.0) -
     saved from `benchmark_grid`, a `Results` or records. Raises AssertionError with the
     comparison's table; returns the `Comparison` otherwise.
     """
-    import tlbench
     from tlbench.comparison import render
+    from tlbench.python_api import compare
 
-    found = tlbench.compare(baseline, current, fail_if_worse=fail_if_worse)
+    found = compare(baseline, current, fail_if_worse=fail_if_worse)
     assert found.ok, "accuracy got worse:\n" + render(found, "table")
     return found
 

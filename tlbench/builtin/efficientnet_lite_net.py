@@ -194,6 +194,8 @@ class EfficientNetLite(nn.Module):
         self._conv_stem = _conv(3, STEM_CHANNELS, 3, 2, same=same_padding)
         self._bn0 = _bn(STEM_CHANNELS)
         specs = []
+        #: the stage (index into `_STAGES`) of each block: `Backbone.stages` groups by it.
+        self.block_stages: list[int] = []
         last = len(_STAGES) - 1
         for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_STAGES):
             # Lite keeps the stem width and the first and last stages' depth fixed.
@@ -201,6 +203,7 @@ class EfficientNetLite(nn.Module):
             cout = _round_filters(cout, variant.width)
             if 0 < i < last:
                 repeats = math.ceil(repeats * variant.depth)
+            self.block_stages += [i] * repeats
             for r in range(repeats):
                 specs.append(
                     (cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand)

@@ -29,6 +29,14 @@ def parameter_count(widths: tuple[int, ...] = WIDTHS) -> int:
     return total
 
 
+def stages(module: nn.Module) -> list[tuple[str, list[str]]]:
+    """One stage per conv-BN-ReLU-pool block (`SmallCNN.features`, four layers a block)."""
+    return [
+        (f"block{i + 1}", [f"features.{4 * i}", f"features.{4 * i + 1}"])
+        for i in range(len(WIDTHS))
+    ]
+
+
 def _build(pretrained: bool) -> nn.Module:
     # Strategies that need pretrained weights skip this backbone (its `weights` is
     # None), so this only fires when called directly.
@@ -54,6 +62,7 @@ def tlbench_register_backbones(register: Callable[[Backbone], None]) -> None:
             description="tutorials' custom CNN baseline: 4 conv-BN-ReLU-pool blocks, 0.4M params, scratch only",
             min_image_size=16,
             num_params=parameter_count(),
+            stages=stages,
         )
     )
 

@@ -175,6 +175,31 @@ def build(name: str, head: str, pretrained: bool) -> nn.Module:
     return strip_head(model, head)
 
 
+def stages(name: str, model: nn.Module) -> list[tuple[str, list[str]]]:
+    """Model `name`'s stages from stem to head, grouped as timm's `group_matcher` groups the
+    same architecture (a final convolution or norm joins the last stage)."""
+    if name.startswith("resnet"):
+        return [("stem", ["conv1", "bn1"])] + [(f"layer{i}", [f"layer{i}"]) for i in range(1, 5)]
+    if name.startswith("vit_"):
+        layers = [n for n, _ in model.encoder.layers.named_children()]
+        found = [("embed", ["conv_proj", "class_token", "encoder.pos_embedding"])]
+        found += [(layer, [f"encoder.layers.{layer}"]) for layer in layers]
+        found[-1][1].append("encoder.ln")
+        return found
+    count = len(model.features)
+    if name.startswith("convnext"):
+        # features: stem, stage, downsample, stage, ...: each downsample opens its stage.
+        found = [("stem", ["features.0"]), ("stage1", ["features.1"])]
+        found += [(f"stage{i // 2 + 1}", [f"features.{i}", f"features.{i + 1}"]) for i in (2, 4, 6)]
+        return [*found, ("norm", ["classifier.0"])]
+    # MobileNetV3 (one stage per block) and EfficientNet (one per stage): the stem, the
+    # blocks or stages, and the final 1x1 convolution with the last of them.
+    found = [("stem", ["features.0"])]
+    found += [(f"stage{i}", [f"features.{i}"]) for i in range(1, count - 1)]
+    found[-1][1].append(f"features.{count - 1}")
+    return found
+
+
 def _description(spec: _Spec) -> str:
     tag = spec.weights.rpartition(".")[2]
     return (
@@ -201,6 +226,7 @@ def backbone(spec: _Spec) -> Backbone:
         # ViT's position embeddings fix its input at the size it was trained at.
         fixed_image_size=spec.min_size if spec.name.startswith("vit_") else None,
         num_params=spec.backbone_params,
+        stages=functools.partial(stages, spec.name),
     )
 
 

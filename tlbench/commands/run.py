@@ -124,6 +124,8 @@ def _argument(setting: run_config.Setting) -> tuple[str, dict[str, Any]]:
         kwargs["choices"] = run_config.CHOICES[setting.name]
     elif option.parse or item is not str:
         kwargs["type"] = option.parse or item
+    if option.repeat:
+        kwargs["action"] = "append"
     return flag, kwargs
 
 

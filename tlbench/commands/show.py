@@ -101,6 +101,7 @@ def _describe_item(plugins: Any, kind: str, registry: Any, item: Any, name: str)
             min_image_size=item.min_image_size,
             fixed_image_size=item.fixed_image_size,
             num_params=item.num_params,
+            stages=item.stages is not None,
         )
     elif kind == "strategies":
         import dataclasses
@@ -109,6 +110,7 @@ def _describe_item(plugins: Any, kind: str, registry: Any, item: Any, name: str)
             pretrained=item.pretrained,
             frozen_backbone=item.frozen_backbone,
             defaults=dataclasses.asdict(item.defaults),
+            options={o.name: {"default": o.default, "help": o.help} for o in item.options},
         )
     return info
 
@@ -170,6 +172,7 @@ def _show_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
                 if n is not None
                 else "not declared by its plugin; computed at run time",
             ),
+            ("stages", "declared (laststages, llrd)" if info["stages"] else "none declared"),
         ]
     if "frozen_backbone" in info:
         rows += [
@@ -181,6 +184,11 @@ def _show_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
                 else "trains",
             ),
             ("defaults", ", ".join(f"{k}={v}" for k, v in info["defaults"].items())),
+            (
+                "options",
+                "; ".join(f"{k}={o['default']!r}: {o['help']}" for k, o in info["options"].items())
+                or "none",
+            ),
         ]
     if "native_size" in info:
         rows += [

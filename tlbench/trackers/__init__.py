@@ -121,10 +121,14 @@ CURVE_METRICS = ("train_loss", "eval_accuracy", "eval_loss")
 
 
 def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numeric per-epoch metrics, without the epoch counters."""
+    """The numeric per-epoch metrics, without the epoch counters; the learning rate of each
+    parameter group (`metrics["lr"]`) as its own series, `lr/<group>` (`lr/head`)."""
+    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    for group, rate in (metrics.get("lr") or {}).items():
+        flat[f"lr/{group}"] = rate
     return {
         k: float(v)
-        for k, v in metrics.items()
+        for k, v in flat.items()
         if k not in ("epoch", "epochs")
         and isinstance(v, (int, float))
         and not isinstance(v, bool)

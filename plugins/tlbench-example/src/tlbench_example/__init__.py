@@ -8,7 +8,8 @@ It adds
   parameters train with a new head, everything else frozen (BitFit, Ben Zaken
   et al. 2022, with the normalisation layers as in its vision follow-ups);
 - the strategy family `partial:<N>`: a pretrained backbone whose last N
-  blocks train with a new head (`partial:1`, `partial:2`, ...).
+  stages (`Backbone.stages`, as the backbone declares them) train with a new
+  head (`partial:1`, `partial:2`, ...).
 
 Every import from tlbench is a name in `tlbench.__all__`; the module imports
 neither torch nor PIL until a dataset loads or a strategy trains.
@@ -200,43 +201,23 @@ BITFIT = Strategy(
 # --------------------------------------------------------------------------- partial:<N>
 
 
-def blocks(module: nn.Module) -> list[nn.Module]:
-    """The backbone's parameterised units in forward order.
+def partial_groups(
+    n: int, backbone: nn.Module, head: nn.Module, hp: Hyperparameters, stages: list
+) -> list[dict]:
+    """The last `n` of the backbone's stages train at lr * backbone_lr_mult; the rest is frozen.
 
-    Plain `nn.Sequential`/`nn.ModuleList` containers are opened (ResNet's
-    `layer4` gives its two blocks), as is a wrapper with a single child; any
-    other module with parameters is one unit.
+    `stages` are the backbone's own (`Backbone.stages`, stem first), as tlbench hands
+    them to a `param_groups` that names the keyword.
     """
-    from torch import nn
-
-    def units(m: nn.Module) -> list[nn.Module]:
-        out: list[nn.Module] = []
-        for child in m.children():
-            if next(child.parameters(), None) is None:
-                continue
-            if type(child) in (nn.Sequential, nn.ModuleList):
-                out.extend(units(child))
-            else:
-                out.append(child)
-        return out
-
-    found = units(module)
-    while len(found) == 1 and units(found[0]):
-        found = units(found[0])
-    return found
-
-
-def partial_groups(n: int, backbone: nn.Module, head: nn.Module, hp: Hyperparameters) -> list[dict]:
-    """The last `n` blocks train at lr * backbone_lr_mult; the rest is frozen."""
     for p in backbone.parameters():
         p.requires_grad_(False)
-    trainable = [p for block in blocks(backbone)[-n:] for p in block.parameters()]
+    trainable = [p for _, params in stages[-n:] for p in params]
     for p in [*trainable, *head.parameters()]:
         p.requires_grad_(True)
     groups = [{"params": list(head.parameters()), "lr": hp.lr, "name": "head"}]
     if trainable:
         groups.append(
-            {"params": trainable, "lr": hp.lr * hp.backbone_lr_mult, "name": "last blocks"}
+            {"params": trainable, "lr": hp.lr * hp.backbone_lr_mult, "name": "last stages"}
         )
     return groups
 
@@ -247,30 +228,34 @@ class _PartialGroups:
     def __init__(self, n: int):
         self.n = n
 
-    def __call__(self, backbone: nn.Module, head: nn.Module, hp: Hyperparameters) -> list[dict]:
-        return partial_groups(self.n, backbone, head, hp)
+    def __call__(
+        self, backbone: nn.Module, head: nn.Module, hp: Hyperparameters, *, stages: list
+    ) -> list[dict]:
+        return partial_groups(self.n, backbone, head, hp, stages)
 
     def __repr__(self) -> str:
-        return f"partial_groups(last {self.n} blocks)"
+        return f"partial_groups(last {self.n} stages)"
 
 
 def resolve_partial(argument: str) -> Strategy:
-    """`partial:<N>`: fine-tune the last N blocks."""
+    """`partial:<N>`: fine-tune the last N stages of the backbone."""
     try:
         n = int(argument)
     except ValueError:
         raise TlbenchError(
-            f"partial:<N> takes a whole number of blocks (got {argument!r})"
+            f"partial:<N> takes a whole number of stages (got {argument!r})"
         ) from None
     if n < 1:
-        raise TlbenchError(f"partial:<N> needs N >= 1 (got {n}); `linear` trains no block")
+        raise TlbenchError(f"partial:<N> needs N >= 1 (got {n}); `linear` trains no stage")
     return Strategy(
         name=f"partial:{n}",
-        description=f"pretrained backbone: its last {n} block(s) and a new head train",
+        description=f"pretrained backbone: its last {n} stage(s) and a new head train",
         pretrained=True,
-        # `finetune`'s hyperparameters: the pretrained blocks move 10x slower than the head.
+        # `finetune`'s hyperparameters: the pretrained stages move 10x slower than the head.
         defaults=FINETUNE.defaults,
         param_groups=_PartialGroups(n),
+        # A backbone that declares no stages is skipped, with that reason.
+        needs_stages=True,
     )
 
 
@@ -279,7 +264,7 @@ PARTIAL = Family(
     resolve=resolve_partial,
     members=lambda: [str(n) for n in range(1, 5)],
     featured=("1", "2"),
-    description="pretrained backbone: the last N blocks and a new head train",
+    description="pretrained backbone: the last N stages and a new head train",
     argument_help="<N>",
 )
 

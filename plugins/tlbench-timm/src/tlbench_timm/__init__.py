@@ -186,6 +186,18 @@ class _Builder:
             ) from exc
 
 
+def stages(module: nn.Module) -> list[tuple[str, list[str]]]:
+    """The model's stages as timm groups them for layer-wise decay: its own coarse
+    `group_matcher` through `timm.models.group_parameters`, stem first."""
+    from timm.models import group_parameters
+
+    matcher = getattr(module, "group_matcher", None)
+    if matcher is None:
+        raise ValueError(f"{type(module).__name__} has no group_matcher: timm knows no stages")
+    groups = group_parameters(module, matcher(coarse=True))
+    return [("stem" if i == 0 else f"stage{i}", names) for i, names in enumerate(groups.values())]
+
+
 def resolve(argument: str) -> Backbone:
     """The backbone for `timm:<argument>`; `LookupError` when timm has no such model."""
     if argument.startswith("hf-hub:"):  # a model published on the Hub: see hf_hub.py
@@ -198,7 +210,7 @@ def resolve(argument: str) -> Backbone:
     model_name = argument[: -len(RANDOM_SUFFIX)] if random_weights else argument
     arch = model_name.split(".", 1)[0]
     if not timm.is_model(arch):
-        raise LookupError(model_name)
+        raise LookupError(f"timm {timm.__version__} has no model {arch!r}")
     cfg = _pretrained_cfg(model_name)
     data = cfg.to_dict() if cfg is not None else {}
     crop = int(data.get("input_size", (3, 224, 224))[-1])
@@ -249,6 +261,7 @@ def resolve(argument: str) -> Backbone:
         description=description,
         min_image_size=fixed or 32,
         fixed_image_size=fixed,
+        stages=stages,
     )
 
 

@@ -257,6 +257,8 @@ def resolve_hf_hub(argument: str) -> Backbone:
             f"from a connected machine, or set {download_env}=1 to let timm download it. To run "
             f"without them use `--strategies scratch`, or `--backbones {name}{random_suffix}`."
         )
+    from tlbench_timm import stages
+
     return Backbone(
         name=name,
         build=HubBuilder(
@@ -269,4 +271,5 @@ def resolve_hf_hub(argument: str) -> Backbone:
         description=description,
         min_image_size=fixed or 32,
         fixed_image_size=fixed,
+        stages=stages,
     )
