@@ -137,8 +137,9 @@ def test_table_is_the_report_comparison(grid) -> None:
 def test_html_for_notebooks(grid) -> None:
     results, _, _ = grid
     page = results._repr_html_()
-    assert "<table>" in page
-    assert page.count("<tr>") == 3  # the header and one row per backbone x strategy
+    # The styled table of the --html page: its style, scoped, and its interval bars.
+    assert '<table class="comparison"' in page and ".tlbench-report table" in page
+    assert page.count("<tr") == 3  # the header and one row per backbone x strategy
     assert "2 runs (2 ok)" in page
 
 

@@ -119,17 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from tlbench.console import PipeSafeConsole
+    from tlbench.console import PipeSafeConsole, show_warning
 
     console = PipeSafeConsole(highlight=False)
     # Messages are never hard-wrapped: a terminal wraps them itself, a log keeps one line each.
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     warnings.simplefilter("default")
-    # Messages name tables like [strategy.finetune] and paths with brackets or a
-    # trailing backslash: printed as plain text, never read as markup.
-    warnings.showwarning = lambda message, *a, **k: err.print(
-        Text.assemble(("warning:", "yellow"), " ", str(message))
-    )
+    # tlbench's warnings as `warning: ...`, other libraries' in Python's format (whose they are).
+    warnings.showwarning = show_warning(err)
     try:
         return COMMANDS[args.command](args, console)
     except TlbenchError as exc:

@@ -135,7 +135,15 @@ class PipeSafeConsole(Console):
     rich's own answer to a closed pipe is `SystemExit(1)`, which would end a
     grid whose output is piped into `head`; tlbench's console stops printing
     instead, and the command that owns the output decides what a closed pipe means.
+    Not a terminal, it never wraps a line (`soft_wrap`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_terminal and "soft_wrap" not in kwargs:
+            # A log or a pipe: a line is never cut into two at the console's width (80 when
+            # it cannot tell); a terminal wraps long lines itself.
+            self.soft_wrap = True
 
     def on_broken_pipe(self) -> None:
         stdout_to_devnull()
@@ -428,3 +436,53 @@ def _has_ipywidgets() -> bool:
     except ImportError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def _issuer(depth: int = 2) -> Any:
+    """The frame that issued the warning being shown: the first outside the `warnings` module."""
+    import sys
+
+    frame = sys._getframe(depth)
+    while frame is not None and frame.f_globals.get("__name__") == "warnings":
+        frame = frame.f_back
+    return frame
+
+
+def is_tlbench_warning(frame: Any) -> bool:
+    """Whether tlbench's own code called `warnings.warn` in `frame` (its module is tlbench's
+    and the line it runs is a `warn(` call): a library's warning raised inside a call that
+    tlbench made (a C++ `TORCH_WARN` in a torch op) is the library's, not tlbench's."""
+    import linecache
+
+    if frame is None or not str(frame.f_globals.get("__name__", "")).startswith("tlbench"):
+        return False
+    filename, line = frame.f_code.co_filename, frame.f_lineno
+    # A warn( call spanning lines: its first line may be a line or two above.
+    source = "".join(linecache.getline(filename, n) for n in range(max(1, line - 2), line + 1))
+    return "warn(" in source
+
+
+def show_warning(err: Console) -> Any:
+    """A `warnings.showwarning` for the CLI: tlbench's own warnings as one plain line,
+    `warning: ...` (never read as markup); every other library's in Python's own format
+    (file, line, category), so that it is not taken for tlbench's."""
+    import warnings
+
+    def show(
+        message: Any,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if is_tlbench_warning(_issuer()):
+            err.print(Text.assemble(("warning:", "yellow"), " ", str(message)))
+        else:
+            text = warnings.formatwarning(message, category, filename, lineno, line)
+            err.print(Text(text.rstrip("\n")))
+
+    return show

@@ -16,10 +16,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from tlbench import config as run_config
 from tlbench.commands import interrupted_code
 from tlbench.commands.list import completer
+from tlbench.commands.output import add_column_options
+from tlbench.errors import TlbenchError
 
 EPILOG_RUN = """examples:
   tlbench run                                   the embedded default: offline, a few minutes on a CPU
@@ -166,6 +169,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_grid_options(run)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (what would train, what is done, what is skipped and why) "
+        "and train nothing",
+    )
+    add_column_options(run)
     return run
 
 
@@ -217,26 +227,88 @@ def print_choices(console: Console, records: Iterable[dict[str, Any]]) -> None:
         console.print(f"tuned {escape(cell)}: {escape(chosen_line(tuning))}", soft_wrap=True)
 
 
+def write_page(outcome: Any) -> Path | None:
+    """The report page of the results file, beside it (`runs.jsonl` -> `runs.html`), without
+    the figure (seconds of matplotlib; `tlbench report --html` draws it). None, with a
+    warning, when it cannot be written: the records are what matters."""
+    import warnings
+
+    from tlbench import report
+    from tlbench.htmlreport import write_html_report
+
+    out = Path(outcome.out)
+    page = out.with_suffix(".html")
+    records = outcome.runner.results.records
+    try:
+        rows = report.sort_rows(report.summarize(records))
+        note = (
+            "The figure (accuracy against training time, learning curves) is drawn on "
+            f"request: tlbench report {out} --html {page.name} (needs matplotlib)."
+        )
+        return write_html_report(page, rows, records, sources=[out], figure_note=note)
+    except (OSError, TlbenchError) as exc:
+        warnings.warn(f"the report page was not written: {exc}", RuntimeWarning, stacklevel=1)
+        return None
+
+
+def print_plan(console: Console, config: Any) -> int:
+    """`--dry-run`: plan the grid (names resolved, datasets loaded, the results file read) and
+    say what would train, what is done and what is skipped, and why; nothing trains."""
+    from tlbench.console import describe_run
+    from tlbench.grid import Grid
+    from tlbench.runner import Runner
+
+    with Grid(config) as grid:
+        plans = Runner(config, grid.plugins, None, log=grid.log).plan()
+    counts = {s: sum(p.status == s for p in plans) for s in ("pending", "done", "skipped")}
+    console.print(
+        f"plan: {len(plans)} runs — {counts['pending']} to train, {counts['done']} already "
+        f"done, {counts['skipped']} skipped (--dry-run: nothing is trained)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    words = {"pending": "train", "done": "done ", "skipped": "skip "}
+    for p in plans:
+        s = p.spec
+        what = describe_run(s.backbone, s.strategy, s.dataset, s.seed, s.holdout)
+        why = f": {p.reason}" if p.reason else ""
+        line = f"  {words.get(p.status, p.status)}  {what} at {s.image_size} px{why}"
+        console.print(Text(line), soft_wrap=True)
+    if config.tune_settings() is not None:
+        console.print(
+            f"--tune: each cell to train is searched first ({config.tune} trials on a "
+            "validation split), then its seeds train at the chosen settings",
+            soft_wrap=True,
+        )
+    console.print(f"results: {escape(str(config.out))}", soft_wrap=True)
+    return 0
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
     from tlbench import results
     from tlbench.commands.output import print_comparison
-    from tlbench.grid import Grid, sigterm_as_interrupt
+    from tlbench.grid import Grid, signals_as_interrupt
 
     config = config_from_args(args)  # a bad config file fails here, before any loading
+    if getattr(args, "dry_run", False):
+        return print_plan(console, config)
     with Grid(config, progress=progress_factory(args, console)) as grid:
         try:
-            outcome = grid.run(during=sigterm_as_interrupt)
+            outcome = grid.run(during=signals_as_interrupt)
         except KeyboardInterrupt as stop:
             if grid.current is None:
                 raise  # while planning: nothing of this grid ran
             return interrupted(console, grid, stop)
     say_if_output_closed(outcome)
     mine = outcome.records()
-    print_comparison(console, mine)
+    print_comparison(console, mine, columns=args.columns, wide=args.wide)
     latest = results.answer_by_key(mine)
     print_choices(console, latest.values())
     out = escape(str(outcome.out))
     console.print(f"results: {out}  (tlbench report {out} --plot tradeoff.png)", soft_wrap=True)
+    page = write_page(outcome)
+    if page is not None:
+        console.print(f"page: {escape(str(page))}", soft_wrap=True)
     # Exit 1 only when nothing of this grid succeeded: some failures are a
     # finding (a backbone too big for the GPU), not a broken invocation.
     failed = [r for r in latest.values() if r["status"] == "failed"]
