@@ -306,3 +306,50 @@ def _predictions(
         torch_pred.append(theirs.argmax(1))
         onnx_pred.append(ours.argmax(1))
     return torch.cat(torch_pred), torch.cat(onnx_pred), max_diff
+
+
+# --------------------------------------------------------------------------- tlbench bench
+
+
+def bench_backbone(
+    backbone: Any,
+    *,
+    image_size: int,
+    batch: int,
+    ex: Any,
+    num_classes: int = 1000,
+    settings: InferenceSettings | None = None,
+    timer: Timer | None = None,
+) -> dict[str, Any]:
+    """Inference cost of a backbone with a `num_classes`-way head, untrained (`tlbench bench`).
+
+    Weights do not change the cost, so the network is built without its
+    pretrained weights (nothing is downloaded); the images are random, at
+    `image_size`. Timed as a trained model is (`measure`), with the same FLOP
+    count and parameter count the records carry.
+    """
+    from tlbench.engine import FeatureHead, ImageClassifier, count_parameters
+    from tlbench.timing import forward_flops
+
+    settings = settings or InferenceSettings()
+    torch.manual_seed(0)
+    model = ImageClassifier(
+        backbone.build(False),
+        FeatureHead(backbone.feature_dim, num_classes),
+        backbone.preprocessing,
+    )
+    ex.place(model).eval()
+    images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8)
+    figures = measure(
+        model, images, image_size=image_size, ex=ex, settings=settings, batch=batch, timer=timer
+    )
+    return {
+        "backbone": backbone.name,
+        "image_size": image_size,
+        "num_classes": num_classes,
+        "device": str(ex.device),
+        "precision": ex.precision,
+        "params": count_parameters(model)[1],
+        "flops_per_image": forward_flops(model, image_size, ex.device),
+        **figures,
+    }

@@ -7,6 +7,9 @@ One figure, one row of panels per dataset:
   staircase: the best accuracy reachable for at most that much training;
 - middle: held-out accuracy after every epoch, one line per row (mean over
   seeds, over the epochs every seed reached);
+- next, when the runs measured inference (`tlbench.inference`): top-1 against
+  batch-1 latency in milliseconds, with its own Pareto staircase: the best
+  accuracy a model that answers within that latency reaches;
 - right, when the runs have data budgets (`--shots`, `--train-fraction`):
   mean top-1 against the budget, one line per backbone x strategy, with each
   row's 95% interval as error bars (`budget_lines`). Where the fine-tune's
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,14 +101,47 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def frontier(rows: list[Row]) -> list[tuple[float, float]]:
-    """(seconds, accuracy) of the Pareto rows, cheapest first."""
+@dataclass(frozen=True)
+class CostAxis:
+    """One cost a trade-off panel puts accuracy against: its x of a row, and its words."""
+
+    x: Callable[[Row], float | None]
+    label: str
+    title: str
+
+
+def _train_x(row: Row) -> float | None:
+    return max(MIN_SECONDS, row.train_seconds or 0.0)
+
+
+TRAIN_AXIS = CostAxis(
+    _train_x,
+    "training seconds (feature extraction + training), log scale",
+    "accuracy against training cost",
+)
+LATENCY_AXIS = CostAxis(
+    lambda r: r.latency_ms,
+    "inference latency at batch 1, ms (p50), log scale",
+    "accuracy against inference latency",
+)
+
+
+def frontier(rows: list[Row], axis: CostAxis = TRAIN_AXIS) -> list[tuple[float, float]]:
+    """(cost, accuracy) of the rows no other row beats on both, cheapest first.
+
+    Computed from the axis's own cost, so a panel's staircase is that cost's
+    Pareto front whatever cost the report's `pareto` column weighed.
+    """
     points = sorted(
-        (max(MIN_SECONDS, r.train_seconds or 0.0), r.accuracy)
-        for r in rows
-        if r.pareto and r.accuracy is not None
+        (axis.x(r), r.accuracy) for r in rows if r.accuracy is not None and axis.x(r) is not None
     )
-    return [(s, a) for s, a in points]
+    front: list[tuple[float, float]] = []
+    for cost, accuracy in points:  # cheapest first: a point is on the front if it beats all before
+        if not front or accuracy > front[-1][1]:
+            if front and front[-1][0] == cost:
+                front.pop()  # as cheap and more accurate
+            front.append((cost, accuracy))
+    return front
 
 
 @dataclass(frozen=True)
@@ -182,7 +219,10 @@ def plot_comparison(
 
     budgets = {dataset: budget_lines(group) for dataset, group in groups.items()}
     searched = {dataset: sensitivity(records, group) for dataset, group in groups.items()}
-    first = 3 if any(budgets.values()) else 2  # the first sensitivity panel's column
+    latency = any(r.latency_ms is not None for r in rows)
+    budget_column = 3 if latency else 2
+    # the first sensitivity panel's column
+    first = budget_column + 1 if any(budgets.values()) else budget_column
     columns = first + max((len(s) for s in searched.values()), default=0)
     fig = figure_class(figsize=(7 * columns, 5.2 * len(groups)), dpi=110, layout="constrained")
     canvas = canvas_class(fig)
@@ -193,15 +233,19 @@ def plot_comparison(
     for (dataset, group), row_axes in zip(groups.items(), axes, strict=True):
         trade, curves = row_axes[:2]
         done = [r for r in group if r.accuracy is not None]
-        panels.append((trade, done))
+        panels.append((trade, done, TRAIN_AXIS))
         _draw_tradeoff(trade, dataset, group, done, colours, markers)
         _draw_curves(curves, dataset, done, by_key, colours, markers)
-        if first == 3:
+        if latency:
+            timed = [r for r in done if r.latency_ms is not None]
+            panels.append((row_axes[2], timed, LATENCY_AXIS))
+            _draw_tradeoff(row_axes[2], dataset, group, timed, colours, markers, LATENCY_AXIS)
+        if first > budget_column:
             found = budgets[dataset]
             if found is None:
-                row_axes[2].set_axis_off()  # this dataset has no budgets: no panel
+                row_axes[budget_column].set_axis_off()  # this dataset has no budgets: no panel
             else:
-                _draw_budgets(row_axes[2], dataset, *found, group, colours, markers)
+                _draw_budgets(row_axes[budget_column], dataset, *found, group, colours, markers)
         names = sorted(searched[dataset])
         for i, ax in enumerate(row_axes[first:]):
             if i < len(names):
@@ -212,8 +256,8 @@ def plot_comparison(
                 ax.set_axis_off()
     # Labels go last, placed on the laid-out figure so that they do not collide.
     canvas.draw()
-    for trade, done in panels:
-        _label_points(trade, done, canvas.get_renderer())
+    for ax, done, axis in panels:
+        _label_points(ax, done, canvas.get_renderer(), axis)
     save_figure(fig, path, "--plot")
     return path
 
@@ -286,17 +330,24 @@ def _draw_sensitivity(
     ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower left")
 
 
-def _x(row: Row) -> float:
-    return max(MIN_SECONDS, row.train_seconds or 0.0)
-
-
 def _draw_tradeoff(
-    ax: Any, dataset: str, group: list[Row], done: list[Row], colours: dict, markers: dict
+    ax: Any,
+    dataset: str,
+    group: list[Row],
+    done: list[Row],
+    colours: dict,
+    markers: dict,
+    axis: CostAxis = TRAIN_AXIS,
 ) -> None:
+    """Top-1 against `axis`'s cost, one point per row, and that cost's Pareto staircase."""
+
+    def _x(row: Row) -> float:
+        return axis.x(row)  # type: ignore[return-value] (`done` rows have it)
+
     ax.set_xscale("log")
-    ax.set_xlabel("training seconds (feature extraction + training), log scale")
+    ax.set_xlabel(axis.label)
     ax.set_ylabel("top-1 % on the held-out split (final epoch)")
-    ax.set_title(literal(f"{dataset}: accuracy against training cost"))
+    ax.set_title(literal(f"{dataset}: {axis.title}"))
     ax.grid(True, which="both", alpha=0.3)
     missing = [r for r in group if r.accuracy is None]
     if missing:
@@ -304,20 +355,22 @@ def _draw_tradeoff(
         ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, color="grey", va="bottom")
     if not done:
         return
+    points = frontier(done, axis)
+    on_front = set(points)
     for r in done:
+        pareto = (_x(r), r.accuracy) in on_front
         ax.errorbar(
             _x(r),
             100 * r.accuracy,
             yerr=100 * r.accuracy_std if r.accuracy_std else None,
             fmt=markers[r.backbone],
             color=colours[r.strategy],
-            markersize=9 if r.pareto else 7,
-            markeredgecolor="black" if r.pareto else "none",
+            markersize=9 if pareto else 7,
+            markeredgecolor="black" if pareto else "none",
             capsize=3,
             zorder=3,
         )
     right = max(_x(r) for r in done) * 3
-    points = frontier(done)
     if points:
         xs, ys = [p[0] for p in points], [100 * p[1] for p in points]
         # A staircase: the best accuracy reachable for at most that much training.
@@ -432,8 +485,12 @@ _LABEL_OFFSETS = [
 ]
 
 
-def _label_points(ax: Any, done: list[Row], renderer: Any) -> None:
+def _label_points(ax: Any, done: list[Row], renderer: Any, axis: CostAxis = TRAIN_AXIS) -> None:
     """A label per point, at the first nearby place that overlaps no label, point or legend."""
+
+    def _x(row: Row) -> float:
+        return axis.x(row)  # type: ignore[return-value]
+
     area = ax.get_window_extent(renderer)
     taken = [ax.transData.transform((_x(r), 100 * r.accuracy)) for r in done]
     from matplotlib.transforms import Bbox

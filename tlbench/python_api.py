@@ -171,6 +171,7 @@ def select(
     rank_by: str = "probe",
     top_k: int = 1,
     finalist: str = "finetune",
+    max_latency_ms: float | None = None,
     out: str | os.PathLike | None = None,
     config: str | os.PathLike | None = None,
     progress: bool = True,
@@ -183,7 +184,8 @@ def select(
     Stage 1 probes every backbone (`linear` on cached features, with LogME,
     k-NN and H-score recorded); stage 2 trains the `top_k` by `rank_by`
     (probe, logme, knn_accuracy, h_score or params) with `finalist`
-    (finetune, lp-ft, ...). Every other keyword is one of `run`'s (`epochs=`,
+    (finetune, lp-ft, ...), among the backbones whose batch-1 inference latency is
+    at most `max_latency_ms` where one is given. Every other keyword is one of `run`'s (`epochs=`,
     `image_size=`, `device=`, ...; not `strategies`), and `out`, `config`,
     `progress`, `log_to` and `plugins` mean what they mean there: `out=None`
     keeps no results file. Returns `tlbench.select.Selections`.
@@ -196,6 +198,8 @@ def select(
         raise ValueError(f"rank_by must be one of {', '.join(selection.RANK_BY)}, not {rank_by!r}")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, not {top_k}")
+    if max_latency_ms is not None and not max_latency_ms > 0:
+        raise ValueError(f"max_latency_ms must be above 0, not {max_latency_ms}")
     grid_keywords = {"backbones": backbones, "datasets": datasets, "seeds": seeds}
     with contextlib.ExitStack() as stack:
         path = results_path(out, stack)
@@ -210,7 +214,13 @@ def select(
                 trackers_beside_results=out is not None,
             )
         )
-        stages = selection.two_stages(driver, rank_by=rank_by, top_k=top_k, finalist=finalist)
+        stages = selection.two_stages(
+            driver,
+            rank_by=rank_by,
+            top_k=top_k,
+            finalist=finalist,
+            max_latency_ms=max_latency_ms,
+        )
         records = stages.probes.answers() + stages.finals.answers()
         found = Results(records, source=None if out is None else Path(cfg.out))
         return selection.Selections(stages.selections, found, stages.checks)
@@ -465,19 +475,8 @@ class Results(Sequence[RunRecord]):
             raise ImportError(
                 "Results.to_pandas() needs pandas, which is not installed: pip install pandas"
             ) from None
-        from tlbench import report
-
-        # The table's "train s": a probe whose features came from the cache is charged
-        # what making them cost (`report.train_cost_seconds`), as in the table.
-        extraction = report._extraction_seconds(self._records)
-        rows = []
-        for r in self._records:
-            row = flat_record(r)
-            ok = r.get("status") == "ok" and isinstance(r.get("cost"), dict)
-            row["train_cost_seconds"] = report.train_cost_seconds(r, extraction) if ok else None
-            rows.append(row)
+        rows = [flat_record(r) for r in self._records]
         columns = list(flat_record({}))
-        columns.insert(columns.index("train_seconds") + 1, "train_cost_seconds")
         for row in rows:  # hyperparameters a plugin's strategy adds, in order of appearance
             columns += [c for c in row if c not in columns]
         return pd.DataFrame(rows, columns=columns)
@@ -513,12 +512,12 @@ class Results(Sequence[RunRecord]):
     def _repr_html_(self) -> str:
         import html
 
-        from tlbench.htmlreport import render_fragment
+        from tlbench import report
 
         head = f"<p><b>{html.escape(repr(self))}</b></p>"
         if not self._records:
             return head
-        return head + render_fragment(self.rows())  # the styled tables of the --html page
+        return head + report.render(self.rows(), "html")
 
 
 # --------------------------------------------------------------------------- compare and models

@@ -55,12 +55,25 @@ LEGEND = (
     "top-1: final epoch on the held-out split, mean ± std over seeds (n) [95% confidence "
     "interval: Student t over seeds, or a bootstrap over the evaluation images for one seed]. "
     "train s: feature extraction + training (no decoding, no eval). "
+    "latency ms: one image at a time, median; infer img/s: at the serving batch "
+    "(the run's device and precision, warm-up excluded). "
     "pareto *: no other row of the dataset is both more accurate and cheaper to train "
     "(a tuned row's cost includes its search). "
     "tie =: the best row, and rows that cannot be told apart from it (95%: paired t over the "
     "seeds both ran; for single runs, a paired bootstrap over the evaluation images where the "
     "records hold per-image results; otherwise not compared)."
 )
+#: what the Pareto sentence of the legend says for each `PARETO_BY`.
+_PARETO_WORDS = {
+    "train": "cheaper to train (a tuned row's cost includes its search)",
+    "latency": "faster to answer one image (latency ms; rows not measured are never marked)",
+    "energy": "cheaper in training energy (rows not measured are never marked)",
+}
+
+
+def legend(pareto_by: str = "train") -> str:
+    """The legend under a report whose Pareto mark weighs accuracy against `pareto_by`."""
+    return LEGEND.replace(_PARETO_WORDS["train"], _PARETO_WORDS[pareto_by])
 
 
 @dataclass
@@ -1094,6 +1107,12 @@ def _seconds(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def _milliseconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
 METRIC_COLUMNS = [
     "top-1 %",
     "n",
@@ -1101,6 +1120,8 @@ METRIC_COLUMNS = [
     "train s",
     "img/s",
     "peak MB",
+    "latency ms",
+    "infer img/s",
     "trainable / total",
     "vs scratch",
     "pareto",
@@ -1114,6 +1135,23 @@ COLUMNS = ["backbone", "strategy", *METRIC_COLUMNS]
 def columns(group_by: str = "dataset") -> list[str]:
     """Header of a section: the names the section does not fix, then the metrics."""
     return [c for c in NAME_COLUMNS if c != group_by] + METRIC_COLUMNS
+
+
+#: columns a section shows only where some row has a value: records made before inference
+#: was measured (or with --no-inference) have none.
+WHEN_PRESENT = ("latency ms", "infer img/s")
+
+
+def section_cells(group: list[Row], group_by: str = "dataset") -> tuple[list[str], list[list[str]]]:
+    """The header and the cells of one section, without `WHEN_PRESENT` columns it leaves empty."""
+    header = columns(group_by)
+    cells = [row_cells(r, group_by) for r in group]
+    keep = [
+        i
+        for i, name in enumerate(header)
+        if name not in WHEN_PRESENT or any(row[i] for row in cells)
+    ]
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in cells]
 
 
 def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
@@ -1131,6 +1169,8 @@ def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
         acc += f" [{_pct(row.ci_low)}, {_pct(row.ci_high)}]"
     gain = "" if row.gain_over_scratch is None else f"{100 * row.gain_over_scratch:+.1f}"
     notes = ["features cached"] if row.features_cached else []
+    if row.export not in (None, "ok"):
+        notes.append(f"onnx: {row.export}")
     if row.reason:
         notes.append(row.reason)
     return [
@@ -1141,6 +1181,8 @@ def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
         _seconds(row.train_seconds),
         "" if row.images_per_s is None else f"{row.images_per_s:,.0f}",
         "" if row.peak_memory_mb is None else f"{row.peak_memory_mb:,.0f}",
+        _milliseconds(row.latency_ms),
+        "" if row.inference_images_per_s is None else f"{row.inference_images_per_s:,.0f}",
         f"{_params(row.trainable_params)} / {_params(row.total_params)}",
         gain,
         "*" if row.pareto else "",
@@ -1268,16 +1310,13 @@ def _safe(text: str, fmt: str) -> str:
     return text
 
 
-def _meaningful(value: Any) -> Any:
-    """A float as far as it means something: 6 significant digits (`0.8500000238418579`, a
-    float32 accuracy, is 0.85; 126.27711672999976 seconds is 126.277); the rest as it is."""
-    if isinstance(value, float) and math.isfinite(value):
-        return float(f"{value:.6g}")
-    return value
-
-
 def render(
-    rows: list[Row], fmt: str, group_by: str = "dataset", checks: list[Any] | None = None
+    rows: list[Row],
+    fmt: str,
+    group_by: str = "dataset",
+    checks: list[Any] | None = None,
+    *,
+    pareto_by: str = "train",
 ) -> str:
     """Rows as text: table (plain), markdown, csv, json, html or latex.
 
@@ -1309,9 +1348,9 @@ def render(
                     k: (
                         ";".join(map(str, v))
                         if isinstance(v, list)
-                        else json.dumps({k: _meaningful(x) for k, x in v.items()}, sort_keys=True)
+                        else json.dumps(v, sort_keys=True)
                         if isinstance(v, dict)
-                        else _meaningful(v)
+                        else v
                     )
                     for k, v in asdict(r).items()
                 }
@@ -1329,9 +1368,9 @@ def render(
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     parts = []
     for title, group in group_rows(rows, group_by).items():
-        header = columns(group_by)
+        header, cells = section_cells(group, group_by)
         table = tabulate(
-            [[_safe(c, fmt) for c in row_cells(r, group_by)] for r in group],
+            [[_safe(c, fmt) for c in row] for row in cells],
             headers=header,
             tablefmt=tablefmt,
             disable_numparse=True,  # cells are formatted already ("85.0 ± 1.2", "1,234")
@@ -1339,12 +1378,12 @@ def render(
         )
         heading = _safe(f"{group_by}: {title}" if group_by != "none" else title, fmt)
         parts.append(section(heading, table, fmt))
-    legend = paragraph(LEGEND, fmt)
+    footer = paragraph(legend(pareto_by), fmt)
     if checks:
         from tlbench.ranking import render_checks
 
-        legend += "\n\n" + render_checks(checks, fmt).rstrip("\n")
-    return "\n\n".join([*parts, legend]) + "\n"
+        footer += "\n\n" + render_checks(checks, fmt).rstrip("\n")
+    return "\n\n".join([*parts, footer]) + "\n"
 
 
 # --------------------------------------------------------------------------- tuning

@@ -8,6 +8,11 @@ backbones ranked by `--rank-by` (default: the probe's accuracy). Both stages
 append ordinary records to the results file, so resume and `tlbench report`
 work on them as on any grid.
 
+Under a latency budget (`--max-latency-ms`), a backbone whose probe measured
+a batch-1 inference latency above it (or none) is neither ranked nor
+trained in stage 2: the probe and the fine-tune are the same network, so the
+probe's measurement (`tlbench.inference`) is the finalist's too.
+
 The summary names the pick with its confidence interval, the compute the
 two stages spent (training cost: feature extraction plus training, the same
 figure the report's "train s" shows), and what the full grid would have
@@ -58,18 +63,47 @@ if TYPE_CHECKING:  # numpy (stats), the report and the grid load when a selectio
     from tlbench.python_api import Results
 
 
+def latency_ms(record: dict[str, Any]) -> float | None:
+    """A run's batch-1 inference latency (p50, ms), or None when it measured none."""
+    value = (record.get("inference") or {}).get("latency_ms_p50")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def within_latency(
+    records: Iterable[dict[str, Any]], max_latency_ms: float | None
+) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
+    """(the records within the budget, backbone -> latency of those over it or unmeasured).
+
+    None: no budget, every record is within it. A backbone's latency is the
+    mean over its records' measurements.
+    """
+    records = list(records)
+    if max_latency_ms is None:
+        return records, {}
+    measured = _mean_by_backbone(records, latency_ms)
+    over: dict[str, float | None] = {}
+    for r in records:
+        backbone = r["config"]["backbone"]
+        value = measured.get(backbone)
+        if value is None or value > max_latency_ms:
+            over[backbone] = value
+    return [r for r in records if r["config"]["backbone"] not in over], over
+
+
 def finalists(
     probes: Iterable[dict[str, Any]],
     rank_by: str,
     top_k: int,
     validation: Validation | None = None,
+    max_latency_ms: float | None = None,
 ) -> list[str]:
     """Stage 1's choice: the `top_k` backbones of each dataset (and budget, and image
-    size) by `rank_by`, each named once, in the order they are found."""
+    size) by `rank_by`, each named once, in the order they are found; under
+    `max_latency_ms`, only backbones measured within it."""
     groups: dict[Any, list[dict[str, Any]]] = {}
-    for r in probes:
-        if r["status"] == "ok":
-            groups.setdefault(_group(r), []).append(r)
+    ok = [r for r in probes if r["status"] == "ok"]
+    for r in within_latency(ok, max_latency_ms)[0]:
+        groups.setdefault(_group(r), []).append(r)
     chosen: list[str] = []
     for group in groups.values():
         for name, _ in rank(group, rank_by, validation)[:top_k]:
@@ -102,6 +136,10 @@ class Selection:
     validation: dict[str, float] = field(default_factory=dict)
     #: why the pick is the pick, in a sentence.
     why: str = ""
+    #: `--max-latency-ms`: the budget, and the backbones left out, with their latency
+    #: (None: not measured).
+    max_latency_ms: float | None = None
+    over_latency: dict[str, float | None] = field(default_factory=dict)
 
 
 def _interval(records: list[dict[str, Any]]) -> stats.Interval | None:
@@ -127,6 +165,7 @@ def summarize(
     rank_by: str,
     top_k: int,
     validation: Validation | None = None,
+    max_latency_ms: float | None = None,
 ) -> list[Selection]:
     """The selection per dataset from the answers in the results file (see the module docstring).
 
@@ -153,7 +192,8 @@ def summarize(
         finals = [r for r in group if r["config"]["strategy"] == finalist_strategy]
         if not probes:
             continue
-        ranking = rank(probes, rank_by, validation)
+        within, over = within_latency(probes, max_latency_ms)
+        ranking = rank(within, rank_by, validation) if within else []
         finalists = [b for b, _ in ranking[:top_k]]
         tuned = _mean_by_backbone(finals, lambda r: r["accuracy"]["final"])
         choice, seen, why = _pick(key, finalists, finalist_strategy, validation, tuned)
@@ -185,6 +225,8 @@ def summarize(
                 ),
                 validation=seen,
                 why=why,
+                max_latency_ms=max_latency_ms,
+                over_latency=over,
             )
         )
     return out
@@ -280,17 +322,29 @@ def two_stages(
     top_k: int = 1,
     finalist: str = "finetune",
     during: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    max_latency_ms: float | None = None,
 ) -> Stages:
     """Run a selection on `grid` (a `tlbench.grid.Grid`): probe every backbone (`linear`),
-    then train the `top_k` by `rank_by` with `finalist`. The summary reads every answer
-    the results file holds (a full grid run before is measured, not estimated)."""
+    then train the `top_k` by `rank_by` with `finalist` (among those within
+    `max_latency_ms`). The summary reads every answer the results file holds (a full
+    grid run before is measured, not estimated)."""
     from tlbench.errors import TlbenchError
     from tlbench.results import answer_by_key
 
     probes = grid.run(dataclasses.replace(grid.config, strategies=["linear"]), during=during)
     with during():
         validation = validation_accuracies(probes, grid.config.validation_fraction)
-    names = finalists(answer_by_key(probes.records()).values(), rank_by, top_k, validation)
+    answers = answer_by_key(probes.records()).values()
+    names = finalists(answers, rank_by, top_k, validation, max_latency_ms)
+    if not names and max_latency_ms is not None and any(r["status"] == "ok" for r in answers):
+        _, over = within_latency([r for r in answers if r["status"] == "ok"], max_latency_ms)
+        shown = ", ".join(
+            f"{b} ({'not measured' if ms is None else f'{ms:.1f} ms'})" for b, ms in over.items()
+        )
+        raise TlbenchError(
+            f"no backbone answers within --max-latency-ms {max_latency_ms:g}: {shown}. Raise "
+            "the budget, or add smaller backbones"
+        )
     if not names:
         raise TlbenchError("no backbone finished stage 1 (the probes); see the table above")
     stage2 = dataclasses.replace(grid.config, strategies=[finalist], backbones=names)
@@ -305,6 +359,7 @@ def two_stages(
         rank_by=rank_by,
         top_k=top_k,
         validation=validation,
+        max_latency_ms=max_latency_ms,
     )
     return Stages(probes, finals, found, check(answers, finalist))
 

@@ -25,6 +25,7 @@ NAMES = (
     "report",
     "compare",
     "models",
+    "bench",
     "predict",
     "cache",
 )

@@ -116,14 +116,17 @@ def print_comparison(
     *,
     columns: list[str] | None = None,
     wide: bool = False,
+    cost: str = "train+search",
+    pareto_by: str = "train",
 ) -> None:
     """The comparison as rich tables, one per section.
 
     The default columns fit 100 characters (`report.choose_columns`), with each
     row's note as a footnote below its table; `columns` (`--columns`) or `wide`
     (`--wide`) choose others, and a wide table keeps its notes in their column.
+    `cost` and `pareto_by`: what the Pareto mark weighs (`report.summarize`).
     """
-    rows = report.sort_rows(report.summarize(records), sort)
+    rows = report.sort_rows(report.summarize(records, cost=cost, pareto_by=pareto_by), sort)
     hidden: set[str] = set()
     for title, group in report.group_rows(rows, group_by).items():
         heading = (
@@ -170,7 +173,8 @@ def print_comparison(
             console.print(Text(line), soft_wrap=True)
     if rows:
         # In a log or a pipe, lines of prose at most as wide as the table's limit.
-        legend = report.LEGEND if console.is_terminal else textwrap.fill(report.LEGEND, PIPED_WIDTH)
+        legend = report.legend(pareto_by)
+        legend = legend if console.is_terminal else textwrap.fill(legend, PIPED_WIDTH)
         print_wide(console, Text(legend), style="dim")
     if hidden:
         console.print(

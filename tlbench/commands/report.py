@@ -20,6 +20,7 @@ EPILOG_REPORT = """examples:
   tlbench report a.jsonl b.jsonl --format markdown --sort time > comparison.md
   tlbench report results/runs.jsonl --group-by backbone --format csv -o runs.csv
   tlbench report results/runs.jsonl --plot tradeoff.png
+  tlbench report results/runs.jsonl --pareto-by latency --format markdown
 """
 
 
@@ -51,6 +52,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="train+search",
         help="what the Pareto mark weighs accuracy against: train+search (training and, "
         "for tuned rows, their search; default: train+search) or train (training alone)",
+    )
+    rep.add_argument(
+        "--pareto-by",
+        choices=report.PARETO_BY,
+        default="train",
+        help="the cost the Pareto mark weighs accuracy against: train (training seconds, see "
+        "--cost; default), latency (batch-1 inference latency) or energy (the training's "
+        "joules, where the hardware measured them)",
     )
     rep.add_argument(
         "--group-by",
@@ -119,7 +128,9 @@ def _records(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[Any], l
     records = results.read(inputs)
     if not records:
         raise TlbenchError(f"no records in {', '.join(args.results)}")
-    rows = report.sort_rows(report.summarize(records, cost=args.cost), args.sort)
+    rows = report.sort_rows(
+        report.summarize(records, cost=args.cost, pareto_by=args.pareto_by), args.sort
+    )
     if not rows:
         raise TlbenchError(
             f"none of the {len(records)} record(s) in {', '.join(args.results)} can be shown "
@@ -178,7 +189,8 @@ def _write(
 ) -> None:
     """The report itself: to `--output`, as rich tables, or as text on stdout."""
     if output is not None:
-        text = _text(args, rows, checks)  # "table": plain, no colour
+        # "table": plain, no colour
+        text = report.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
         try:
             results.write_text_atomic(output, text)
         except OSError as exc:
@@ -188,17 +200,17 @@ def _write(
         console.print(Text.assemble("report: ", str(output)), soft_wrap=True)
     elif args.format == "table":
         print_comparison(
-            console, records, args.sort, args.group_by, columns=args.columns, wide=args.wide
+            console,
+            records,
+            args.sort,
+            args.group_by,
+            columns=args.columns,
+            wide=args.wide,
+            cost=args.cost,
+            pareto_by=args.pareto_by,
         )
         print_ranking_checks(console, checks)
     else:
-        sys.stdout.write(_text(args, rows, checks))
-
-
-def _text(args: argparse.Namespace, rows: list[Any], checks: list[Any]) -> str:
-    """The report in a text format; html is the styled tables of the `--html` page."""
-    if args.format == "html":
-        from tlbench.htmlreport import render_fragment
-
-        return render_fragment(rows, args.group_by, checks)
-    return report.render(rows, args.format, args.group_by, checks)
+        sys.stdout.write(
+            report.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
+        )

@@ -54,6 +54,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "parameter count (default: probe)",
     )
     pick.add_argument(
+        "--max-latency-ms",
+        type=float,
+        metavar="MS",
+        help="only backbones whose batch-1 inference latency (measured with the probe, on the "
+        "run's device) is at most MS milliseconds are ranked and trained (default: no budget)",
+    )
+    pick.add_argument(
         "--finalist",
         default="finetune",
         metavar="STRATEGY",
@@ -75,7 +82,11 @@ def main(args: argparse.Namespace, console: Console) -> int:
         )
     if args.top_k < 1:
         raise TlbenchError(f"--top-k must be at least 1, not {args.top_k}")
+    if args.max_latency_ms is not None and not args.max_latency_ms > 0:
+        raise TlbenchError(f"--max-latency-ms must be above 0, not {args.max_latency_ms:g}")
     config = config_from_args(args)
+    if args.max_latency_ms is not None and not config.inference:
+        raise TlbenchError("--max-latency-ms needs the latency measured: drop --no-inference")
     progress = progress_factory(args, console)
     with Grid(config, progress=progress, finalists=[args.finalist]) as grid:
         try:
@@ -85,6 +96,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
                 top_k=args.top_k,
                 finalist=args.finalist,
                 during=sigterm_as_interrupt,
+                max_latency_ms=args.max_latency_ms,
             )
         except KeyboardInterrupt as stop:
             if grid.current is None:
