@@ -18,6 +18,7 @@ def _timed(backbone, strategy, acc, seconds, ms, *, joules=None, onnx=None):
         "latency_ms_p90": ms * 1.2,
         "throughput_images_per_s": 1000 / ms,
         "throughput_batch": 32,
+        "energy_joules_per_1000": None if joules is None else joules / 100,
     }
     if onnx:
         r["inference"]["onnx"] = {"status": onnx}
@@ -57,6 +58,9 @@ def test_rows_carry_latency_throughput_and_the_export_status():
     assert rows["mid"].export == "parity failed" and rows["old"].latency_ms is None
     cells = dict(zip(report.columns(), report.row_cells(rows["mid"]), strict=True))
     assert cells["latency ms"] == "9.00" and cells["infer img/s"] == "111"
+    assert cells["train J"] == "50" and cells["J/1k img"] == "0.5"
+    header, _ = report.section_cells([rows["old"]])  # measured nothing: no such columns
+    assert not set(report.WHEN_PRESENT) & set(header)
     assert "onnx: parity failed" in cells["note"]
 
 

@@ -57,6 +57,8 @@ LEGEND = (
     "train s: feature extraction + training (no decoding, no eval). "
     "latency ms: one image at a time, median; infer img/s: at the serving batch "
     "(the run's device and precision, warm-up excluded). "
+    "train J, J/1k img: energy of the training and of 1,000 inferences, where the device "
+    "has a counter (NVML on NVIDIA GPUs, RAPL on CPUs). "
     "pareto *: no other row of the dataset is both more accurate and cheaper to train "
     "(a tuned row's cost includes its search). "
     "tie =: the best row, and rows that cannot be told apart from it (95%: paired t over the "
@@ -1122,6 +1124,8 @@ METRIC_COLUMNS = [
     "peak MB",
     "latency ms",
     "infer img/s",
+    "train J",
+    "J/1k img",
     "trainable / total",
     "vs scratch",
     "pareto",
@@ -1139,7 +1143,7 @@ def columns(group_by: str = "dataset") -> list[str]:
 
 #: columns a section shows only where some row has a value: records made before inference
 #: was measured (or with --no-inference) have none.
-WHEN_PRESENT = ("latency ms", "infer img/s")
+WHEN_PRESENT = ("latency ms", "infer img/s", "train J", "J/1k img")
 
 
 def section_cells(group: list[Row], group_by: str = "dataset") -> tuple[list[str], list[list[str]]]:
@@ -1183,6 +1187,8 @@ def row_cells(row: Row, group_by: str = "dataset") -> list[str]:
         "" if row.peak_memory_mb is None else f"{row.peak_memory_mb:,.0f}",
         _milliseconds(row.latency_ms),
         "" if row.inference_images_per_s is None else f"{row.inference_images_per_s:,.0f}",
+        "" if row.train_energy_j is None else f"{row.train_energy_j:,.0f}",
+        "" if row.inference_j_per_1000 is None else f"{row.inference_j_per_1000:,.1f}",
         f"{_params(row.trainable_params)} / {_params(row.total_params)}",
         gain,
         "*" if row.pareto else "",
