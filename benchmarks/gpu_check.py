@@ -3,7 +3,7 @@
     bash benchmarks/gpu_check.sh             # one NVIDIA GPU: every step, results/gpu-check-<device>.md
     bash benchmarks/gpu_check.sh --dry-run   # any machine: the steps and budgets, each step's CPU part
 
-Ten steps, each in a fresh process under its own time budget (a step that
+Eleven steps, each in a fresh process under its own time budget (a step that
 overruns is killed and failed; the others still run), each asserting its
 figures against a pass band:
 
@@ -25,6 +25,9 @@ figures against a pass band:
                     half the batch) down to an ok fit
 10. executors       `--devices cuda:0,cuda:0` keyed and recorded as shared, `cuda:0` not;
                     `--devices cpu,cpu` on the GPU machine recorded as CPU runs
+11. inference       ResNet-50 inference as `tlbench bench` times it (bf16, 224 px): batch-1
+                    latency and batch-64 throughput in bands; the board's energy counter
+                    (NVML) read, joules per 1,000 images in a band
 
 Below compute capability 8.0 the low precision is fp16 (no bf16 tensor cores)
 and the TF32 band is not checked.
@@ -111,6 +114,11 @@ BANDS: dict[str, Band] = {
     "oom_data_moved_first": Band(1, 1, "the first retry keeps the batch, moves the data"),
     "shared_marked": Band(1, 1, "cuda:0,cuda:0 runs carry device_shared_by=2, cuda:0 not"),
     "cpu_workers_labelled_cpu": Band(1, 1, "--devices cpu,cpu records say cpu, fp32"),
+    "resnet50_latency_ms": Band(0.5, 15, "eager bf16 ResNet-50, batch 1, H100: ~3-6 ms (estimate)"),
+    "resnet50_infer_img_s": Band(3000, None, "eager bf16 forward, batch 64: above training's"),
+    "energy_measured": Band(1, 1, "NVML's energy counter exists from Volta on"),
+    "joules_per_1000_images": Band(1, 300, "~400 W at >= 3k img/s: <= ~130 J (estimate)"),
+    "cpu_energy_reason": Band(1, 1, "no counter: a reason, never a figure"),
 }
 
 
@@ -608,6 +616,30 @@ def executors(step: Step) -> None:
                                         for d, p, n in labels)))  # fmt: skip
 
 
+def inference(step: Step) -> None:
+    """`tlbench bench`'s timing of ResNet-50 and the energy meter, on the GPU."""
+    from tlbench.engine import Execution
+    from tlbench.inference import InferenceSettings, bench_backbone
+    from tlbench.plugins import Plugins
+
+    backbone = Plugins().backbones.get("resnet50" if step.gpu else "small_cnn")
+    size, batch = (224, 64) if step.gpu else (32, 4)
+    ex = Execution.resolve(step.device, step.lowp if step.gpu else "fp32")
+    found = bench_backbone(
+        backbone, image_size=size, batch=batch, ex=ex,
+        settings=InferenceSettings(repeats=30, budget_seconds=2.0),
+    )  # fmt: skip
+    step.figure(**{k: v for k, v in found.items() if not isinstance(v, dict)})
+    if not step.gpu:
+        step.check("cpu_energy_reason", int(found["energy_joules_per_1000"] is None
+                                            and bool(found.get("energy_reason"))))  # fmt: skip
+        return
+    step.check("resnet50_latency_ms", found["latency_ms_p50"])
+    step.check("resnet50_infer_img_s", found["throughput_images_per_s"])
+    step.check("energy_measured", int(found.get("energy_source") == "nvml"))
+    step.check("joules_per_1000_images", found["energy_joules_per_1000"])
+
+
 def _grid(step: Step, devices: str, seeds: str) -> list[dict[str, Any]]:
     out = step.work / f"grid-{devices.replace(',', '_').replace(':', '')}.jsonl"
     argv = [sys.executable, "-m", "tlbench.cli", "run", "--executor", "devices",
@@ -627,13 +659,14 @@ STEPS: list[tuple[str, int, Callable[[Step], None]]] = [
     ("preflight", 20, preflight),
     ("cuda-tests", 60, cuda_tests),
     ("precision", 30, precision),
-    ("sync-fit", 45, sync_fit),
+    ("sync-fit", 40, sync_fit),
     ("resnet50", 60, resnet50),
     ("vit-b16", 40, vit_b16),
-    ("compile", 100, compile_step),
+    ("compile", 85, compile_step),
     ("host-fed", 30, host_fed),
     ("memory", 40, memory),
     ("executors", 50, executors),
+    ("inference", 25, inference),
 ]
 assert sum(budget for _, budget, _ in STEPS) <= TOTAL_BUDGET_S
 #: what each step checks on a GPU (its CPU part, in a dry run, runs what needs no GPU).
@@ -648,6 +681,7 @@ WHAT = {
     "host-fed": "data stall of a host-fed fit | CPU: the fit runs",
     "memory": "model peak, no growth, OOM retried to ok | CPU: the OOM protocol to an ok fit",
     "executors": "shared GPU marked, cpu,cpu labelled cpu | CPU: cpu,cpu planned as cpu",
+    "inference": "ResNet-50 latency, throughput, NVML joules | CPU: a bench, energy's reason",
 }
 
 

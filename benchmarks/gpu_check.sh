@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one command (the steps, budgets and bands: benchmarks/gpu_check.py):
-#   bash benchmarks/gpu_check.sh             one NVIDIA GPU: ten steps, each under its own time
+#   bash benchmarks/gpu_check.sh             one NVIDIA GPU: eleven steps, each under its own time
 #                                            budget and asserting its figures against a pass band;
 #                                            under 8 minutes on one H100 (fp16 in place of bf16
 #                                            below compute capability 8); writes

@@ -599,10 +599,10 @@ def test_gpu_check_stops_at_once_without_cuda(capsys, tmp_path):
     assert time.perf_counter() - started < 5 and not list(tmp_path.iterdir())  # no report written
 
 
-def test_gpu_check_is_ten_budgeted_steps_within_eight_minutes():
+def test_gpu_check_is_eleven_budgeted_steps_within_eight_minutes():
     gpu_check = _gpu_check()
     budgets = {name: budget for name, budget, _ in gpu_check.STEPS}
-    assert len(budgets) == 10 and all(b > 0 for b in budgets.values())
+    assert len(budgets) == 11 and all(b > 0 for b in budgets.values())
     assert sum(budgets.values()) <= 8 * 60 == gpu_check.TOTAL_BUDGET_S
     assert "ESTIMATES" in gpu_check.__doc__
 
@@ -612,7 +612,7 @@ def test_gpu_check_dry_run_lists_every_step_and_runs_its_cpu_part(capsys, tmp_pa
     assert gpu_check.main(["--dry-run", "--only", "memory", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     total = sum(budget for _, budget, _ in gpu_check.STEPS)
-    assert f"10 steps, {total} s of budget in all (limit 480 s)" in out
+    assert f"11 steps, {total} s of budget in all (limit 480 s)" in out
     for name, budget, _ in gpu_check.STEPS:
         assert f"{name:<11} {budget:4d} s  {gpu_check.WHAT[name]}" in out
     # The memory step's CPU part: the OOM protocol, data to the host first, down to an ok fit.
