@@ -6,6 +6,7 @@ The CLI prints a `TlbenchError` as a message, never as a traceback.
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
 
 
@@ -14,8 +15,27 @@ class TlbenchError(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises `KeyboardInterrupt`: the grid stops the same way,
-    and the command exits with 143 (128 + SIGTERM) instead of 130, as a shell reports it."""
+    """A signal that stops a grid (SIGTERM, SIGHUP, or SIGINT where tlbench handles it),
+    raised where Ctrl-C raises `KeyboardInterrupt`: the grid stops the same way, the
+    interrupted records name the signal, and the command exits with 128 + the signal
+    (143 for SIGTERM, 129 for SIGHUP), as a shell reports it."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(int(signum))  # an int: the exception pickles (a worker sends it)
+        self.signum = signal.Signals(signum)
+
+    def __str__(self) -> str:
+        return self.signum.name
+
+
+def signal_of(stop: BaseException) -> signal.Signals:
+    """The signal behind an interruption: a plain `KeyboardInterrupt` is Ctrl-C (SIGINT)."""
+    return getattr(stop, "signum", signal.SIGINT)
+
+
+def interruption(stop: BaseException) -> str:
+    """The reason an interrupted record gives: "interrupted (SIGHUP)"."""
+    return f"interrupted ({signal_of(stop).name})"
 
 
 def plural(kind: str) -> str:

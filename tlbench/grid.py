@@ -39,19 +39,35 @@ def close(observer: Any) -> None:
         stop()
 
 
+#: the signals that end a grid as Ctrl-C does: a CI timeout, `kill`, a scheduler (SIGTERM),
+#: a closed terminal or SSH session (SIGHUP), Ctrl-C itself (SIGINT).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated
+    raise Terminated(signum)
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI timeout, `kill`, a scheduler) ends the grid like Ctrl-C: the current
-    run is recorded as interrupted and every finished run is kept."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+def signals_as_interrupt() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP end the grid like Ctrl-C: the running runs are recorded
+    as interrupted (naming the signal) and every finished run is kept.
+
+    A signal this process ignores stays ignored: `nohup` (SIGHUP) and a shell's
+    background job (SIGINT) asked for that.
+    """
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(signum, handler)
 
 
 @dataclass
@@ -132,7 +148,7 @@ class Grid:
 
         Planning errors raise before any training; a KeyboardInterrupt while
         training propagates, with `self.current` saying what was planned.
-        `during()` wraps the training (the CLI's `sigterm_as_interrupt`).
+        `during()` wraps the training (the CLI's `signals_as_interrupt`).
         """
         self.current = None
         observer = self._progress() if self._progress is not None else None

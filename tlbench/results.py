@@ -4,7 +4,7 @@ Each record is written with a single `write` of one complete line, then
 fsynced (the file is opened unbuffered, so there is nothing else to flush),
 so a crash or power loss can at worst leave a torn last line. The reader
 skips such a line with a warning, and the next append starts on a fresh line,
-so finished records are never lost. Ctrl-C and SIGTERM are held back for the
+so finished records are never lost. Ctrl-C, SIGTERM and SIGHUP are held back for the
 few microseconds of an append, so an interruption lands before or after a
 record, never between a finished run and its record.
 """
@@ -53,13 +53,14 @@ def _clean(value: Any) -> Any:
 
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Delay SIGINT and SIGTERM until the block ends, then deliver them as usual."""
+    """Delay SIGINT, SIGTERM and SIGHUP until the block ends, then deliver them as usual."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread can install handlers (and receives the signals)
         return
     pending: list[int] = []
     # A handler installed outside Python (getsignal() is None) cannot be put back: leave it.
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    stops = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    held = [s for s in stops if signal.getsignal(s) is not None]
     previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in held}
     try:
         yield

@@ -33,7 +33,7 @@ from tlbench.budget import budget_indices, parse_holdout, validation_split
 from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
 from tlbench.energy import EnergyMeter, meter_for
 from tlbench.engine import Diverged, Execution, count_parameters
-from tlbench.errors import DatasetError, Terminated, TlbenchError
+from tlbench.errors import DatasetError, TlbenchError, interruption
 from tlbench.features import FeatureStore
 from tlbench.plugins import Plugins, PluginSet
 from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
@@ -158,12 +158,11 @@ class TrialHost:
         try:
             record = self._train(spec, ex, emit, finished_epochs)
         except KeyboardInterrupt as stop:
-            how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
             record = self.record(
                 spec,
                 "interrupted",
                 ex,
-                reason=f"interrupted ({how})",
+                reason=interruption(stop),
                 started=started,
                 epochs_completed=len(finished_epochs),
                 partial_curve=finished_epochs,

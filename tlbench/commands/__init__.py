@@ -9,10 +9,9 @@ imports no torch: `tlbench --help`, `list` and `show` answer at once.
 from __future__ import annotations
 
 import importlib
-import signal
 from types import ModuleType
 
-from tlbench.errors import Terminated
+from tlbench.errors import signal_of
 
 #: the commands, in the order `tlbench --help` lists them.
 NAMES = (
@@ -37,5 +36,5 @@ def module(name: str) -> ModuleType:
 
 
 def interrupted_code(stop: KeyboardInterrupt) -> int:
-    """The shell's convention, 128 + the signal: 143 for SIGTERM, 130 for Ctrl-C."""
-    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+    """The shell's convention, 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return 128 + signal_of(stop)

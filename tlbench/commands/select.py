@@ -72,7 +72,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace, console: Console) -> int:
     """Two stages: probe every backbone, fine-tune the top k; say what it spent and saved."""
     from tlbench.commands.output import print_ranking_checks, print_selection
-    from tlbench.grid import Grid, sigterm_as_interrupt
+    from tlbench.grid import Grid, signals_as_interrupt
     from tlbench.identity import short_names
     from tlbench.select import two_stages
 
@@ -95,7 +95,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
                 rank_by=args.rank_by,
                 top_k=args.top_k,
                 finalist=args.finalist,
-                during=sigterm_as_interrupt,
+                during=signals_as_interrupt,
                 max_latency_ms=args.max_latency_ms,
             )
         except KeyboardInterrupt as stop:

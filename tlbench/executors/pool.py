@@ -20,9 +20,13 @@ writer of the results file: it appends each record as it arrives.
 
 A worker that dies mid-run (`kill -9`, out of host memory) has its run
 retried once on a fresh worker, then recorded as failed with the exit
-status. Ctrl-C or SIGTERM in the driver cancels the runs not yet started and
-asks the running workers to stop: each records its run as interrupted, with
-the epochs it finished. A worker whose driver dies exits by itself.
+status. Ctrl-C, SIGTERM or SIGHUP in the driver cancels the runs not yet
+started and passes the signal on to the running workers: each records its
+run as interrupted (naming the signal), with the epochs it finished. A worker
+heeds the first of those signals only (a signal to the process group reaches
+it twice: directly, and passed on). A worker whose driver dies exits by
+itself, quietly; one whose forkserver dies goes on, and the driver follows
+it by its pipe.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from tlbench.api import ExecutorOptions, RunSpec, Workspace
-from tlbench.errors import Terminated, TlbenchError
+from tlbench.errors import Terminated, TlbenchError, interruption, signal_of
 from tlbench.record import RunRecord
 from tlbench.trial import make_record
 
@@ -71,8 +75,17 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated
+#: the signals a worker turns into an interruption of its run.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _interrupted_once(signum: int, frame: Any) -> None:
+    """The first stop signal interrupts the run; later ones (the group's, passed on) do not."""
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    raise Terminated(signum)
 
 
 def worker_main(
@@ -94,9 +107,13 @@ def worker_main(
     # started: the driver's, as it is now, is what a run must see.
     os.environ.clear()
     os.environ.update(environ)
-    _serve(conn, plugin_set, workspace, device, threads, parent)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    # OSError, EOFError: the driver closed its end (it stopped, or was killed), so nobody
+    # is left to tell; KeyboardInterrupt: a stop signal between two runs.
+    with contextlib.suppress(OSError, EOFError, KeyboardInterrupt):
+        _serve(conn, plugin_set, workspace, device, threads, parent)
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+        sys.stderr.flush()
     os._exit(0)
 
 
@@ -108,7 +125,10 @@ def _serve(
     threads: int | None,
     parent: int,
 ) -> None:
-    signal.signal(signal.SIGTERM, _terminated)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupted_once)
+    if hasattr(signal, "pthread_sigmask"):  # a spawned worker inherits the driver's mask
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     # Named idle: it sleeps between checks, so fits do not list it among the
     # threads that ran beside their timed epochs (`engine.IDLE_THREAD_PREFIX`).
     threading.Thread(
@@ -151,9 +171,9 @@ def _serve(
         try:
             record = host.run(spec, device=device, events=events)
         except RunInterrupted as stop:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # one interruption is enough
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             conn.send(("interrupted", stop.record))
+            return
+        except KeyboardInterrupt:  # between two runs: there is no run to record
             return
         except BaseException as exc:  # a grid-level error (unreadable images under --strict)
             conn.send(("error", _portable(exc)))
@@ -189,6 +209,37 @@ class _Worker:
     eof: bool = False
     #: the epochs its current run finished, for an interrupted record made by the driver.
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    #: its forkserver died: no exit status will come; its pipe and pid say when it ends.
+    orphan: bool = False
+
+    def alive(self) -> bool:
+        if self.process.is_alive():
+            return True
+        # The forkserver reports a worker's exit after reaping it; a pid still running
+        # after a report means the report came from the forkserver's own death.
+        if _pid_running(self.process.pid):
+            self.orphan = True
+            return True
+        return False
+
+
+def _pid_running(pid: int | None) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has)."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def _cpu_threads(devices: list[str]) -> int | None:
@@ -210,6 +261,34 @@ def _worker_context() -> Any:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Start processes with SIGINT blocked, so a Ctrl-C of their first moments is not theirs.
+
+    The forkserver (or a spawned worker) is a new interpreter: a Ctrl-C to
+    the process group while it imports would print its KeyboardInterrupt
+    traceback. It inherits the blocked mask; the forkserver then ignores
+    SIGINT (dropping what was pending) before unblocking it, and a spawned
+    worker unblocks it once its handlers are in place (`_serve`). The
+    driver's own Ctrl-C is only delayed: another thread of the driver, or
+    this one when the mask is restored, hands it to Python's handler.
+    (SIG_IGN in the driver instead would lose it: another thread would take
+    the signal and drop it.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # Started first, and by itself: starting it unblocks SIGINT when it is done.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class WorkerPool:
@@ -253,22 +332,24 @@ class WorkerPool:
             name=f"tlbench-worker-{slot}",
             daemon=True,
         )
-        process.start()
+        with _sigint_blocked():
+            process.start()
         theirs.close()
         return _Worker(process, ours, device, slot)
 
     def _stop(self, worker: _Worker, *, kill: bool = False) -> None:
         try:
             if kill:
-                worker.process.kill()
+                _kill(worker)
             else:
                 worker.conn.send(None)
         except (OSError, ValueError):
             pass
         worker.process.join(timeout=5)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join(timeout=5)
+        deadline = time.monotonic() + 5
+        while worker.alive() and time.monotonic() < deadline:
+            _kill(worker)  # by its pid: an orphan's Process says it has exited
+            time.sleep(0.05)
         worker.conn.close()
 
     def close(self) -> None:
@@ -320,7 +401,7 @@ class WorkerPool:
         workspace: Workspace,
     ) -> Iterator[RunRecord]:
         by_conn = {w.conn: w for w in self.workers.values()}
-        by_sentinel = {w.process.sentinel: w for w in self.workers.values()}
+        by_sentinel = {w.process.sentinel: w for w in self.workers.values() if not w.orphan}
         for ready in wait([*by_conn, *by_sentinel], timeout=1.0):
             worker = by_conn.get(ready) or by_sentinel.get(ready)  # type: ignore[call-overload]
             if worker is None or self.workers.get(worker.slot) is not worker:
@@ -330,8 +411,8 @@ class WorkerPool:
                 if self.workers.get(worker.slot) is not worker:
                     continue  # retired after its run (the process executor)
             if worker.eof:
-                worker.process.join(timeout=5)  # its pipe closed: it is exiting
-            if not worker.process.is_alive() and (worker.eof or not worker.conn.poll()):
+                _exited(worker)  # its pipe closed: it is exiting
+            if not worker.alive() and (worker.eof or not worker.conn.poll()):
                 yield from self._died(worker, queue, attempts)
 
     def _read(
@@ -370,7 +451,7 @@ class WorkerPool:
     def _died(
         self, worker: _Worker, queue: collections.deque[RunSpec], attempts: dict[str, list[str]]
     ) -> Iterator[RunRecord]:
-        code = worker.process.exitcode
+        code = None if worker.orphan else worker.process.exitcode
         self._stop(worker, kill=True)
         del self.workers[worker.slot]
         spec = worker.spec
@@ -401,8 +482,9 @@ class WorkerPool:
         self.spares.clear()
         running = {w.slot: w for w in self.workers.values() if w.spec is not None}
         for worker in running.values():
+            # The driver's signal, passed on: the worker's record names it.
             with contextlib.suppress(OSError):
-                os.kill(worker.process.pid, signal.SIGTERM)
+                os.kill(worker.process.pid, signal_of(stop))
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while running and time.monotonic() < deadline:
             conns = {w.conn: w for w in running.values()}
@@ -427,22 +509,35 @@ class WorkerPool:
 
     def _interrupted(self, worker: _Worker, stop: KeyboardInterrupt) -> RunRecord:
         """The record of a run whose worker did not answer the interruption in time."""
-        how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         assert worker.spec is not None
         return make_record(
             worker.spec,
             "interrupted",
             self.plugins,
-            reason=f"interrupted ({how})",
+            reason=interruption(stop),
             started=worker.started,
             epochs_completed=len(worker.epochs),
             partial_curve=worker.epochs,
         )
 
 
+def _kill(worker: _Worker) -> None:
+    if _pid_running(worker.process.pid):
+        with contextlib.suppress(OSError):
+            os.kill(worker.process.pid, signal.SIGKILL)
+
+
+def _exited(worker: _Worker) -> None:
+    """Wait (5 s at most) for a worker whose pipe closed to be gone."""
+    worker.process.join(timeout=5)
+    deadline = time.monotonic() + 5
+    while worker.orphan and _pid_running(worker.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _status(code: int | None) -> str:
     if code is None:
-        return "no exit status"
+        return "no exit status (its forkserver had died)"
     if code < 0:
         try:
             return f"signal {signal.Signals(-code).name}"

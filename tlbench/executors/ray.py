@@ -13,19 +13,24 @@ The driver appends each record to the results file as its task finishes, so
 a driver killed mid-grid loses no finished run: the same command resumes.
 Events (phases, epochs) reach the driver's console through a Ray queue. A
 task whose worker dies is retried once by Ray, then recorded as failed.
-Ctrl-C cancels the queued tasks and interrupts the running ones, each of
-which records its run as interrupted.
+Ctrl-C, SIGTERM or SIGHUP cancels the queued tasks and interrupts the
+running ones, each of which records its run as interrupted (naming the
+signal the driver got). Ray's own SIGTERM handler, which `ray.init`
+installs, is replaced by the driver's again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from tlbench.api import ExecutorOptions, RunSpec, Workspace
-from tlbench.errors import Terminated, TlbenchError
+from tlbench.errors import TlbenchError, interruption
 from tlbench.record import RunRecord
 from tlbench.trial import make_record
 
@@ -76,6 +81,25 @@ def _trial_task(
         return stop.record
 
 
+@contextlib.contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """Keep this process's handlers of the stop signals across `ray.init`.
+
+    `ray.init` installs its own SIGTERM handler (it exits at once, with no
+    record of the running runs); the driver's (`grid.signals_as_interrupt`)
+    is put back, so SIGTERM stops a Ray grid as it stops any other.
+    """
+    stops = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.getsignal(s) for s in stops} if main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None and signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
+
+
 class RayExecutor:
     """Runs each spec as a Ray task asking for one GPU (or one CPU)."""
 
@@ -98,7 +122,8 @@ class RayExecutor:
                 # A local instance: one task per core, each on its own thread.
                 kwargs["num_cpus"] = os.cpu_count() or 1
             try:
-                self.ray.init(**kwargs)
+                with _own_signal_handlers():
+                    self.ray.init(**kwargs)
             except ConnectionError as exc:
                 raise TlbenchError(
                     f"cannot join the Ray cluster at {options.ray_address!r}: {exc}. "
@@ -136,7 +161,8 @@ class RayExecutor:
                     yield self._result(ref, spec)
             self._drain(queue, events)
         except KeyboardInterrupt as stop:
-            self._drain(queue, lambda hook, kwargs: None)
+            with contextlib.suppress(Exception):  # the queue's actor may be gone with Ray
+                self._drain(queue, lambda hook, kwargs: None)
             yield from self._interrupt(pending, stop)
             raise
         finally:
@@ -173,25 +199,34 @@ class RayExecutor:
     def _interrupt(
         self, pending: dict[Any, RunSpec], stop: KeyboardInterrupt
     ) -> Iterator[RunRecord]:
-        """Cancel every task; yield a record for each run that had started."""
+        """Cancel every task; yield a record for each run that had started.
+
+        A signal to the whole process group reaches the local Ray instance
+        too, which may then be gone: every call to Ray is guarded, and a
+        started run whose task cannot answer is recorded from the epochs the
+        driver heard of.
+        """
         ray = self.ray
-        how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         for ref in pending:
-            ray.cancel(ref)  # queued tasks never start; running ones get a KeyboardInterrupt
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)  # queued tasks never start; running ones get a KeyboardInterrupt
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for ref, spec in pending.items():
-            try:
-                record = ray.get(ref, timeout=STOP_GRACE_SECONDS)
-            except Exception:
-                record = None
-            if record is not None:
-                yield record  # interrupted by the cancel, or it finished meanwhile
+            record = None
+            with contextlib.suppress(Exception):
+                record = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+            if record is not None and record.get("status") == "interrupted":
+                # The task heard a cancel; the driver knows which signal it was.
+                yield {**record, "reason": interruption(stop)}  # type: ignore[typeddict-item]
+            elif record is not None:
+                yield record  # it finished meanwhile
             elif spec.key in self._epochs:
                 epochs = self._epochs[spec.key]
                 yield make_record(
                     spec,
                     "interrupted",
                     self.plugins,
-                    reason=f"interrupted ({how})",
+                    reason=interruption(stop),
                     epochs_completed=len(epochs),
                     partial_curve=epochs,
                 )

@@ -1,0 +1,102 @@
+"""Every signal on every executor: SIGINT, SIGTERM and SIGHUP, to the driver alone or to its
+process group, under `inline`, `process`, `devices cpu,cpu` and `ray`.
+
+Each case is a real `tlbench run` (`signalgrid.Driver`) whose runs hold in
+training until the test signals it. Each must end with an "interrupted"
+record naming the signal for every run that was training, no traceback,
+an exit status of 128 + the signal, and no worker left training for nobody.
+Then the cases the issue found one by one: the forkserver killed under a
+running worker, and SIGTERM before the first worker is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+from signalgrid import Driver, alive, forkserver_of, records
+
+pytestmark = [
+    pytest.mark.slow,  # a CLI grid in its own process (and Ray: a local instance starts in ~16 s)
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+]
+
+EXECUTORS = ["inline", "process", "devices", "ray"]
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+def _gone(pids: list[int], timeout: float = 30) -> list[int]:
+    """Those of `pids` still alive after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.mark.parametrize("target", ["driver", "group"])
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_signal_ends_the_grid_with_interrupted_records_naming_it(
+    tmp_path, executor, signum, target
+):
+    if executor == "ray":
+        pytest.importorskip("ray")
+    # Two runs: two workers (devices, ray) hold one each; inline and process hold the first.
+    parallel = executor in ("devices", "ray") and (os.cpu_count() or 1) >= 2
+    (tmp_path / "hold").touch()
+    with Driver(tmp_path, executor, seeds=2) as driver:
+        driver.wait_until(
+            lambda: len(driver.holding()) >= (2 if parallel else 1), "the runs to be training"
+        )
+        held = driver.holding()
+        if executor != "inline":
+            assert driver.pid not in held  # trained by a worker, not by the driver
+        code, log = driver.stop(signum, group=target == "group")
+    assert code == 128 + signum, log
+    assert "Traceback" not in log and "Error" not in log, log
+    assert "run the same command again to resume" in log
+    got = records(tmp_path)
+    assert got and all(r["status"] == "interrupted" for r in got), got
+    assert len(held) <= len(got) <= 2
+    assert {r["reason"] for r in got} == {f"interrupted ({signum.name})"}
+    assert not _gone(held), "a worker is still training for nobody"
+
+
+@pytest.mark.parametrize("executor", ["process", "devices"])
+def test_a_killed_forkserver_leaves_no_run_training_for_nobody_and_loses_none(tmp_path, executor):
+    (tmp_path / "hold").touch()
+    with Driver(tmp_path, executor, seeds=2) as driver:
+        parallel = 2 if executor == "devices" else 1
+        driver.wait_until(lambda: len(driver.holding()) == parallel, "the runs to be training")
+        server = forkserver_of(driver.pid)
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
+        # Its worker still trains: the run is neither retried elsewhere nor failed.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert len(driver.holding()) == parallel and not records(tmp_path), driver.log()
+            time.sleep(0.1)
+        (tmp_path / "hold").unlink()
+        code = driver.wait(timeout=300)
+        log = driver.log()
+    assert code == 0, log
+    assert "Traceback" not in log and "Error" not in log, log
+    got = records(tmp_path)
+    assert [r["status"] for r in got] == ["ok", "ok"], got
+    assert len({r["key"] for r in got}) == 2  # each run trained and recorded once
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("executor", ["process", "devices"])
+def test_a_signal_before_the_first_worker_is_ready_ends_quietly(tmp_path, executor, signum):
+    (tmp_path / "hold").touch()
+    with Driver(tmp_path, executor, seeds=2) as driver:
+        # The forkserver is up (it imports torch first): its first worker is starting.
+        driver.wait_until(lambda: forkserver_of(driver.pid) is not None, "the forkserver")
+        code, log = driver.stop(signum, group=True)
+    assert code == 128 + signum, log
+    assert "Traceback" not in log and "Error" not in log, log
+    assert all(r["status"] == "interrupted" for r in records(tmp_path))
