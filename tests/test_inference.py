@@ -257,3 +257,15 @@ def test_export_onnx_records_parity_beside_the_accuracy(plugins, tiny_config):
     assert onnx["status"] == "ok", onnx
     assert onnx["torch_top1"] == pytest.approx(record["accuracy"]["final"], abs=0.02)
     assert abs(onnx["top1"] - onnx["torch_top1"]) * 100 <= onnx["tolerance_points"]
+
+
+def test_trackers_log_the_inference_figures_with_the_final_ones(plugins, tiny_config):
+    from tlbench.trackers import final_series
+
+    tiny_config.strategies = ["scratch"]
+    (record,) = Runner(tiny_config, plugins).run()
+    series = final_series(record)
+    assert series["final/latency_ms_p50"] == record["inference"]["latency_ms_p50"]
+    assert series["final/inference_images_per_s"] > 0
+    # Energy only where a counter measured it: never a made-up 0.
+    assert ("final/train_energy_j" in series) == (record["cost"]["energy_joules"] is not None)

@@ -165,6 +165,12 @@ FINAL_COLUMNS = (
     "trainable_params",
     "total_params",
     "forward_flops_per_image",
+    "train_energy_j",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "inference_images_per_s",
+    "inference_j_per_1000",
+    "onnx_top1",
 )
 
 
