@@ -10,12 +10,15 @@ would read the stand-in for autotuning (100 s).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tlbench import inference
+import tlbench
+from tlbench import inference, testing
 from tlbench.engine import Execution
 from tlbench.inference import InferenceSettings, Timer, latency_figures, time_calls
 from tlbench.runner import Runner
@@ -145,18 +148,16 @@ def _separable(n: int = 40) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, images, labels
 
 
+def _parity(model: nn.Module, images, labels, **kwargs) -> dict:
+    settings = InferenceSettings(warmup=1, repeats=5)
+    return inference.onnx_parity(
+        model, images, labels, image_size=8, ex=EX, settings=settings, batch=16, **kwargs
+    )
+
+
 def test_an_exported_model_agrees_with_pytorch(tmp_path):
     model, images, labels = _separable()
-    result = inference.onnx_parity(
-        model,
-        images,
-        labels,
-        image_size=8,
-        ex=EX,
-        settings=InferenceSettings(warmup=1, repeats=5),
-        batch=16,
-        path=tmp_path / "m.onnx",
-    )
+    result = _parity(model, images, labels, path=tmp_path / "m.onnx")
     assert result["status"] == "ok", result
     assert result["top1"] == result["torch_top1"] == 1.0
     assert result["predictions_agree"] == 1.0
@@ -166,18 +167,10 @@ def test_an_exported_model_agrees_with_pytorch(tmp_path):
 
 def test_a_planted_export_difference_fails_parity_loudly():
     model, images, labels = _separable()
-    result = inference.onnx_parity(
-        ExportsDifferently(model),
-        images,
-        labels,
-        image_size=8,
-        ex=EX,
-        settings=InferenceSettings(warmup=1, repeats=5),
-        batch=16,
-    )
+    result = _parity(ExportsDifferently(model), images, labels)
     assert result["status"] == "parity failed"
     assert (result["torch_top1"], result["top1"]) == (1.0, 0.0)
-    assert "100.00 points apart" in result["reason"]
+    assert "100.00 points apart" in result["reason"] and "differ on 100.00%" in result["reason"]
 
 
 class DataDependent(nn.Module):
@@ -191,15 +184,7 @@ class DataDependent(nn.Module):
 
 def test_a_model_that_does_not_export_says_why():
     _, images, labels = _separable(8)
-    result = inference.onnx_parity(
-        DataDependent(),
-        images,
-        labels,
-        image_size=8,
-        ex=EX,
-        settings=InferenceSettings(warmup=1, repeats=5),
-        batch=4,
-    )
+    result = _parity(DataDependent(), images, labels)
     assert result["status"] == "not exported"
     assert result["reason"]
 
@@ -269,3 +254,42 @@ def test_trackers_log_the_inference_figures_with_the_final_ones(plugins, tiny_co
     assert series["final/inference_images_per_s"] > 0
     # Energy only where a counter measured it: never a made-up 0.
     assert ("final/train_energy_j" in series) == (record["cost"]["energy_joules"] is not None)
+
+
+class _FeaturesExportDifferently:
+    """A plugin backbone whose network permutes its features under torch.onnx.export."""
+
+    @tlbench.hookimpl
+    def tlbench_register_backbones(self, register):
+        tiny = testing.tiny_backbone("tiny_bad_export")
+        # Wrapped, the network's parameter names are not the stages' any more: none declared.
+        register(dataclasses.replace(tiny, build=lambda p: _Permuted(tiny.build(p)), stages=None))
+
+
+class _Permuted(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.inner(x)
+        return features.flip(1) if torch.compiler.is_exporting() else features
+
+
+def test_a_run_whose_export_disagrees_says_so_on_its_line_and_still_counts(tiny_config):
+    from tlbench.console import describe_outcome
+
+    plugins = tlbench.Plugins(
+        entry_points=False,
+        extra=[("tiny", testing.TINY_PLUGIN), ("bad", _FeaturesExportDifferently())],
+    )
+    tiny_config.backbones = ["tiny_bad_export"]
+    tiny_config.strategies = ["linear"]  # learns the tiny set in two epochs
+    tiny_config.export = "onnx"
+    (record,) = Runner(tiny_config, plugins).run()
+    assert record["status"] == "ok"  # the training counts; its export is what failed
+    onnx = record["inference"]["onnx"]
+    assert onnx["status"] == "parity failed", onnx
+    line = describe_outcome(record)
+    assert "ms per image at batch 1" in line
+    assert "ONNX PARITY FAILED: the exported model's top-1 is" in line

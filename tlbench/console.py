@@ -92,8 +92,20 @@ def describe_outcome(record: dict[str, Any]) -> str:
         return (
             f"{name}: top-1 {100 * acc['final']:.1f}% "
             f"(best {100 * acc['best']:.1f}% at epoch {acc['best_epoch']}){took}"
+            f"{_inference_outcome(record.get('inference'))}"
         )
     return f"{name}: {record['status']} — {record.get('reason')}"
+
+
+def _inference_outcome(inference: Any) -> str:
+    """The trained model's batch-1 latency, and its export where that went wrong (loudly)."""
+    if not isinstance(inference, dict) or inference.get("latency_ms_p50") is None:
+        return ""
+    text = f"; {inference['latency_ms_p50']:.1f} ms per image at batch 1"
+    onnx = inference.get("onnx")
+    if isinstance(onnx, dict) and onnx.get("status") != "ok":
+        text += f"; ONNX {str(onnx.get('status')).upper()}: {onnx.get('reason')}"
+    return text
 
 
 class GridClock:

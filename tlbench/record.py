@@ -180,7 +180,8 @@ class Onnx(TypedDict, total=False):
     #: top-1 of the exported model and of PyTorch on the same crops, float32 on the CPU.
     top1: float
     torch_top1: float
-    #: the largest allowed difference of the two, in points of 100.
+    #: the largest allowed difference of the two, in points of 100; the share of images
+    #: on which their predictions differ is held to it too.
     tolerance_points: float
     predictions_agree: float
     max_abs_logit_difference: float
