@@ -183,3 +183,11 @@ def test_dry_run_prints_the_plan_and_trains_nothing(run_cli, tmp_path) -> None:
         "  done   tiny / linear / tinyset / seed 0 at 16 px: already in the results file" in again
     )
     assert len(out.read_text().splitlines()) == 4  # nothing more was trained
+
+
+def test_the_page_never_writes_over_a_results_file_named_html(run_cli, tmp_path) -> None:
+    out = tmp_path / "runs.html"
+    result = run_cli(*GRID, "--out", out)
+    assert result.code == 0, result
+    assert json.loads(out.read_text().splitlines()[0])["key"]  # still the records
+    assert (tmp_path / "runs.html.page.html").is_file()

@@ -238,6 +238,8 @@ def write_page(outcome: Any) -> Path | None:
 
     out = Path(outcome.out)
     page = out.with_suffix(".html")
+    if page == out:  # a results file named *.html: never write over it
+        page = out.with_name(out.name + ".page.html")
     records = outcome.runner.results.records
     try:
         rows = report.sort_rows(report.summarize(records))
