@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import signal
 from collections.abc import Iterable
+from typing import ClassVar
 
 
 class TlbenchError(Exception):
@@ -20,17 +21,23 @@ class Terminated(KeyboardInterrupt):
     interrupted records name the signal, and the command exits with 128 + the signal
     (143 for SIGTERM, 129 for SIGHUP), as a shell reports it."""
 
+    #: the signal of the last one raised in this process: a library that catches it and
+    #: raises a plain KeyboardInterrupt instead (Ray's calls do) loses its type, not its signal.
+    last: ClassVar[signal.Signals | None] = None
+
     def __init__(self, signum: int = signal.SIGTERM):
         super().__init__(int(signum))  # an int: the exception pickles (a worker sends it)
         self.signum = signal.Signals(signum)
+        Terminated.last = self.signum
 
     def __str__(self) -> str:
         return self.signum.name
 
 
 def signal_of(stop: BaseException) -> signal.Signals:
-    """The signal behind an interruption: a plain `KeyboardInterrupt` is Ctrl-C (SIGINT)."""
-    return getattr(stop, "signum", signal.SIGINT)
+    """The signal behind an interruption: a plain `KeyboardInterrupt` is the `Terminated`
+    it replaced, if one was raised (`Terminated.last`), else Ctrl-C (SIGINT)."""
+    return getattr(stop, "signum", None) or Terminated.last or signal.SIGINT
 
 
 def interruption(stop: BaseException) -> str:

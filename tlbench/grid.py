@@ -59,6 +59,7 @@ def signals_as_interrupt() -> Iterator[None]:
     background job (SIGINT) asked for that.
     """
     previous = {}
+    Terminated.last = None  # a signal of an earlier grid of this process is not this one's
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _raise_terminated)
