@@ -177,8 +177,9 @@ class Observer:
 
     @hookimpl
     def tlbench_run_started(self, run: RunSpec) -> None:
-        self._index[run.key] = len(self._index) + 1
-        self.run_started(run, self._index[run.key], self._total)
+        # A run retried (its worker died) keeps its number: [2/3] twice, never [4/3].
+        index = self._index.setdefault(run.key, len(self._index) + 1)
+        self.run_started(run, index, self._total)
 
     @hookimpl
     def tlbench_run_phase(
@@ -472,8 +473,9 @@ def is_tlbench_warning(frame: Any) -> bool:
     if frame is None or not str(frame.f_globals.get("__name__", "")).startswith("tlbench"):
         return False
     filename, line = frame.f_code.co_filename, frame.f_lineno
-    # A warn( call spanning lines: its first line may be a line or two above.
-    source = "".join(linecache.getline(filename, n) for n in range(max(1, line - 2), line + 1))
+    # A warn( call spanning lines: Python 3.11 reports its first line, older ones may
+    # report a line of its arguments.
+    source = "".join(linecache.getline(filename, n) for n in range(max(1, line - 8), line + 1))
     return "warn(" in source
 
 
