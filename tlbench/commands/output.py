@@ -119,14 +119,29 @@ def print_comparison(
     cost: str = "train+search",
     pareto_by: str = "train",
 ) -> None:
-    """The comparison as rich tables, one per section.
+    """The comparison of `records` as rich tables, one per section (`print_rows`).
+
+    `cost` and `pareto_by`: what the Pareto mark weighs (`report.summarize`).
+    """
+    rows = report.sort_rows(report.summarize(records, cost=cost, pareto_by=pareto_by), sort)
+    print_rows(console, rows, group_by, columns=columns, wide=wide, pareto_by=pareto_by)
+
+
+def print_rows(
+    console: Console,
+    rows: list[report.Row],
+    group_by: str = "dataset",
+    *,
+    columns: list[str] | None = None,
+    wide: bool = False,
+    pareto_by: str = "train",
+) -> None:
+    """Rows already summarised (once: its warnings print once) as rich tables, one per section.
 
     The default columns fit 100 characters (`report.choose_columns`), with each
     row's note as a footnote below its table; `columns` (`--columns`) or `wide`
     (`--wide`) choose others, and a wide table keeps its notes in their column.
-    `cost` and `pareto_by`: what the Pareto mark weighs (`report.summarize`).
     """
-    rows = report.sort_rows(report.summarize(records, cost=cost, pareto_by=pareto_by), sort)
     hidden: set[str] = set()
     for title, group in report.group_rows(rows, group_by).items():
         heading = (

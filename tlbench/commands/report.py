@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tlbench import report, results
-from tlbench.commands.output import add_column_options, print_comparison, print_ranking_checks
+from tlbench.commands.output import add_column_options, print_ranking_checks, print_rows
 from tlbench.errors import TlbenchError
 
 EPILOG_REPORT = """examples:
@@ -199,14 +199,13 @@ def _write(
             ) from None
         console.print(Text.assemble("report: ", str(output)), soft_wrap=True)
     elif args.format == "table":
-        print_comparison(
+        # The rows summarised once: each warning about the records is printed once.
+        print_rows(
             console,
-            records,
-            args.sort,
+            rows,
             args.group_by,
             columns=args.columns,
             wide=args.wide,
-            cost=args.cost,
             pareto_by=args.pareto_by,
         )
         print_ranking_checks(console, checks)
