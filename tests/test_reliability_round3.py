@@ -601,7 +601,8 @@ def test_a_models_folder_saved_inside_a_single_folder_dataset_is_not_a_class(run
         for i in range(4):
             _bmp(root / cls / f"{i}.bmp", colour)
     args = ["--backbones", "tiny", "--strategies", "linear", "--epochs", "1", "--device", "cpu"]
-    args += ["--no-cache", "--quiet", "--save-models", "--out", str(root / "runs.jsonl")]
+    args += ["--no-cache", "--quiet", "--save-models", "--out", str(tmp_path / "runs.jsonl")]
+    args += ["--models-dir", str(root / "models")]  # --out there is refused (test below)
     first = run_cli("run", "--datasets", f"imagefolder:{root}", *args)
     assert first.code == 0, first
     assert list((root / "models").glob("*.safetensors"))  # beside the classes
@@ -620,3 +621,82 @@ def test_a_decoded_sidecar_describing_other_images_is_a_miss_with_a_warning(tmp_
     with pytest.warns(RuntimeWarning, match="ignoring damaged cache entry"):
         again = DecodeCache(tmp_path).get(source, fingerprint="fp", split="train", size=16)
     assert again.cache_hit == "none"
+
+
+# --------------------------------------------------------------------------- small ones
+
+
+def test_out_inside_a_single_folder_dataset_is_refused_before_training(run_cli, tmp_path):
+    from imagetree import assert_clean_error
+
+    root = tmp_path / "ds"
+    for cls, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
+        for i in range(4):
+            _bmp(root / cls / f"{i}.bmp", colour)
+    args = ["--backbones", "tiny", "--strategies", "linear", "--epochs", "1", "--device", "cpu"]
+    args += ["--no-cache", "--quiet", "--save-models"]
+    refused = run_cli(
+        "run", "--datasets", f"imagefolder:{root}", *args, "--out", root / "runs.jsonl"
+    )
+    assert_clean_error(refused, f"is inside the dataset folder {root.resolve()}", "outside")
+    assert sorted(p.name for p in root.iterdir()) == ["blue", "red"]  # nothing written there
+
+    # A dataset of train/ and val/ folders has room beside them.
+    split = tmp_path / "split"
+    for part in ("train", "val"):
+        for cls, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
+            for i in range(3):
+                _bmp(split / part / cls / f"{i}.bmp", colour)
+    beside = run_cli(
+        "run", "--datasets", f"imagefolder:{split}", *args, "--dry-run",
+        "--out", split / "runs.jsonl",
+    )  # fmt: skip
+    assert beside.code == 0, beside
+
+
+def test_a_retried_run_keeps_its_number_in_the_progress():
+    from tlbench.api import PlannedRun
+    from tlbench.console import Observer
+
+    class Numbers(Observer):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[tuple[str, int, int]] = []
+
+        def grid_started(self, plans):
+            pass
+
+        def run_started(self, spec, index, total):
+            self.seen.append((spec.key, index, total))
+
+    a, b = (type("Spec", (), {"key": k})() for k in ("a", "b"))
+    numbers = Numbers()
+    numbers.tlbench_grid_started([PlannedRun(a, "pending", ""), PlannedRun(b, "pending", "")])
+    for spec in (a, a, b):  # a's worker died: a starts again, then b
+        numbers.tlbench_run_started(spec)
+    assert numbers.seen == [("a", 1, 2), ("a", 1, 2), ("b", 2, 2)]
+
+
+def test_report_warnings_are_printed_once(run_cli, tmp_path):
+    records = []
+    for i, bad in enumerate(({"train_seconds": "fast"}, {"schema": 99})):
+        record = {
+            "key": f"k{i}", "status": "ok", "reason": None, "schema": 2,
+            "time": f"2026-01-01T00:00:0{i}+00:00",
+            "config": {"backbone": f"b{i}", "dataset": "d", "strategy": "linear", "seed": 0},
+            "accuracy": {"final": 0.5, "best": 0.5, "curve": []},
+            "cost": {"train_seconds": 1.0},
+        }  # fmt: skip
+        if "schema" in bad:
+            record.update(bad)
+        else:
+            record["cost"].update(bad)
+        records.append(record)
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for fmt in ([], ["--format", "markdown"]):
+        shown = run_cli("report", path, *fmt)
+        assert shown.code == 0, shown
+        text = " ".join(shown.err.split())
+        for problem in ("cost.train_seconds is 'fast'", "schema 99 is newer"):
+            assert text.count(problem) == 1, (fmt, shown.err)

@@ -177,8 +177,9 @@ class Observer:
 
     @hookimpl
     def tlbench_run_started(self, run: RunSpec) -> None:
-        self._index[run.key] = len(self._index) + 1
-        self.run_started(run, self._index[run.key], self._total)
+        # A run retried (its worker died) keeps its number: [2/3] twice, never [4/3].
+        index = self._index.setdefault(run.key, len(self._index) + 1)
+        self.run_started(run, index, self._total)
 
     @hookimpl
     def tlbench_run_phase(

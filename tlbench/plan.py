@@ -222,6 +222,7 @@ def make_plan(
         canonical, _ = dataset_identity(name, splits)
         if canonical not in loaded:
             loaded[canonical], given[canonical] = splits, name
+    _check_out_beside_images(out, loaded)
     # An ok record stays the answer until a newer ok replaces it; it is "done"
     # only if it also gives what this command asks (a checkpoint, --strict).
     read = read or (lambda: results.read(out))
@@ -277,6 +278,29 @@ def make_plan(
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     return Plan(runs, workspace, out, notes, given)
+
+
+def _check_out_beside_images(out: Path, loaded: dict[str, DatasetSplits]) -> None:
+    """Refuse a results file inside a dataset read from one folder of class folders.
+
+    Beside the results file tlbench writes its claims (`.tlbench-claims/`),
+    the report page and, with --save-models, `models/`: among a single-folder
+    dataset's images, where its classes are read from (a dataset of train/ and
+    val/ folders has room beside them). Its root and split rule are in
+    `DatasetSplits.info` ("root"; "split" when the evaluation split is carved).
+    """
+    where = out.parent.resolve()
+    for name, splits in loaded.items():
+        root = splits.info.get("root")
+        if not isinstance(root, str) or "split" not in splits.info:
+            continue
+        root_path = Path(root).resolve()
+        if where == root_path or root_path in where.parents:
+            raise TlbenchError(
+                f"--out {out} is inside the dataset folder {root_path} ({name}), whose class "
+                "folders tlbench reads: its claims, report page and checkpoints would be written "
+                f"among the images. Put --out outside {root_path}."
+            )
 
 
 def _code(
