@@ -206,23 +206,25 @@ def test_a_failed_save_leaves_the_previous_pair_whole_and_no_temp_files(checkpoi
 
     monkeypatch.setattr(ckpt, "_sha256", dies)  # after the weights' temp file, before the sidecar
     backbone = plugins.backbones.get("tiny")
-    changed = {k: torch.zeros_like(v) for k, v in model.head.state_dict().items()}
+    with torch.no_grad():
+        for v in model.head.state_dict().values():
+            v.zero_()  # weights that differ from those on disk
     with pytest.raises(OSError, match="disk full"):
         ckpt.save_checkpoint(
-            checkpoint.parent, spec, backbone, model, changed, head_only=True,
-            classes=loaded["classes"], best_epoch=1, best_accuracy=0.5,
+            checkpoint.parent, spec, backbone, model, head_only=True,
+            classes=loaded["classes"], epoch=1, accuracy=0.5,
         )  # fmt: skip
     assert {p.name: p.read_bytes() for p in checkpoint.parent.iterdir()} == before
     monkeypatch.undo()
     monkeypatch.setattr(RunSpec, "key", property(lambda self: meta["key"]))
     # Saved again for real: a whole new pair in place of the old one, nothing else.
     path = ckpt.save_checkpoint(
-        checkpoint.parent, spec, backbone, model, changed, head_only=True,
-        classes=loaded["classes"], best_epoch=1, best_accuracy=0.5,
+        checkpoint.parent, spec, backbone, model, head_only=True,
+        classes=loaded["classes"], epoch=1, accuracy=0.5,
     )  # fmt: skip
     assert path == checkpoint and sorted(before) == sorted(p.name for p in path.parent.iterdir())
     again = ckpt.load_checkpoint(path)
-    assert again["best_accuracy"] == 0.5
+    assert again["accuracy"] == 0.5
     assert all(
         torch.equal(v, torch.zeros_like(v))
         for k, v in again["state_dict"].items()

@@ -207,7 +207,8 @@ class _Registers:
         register(MEAN_COLOUR)
 
 
-#: A checkpoint sidecar as `tlbench-checkpoint-2` defines it, written by hand.
+#: A checkpoint sidecar as `tlbench-checkpoint-2` defines it, written by hand: the final
+#: epoch's weights and their top-1 (no epoch is chosen on the test split).
 SIDECAR = """{
   "format": "tlbench-checkpoint-2",
   "weights_file": "run-by-hand.safetensors",
@@ -220,8 +221,8 @@ SIDECAR = """{
   "image_size": 8,
   "preprocessing": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "resize": 8,
                     "crop": 8, "interpolation": "bilinear"},
-  "best_epoch": 3,
-  "best_accuracy": 0.75,
+  "epoch": 3,
+  "accuracy": 0.75,
   "key": "run-by-hand",
   "dataset": "colours",
   "seed": 0,
@@ -247,7 +248,9 @@ def test_a_checkpoint_written_by_hand_in_the_documented_format_loads_and_predict
     weights = tmp_path / "run-by-hand.safetensors"
     save_file(_hand_weights(), str(weights), metadata={"format": "pt", "key": "run-by-hand"})
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    (tmp_path / "run-by-hand.json").write_text(SIDECAR % sha, encoding="utf-8")
+    # As the first writers of the format wrote it: the epoch that scored best on test.
+    older = SIDECAR.replace('"epoch"', '"best_epoch"').replace('"accuracy"', '"best_accuracy"')
+    (tmp_path / "run-by-hand.json").write_text(older % sha, encoding="utf-8")
 
     loaded = ckpt.load_checkpoint(weights)
     assert ckpt.load_checkpoint(tmp_path / "run-by-hand.json").keys() == loaded.keys()
@@ -275,10 +278,10 @@ def test_save_checkpoint_writes_the_documented_sidecar(tmp_path):
     )  # fmt: skip
     head = nn.Linear(3, 2)
     model = ImageClassifier(_mean_colour(False), head, MEAN_COLOUR.preprocessing)
-    best = _hand_weights()
+    model.load_state_dict(_hand_weights())
     path = ckpt.save_checkpoint(
-        tmp_path, spec, MEAN_COLOUR, model, best, head_only=False, classes=["red", "blue"],
-        best_epoch=3, best_accuracy=0.75,
+        tmp_path, spec, MEAN_COLOUR, model, head_only=False, classes=["red", "blue"],
+        epoch=3, accuracy=0.75,
     )  # fmt: skip
     # The pair is named after the run's key (pinned above), so a record finds its model.
     assert path == tmp_path / f"{spec.key}.safetensors"

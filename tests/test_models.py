@@ -45,7 +45,7 @@ def test_models_lists_which_checkpoint_is_which(run_cli, saved) -> None:
     result = run_cli("models", str(out.parent / "models"), "--format", "json")
     (found,) = json.loads(result.out)
     assert found["path"] == record["cost"]["checkpoint"] and found["strategy"] == "linear"
-    assert found["best_accuracy"] == pytest.approx(record["accuracy"]["best"])
+    assert found["saved_accuracy"] == pytest.approx(record["accuracy"]["final"])
 
 
 def test_models_says_when_a_recorded_checkpoint_is_gone(run_cli, saved) -> None:
@@ -67,8 +67,8 @@ def test_load_model_is_a_ready_classifier_with_its_transform(run_cli, saved) -> 
     with torch.no_grad():
         predicted = model(x).argmax(1).tolist()
     right = sum(p == images.labels[i] for i, p in enumerate(predicted))
-    # The same preprocessing as the evaluation split: the run's best accuracy again.
-    assert right / 18 == pytest.approx(record["accuracy"]["best"])
+    # The same preprocessing as the evaluation split: the run's reported top-1 again.
+    assert right / 18 == pytest.approx(record["accuracy"]["final"])
     assert model.checkpoint["strategy"] == "linear" and "state_dict" not in model.checkpoint
 
 

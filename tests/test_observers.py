@@ -134,6 +134,7 @@ def test_observers_hear_the_whole_grid_in_order(tiny_config):
         "phase train",
         "phase eval",
         "epoch 2/2",
+        "phase inference",  # the trained model's latency and throughput, after training
         "done ok",
         "grid done 1",
     ]

@@ -150,6 +150,7 @@ def test_feature_cache_hit_builds_no_backbone_and_reports_the_same_cost_facts(
     plugins, tiny_config, monkeypatch
 ):
     tiny_config.strategies = ["linear"]
+    tiny_config.inference = False  # timing the trained model needs it whole: below
     builds = []
     tiny = plugins.backbones.get("tiny")
     counted = dataclasses.replace(
@@ -171,6 +172,13 @@ def test_feature_cache_hit_builds_no_backbone_and_reports_the_same_cost_facts(
     (saved,) = Runner(tiny_config, plugins).run()
     assert saved["cost"]["feature_cache"] == "disk" and builds == [True, True]
     assert Path(saved["cost"]["checkpoint"]).is_file()
+
+    # Inference is timed on the whole model: built once in a process (once per model
+    # architecture), after training, whose cost facts stay the same.
+    tiny_config.save_models, tiny_config.inference = False, True
+    (timed,) = Runner(tiny_config, plugins).run()
+    assert builds == [True, True, True] and timed["inference"]["reused"] is False
+    assert [timed["cost"][k] for k in facts] == [first["cost"][k] for k in facts]
 
 
 def test_batch_larger_than_dataset_works(plugins, tiny_config):

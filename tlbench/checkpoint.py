@@ -39,7 +39,6 @@ from tlbench.api import Backbone, Preprocessing, RunSpec
 from tlbench.errors import TlbenchError, UnknownNameError
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 #: The older format: one `torch.save` file, `<key>.pt`.
@@ -347,18 +346,18 @@ def save_checkpoint(
     spec: RunSpec,
     backbone: Backbone,
     model: nn.Module,
-    best_state: dict[str, torch.Tensor],
     *,
     head_only: bool,
     classes: list[str],
-    best_epoch: int,
-    best_accuracy: float,
+    epoch: int,
+    accuracy: float,
 ) -> Path:
-    """Write the best epoch's weights and their sidecar; returns the weights' path.
+    """Write `model`'s weights and their sidecar; returns the weights' path.
 
-    `model` is the whole classifier (normalisation, backbone, head);
-    `best_state` holds the best epoch's weights of the head alone
-    (`head_only`, cached features) or of the whole model. Each file is written
+    `model` is the whole classifier (normalisation, backbone, head) as it
+    ended training: `epoch` is its last epoch and `accuracy` the top-1 the
+    record reports for it. `head_only`: only its head trained (on cached
+    features), which the sidecar says. Each file is written
     to a temporary name and renamed; the old sidecar goes first and the new one
     comes last, so a reader finds either no checkpoint or a whole one (and the
     sidecar's checksum makes weights it does not describe an error).
@@ -371,10 +370,6 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     # Owned, contiguous copies: safetensors refuses tensors that share memory.
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    prefix = "head." if head_only else ""
-    state.update(
-        {prefix + k: v.detach().to("cpu", copy=True).contiguous() for k, v in best_state.items()}
-    )
     weights, sidecar = checkpoint_paths(folder, spec.key)
     meta = {
         "format": SAFETENSORS_FORMAT,
@@ -387,9 +382,11 @@ def save_checkpoint(
         "classes": list(classes),
         "image_size": spec.image_size,
         "preprocessing": backbone.preprocessing.to_dict(),
-        "best_epoch": best_epoch,
+        # The final epoch: no epoch is chosen on the test split (checkpoints written before
+        # said `best_epoch` and `best_accuracy`: the best on it).
+        "epoch": epoch,
         # Strict JSON (the Hub's viewers parse it): a non-finite accuracy is null.
-        "best_accuracy": best_accuracy if math.isfinite(best_accuracy) else None,
+        "accuracy": accuracy if math.isfinite(accuracy) else None,
         # Provenance, so a checkpoint found alone can be traced to its record.
         "key": spec.key,
         "dataset": spec.dataset,
@@ -434,8 +431,9 @@ class SavedModel:
     image_size: int | None = None
     #: the run's final top-1 when a record says it, else None.
     accuracy: float | None = None
-    #: the checkpoint's own accuracy: that of the best epoch, whose weights it holds.
-    best_accuracy: float | None = None
+    #: the top-1 of the weights the checkpoint holds, as its sidecar says: the final
+    #: epoch's (a checkpoint written before they were: the best epoch's).
+    saved_accuracy: float | None = None
     key: str = ""
     #: False when the record names a checkpoint whose files are gone.
     exists: bool = True
@@ -454,7 +452,7 @@ def _from_record(record: dict[str, Any]) -> SavedModel | None:
         seed=config.get("seed"),
         image_size=config.get("image_size"),
         accuracy=accuracy.get("final"),
-        best_accuracy=accuracy.get("best"),
+        saved_accuracy=accuracy.get("final"),
         key=str(record.get("key", "")),
         exists=checkpoint_complete(path),
     )
@@ -475,7 +473,7 @@ def _from_sidecar(sidecar: Path) -> SavedModel | None:
         dataset=str(meta.get("dataset")),
         seed=meta.get("seed"),
         image_size=meta.get("image_size"),
-        best_accuracy=meta.get("best_accuracy"),
+        saved_accuracy=meta.get("accuracy", meta.get("best_accuracy")),
         key=str(meta.get("key", "")),
         exists=weights.is_file(),
     )

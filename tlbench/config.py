@@ -323,7 +323,8 @@ class RunConfig:
         default=False,
         metadata=flag(
             group="where",
-            help="keep each run's best checkpoint (<key>.safetensors + <key>.json sidecar)",
+            help="keep each run's trained model, as it ended training (<key>.safetensors + "
+            "<key>.json sidecar)",
         ),
     )
     models_dir: str | None = field(

@@ -606,7 +606,6 @@ class FitResult:
     curve: list[dict[str, Any]] = field(default_factory=list)
     best_accuracy: float = 0.0
     best_epoch: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
     #: wall seconds of all training epochs (warm-up and uploads excluded).
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -690,7 +689,6 @@ def _record_epoch(
     evaluation: dict[str, Any],
     seconds: float,
     images: int,
-    state: Callable[[], dict[str, torch.Tensor]] | None,
     on_epoch: EpochCallback | None,
     rates: dict[str, float] | None = None,
 ) -> None:
@@ -710,8 +708,6 @@ def _record_epoch(
         result.final_correct = evaluation["correct"]
     if evaluation["accuracy"] > result.best_accuracy or result.best_epoch == 0:
         result.best_accuracy, result.best_epoch = evaluation["accuracy"], epoch
-        if state is not None:
-            result.best_state = state()
     if on_epoch is not None:
         on_epoch(epoch, metrics)
 
@@ -723,10 +719,6 @@ def group_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     for i, group in enumerate(optimizer.param_groups):
         rates.setdefault(str(group.get("name") or f"group{i}"), float(group["lr"]))
     return rates
-
-
-def _state_copy(module: nn.Module) -> Callable[[], dict[str, torch.Tensor]]:
-    return lambda: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -913,7 +905,6 @@ def fit_images(
     seed: int,
     on_epoch: EpochCallback | None = None,
     on_phase: PhaseCallback | None = None,
-    keep_best: bool = False,
     warmup: bool = True,
     data_on_device: bool = True,
     _resident: list[int] | None = None,
@@ -995,7 +986,6 @@ def fit_images(
         release_host_memory()
 
     clock = PhaseClock(device)
-    state = _state_copy(model) if keep_best else None
     for epoch in range(1, hp.epochs + 1):
         if on_phase is not None:
             on_phase("train")
@@ -1042,8 +1032,7 @@ def fit_images(
         result.eval_seconds += eval_seconds
         result.eval_images += len(evalset)
         _record_epoch(
-            result, epoch, train_loss, evaluation, epoch_end - epoch_start, seen, state, on_epoch,
-            rates,
+            result, epoch, train_loss, evaluation, epoch_end - epoch_start, seen, on_epoch, rates,
         )  # fmt: skip
     synchronize(device)
     result.phase_seconds = clock.collect()
@@ -1155,7 +1144,6 @@ def train_head_on_features(
     seed: int,
     on_epoch: EpochCallback | None = None,
     on_phase: PhaseCallback | None = None,
-    keep_best: bool = False,
     warmup: bool = True,
 ) -> FitResult:
     """Train the linear head on cached features: mini-batch, on the device, L2 by weight decay.
@@ -1234,7 +1222,6 @@ def train_head_on_features(
                 "eval": _batch_sizes(len(eval_y), HEAD_EVAL_BATCH),
             }
 
-        state = _state_copy(head) if keep_best else None
         for epoch in range(1, hp.epochs + 1):
             if on_phase is not None:
                 on_phase("train")
@@ -1265,5 +1252,5 @@ def train_head_on_features(
             evaluation = evaluate(per_image=epoch == hp.epochs)  # the final one, for pairing
             result.eval_seconds += time.perf_counter() - t0
             result.eval_images += len(eval_y)
-            _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, state, on_epoch, rates)
+            _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, on_epoch, rates)
         return result

@@ -32,7 +32,6 @@ from tlbench.engine import (
     PhaseCallback,
     _one_cpu_thread,
     _record_epoch,
-    _state_copy,
     evaluate_logits,
 )
 from tlbench.timing import synchronize
@@ -54,7 +53,6 @@ def fit_logistic_probe(
     seed: int,
     on_epoch: EpochCallback | None = None,
     on_phase: PhaseCallback | None = None,
-    keep_best: bool = False,
 ) -> FitResult:
     """Fit `head` by full-batch L-BFGS on standardised features (see the module docstring).
 
@@ -74,7 +72,6 @@ def fit_logistic_probe(
         head.to(device)
         x = (train_x - head.mean) / head.std  # standardised once: the head's forward, unrolled
         step, loss = _lbfgs(head, x, train_y, hp)
-        state = _state_copy(head) if keep_best else None
         for epoch in range(1, hp.epochs + 1):
             if on_phase is not None:
                 on_phase("train")
@@ -106,7 +103,7 @@ def fit_logistic_probe(
                 )
             result.eval_seconds += time.perf_counter() - t0
             result.eval_images += len(eval_y)
-            _record_epoch(result, epoch, train_loss, evaluation, elapsed, len(x), state, on_epoch)
+            _record_epoch(result, epoch, train_loss, evaluation, elapsed, len(x), on_epoch)
         return result
 
 

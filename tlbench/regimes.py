@@ -90,7 +90,6 @@ class TrialContext:
     #: forward FLOPs per image of a model placed on the run's device (kept per process).
     count_flops: Callable[[nn.Module], int | None]
     emit: Events
-    keep_best: bool
     hp: Hyperparameters
     finished: list[dict[str, Any]] = field(default_factory=list)
     batch_history: list[int] = field(default_factory=list)
@@ -201,12 +200,12 @@ def _fit_head(
 ) -> FitResult:
     """Train `head` on the features with `hp`: full-batch L-BFGS logistic regression when its
     optimizer is "lbfgs" (`tlbench.probe`), else mini-batches. `follow`: its epochs are the
-    run's (reported, and the best kept for a checkpoint), not a first stage's."""
+    run's (reported), not a first stage's."""
     if hp.optimizer == "lbfgs":
         from tlbench.probe import fit_logistic_probe as fit
     else:
         fit = train_head_on_features
-    events = {"on_epoch": ctx.on_epoch, "on_phase": ctx.phase, "keep_best": ctx.keep_best}
+    events = {"on_epoch": ctx.on_epoch, "on_phase": ctx.phase}
     return fit(
         head,
         features.train,
@@ -252,7 +251,6 @@ def _fine_tune(ctx: TrialContext, module: nn.Module, head: nn.Module) -> Outcome
         seed=ctx.spec.seed,
         on_epoch=ctx.on_epoch,
         on_phase=ctx.phase,
-        keep_best=ctx.keep_best,
         data_on_device=ctx.data_on_device,
     )
     return Outcome(fit=fit, head=head, model=model)

@@ -330,7 +330,6 @@ class TrialHost:
             score=self._scores,
             count_flops=lambda model: self._forward_flops(backbone, model, spec.image_size, ex),
             emit=emit,
-            keep_best=self.workspace.models_dir is not None,
             hp=spec.hp,
             finished=finished,
         )
@@ -382,7 +381,7 @@ class TrialHost:
                     train_flops_per_image=counted.train if counted else None,
                 )
             )
-        if ctx.keep_best and fit.best_state is not None:
+        if self.workspace.models_dir is not None:
             cost["checkpoint"] = str(self._checkpoint(ctx, outcome))
         parts: dict[str, Any] = {
             "accuracy": run_accuracy(fit, outcome.probe_fit),
@@ -402,18 +401,24 @@ class TrialHost:
     def _checkpoint(self, ctx: TrialContext, outcome: Outcome) -> Path:
         from tlbench.checkpoint import save_checkpoint
 
-        model, fit = self._served_model(ctx, outcome), outcome.fit
+        """The trained model as it ended: the weights whose top-1 the record reports.
+
+        Not the epoch that scored best on the evaluation split: that would be a
+        choice made on the test split, and the checkpoint's accuracy would be
+        the optimistic pick of several (the record's `best` stays a fact about
+        the curve, chosen nothing).
+        """
+        fit = outcome.fit
         assert self.workspace.models_dir is not None
         return save_checkpoint(
             self.workspace.models_dir,
             ctx.spec,
             ctx.backbone,
-            model,
-            fit.best_state,
+            self._served_model(ctx, outcome),
             head_only=ctx.strategy.frozen_backbone,
             classes=list(ctx.splits.classes),
-            best_epoch=fit.best_epoch,
-            best_accuracy=fit.best_accuracy,
+            epoch=len(fit.curve),
+            accuracy=fit.final_accuracy,
         )
 
     def _scores(self, spec: RunSpec, train_x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:

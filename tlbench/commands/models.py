@@ -75,7 +75,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         )
     records = list(results.answer_by_key(results.read(files)).values()) if files else []
     models = list_saved_models(records, folders)
-    models.sort(key=lambda m: (m.dataset, -(m.accuracy or m.best_accuracy or 0.0), m.path))
+    models.sort(key=lambda m: (m.dataset, -(_accuracy(m) or 0.0), m.path))
     if args.format == "json":
         sys.stdout.write(json.dumps([dataclasses.asdict(m) for m in models], indent=2) + "\n")
         return 0
@@ -94,15 +94,19 @@ def main(args: argparse.Namespace, console: Console) -> int:
             short.get(m.dataset, m.dataset),
             "" if m.seed is None else m.seed,
             "" if m.image_size is None else m.image_size,
-            _pct(m.accuracy),
-            _pct(m.best_accuracy),
+            _pct(_accuracy(m)),
             m.path + ("" if m.exists else "  (missing)"),
         ]
         for m in models
     ]
-    header = ["backbone", "strategy", "dataset", "seed", "px", "top-1 %", "best %", "path"]
+    header = ["backbone", "strategy", "dataset", "seed", "px", "top-1 %", "path"]
     console.print(Text(tabulate(rows, headers=header, disable_numparse=True)), soft_wrap=True)
     return 0
+
+
+def _accuracy(model: Any) -> float | None:
+    """The top-1 a saved model is listed with: its record's, else its sidecar's."""
+    return model.accuracy if model.accuracy is not None else model.saved_accuracy
 
 
 def _pct(value: float | None) -> str:
