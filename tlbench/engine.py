@@ -923,86 +923,197 @@ def fit_images(
     all of them measured; the device is synchronised at each epoch's end, where
     the loss is read back: never inside the loop.
     """
-    device = ex.device
-    n = len(train)
-    batch = min(hp.batch_size, n)
-    # A last batch of one breaks BatchNorm in training mode; drop it when it happens.
-    drop_last = n % batch == 1
-    steps = n // batch if drop_last else math.ceil(n / batch)
-    ex.apply_backends()
-    # Placed before the optimiser is built: the fused CUDA kernels check where parameters live.
-    step_model = ex.prepare(model)
-    optimizer = make_optimizer(groups, hp, device)
-    schedule = make_schedule(optimizer, hp, steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    generator = torch.Generator().manual_seed(seed)
-    # A seed of its own for the augmentation: a second generator seeded with the
-    # same number would draw the very stream the permutations draw.
-    augment_seed = int(torch.randint(2**62, (1,), generator=generator))
-    step = TrainStep(step_model, optimizer, criterion, ex, schedule)
-    graphs_before = compiled_graph_count() if ex.compile else 0
-
-    synchronize(device)
-    t0 = time.perf_counter()
-    loader = BatchLoader(
-        train, image_size, ex, augment=hp.augment, seed=augment_seed, on_device=data_on_device
-    )
-    eval_images_dev = _to_device_if_fits(evalset.images, device) if data_on_device else None
-    synchronize(device)
-    result = FitResult(
-        batch_size=batch,
-        upload_seconds=time.perf_counter() - t0,
-        resident_data_bytes=loader.device_bytes + _nbytes(eval_images_dev),
-    )
+    fit = _ImageFit.make(model, groups, train, evalset, image_size, num_classes, hp, ex, seed)
+    result = fit.upload(data_on_device)
     if _resident is not None:
         _resident[0] = result.resident_data_bytes
-    eval_batch = 2 * batch
     release_host_memory()  # what building and loading the model left behind
-
     if warmup:
-        if on_phase is not None:
-            on_phase("train warm-up")
-        train_sizes = _batch_sizes(n, batch, drop_last)
-        eval_sizes = _batch_sizes(len(evalset), eval_batch)
+        _phase(on_phase, "train warm-up")
+        fit.warm_up(result)
+        _check_compiled(ex, result, fit.graphs_before)  # before the clock: fail in seconds
+        release_host_memory()
+    clock = PhaseClock(ex.device)
+    for epoch in range(1, hp.epochs + 1):
+        _phase(on_phase, "train")
+        rates = group_rates(fit.optimizer)  # the epoch's first step's, per group (host values)
+        train_loss, seconds, seen = fit.epoch(result, clock)
+        _count_epoch(result, epoch, train_loss, seconds, seen, fit.steps)
+        # The epoch's freed activations, before evaluation allocates its own on top.
+        release_host_memory()
+        _phase(on_phase, "eval")
         t0 = time.perf_counter()
-        with _undone(model, step, [loader.augment_generator], device):
-            model.train()
+        # The final evaluation's per image, for paired comparisons.
+        evaluation = fit.evaluate(per_image=epoch == hp.epochs)
+        result.eval_seconds += time.perf_counter() - t0  # evaluate_* ends on a host read
+        result.eval_images += len(evalset)
+        _record_epoch(result, epoch, train_loss, evaluation, seconds, seen, on_epoch, rates)
+    synchronize(ex.device)
+    result.phase_seconds = clock.collect()
+    _check_compiled(ex, result, fit.graphs_before)
+    return result
+
+
+def _phase(on_phase: PhaseCallback | None, name: str) -> None:
+    if on_phase is not None:
+        on_phase(name)
+
+
+def _count_epoch(
+    result: FitResult, epoch: int, train_loss: float, seconds: float, images: int, steps: int
+) -> None:
+    """Add a trained epoch to the measured totals; a non-finite loss ends the fit."""
+    result.train_seconds += seconds
+    result.measured_seconds += seconds
+    result.measured_images += images
+    result.measured_steps += steps
+    if not math.isfinite(train_loss):
+        raise Diverged(epoch, train_loss)
+
+
+@dataclass
+class _ImageFit:
+    """The parts of one end-to-end fit, made once: what its warm-up, epochs and
+    evaluations share (`fit_images`)."""
+
+    model: ImageClassifier
+    #: what a step calls: `model`, or `torch.compile(model)` under `compile=True`.
+    step_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: TrainStep
+    train: ImageTensors
+    evalset: ImageTensors
+    image_size: int
+    num_classes: int
+    ex: Execution
+    batch: int
+    steps: int
+    #: a last batch of one breaks BatchNorm in training mode: dropped when it happens.
+    drop_last: bool
+    generator: torch.Generator
+    augment_seed: int
+    augment: bool
+    graphs_before: int
+    loader: BatchLoader | None = None
+    eval_images_dev: torch.Tensor | None = None
+
+    @classmethod
+    def make(
+        cls,
+        model: ImageClassifier,
+        groups: list[dict],
+        train: ImageTensors,
+        evalset: ImageTensors,
+        image_size: int,
+        num_classes: int,
+        hp: Hyperparameters,
+        ex: Execution,
+        seed: int,
+    ) -> _ImageFit:
+        n = len(train)
+        batch = min(hp.batch_size, n)
+        drop_last = n % batch == 1
+        steps = n // batch if drop_last else math.ceil(n / batch)
+        ex.apply_backends()
+        # Placed before the optimiser is built: the fused CUDA kernels check where
+        # parameters live.
+        step_model = ex.prepare(model)
+        optimizer = make_optimizer(groups, hp, ex.device)
+        schedule = make_schedule(optimizer, hp, steps)
+        criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        generator = torch.Generator().manual_seed(seed)
+        # A seed of its own for the augmentation: a second generator seeded with the
+        # same number would draw the very stream the permutations draw.
+        augment_seed = int(torch.randint(2**62, (1,), generator=generator))
+        return cls(
+            model=model,
+            step_model=step_model,
+            optimizer=optimizer,
+            step=TrainStep(step_model, optimizer, criterion, ex, schedule),
+            train=train,
+            evalset=evalset,
+            image_size=image_size,
+            num_classes=num_classes,
+            ex=ex,
+            batch=batch,
+            steps=steps,
+            drop_last=drop_last,
+            generator=generator,
+            augment_seed=augment_seed,
+            augment=hp.augment,
+            graphs_before=compiled_graph_count() if ex.compile else 0,
+        )
+
+    @property
+    def eval_batch(self) -> int:
+        return 2 * self.batch
+
+    def upload(self, data_on_device: bool) -> FitResult:
+        """The splits to the device where they fit, timed: the fit's result so far."""
+        device = self.ex.device
+        synchronize(device)
+        t0 = time.perf_counter()
+        self.loader = BatchLoader(
+            self.train,
+            self.image_size,
+            self.ex,
+            augment=self.augment,
+            seed=self.augment_seed,
+            on_device=data_on_device,
+        )
+        if data_on_device:
+            self.eval_images_dev = _to_device_if_fits(self.evalset.images, device)
+        synchronize(device)
+        return FitResult(
+            batch_size=self.batch,
+            upload_seconds=time.perf_counter() - t0,
+            resident_data_bytes=self.loader.device_bytes + _nbytes(self.eval_images_dev),
+        )
+
+    def warm_up(self, result: FitResult) -> None:
+        """One step at each training batch size, one evaluation at each eval batch size,
+        undone (`_undone`), timed as `warmup_seconds`."""
+        loader, device = self.loader, self.ex.device
+        assert loader is not None
+        train_sizes = _batch_sizes(len(self.train), self.batch, self.drop_last)
+        eval_sizes = _batch_sizes(len(self.evalset), self.eval_batch)
+        t0 = time.perf_counter()
+        with _undone(self.model, self.step, [loader.augment_generator], device):
+            self.model.train()
             start = 0
             for size in train_sizes:
                 idx = torch.arange(start, start + size)
                 x, y = loader(_host_to_device(idx, device) if loader.on_device else idx)
-                step(x, y)
+                self.step(x, y)
                 start += size
             k = sum(eval_sizes)
+            resident = None if self.eval_images_dev is None else self.eval_images_dev[:k]
             evaluate_images(
-                step_model, ImageTensors(evalset.images[:k], evalset.labels[:k]), image_size,
-                num_classes, eval_batch, ex, None if eval_images_dev is None else eval_images_dev[:k],
+                self.step_model, ImageTensors(self.evalset.images[:k], self.evalset.labels[:k]),
+                self.image_size, self.num_classes, self.eval_batch, self.ex, resident,
             )  # fmt: skip
         synchronize(device)
         result.warmup_seconds = time.perf_counter() - t0
         result.warmup_steps = len(train_sizes)
         result.warmup_batches = {"train": train_sizes, "eval": eval_sizes}
-        _check_compiled(ex, result, graphs_before)  # before the clock: fail in seconds
-        release_host_memory()
 
-    clock = PhaseClock(device)
-    for epoch in range(1, hp.epochs + 1):
-        if on_phase is not None:
-            on_phase("train")
-        model.train()
+    def epoch(self, result: FitResult, clock: PhaseClock) -> tuple[float, float, int]:
+        """One measured epoch: (mean training loss, wall seconds, images seen)."""
+        loader, device, batch = self.loader, self.ex.device, self.batch
+        assert loader is not None
+        self.model.train()
         _note_threads(result)
-        rates = group_rates(optimizer)  # the epoch's first step's, per group (host values)
         synchronize(device)
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        perm = loader.permutation(generator)
-        for s in range(steps):
+        perm = loader.permutation(self.generator)
+        for s in range(self.steps):
             clock.start("data")
             x, y = loader(perm[s * batch : (s + 1) * batch])
             clock.stop("data")
             clock.start("compute")
-            loss = step(x, y)
+            loss = self.step(x, y)
             loss_sum.add_(loss, alpha=y.shape[0])
             clock.stop("compute")
             seen += y.shape[0]
@@ -1012,32 +1123,13 @@ def fit_images(
         # read and released now, not held to the end of the fit.
         clock.collect()
         _note_threads(result)
-        result.train_seconds += epoch_end - epoch_start
-        result.measured_seconds += epoch_end - epoch_start
-        result.measured_images += seen
-        result.measured_steps += steps
-        if not math.isfinite(train_loss):
-            raise Diverged(epoch, train_loss)
-        # The epoch's freed activations, before evaluation allocates its own on top.
-        release_host_memory()
+        return train_loss, epoch_end - epoch_start, seen
 
-        if on_phase is not None:
-            on_phase("eval")
-        t0 = time.perf_counter()
-        evaluation = evaluate_images(
-            step_model, evalset, image_size, num_classes, eval_batch, ex, eval_images_dev,
-            per_image=epoch == hp.epochs,  # the final evaluation's, for paired comparisons
+    def evaluate(self, per_image: bool) -> dict[str, Any]:
+        return evaluate_images(
+            self.step_model, self.evalset, self.image_size, self.num_classes, self.eval_batch,
+            self.ex, self.eval_images_dev, per_image=per_image,
         )  # fmt: skip
-        eval_seconds = time.perf_counter() - t0  # evaluate_* ends on a host read: synchronised
-        result.eval_seconds += eval_seconds
-        result.eval_images += len(evalset)
-        _record_epoch(
-            result, epoch, train_loss, evaluation, epoch_end - epoch_start, seen, on_epoch, rates,
-        )  # fmt: skip
-    synchronize(device)
-    result.phase_seconds = clock.collect()
-    _check_compiled(ex, result, graphs_before)
-    return result
 
 
 #: threads that never run while a fit is timed (the pool worker's parent watch, asleep).
@@ -1163,6 +1255,62 @@ def train_head_on_features(
     2 shared cores).
     """
     with _one_cpu_thread(ex.device):
+        fit, result = _HeadFit.upload(
+            head, train_x, train_y, eval_x, eval_y, num_classes, hp, ex, seed
+        )
+        if warmup:
+            _phase(on_phase, "train warm-up")
+            fit.warm_up(result)
+        n = len(fit.train_y)
+        for epoch in range(1, hp.epochs + 1):
+            _phase(on_phase, "train")
+            rates = group_rates(fit.optimizer)
+            train_loss, elapsed = fit.epoch(result)
+            _count_epoch(result, epoch, train_loss, elapsed, n, fit.steps)
+            # The features are already on the device: the whole step is compute.
+            result.phase_seconds["compute"] = result.measured_seconds
+            head.eval()
+            _phase(on_phase, "eval")
+            t0 = time.perf_counter()
+            evaluation = fit.evaluate(per_image=epoch == hp.epochs)  # the final one, for pairing
+            result.eval_seconds += time.perf_counter() - t0
+            result.eval_images += len(fit.eval_y)
+            _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, on_epoch, rates)
+        return result
+
+
+@dataclass
+class _HeadFit:
+    """The parts of one fit of a head on features, on the device (`train_head_on_features`)."""
+
+    head: FeatureHead
+    optimizer: torch.optim.Optimizer
+    step: TrainStep
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    num_classes: int
+    batch: int
+    steps: int
+    generator: torch.Generator
+    device: torch.device
+
+    @classmethod
+    def upload(
+        cls,
+        head: FeatureHead,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        eval_x: torch.Tensor,
+        eval_y: torch.Tensor,
+        num_classes: int,
+        hp: Hyperparameters,
+        ex: Execution,
+        seed: int,
+    ) -> tuple[_HeadFit, FitResult]:
+        """The features to the device (timed apart), the head standardised by them, and
+        its optimiser: the fit and its result so far."""
         device = ex.device
         ex.apply_backends()
         synchronize(device)
@@ -1186,71 +1334,56 @@ def train_head_on_features(
         step = TrainStep(
             head, optimizer, criterion, dataclasses.replace(ex, precision="fp32"), schedule
         )
-        generator = torch.Generator().manual_seed(seed)
+        fit = cls(
+            head, optimizer, step, train_x, train_y, eval_x, eval_y, num_classes, batch, steps,
+            torch.Generator().manual_seed(seed), device,
+        )  # fmt: skip
         result = FitResult(
             batch_size=batch, upload_seconds=upload_seconds, resident_data_bytes=resident
         )
+        return fit, result
 
-        def evaluate(per_image: bool = False) -> dict[str, Any]:
-            return evaluate_logits(
-                lambda a, b: head(eval_x[a:b]),
-                eval_y,
-                num_classes,
-                HEAD_EVAL_BATCH,
-                device,
-                per_image,
-            )
+    def evaluate(self, per_image: bool = False) -> dict[str, Any]:
+        return evaluate_logits(
+            lambda a, b: self.head(self.eval_x[a:b]),
+            self.eval_y,
+            self.num_classes,
+            HEAD_EVAL_BATCH,
+            self.device,
+            per_image,
+        )
 
-        if warmup:
-            if on_phase is not None:
-                on_phase("train warm-up")
-            train_sizes = _batch_sizes(n, batch)
-            t0 = time.perf_counter()
-            with _undone(head, step, [], device):
-                head.train()
-                start = 0
-                for size in train_sizes:
-                    step(train_x[start : start + size], train_y[start : start + size])
-                    start += size
-                head.eval()
-                evaluate()
-            synchronize(device)
-            result.warmup_seconds = time.perf_counter() - t0
-            result.warmup_steps = len(train_sizes)
-            result.warmup_batches = {
-                "train": train_sizes,
-                "eval": _batch_sizes(len(eval_y), HEAD_EVAL_BATCH),
-            }
+    def warm_up(self, result: FitResult) -> None:
+        """Every batch size once, and an evaluation, undone; timed as `warmup_seconds`."""
+        train_sizes = _batch_sizes(len(self.train_x), self.batch)
+        t0 = time.perf_counter()
+        with _undone(self.head, self.step, [], self.device):
+            self.head.train()
+            start = 0
+            for size in train_sizes:
+                self.step(self.train_x[start : start + size], self.train_y[start : start + size])
+                start += size
+            self.head.eval()
+            self.evaluate()
+        synchronize(self.device)
+        result.warmup_seconds = time.perf_counter() - t0
+        result.warmup_steps = len(train_sizes)
+        result.warmup_batches = {
+            "train": train_sizes,
+            "eval": _batch_sizes(len(self.eval_y), HEAD_EVAL_BATCH),
+        }
 
-        for epoch in range(1, hp.epochs + 1):
-            if on_phase is not None:
-                on_phase("train")
-            head.train()
-            _note_threads(result)
-            rates = group_rates(optimizer)
-            synchronize(device)
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            perm = _host_to_device(torch.randperm(n, generator=generator), device)
-            for s in range(steps):
-                idx = perm[s * batch : (s + 1) * batch]
-                loss_sum.add_(step(train_x[idx], train_y[idx]), alpha=idx.shape[0])
-            train_loss = float(loss_sum) / n  # the epoch's one host sync
-            elapsed = time.perf_counter() - t0
-            result.train_seconds += elapsed
-            result.measured_seconds += elapsed
-            result.measured_images += n
-            result.measured_steps += steps
-            # The features are already on the device: the whole step is compute.
-            result.phase_seconds["compute"] = result.measured_seconds
-            if not math.isfinite(train_loss):
-                raise Diverged(epoch, train_loss)
-            head.eval()
-            if on_phase is not None:
-                on_phase("eval")
-            t0 = time.perf_counter()
-            evaluation = evaluate(per_image=epoch == hp.epochs)  # the final one, for pairing
-            result.eval_seconds += time.perf_counter() - t0
-            result.eval_images += len(eval_y)
-            _record_epoch(result, epoch, train_loss, evaluation, elapsed, n, on_epoch, rates)
-        return result
+    def epoch(self, result: FitResult) -> tuple[float, float]:
+        """One measured epoch: (mean training loss, wall seconds)."""
+        n, batch = len(self.train_x), self.batch
+        self.head.train()
+        _note_threads(result)
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        perm = _host_to_device(torch.randperm(n, generator=self.generator), self.device)
+        for s in range(self.steps):
+            idx = perm[s * batch : (s + 1) * batch]
+            loss_sum.add_(self.step(self.train_x[idx], self.train_y[idx]), alpha=idx.shape[0])
+        train_loss = float(loss_sum) / n  # the epoch's one host sync
+        return train_loss, time.perf_counter() - t0
