@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,9 +129,13 @@ def _records(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[Any], l
     records = results.read(inputs)
     if not records:
         raise TlbenchError(f"no records in {', '.join(args.results)}")
-    rows = report.sort_rows(
-        report.summarize(records, cost=args.cost, pareto_by=args.pareto_by), args.sort
-    )
+    # The records, and then the rows, live until the command ends and hold no cycles: the
+    # collector need not walk their millions of objects again and again while the report
+    # is made (2 of 10 s on 50,000 records); what is made later is still collected.
+    gc.freeze()
+    rows = report.summarize(records, cost=args.cost, pareto_by=args.pareto_by)
+    gc.freeze()
+    rows = report.sort_rows(rows, args.sort)
     if not rows:
         raise TlbenchError(
             f"none of the {len(records)} record(s) in {', '.join(args.results)} can be shown "
