@@ -442,37 +442,18 @@ def check_strategy(
     Returns `{"trainable", "total", "loss_before", "loss_after"}`.
     """
     import torch
-    import torch.nn.functional as F
 
-    from tlbench.engine import ImageClassifier, make_optimizer, make_schedule
+    from tlbench.engine import ImageClassifier
 
     assert isinstance(strategy, Strategy), (
         f"expected a tlbench.Strategy, got {type(strategy).__name__}"
     )
     who = f"strategy {strategy.name!r}"
-    assert isinstance(strategy.description, str) and strategy.description, f"{who}: no description"
-    hp = strategy.defaults
-    assert isinstance(hp, Hyperparameters), f"{who}: defaults must be tlbench.Hyperparameters"
-    assert hp.epochs >= 1 and hp.batch_size >= 1, f"{who}: epochs and batch_size must be >= 1"
-    assert hp.lr > 0 and math.isfinite(hp.lr), f"{who}: lr must be positive, got {hp.lr}"
-    assert hp.backbone_lr_mult >= 0, f"{who}: backbone_lr_mult must be >= 0"
-    names = [o.name for o in strategy.options]
-    assert len(set(names)) == len(names), f"{who}: two options have the same name"
-    for option in strategy.options:
-        assert isinstance(option, StrategyOption), f"{who}: options must be StrategyOptions"
-        assert option.check(option.default, who) == option.default, (
-            f"{who}: option {option.name!r}'s default is not a valid value"
-        )
+    hp = _check_strategy_fields(strategy, who)
     options = strategy.check_options(options, who)
     backbone = backbone or tiny_backbone()
     _check_static_backbone(backbone)
-    no_weights = tiny_backbone("no_weights", weights=False)
-    reason = strategy.skip_reason(no_weights)
-    if strategy.pretrained:
-        assert reason, f"{who} needs pretrained weights but runs on a backbone without them"
-        assert backbone.has_pretrained, f"{who} needs a backbone with weights to be checked"
-    else:
-        assert reason is None, f"{who} needs no weights but skips a backbone without: {reason}"
+    _check_weights_rule(strategy, backbone, who)
 
     size = backbone.fixed_image_size or image_size or max(backbone.min_image_size, 32)
     with torch.random.fork_rng():
@@ -493,62 +474,11 @@ def check_strategy(
             hp = hp.replace(optimizer="adamw", lr=1e-2)
         groups = [{"params": list(head.parameters()), "lr": hp.lr, "name": "head"}]
     else:
-        stages = stage_parameters(backbone, module) if backbone.stages is not None else None
-        assert stages is not None or not strategy.needs_stages, (
-            f"{who} trains by stage: check it with a backbone that declares stages"
-        )
-        groups = call_param_groups(strategy, module, head, hp, stages=stages, options=options)
-        assert isinstance(groups, list) and groups, f"{who}: param_groups must return a list"
-        seen: dict[int, str] = {}
-        for g in groups:
-            assert isinstance(g, dict) and "params" in g, f"{who}: each group is a dict with params"
-            lr = g.get("lr")
-            assert isinstance(lr, (int, float)) and lr > 0, f"{who}: group lr must be > 0: {lr!r}"
-            for p in g["params"]:
-                assert isinstance(p, torch.nn.Parameter), f"{who}: groups must hold Parameters"
-                assert id(p) not in seen, f"{who}: a parameter is in two groups"
-                seen[id(p)] = g.get("name", "?")
-        names = {id(p): n for n, p in model.named_parameters()}
-        not_listed = [
-            names[id(p)] for p in model.parameters() if p.requires_grad and id(p) not in seen
-        ]
-        assert not not_listed, (
-            f"{who}: parameters require grad but are in no group (counted as trainable, never "
-            f"updated): {not_listed[:5]}"
-        )
-        frozen = [
-            names.get(i, "?")
-            for i, p in ((id(p), p) for g in groups for p in g["params"])
-            if not p.requires_grad
-        ]
-        assert not frozen, f"{who}: grouped parameters have requires_grad off: {frozen[:5]}"
-        missing_head = [n for n, p in head.named_parameters() if id(p) not in seen]
-        assert not missing_head, f"{who}: the new head must train (missing {missing_head})"
+        groups = _checked_groups(strategy, backbone, model, hp, options, who)
 
     declared = {id(p) for g in groups for p in g["params"]}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = make_optimizer(groups, hp.replace(epochs=1))
-    schedule = make_schedule(
-        optimizer, hp.replace(epochs=1, warmup_epochs=0, schedule="constant"), steps
-    )
-    model.train()
-    if strategy.frozen_backbone:
-        module.eval()
-
-    def loss_now() -> float:
-        # The same dropout masks for both measurements: only the parameters differ.
-        with torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(1)
-            return float(F.cross_entropy(model(x), y))
-
-    loss_before = loss_now()
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        schedule.step()
-    loss_after = loss_now()
-
+    loss_before, loss_after = _train_tiny(model, groups, hp, x, y, steps, strategy)
     changed_undeclared = [
         n
         for n, p in model.named_parameters()
@@ -569,6 +499,113 @@ def check_strategy(
         "loss_before": loss_before,
         "loss_after": loss_after,
     }
+
+
+def _check_strategy_fields(strategy: Strategy, who: str) -> Hyperparameters:
+    """A strategy's declared fields and options: its defaults, checked."""
+    assert isinstance(strategy.description, str) and strategy.description, f"{who}: no description"
+    hp = strategy.defaults
+    assert isinstance(hp, Hyperparameters), f"{who}: defaults must be tlbench.Hyperparameters"
+    assert hp.epochs >= 1 and hp.batch_size >= 1, f"{who}: epochs and batch_size must be >= 1"
+    assert hp.lr > 0 and math.isfinite(hp.lr), f"{who}: lr must be positive, got {hp.lr}"
+    assert hp.backbone_lr_mult >= 0, f"{who}: backbone_lr_mult must be >= 0"
+    names = [o.name for o in strategy.options]
+    assert len(set(names)) == len(names), f"{who}: two options have the same name"
+    for option in strategy.options:
+        assert isinstance(option, StrategyOption), f"{who}: options must be StrategyOptions"
+        assert option.check(option.default, who) == option.default, (
+            f"{who}: option {option.name!r}'s default is not a valid value"
+        )
+    return hp
+
+
+def _check_weights_rule(strategy: Strategy, backbone: Backbone, who: str) -> None:
+    """A `pretrained` strategy skips a backbone without weights; any other runs on it."""
+    reason = strategy.skip_reason(tiny_backbone("no_weights", weights=False))
+    if strategy.pretrained:
+        assert reason, f"{who} needs pretrained weights but runs on a backbone without them"
+        assert backbone.has_pretrained, f"{who} needs a backbone with weights to be checked"
+    else:
+        assert reason is None, f"{who} needs no weights but skips a backbone without: {reason}"
+
+
+def _checked_groups(
+    strategy: Strategy,
+    backbone: Backbone,
+    model: Any,
+    hp: Hyperparameters,
+    options: dict[str, Any],
+    who: str,
+) -> list[dict]:
+    """The strategy's parameter groups, checked: each a dict of Parameters with a positive
+    lr, none twice, every parameter that requires grad in one, the new head in one."""
+    import torch
+
+    module, head = model.backbone, model.head
+    stages = stage_parameters(backbone, module) if backbone.stages is not None else None
+    assert stages is not None or not strategy.needs_stages, (
+        f"{who} trains by stage: check it with a backbone that declares stages"
+    )
+    groups = call_param_groups(strategy, module, head, hp, stages=stages, options=options)
+    assert isinstance(groups, list) and groups, f"{who}: param_groups must return a list"
+    seen: dict[int, str] = {}
+    for g in groups:
+        assert isinstance(g, dict) and "params" in g, f"{who}: each group is a dict with params"
+        lr = g.get("lr")
+        assert isinstance(lr, (int, float)) and lr > 0, f"{who}: group lr must be > 0: {lr!r}"
+        for p in g["params"]:
+            assert isinstance(p, torch.nn.Parameter), f"{who}: groups must hold Parameters"
+            assert id(p) not in seen, f"{who}: a parameter is in two groups"
+            seen[id(p)] = g.get("name", "?")
+    names = {id(p): n for n, p in model.named_parameters()}
+    not_listed = [names[id(p)] for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    assert not not_listed, (
+        f"{who}: parameters require grad but are in no group (counted as trainable, never "
+        f"updated): {not_listed[:5]}"
+    )
+    frozen = [names.get(id(p), "?") for g in groups for p in g["params"] if not p.requires_grad]
+    assert not frozen, f"{who}: grouped parameters have requires_grad off: {frozen[:5]}"
+    missing_head = [n for n, p in head.named_parameters() if id(p) not in seen]
+    assert not missing_head, f"{who}: the new head must train (missing {missing_head})"
+    return groups
+
+
+def _train_tiny(
+    model: Any,
+    groups: list[dict],
+    hp: Hyperparameters,
+    x: Any,
+    y: Any,
+    steps: int,
+    strategy: Strategy,
+) -> tuple[float, float]:
+    """`steps` optimiser steps of the groups on one tiny batch: (loss before, loss after)."""
+    import torch
+    import torch.nn.functional as F
+
+    from tlbench.engine import make_optimizer, make_schedule
+
+    optimizer = make_optimizer(groups, hp.replace(epochs=1))
+    schedule = make_schedule(
+        optimizer, hp.replace(epochs=1, warmup_epochs=0, schedule="constant"), steps
+    )
+    model.train()
+    if strategy.frozen_backbone:
+        model.backbone.eval()
+
+    def loss_now() -> float:
+        # The same dropout masks for both measurements: only the parameters differ.
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(1)
+            return float(F.cross_entropy(model(x), y))
+
+    loss_before = loss_now()
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        schedule.step()
+    return loss_before, loss_now()
 
 
 class TinyPlugin:
