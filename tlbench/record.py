@@ -311,6 +311,23 @@ def problems(record: Any) -> list[str]:
     """
     if not isinstance(record, dict):
         return [f"not a JSON object ({type(record).__name__})"]
+    found = _identity_problems(record)
+    config = record.get("config")
+    if not isinstance(config, dict):
+        return [*found, "no config"]
+    for name in ("backbone", "dataset", "strategy"):
+        if not isinstance(config.get(name), str):
+            found.append(f"config.{name} missing")
+    seed = config.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        found.append(f"config.seed is {seed!r}, not an integer")
+    if record.get("status") == "ok":
+        found += _result_problems(record)
+    return found
+
+
+def _identity_problems(record: dict[str, Any]) -> list[str]:
+    """The schema, key and status of a record, as far as they are wrong."""
     found: list[str] = []
     schema = record.get("schema", 1)
     if not isinstance(schema, int) or isinstance(schema, bool):
@@ -324,25 +341,21 @@ def problems(record: Any) -> list[str]:
     status = record.get("status")
     if status not in STATUSES:
         found.append(f"status {status!r} is not one of {', '.join(STATUSES)}")
-    config = record.get("config")
-    if not isinstance(config, dict):
-        return [*found, "no config"]
-    for name in ("backbone", "dataset", "strategy"):
-        if not isinstance(config.get(name), str):
-            found.append(f"config.{name} missing")
-    seed = config.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        found.append(f"config.seed is {seed!r}, not an integer")
-    if status == "ok":
-        accuracy = record.get("accuracy")
-        if not isinstance(accuracy, dict):
-            found.append("no accuracy")
-        else:
-            for name in ("final", "best"):
-                if not _number(accuracy.get(name)):
-                    found.append(f"accuracy.{name} is {accuracy.get(name)!r}, not a number")
-        if not isinstance(record.get("cost"), dict):
-            found.append("no cost")
+    return found
+
+
+def _result_problems(record: dict[str, Any]) -> list[str]:
+    """What an "ok" record lacks of the accuracy and cost the report reads."""
+    found: list[str] = []
+    accuracy = record.get("accuracy")
+    if not isinstance(accuracy, dict):
+        found.append("no accuracy")
+    else:
+        for name in ("final", "best"):
+            if not _number(accuracy.get(name)):
+                found.append(f"accuracy.{name} is {accuracy.get(name)!r}, not a number")
+    if not isinstance(record.get("cost"), dict):
+        found.append("no cost")
     return found
 
 
