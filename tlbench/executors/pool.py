@@ -332,8 +332,20 @@ class WorkerPool:
             name=f"tlbench-worker-{slot}",
             daemon=True,
         )
-        with _sigint_blocked():
-            process.start()
+        for attempt in range(3):
+            try:
+                with _sigint_blocked():
+                    process.start()
+                break
+            except (EOFError, OSError) as exc:
+                # The forkserver was killed, and is not yet reaped: multiprocessing starts
+                # another once it is.
+                if attempt == 2:
+                    raise TlbenchError(
+                        f"cannot start a tlbench worker process ({type(exc).__name__}: {exc}); "
+                        "its forkserver died. Run the same command again to resume."
+                    ) from None
+                time.sleep(0.5)
         theirs.close()
         return _Worker(process, ours, device, slot)
 
@@ -382,13 +394,23 @@ class WorkerPool:
     def _dispatch(self, queue: collections.deque[RunSpec], workspace: Workspace) -> None:
         for slot in range(len(self.devices)):
             worker = self.workers.get(slot)
-            if worker is None or (not worker.process.is_alive() and worker.spec is None):
-                worker = self.spares.pop(slot, None) or self._start(slot, workspace)
+            if worker is None or (worker.spec is None and not worker.alive()):
+                if worker is not None:
+                    self._stop(worker, kill=True)
+                worker = self.spares.pop(slot, None)
+                if worker is not None and not worker.alive():  # a spare killed while it waited
+                    self._stop(worker, kill=True)
+                    worker = None
+                worker = worker or self._start(slot, workspace)
                 self.workers[slot] = worker
             if worker.spec is None and worker.ready and queue:
                 spec = queue.popleft()
+                try:
+                    worker.conn.send(spec)
+                except OSError:  # it died since: `_collect` sees that; the run waits its turn
+                    queue.appendleft(spec)
+                    continue
                 worker.spec, worker.started, worker.epochs = spec, time.time(), []
-                worker.conn.send(spec)
                 if self.fresh and queue and slot not in self.spares:
                     # The next run's interpreter starts while this one trains.
                     self.spares[slot] = self._start(slot, workspace)
