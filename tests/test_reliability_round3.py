@@ -700,3 +700,33 @@ def test_report_warnings_are_printed_once(run_cli, tmp_path):
         text = " ".join(shown.err.split())
         for problem in ("cost.train_seconds is 'fast'", "schema 99 is newer"):
             assert text.count(problem) == 1, (fmt, shown.err)
+
+
+def test_the_fast_json_parser_reads_every_line_as_the_standard_one(tmp_path, monkeypatch):
+    from tlbench import results
+
+    if results._fast_loads is None:
+        pytest.skip("orjson is not installed (the fast extra)")
+
+    def line(key: str, **extra: object) -> str:
+        record = {"key": key, "status": "ok", "config": {"seed": 0}, **extra}
+        return json.dumps(record, ensure_ascii=False)
+
+    lines = [
+        "\ufeff" + line("bom"),  # an editor's byte-order mark
+        line("nan").replace('"status"', '"loss": NaN, "status"'),
+        "",
+        line("big", n=2**70),
+        line("surrogate").replace('"key"', '"text": "\\ud800", "key"'),
+        line("unicode", name="café 🌸"),
+        '{"key": "torn", "sta',
+    ]
+    path = tmp_path / "runs.jsonl"
+    path.write_bytes("\n".join(lines).encode("utf-8") + b"\n\xff\xfe\n")
+    with pytest.warns(RuntimeWarning):
+        fast = results.read(path)
+    monkeypatch.setattr(results, "_fast_loads", None)
+    with pytest.warns(RuntimeWarning):
+        standard = results.read(path)
+    assert [r["key"] for r in fast] == ["bom", "nan", "big", "surrogate", "unicode"]
+    assert repr(fast) == repr(standard)  # NaN == NaN is False: compared as written

@@ -18,6 +18,7 @@ import gc
 import json
 import math
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -265,13 +266,10 @@ def _read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[s
             # inside a record at characters such as \x1c or \u2028.
             with path.open("rb") as f:
                 for number, raw in enumerate(f, start=1):
-                    line = raw.decode("utf-8", errors="replace")
-                    if number == 1:
-                        line = line.removeprefix("\ufeff")  # saved by an editor with a BOM
-                    if not line.strip():
-                        continue
                     try:
-                        record = json.loads(line)
+                        record = _parse(raw, first=number == 1)
+                    except _Blank:
+                        continue
                     except (json.JSONDecodeError, RecursionError):
                         kind = "torn"
                     else:
@@ -305,6 +303,39 @@ def _read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[s
                     stacklevel=2,
                 )
     return records
+
+
+class _Blank(Exception):
+    """A line with nothing on it (read past, never warned about)."""
+
+
+try:  # optional (`pip install 'tlbench[fast]'`): parses a big results file about 3x faster
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - the standard parser reads every file alike
+    _fast_loads = None
+
+
+#: a number of 20 digits or more (after ':', '[' or ','): an integer orjson would read as
+#: a float (past 64 bits), which the standard parser keeps an int. Digits inside strings
+#: (keys, per-image results) follow a quote and do not count.
+_LONG_NUMBER = re.compile(rb"[:\[,]\s*-?\d{20}")
+
+
+def _parse(raw: bytes, *, first: bool) -> Any:
+    """One line's JSON value. orjson reads a well-formed line; whatever it refuses
+    (a BOM, invalid UTF-8, NaN, a blank or torn line) or could read otherwise (an
+    integer past 64 bits) the standard parser decides, so both read every file alike."""
+    if _fast_loads is not None and not _LONG_NUMBER.search(raw):
+        try:
+            return _fast_loads(raw)
+        except ValueError:
+            pass
+    line = raw.decode("utf-8", errors="replace")
+    if first:
+        line = line.removeprefix("\ufeff")  # saved by an editor with a BOM
+    if not line.strip():
+        raise _Blank
+    return json.loads(line)
 
 
 def record_time(record: dict[str, Any]) -> _dt.datetime | None:
