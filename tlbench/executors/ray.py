@@ -26,6 +26,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -71,9 +72,14 @@ def _trial_task(
     if reason is not None:
         return refused(spec, host_for(plugin_set or PluginSet(), workspace).plugins, reason)
 
+    lost = []
+
     def events(hook: str, kwargs: dict[str, Any]) -> None:
-        if queue is not None:
-            queue.put((hook, kwargs))
+        if queue is not None and not lost:
+            try:
+                queue.put((hook, kwargs))
+            except Exception:  # the queue's actor died (its worker was killed): train on, quietly
+                lost.append(hook)
 
     try:
         return run_trial(spec, workspace, plugins=plugin_set, device=device, events=events)
@@ -152,6 +158,7 @@ class RayExecutor:
         pending = {self.task.remote(s, workspace, plugin_set, device, queue): s for s in specs}
         #: the runs that started (their epochs so far), for interrupted records.
         self._epochs: dict[str, list[dict[str, Any]]] = {}
+        self._events_lost = False
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
@@ -170,6 +177,22 @@ class RayExecutor:
                 ray.kill(queue.actor)
 
     def _drain(self, queue: Any, events: Callable[[str, dict[str, Any]], None]) -> None:
+        if self._events_lost:
+            return
+        try:
+            self._drain_events(queue, events)
+        except self.ray.exceptions.RayError as exc:
+            # The queue's actor died (its worker was killed): records still come back with
+            # their tasks; progress lines and the epochs of interrupted runs stop here.
+            self._events_lost = True
+            warnings.warn(
+                f"the Ray queue carrying progress events died ({type(exc).__name__}); the grid "
+                "goes on without progress lines",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _drain_events(self, queue: Any, events: Callable[[str, dict[str, Any]], None]) -> None:
         while not queue.empty():
             hook, kwargs = queue.get_nowait()
             key = kwargs["run"].key
@@ -194,6 +217,12 @@ class RayExecutor:
                 "failed",
                 self.plugins,
                 reason=f"the Ray worker running it died, and again on its one retry ({type(exc).__name__})",
+            )
+        except ray.exceptions.RayError as exc:
+            # Ray itself failed under it (its raylet was killed, an object was lost): a rerun
+            # trains it again.
+            return make_record(
+                spec, "failed", self.plugins, reason=f"Ray could not run it: {type(exc).__name__}"
             )
 
     def _interrupt(
