@@ -1,0 +1,47 @@
+"""The fault-injection soak (`benchmarks/soak.py`): random kills of a 12-run grid under every
+executor, reruns in between, and a final rerun that completes each grid (issue 26).
+
+The soak itself is slow (bounded to 10 minutes); its checker is tested here
+on files that break each invariant, so a soak that passes has checked something.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import soak
+
+
+def _line(key: str, status: str) -> bytes:
+    return json.dumps({"key": key, "status": status}).encode() + b"\n"
+
+
+def test_the_soaks_checker_finds_a_torn_line_and_two_ok_records_of_one_key(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_bytes(_line("a", "ok") + _line("b", "interrupted") + _line("b", "ok"))
+    assert soak.check_file(path) == (3, [])
+    path.write_bytes(_line("a", "ok") + _line("a", "ok") + b'{"key": "b", "sta')
+    count, problems = soak.check_file(path)
+    assert count == 3
+    assert any("torn" in p for p in problems) and "key a has 2 ok records" in problems
+    assert soak.answers(path) == {"a": "ok"}
+
+
+@pytest.mark.slow  # 7 minutes of faults, then a final rerun per executor: 10 minutes at most
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_random_kills_on_every_executor_lose_nothing_and_a_rerun_completes_each_grid(tmp_path):
+    pytest.importorskip("ray")
+    figures = soak.soak(tmp_path, seconds=420, seed=1)
+    assert figures.problems == []
+    assert figures.injected >= 12 and figures.survived == figures.injected
+    assert set(figures.final_reruns) == set(soak.EXECUTORS)
+    assert all(
+        outcome.startswith(f"{soak.RUNS}/{soak.RUNS} ok")
+        for outcome in figures.final_reruns.values()
+    )
+    assert figures.seconds < 600
