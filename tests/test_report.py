@@ -362,6 +362,9 @@ def test_report_formats_of_a_real_run(real_results, capsys, fmt):
         assert len(list(csv.DictReader(io.StringIO(out)))) == 6
     else:
         assert ("tiny\\_random" if fmt == "latex" else "tiny_random") in out and "skipped" in out
+    if fmt == "html":  # the styled table of the --html page, not a bare one
+        assert '<table class="comparison"' in out and '<span class="ci"' in out
+        assert "<style>" in out and ".tlbench-report td.num" in out
 
 
 def test_report_output_file_group_by_sort_and_plot(real_results, tmp_path, capsys):

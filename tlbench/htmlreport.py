@@ -359,6 +359,43 @@ def _ranking_html(checks: list[Any] | None) -> tuple[str, str]:
     return section, '<li><a href="#ranking">Ranking check</a></li>'
 
 
+#: rules of `STYLE` that style the page, not its tables: left out of a fragment.
+_PAGE_ONLY = (":root", "*", "body", "main", "h1", "h2", "nav ul", "footer", "figure", "figure img")
+
+
+def _scoped_style(scope: str) -> str:
+    """`STYLE`'s table rules with every selector under `scope`, and its colours on `scope`:
+    a fragment styled like the page that leaves the rest of a notebook or a page alone."""
+    rules = [r.strip() for r in STYLE.split("}") if r.strip()]
+    out = []
+    for rule in rules:
+        selectors, _, body = rule.partition("{")
+        selectors = selectors.strip()
+        if selectors == ":root":
+            out.append(f"{scope} {{{body.replace('color-scheme: light;', '')}}}")
+        elif selectors not in _PAGE_ONLY:
+            scoped = ", ".join(f"{scope} {s.strip()}" for s in selectors.split(","))
+            out.append(f"{scoped} {{{body}}}")
+    font = 'font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif;'
+    out.append(f"{scope} {{ color: var(--ink); {font} }}")
+    return "\n".join(out)
+
+
+def render_fragment(
+    rows: list[Row], group_by: str = "dataset", checks: list[Any] | None = None
+) -> str:
+    """The comparison tables of the page, with their style (scoped to them), the intervals
+    drawn to scale and the marks, without the rest of the page: what `tlbench report
+    --format html` writes and a notebook shows."""
+    groups = group_rows(rows, group_by)
+    tables = "\n".join(_table(t, g, group_by, i) for i, (t, g) in enumerate(groups.items()))
+    ranking = _ranking_html(checks)[0]
+    return (
+        f'<div class="tlbench-report">\n<style>\n{_scoped_style(".tlbench-report")}\n</style>\n'
+        f'{tables}\n<p class="legend">{_e(LEGEND)}</p>\n{ranking}</div>\n'
+    )
+
+
 def write_html_report(
     path: str | os.PathLike[str],
     rows: list[Row],
@@ -367,15 +404,23 @@ def write_html_report(
     sources: Iterable[str | os.PathLike[str]] = (),
     group_by: str = "dataset",
     checks: list[Any] | None = None,
+    figure_note: str | None = None,
 ) -> Path:
     """Write the page to `path` (atomically) and return it; the figure when matplotlib is
-    installed, a note in its place otherwise."""
+    installed, a note in its place otherwise. `figure_note`: no figure (drawing it costs
+    seconds), this note in its place."""
     from tlbench.results import write_text_atomic
 
     path = Path(path)
-    figure = figure_data_uri(rows, records)
+    figure = figure_data_uri(rows, records) if figure_note is None else None
     text = render_page(
-        rows, records, sources=sources, group_by=group_by, figure=figure, checks=checks
+        rows,
+        records,
+        sources=sources,
+        group_by=group_by,
+        figure=figure,
+        figure_note=figure_note or NO_MATPLOTLIB,
+        checks=checks,
     )
     try:
         write_text_atomic(path, text)

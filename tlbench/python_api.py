@@ -475,8 +475,19 @@ class Results(Sequence[RunRecord]):
             raise ImportError(
                 "Results.to_pandas() needs pandas, which is not installed: pip install pandas"
             ) from None
-        rows = [flat_record(r) for r in self._records]
+        from tlbench import report
+
+        # The table's "train s": a probe whose features came from the cache is charged
+        # what making them cost (`report.train_cost_seconds`), as in the table.
+        extraction = report._extraction_seconds(self._records)
+        rows = []
+        for r in self._records:
+            row = flat_record(r)
+            ok = r.get("status") == "ok" and isinstance(r.get("cost"), dict)
+            row["train_cost_seconds"] = report.train_cost_seconds(r, extraction) if ok else None
+            rows.append(row)
         columns = list(flat_record({}))
+        columns.insert(columns.index("train_seconds") + 1, "train_cost_seconds")
         for row in rows:  # hyperparameters a plugin's strategy adds, in order of appearance
             columns += [c for c in row if c not in columns]
         return pd.DataFrame(rows, columns=columns)
@@ -512,12 +523,12 @@ class Results(Sequence[RunRecord]):
     def _repr_html_(self) -> str:
         import html
 
-        from tlbench import report
+        from tlbench.htmlreport import render_fragment
 
         head = f"<p><b>{html.escape(repr(self))}</b></p>"
         if not self._records:
             return head
-        return head + report.render(self.rows(), "html")
+        return head + render_fragment(self.rows())  # the styled tables of the --html page
 
 
 # --------------------------------------------------------------------------- compare and models

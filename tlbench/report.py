@@ -1316,6 +1316,14 @@ def _safe(text: str, fmt: str) -> str:
     return text
 
 
+def _meaningful(value: Any) -> Any:
+    """A float as far as it means something: 6 significant digits (`0.8500000238418579`, a
+    float32 accuracy, is 0.85; 126.27711672999976 seconds is 126.277); the rest as it is."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.6g}")
+    return value
+
+
 def render(
     rows: list[Row],
     fmt: str,
@@ -1354,9 +1362,9 @@ def render(
                     k: (
                         ";".join(map(str, v))
                         if isinstance(v, list)
-                        else json.dumps(v, sort_keys=True)
+                        else json.dumps({k: _meaningful(x) for k, x in v.items()}, sort_keys=True)
                         if isinstance(v, dict)
-                        else v
+                        else _meaningful(v)
                     )
                     for k, v in asdict(r).items()
                 }

@@ -194,8 +194,7 @@ def _write(
 ) -> None:
     """The report itself: to `--output`, as rich tables, or as text on stdout."""
     if output is not None:
-        # "table": plain, no colour
-        text = report.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
+        text = _text(args, rows, checks)  # "table": plain, no colour
         try:
             results.write_text_atomic(output, text)
         except OSError as exc:
@@ -215,6 +214,13 @@ def _write(
         )
         print_ranking_checks(console, checks)
     else:
-        sys.stdout.write(
-            report.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
-        )
+        sys.stdout.write(_text(args, rows, checks))
+
+
+def _text(args: argparse.Namespace, rows: list[Any], checks: list[Any]) -> str:
+    """The report in a text format; html is the styled tables of the `--html` page."""
+    if args.format == "html":
+        from tlbench.htmlreport import render_fragment
+
+        return render_fragment(rows, args.group_by, checks)
+    return report.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
