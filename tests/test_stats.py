@@ -76,6 +76,18 @@ def test_bootstrap_converges_to_binomial_quantiles() -> None:
     assert got.upper == pytest.approx(st.binom.ppf(0.975, n, k / n) / n, abs=1.01 / n)
 
 
+@pytest.mark.parametrize(
+    "n, k", [(1, 0), (1, 1), (10, 8), (200, 140), (240, 0), (240, 240), (5000, 17), (10_000, 9123)]
+)
+def test_the_default_bootstrap_is_the_exact_binomial_quantiles(n, k) -> None:
+    # Infinitely many resamples: the bounds are Binomial(n, k/n)'s quantiles, to the image.
+    got = stats.bootstrap_interval(_correct(n, k))
+    assert (got.lower * n, got.upper * n) == pytest.approx(
+        (st.binom.ppf(0.025, n, k / n), st.binom.ppf(0.975, n, k / n)), abs=1e-9
+    )
+    assert got.method == "bootstrap" and got.estimate == k / n
+
+
 def test_bootstrap_is_seeded_and_narrows_with_more_images() -> None:
     small = _correct(50, 40)
     assert stats.bootstrap_interval(small, seed=1) == stats.bootstrap_interval(small, seed=1)
