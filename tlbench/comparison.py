@@ -37,10 +37,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tlbench import report, stats
+from tlbench import report
 from tlbench.results import answer_by_key
+
+if TYPE_CHECKING:  # numpy, which the intervals need, loads when a comparison is made
+    from tlbench import stats
 
 #: what `tlbench compare --fail-if-worse` defaults to: a drop of one point of top-1 that
 #: the paired interval says is real. Smaller drops are reported, never failed on.
@@ -270,6 +273,8 @@ def _per_image(side: _Side) -> tuple[Any, dict[int, Any]] | None:
 
 def paired_difference(base: _Side, new: _Side) -> tuple[stats.Interval | None, str, str]:
     """(NEW - BASE interval, "images" / "seeds" / "", why not paired)."""
+    from tlbench import stats
+
     b_img, n_img = _per_image(base), _per_image(new)
     same_data = not (base.row.data and new.row.data and base.row.data != new.row.data)
     if b_img and n_img and same_data and b_img[0] == n_img[0]:
@@ -291,9 +296,7 @@ def paired_difference(base: _Side, new: _Side) -> tuple[stats.Interval | None, s
     return None, "", "one run each and no per-image results of the same images to pair"
 
 
-def over_images(
-    new: list[Any], base: list[Any], confidence: float = stats.CONFIDENCE
-) -> stats.Interval:
+def over_images(new: list[Any], base: list[Any], confidence: float | None = None) -> stats.Interval:
     """Paired bootstrap of NEW - BASE accuracy over the images, each image with all its seeds.
 
     `new[i]`, `base[i]`: seed i's 0/1 results on the same images. One seed is
@@ -303,6 +306,9 @@ def over_images(
     """
     import numpy as np
 
+    from tlbench import stats
+
+    confidence = stats.CONFIDENCE if confidence is None else confidence
     if len(new) == 1:
         return stats.paired_bootstrap(new[0], base[0], confidence)
     d = (np.asarray(new, dtype=np.float64) - np.asarray(base, dtype=np.float64)).mean(axis=0)
