@@ -595,11 +595,17 @@ def test_checking_the_models_folder_leaves_no_folder_in_a_dataset(tmp_path):
         check_folder_writable(tmp_path / "file" / "models", "checkpoints", "--models-dir")
 
 
+def _red_and_blue(root: Path, images: int = 4, *, layout: tuple[str, ...] = ()) -> Path:
+    """A dataset of two class folders of plain BMPs (under each of `layout`'s split folders)."""
+    for part in layout or ("",):
+        for cls, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
+            for i in range(images):
+                _bmp(root / part / cls / f"{i}.bmp", colour)
+    return root
+
+
 def test_a_models_folder_saved_inside_a_single_folder_dataset_is_not_a_class(run_cli, tmp_path):
-    root = tmp_path / "ds"
-    for cls, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
-        for i in range(4):
-            _bmp(root / cls / f"{i}.bmp", colour)
+    root = _red_and_blue(tmp_path / "ds")
     args = ["--backbones", "tiny", "--strategies", "linear", "--epochs", "1", "--device", "cpu"]
     args += ["--no-cache", "--quiet", "--save-models", "--out", str(tmp_path / "runs.jsonl")]
     args += ["--models-dir", str(root / "models")]  # --out there is refused (test below)
@@ -629,10 +635,7 @@ def test_a_decoded_sidecar_describing_other_images_is_a_miss_with_a_warning(tmp_
 def test_out_inside_a_single_folder_dataset_is_refused_before_training(run_cli, tmp_path):
     from imagetree import assert_clean_error
 
-    root = tmp_path / "ds"
-    for cls, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
-        for i in range(4):
-            _bmp(root / cls / f"{i}.bmp", colour)
+    root = _red_and_blue(tmp_path / "ds")
     args = ["--backbones", "tiny", "--strategies", "linear", "--epochs", "1", "--device", "cpu"]
     args += ["--no-cache", "--quiet", "--save-models"]
     refused = run_cli(
@@ -642,11 +645,7 @@ def test_out_inside_a_single_folder_dataset_is_refused_before_training(run_cli, 
     assert sorted(p.name for p in root.iterdir()) == ["blue", "red"]  # nothing written there
 
     # A dataset of train/ and val/ folders has room beside them.
-    split = tmp_path / "split"
-    for part in ("train", "val"):
-        for cls, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
-            for i in range(3):
-                _bmp(split / part / cls / f"{i}.bmp", colour)
+    split = _red_and_blue(tmp_path / "split", 3, layout=("train", "val"))
     beside = run_cli(
         "run", "--datasets", f"imagefolder:{split}", *args, "--dry-run",
         "--out", split / "runs.jsonl",
