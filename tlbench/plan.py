@@ -205,16 +205,39 @@ def make_plan(
     out = Path(config.out).expanduser().absolute()
     # Every output location, before any work: a bad --models-dir must not cost a trained run.
     check_output_locations(results=config.out, models_dir=workspace.models_dir)
-    execution = execution if execution is not None else execution_settings(config)
-    budgets = parse_budgets(config.shots, config.train_fraction)
-    backbones = [plugins.backbones.get(n) for n in config.backbones]
-    strategies = [plugins.strategies.get(n) for n in config.strategies]
+    grid = _Grid(
+        config=config,
+        plugins=plugins,
+        execution=execution if execution is not None else execution_settings(config),
+        budgets=parse_budgets(config.shots, config.train_fraction),
+        backbones=[plugins.backbones.get(n) for n in config.backbones],
+        strategies=[plugins.strategies.get(n) for n in config.strategies],
+    )
     # A strategy's options, checked against what it declares, before any dataset loads.
-    options = {s.name: config.options_for(s) for s in strategies}
+    grid.options = {s.name: config.options_for(s) for s in grid.strategies}
+    loaded, given = _load_datasets(config, plugins, dataset)
+    _check_out_beside_images(out, loaded)
+    grid.read_answers(read or (lambda: results.read(out)))
+    for name, splits in loaded.items():
+        size = config.image_size or plugins.datasets.get(name.partition(":")[0]).native_size
+        grid.add_dataset(name, splits, size)
+    notes = grid.notes()
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return Plan(grid.runs, workspace, out, notes, given)
+
+
+def _load_datasets(
+    config: RunConfig, plugins: Plugins, dataset: Callable[[str], DatasetSplits]
+) -> tuple[dict[str, DatasetSplits], dict[str, str]]:
+    """Each dataset once, by its canonical name, and the name it was given by.
+
+    Unknown names fail before any dataset loads. A relative path, an absolute
+    one and a symlink to the same folder are one dataset (keyed by the resolved
+    path and the fingerprint).
+    """
     for name in config.datasets:
-        plugins.dataset(name)  # unknown names fail before any dataset loads
-    # One dataset, one name: a relative path, an absolute one and a symlink to the
-    # same folder are one dataset (keyed by the resolved path and the fingerprint).
+        plugins.dataset(name)
     loaded: dict[str, DatasetSplits] = {}
     given: dict[str, str] = {}
     for name in dict.fromkeys(config.datasets):
@@ -222,62 +245,95 @@ def make_plan(
         canonical, _ = dataset_identity(name, splits)
         if canonical not in loaded:
             loaded[canonical], given[canonical] = splits, name
-    _check_out_beside_images(out, loaded)
-    # An ok record stays the answer until a newer ok replaces it; it is "done"
-    # only if it also gives what this command asks (a checkpoint, --strict).
-    read = read or (lambda: results.read(out))
-    answers = {} if config.force else results.answer_by_key(read())
-    rerun: dict[str, str] = {}
-    for key, record in answers.items():
-        if record.get("status") == "ok":
-            reason = results.needs_rerun(record, config)
-            if reason:
-                rerun[key] = reason
-    done = {k for k, r in answers.items() if r.get("status") == "ok" and k not in rerun}
-    runs: list[PlannedRun] = []
-    seen: set[str] = set()
-    again: list[str] = []
-    duplicates = 0
-    for name, splits in loaded.items():
-        size = config.image_size or plugins.datasets.get(name.partition(":")[0]).native_size
-        for backbone in backbones:
-            for strategy in strategies:
-                for seed, budget in itertools.product(config.seeds, budgets):
-                    run = _plan_one(config, name, splits, size, backbone, strategy, seed, execution)
-                    code = _code(plugins, name, backbone.name, strategy.name)
-                    if code or options[strategy.name]:
-                        spec = dataclasses.replace(
-                            run.spec, options=options[strategy.name] or None, code=code
-                        )
-                        run = PlannedRun(spec, run.status, run.reason)
-                    if budget is not None:
-                        run = PlannedRun(
-                            dataclasses.replace(run.spec, budget=budget), run.status, run.reason
-                        )
-                    if run.spec.key in seen:
-                        duplicates += 1
-                        continue
-                    seen.add(run.spec.key)
-                    if run.status == "pending" and run.spec.key in done:
-                        run = PlannedRun(run.spec, "done", "already in the results file")
-                    elif run.status == "pending" and run.spec.key in rerun:
-                        again.append(f"{run.spec.label}: {rerun[run.spec.key]}")
-                    elif run.status == "pending" and run.spec.code:
-                        changed = code_changed(run.spec, answers.values())
-                        if changed:
-                            again.append(f"{run.spec.label}: {changed}")
-                    runs.append(run)
-    notes = [f"trained again: {line}" for line in again[:5]]
-    if len(again) > 5:
-        notes.append(f"... and {len(again) - 5} more run(s) trained again for the same reasons")
-    if duplicates:
-        notes.append(
-            f"dropped {duplicates} duplicate run(s): the grid names the same backbone, "
-            "dataset, strategy and seed more than once"
-        )
-    for note in notes:
-        warnings.warn(note, UserWarning, stacklevel=2)
-    return Plan(runs, workspace, out, notes, given)
+    return loaded, given
+
+
+@dataclass
+class _Grid:
+    """The runs of a plan as they are made: each spec once, each marked pending, done or
+    skipped, and why a done-looking one trains again (`make_plan`)."""
+
+    config: RunConfig
+    plugins: Plugins
+    execution: dict[str, Any]
+    budgets: list[str | None]
+    backbones: list[Backbone]
+    strategies: list[Strategy]
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the results file's answer of each key; the keys done, and those to train again.
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+    rerun: dict[str, str] = field(default_factory=dict)
+    runs: list[PlannedRun] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    again: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+    def read_answers(self, read: Callable[[], list[dict[str, Any]]]) -> None:
+        """An ok record stays the answer until a newer ok replaces it; it is "done" only
+        if it also gives what this command asks (a checkpoint, --strict)."""
+        self.answers = {} if self.config.force else results.answer_by_key(read())
+        for key, record in self.answers.items():
+            if record.get("status") == "ok":
+                reason = results.needs_rerun(record, self.config)
+                if reason:
+                    self.rerun[key] = reason
+        self.done = {
+            k for k, r in self.answers.items() if r.get("status") == "ok" and k not in self.rerun
+        }
+
+    def add_dataset(self, name: str, splits: DatasetSplits, size: int | None) -> None:
+        """Every backbone x strategy x seed x budget of one dataset."""
+        for backbone in self.backbones:
+            for strategy in self.strategies:
+                for seed, budget in itertools.product(self.config.seeds, self.budgets):
+                    run = _plan_one(
+                        self.config, name, splits, size, backbone, strategy, seed, self.execution
+                    )
+                    self._add(self._with_extras(run, name, backbone, strategy, budget))
+
+    def _with_extras(
+        self, run: PlannedRun, name: str, backbone: Backbone, strategy: Strategy, budget: str | None
+    ) -> PlannedRun:
+        """The run with its strategy's options, the third-party code and the budget."""
+        code = _code(self.plugins, name, backbone.name, strategy.name)
+        options = self.options[strategy.name]
+        spec = run.spec
+        if code or options:
+            spec = dataclasses.replace(spec, options=options or None, code=code)
+        if budget is not None:
+            spec = dataclasses.replace(spec, budget=budget)
+        return PlannedRun(spec, run.status, run.reason)
+
+    def _add(self, run: PlannedRun) -> None:
+        key = run.spec.key
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(key)
+        if run.status == "pending" and key in self.done:
+            run = PlannedRun(run.spec, "done", "already in the results file")
+        elif run.status == "pending" and key in self.rerun:
+            self.again.append(f"{run.spec.label}: {self.rerun[key]}")
+        elif run.status == "pending" and run.spec.code:
+            changed = code_changed(run.spec, self.answers.values())
+            if changed:
+                self.again.append(f"{run.spec.label}: {changed}")
+        self.runs.append(run)
+
+    def notes(self) -> list[str]:
+        """What the plan says beside its runs: what trains again and why, duplicates."""
+        notes = [f"trained again: {line}" for line in self.again[:5]]
+        if len(self.again) > 5:
+            notes.append(
+                f"... and {len(self.again) - 5} more run(s) trained again for the same reasons"
+            )
+        if self.duplicates:
+            notes.append(
+                f"dropped {self.duplicates} duplicate run(s): the grid names the same backbone, "
+                "dataset, strategy and seed more than once"
+            )
+        return notes
 
 
 def _check_out_beside_images(out: Path, loaded: dict[str, DatasetSplits]) -> None:
