@@ -222,6 +222,18 @@ def test_a_model_at_another_size_or_batch_is_measured_again(plugins, tiny_config
     assert first["inference"]["throughput_batch"] == 16  # the run's training batch
 
 
+def test_one_model_at_two_serving_batches_has_one_latency(plugins, tiny_config):
+    """Two strategies training at different batches: two throughputs, one batch-1 latency."""
+    tiny_config.strategies = ["linear", "finetune"]
+    tiny_config.strategy_overrides = {"linear": {"batch_size": 8}}
+    linear, finetune = Runner(tiny_config, plugins).run()
+    assert linear["inference"]["throughput_batch"] == 8
+    assert finetune["inference"]["throughput_batch"] == 16
+    assert (linear["inference"]["reused"], finetune["inference"]["reused"]) == (False, False)
+    assert finetune["inference"]["latency_reused"] is True
+    assert finetune["inference"]["latency_ms_p50"] == linear["inference"]["latency_ms_p50"]
+
+
 def test_inference_cost_is_in_no_run_key(plugins, tiny_config):
     tiny_config.strategies = ["scratch"]
     (measured,) = Runner(tiny_config, plugins).run()

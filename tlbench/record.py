@@ -228,6 +228,9 @@ class Inference(TypedDict, total=False):
     #: True when an earlier run of the same model (backbone, size, classes, execution,
     #: batch) in this process was measured, and its figures are these.
     reused: bool
+    #: True when the batch-1 figures are an earlier run's of the same model (at another
+    #: serving batch): latency does not depend on it.
+    latency_reused: bool
     params: int | None
     flops_per_image: int | None
     onnx: Onnx

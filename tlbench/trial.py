@@ -234,8 +234,10 @@ class TrialHost:
         )
         model = None
         if key in self._inference:
-            result = {**self._inference[key], "reused": True}
+            result = {**self._inference[key], "reused": True, "latency_reused": True}
         else:
+            # Batch-1 latency does not depend on the serving batch: one figure per model.
+            latency = next((v for k, v in self._inference.items() if k[:-1] == key[:-1]), None)
             model = self._served_model(ctx, outcome)
             result = inference.measure(
                 model,
@@ -245,9 +247,10 @@ class TrialHost:
                 settings=settings,
                 batch=batch,
                 meter=self.meter(ctx.ex.device),
+                latency=latency,
             )
             self._inference[key] = result
-            result = {**result, "reused": False}
+            result = {**result, "reused": False, "latency_reused": latency is not None}
         result["params"] = cost.get("total_params")
         result["flops_per_image"] = cost.get("forward_flops_per_image")
         if settings.export == "onnx":
