@@ -389,6 +389,20 @@ def _draw_tradeoff(
     top = max(100 * (r.accuracy + (r.accuracy_std or 0)) for r in done)
     ax.set_ylim(bottom=max(0.0, min(100 * r.accuracy for r in done) - 10), top=min(105.0, top + 8))
     ax.set_xlim(min(_x(r) for r in done) / 2, right * 1.5)
+    _plain_log_ticks(ax)
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Log-axis ticks as plain numbers (2, 5, 10, 20), not 2x10^0: a narrow range such as
+    3 to 15 ms would otherwise label every minor tick in mathtext, overlapping."""
+    from matplotlib.ticker import FuncFormatter
+
+    def plain(value: float, _: Any) -> str:
+        text = f"{value:g}"
+        return text if text.lstrip("0.")[:1] in ("1", "2", "5") else ""
+
+    ax.xaxis.set_major_formatter(FuncFormatter(plain))
+    ax.xaxis.set_minor_formatter(FuncFormatter(plain))
 
 
 def _draw_curves(
