@@ -107,3 +107,18 @@ def test_the_version_is_read_without_the_front_door():
         if "tlbench" in deps and not name.startswith("tlbench.examples")
     ]
     assert readers == [], "import tlbench.version for __version__, not the package"
+
+
+#: the longest a function of the package may be, in lines (issue 23): one screen.
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_of_the_package_is_longer_than_a_screen():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
+    assert long == []

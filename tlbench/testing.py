@@ -491,11 +491,9 @@ def check_strategy(
         f"{who}: training loss did not fall on a tiny batch in {steps} steps at lr {hp.lr} "
         f"({loss_before:.4f} -> {loss_after:.4f})"
     )
-    trainable = sum(p.numel() for p in model.parameters() if id(p) in declared)
-    total = sum(p.numel() for p in model.parameters())
     return {
-        "trainable": trainable,
-        "total": total,
+        "trainable": sum(p.numel() for p in model.parameters() if id(p) in declared),
+        "total": sum(p.numel() for p in model.parameters()),
         "loss_before": loss_before,
         "loss_after": loss_after,
     }
