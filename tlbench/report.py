@@ -279,40 +279,12 @@ def _readable(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for raw in records:
         found = list(record_problems(raw))
         r = dict(raw)
-        config = dict(r["config"])
-        r["config"] = config
-        for k in ("backbone", "dataset", "strategy"):
-            if not isinstance(config.get(k), str):
-                config[k] = "?" if config.get(k) is None else str(config[k])
-        seed = config.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            text = str(seed).strip()
-            config["seed"] = int(text) if text.lstrip("-").isdigit() else None
+        r["config"] = _readable_config(dict(r["config"]))
         if r.get("reason") is not None and not isinstance(r.get("reason"), str):
             r["reason"] = str(r["reason"])
         keep = True
         if r.get("status") == "ok":
-            accuracy = r.get("accuracy")
-            final = _number(accuracy.get("final")) if isinstance(accuracy, dict) else None
-            if final is None:
-                keep = False
-            else:
-                curve = accuracy.get("curve")
-                r["accuracy"] = {
-                    **accuracy,
-                    "final": final,
-                    "best": _number(accuracy.get("best")),
-                    "best_epoch": _number(accuracy.get("best_epoch")),
-                    "curve": [c for c in curve if isinstance(c, dict)]
-                    if isinstance(curve, list)
-                    else [],
-                }
-            cost = dict(r["cost"]) if isinstance(r.get("cost"), dict) else {}
-            for k in _COST_NUMBERS:
-                if cost.get(k) is not None and _number(cost[k]) is None:
-                    found.append(f"cost.{k} is {cost[k]!r}, not a number")
-                    cost[k] = None
-            r["cost"] = cost
+            keep = _readable_result(r, found)
         elif not isinstance(r.get("cost"), dict):
             r["cost"] = {}
         action = "shown as far as understood" if keep else "skipped: no final accuracy to average"
@@ -330,6 +302,43 @@ def _readable(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             stacklevel=2,
         )
     return out
+
+
+def _readable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's config with its names as strings ("?" where missing) and an integer seed
+    (or None)."""
+    for k in ("backbone", "dataset", "strategy"):
+        if not isinstance(config.get(k), str):
+            config[k] = "?" if config.get(k) is None else str(config[k])
+    seed = config.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        text = str(seed).strip()
+        config["seed"] = int(text) if text.lstrip("-").isdigit() else None
+    return config
+
+
+def _readable_result(r: dict[str, Any], found: list[str]) -> bool:
+    """An "ok" record's accuracy and cost made safe to index, in place; False when it has no
+    usable final accuracy (it cannot be averaged). Cost figures that are not numbers are
+    blanked and named in `found`."""
+    accuracy = r.get("accuracy")
+    final = _number(accuracy.get("final")) if isinstance(accuracy, dict) else None
+    if final is not None:
+        curve = accuracy.get("curve")
+        r["accuracy"] = {
+            **accuracy,
+            "final": final,
+            "best": _number(accuracy.get("best")),
+            "best_epoch": _number(accuracy.get("best_epoch")),
+            "curve": [c for c in curve if isinstance(c, dict)] if isinstance(curve, list) else [],
+        }
+    cost = dict(r["cost"]) if isinstance(r.get("cost"), dict) else {}
+    for k in _COST_NUMBERS:
+        if cost.get(k) is not None and _number(cost[k]) is None:
+            found.append(f"cost.{k} is {cost[k]!r}, not a number")
+            cost[k] = None
+    r["cost"] = cost
+    return final is not None
 
 
 def _flatten(config: dict[str, Any]) -> dict[str, Any]:

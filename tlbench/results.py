@@ -261,47 +261,54 @@ def _read(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[s
             continue
         bad: dict[str, list[int]] = {"torn": [], "foreign": []}
         try:
-            # Binary lines split on b"\n" only: str.splitlines would also split
-            # inside a record at characters such as \x1c or \u2028.
-            with path.open("rb") as f:
-                for number, raw in enumerate(f, start=1):
-                    try:
-                        record = _parse(raw, first=number == 1)
-                    except _Blank:
-                        continue
-                    except (json.JSONDecodeError, RecursionError):
-                        kind = "torn"
-                    else:
-                        if _is_record(record):
-                            records.append(record)
-                            continue
-                        kind = "foreign"
-                    bad[kind].append(number)
-                    if len(bad[kind]) <= _WARN_LINES:
-                        what = (
-                            "a torn or invalid line (an interrupted write?)"
-                            if kind == "torn"
-                            else "a line that is not a tlbench record"
-                        )
-                        warnings.warn(
-                            f"{path}:{number}: skipping {what}", RuntimeWarning, stacklevel=2
-                        )
+            _read_lines(path, records, bad)
         except OSError as exc:
             raise ResultsError(f"cannot read results file {path}: {exc.strerror or exc}") from exc
-        for kind, numbers in bad.items():
-            if len(numbers) > _WARN_LINES:
-                what = (
-                    "torn or invalid lines"
-                    if kind == "torn"
-                    else "lines that are not tlbench records"
-                )
-                warnings.warn(
-                    f"{path}: skipping {len(numbers) - _WARN_LINES} more {what} "
-                    f"({len(numbers)} in all; is it a results file?)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        _warn_the_rest(path, bad)
     return records
+
+
+#: what a skipped line is, by kind.
+_SKIPPED = {
+    "torn": ("a torn or invalid line (an interrupted write?)", "torn or invalid lines"),
+    "foreign": ("a line that is not a tlbench record", "lines that are not tlbench records"),
+}
+
+
+def _read_lines(path: Path, records: list[dict[str, Any]], bad: dict[str, list[int]]) -> None:
+    """Append `path`'s records to `records`; the numbers of its other lines go to `bad`,
+    the first `_WARN_LINES` of each kind with a warning."""
+    # Binary lines split on b"\n" only: str.splitlines would also split inside a
+    # record at characters such as \x1c or \u2028.
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                record = _parse(raw, first=number == 1)
+            except _Blank:
+                continue
+            except (json.JSONDecodeError, RecursionError):
+                kind = "torn"
+            else:
+                if _is_record(record):
+                    records.append(record)
+                    continue
+                kind = "foreign"
+            bad[kind].append(number)
+            if len(bad[kind]) <= _WARN_LINES:
+                what = _SKIPPED[kind][0]
+                warnings.warn(f"{path}:{number}: skipping {what}", RuntimeWarning, stacklevel=3)
+
+
+def _warn_the_rest(path: Path, bad: dict[str, list[int]]) -> None:
+    """One warning for the skipped lines of each kind beyond the first `_WARN_LINES`."""
+    for kind, numbers in bad.items():
+        if len(numbers) > _WARN_LINES:
+            warnings.warn(
+                f"{path}: skipping {len(numbers) - _WARN_LINES} more {_SKIPPED[kind][1]} "
+                f"({len(numbers)} in all; is it a results file?)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 class _Blank(Exception):
