@@ -134,25 +134,42 @@ def _serve(
     threading.Thread(
         target=_exit_with_parent, args=(parent,), daemon=True, name="tlbench-idle-parent-watch"
     ).start()
+    host = _ready_host(conn, plugin_set, workspace, device, threads)
+    if host is not None:
+        _serve_runs(conn, host, device)
+
+
+def _ready_host(
+    conn: Connection, plugin_set: Any, workspace: Workspace, device: str, threads: int | None
+) -> Any:
+    """The worker's trial host on its device, after telling the driver it is ready; None
+    (having said why, or on an interruption) when nothing can run here."""
     try:
         import torch
 
-        from tlbench.executors.placement import claim_device, device_mismatch, refused
+        from tlbench.executors.placement import claim_device
 
         if threads:
             torch.set_num_threads(threads)
         claim_device(device)
         import tlbench.executors.preload  # noqa: F401  (a no-op where the forkserver did it)
-        from tlbench.trial import RunInterrupted, TrialHost
+        from tlbench.trial import TrialHost
 
         host = TrialHost(plugin_set, workspace)
         failed = [i.name for i in host.plugins.failures]
         conn.send(("ready", {"host": socket.gethostname(), "failed_plugins": failed}))
+        return host
     except KeyboardInterrupt:
-        return
+        return None
     except BaseException as exc:  # nothing can run here: say why, once
         conn.send(("error", _portable(exc)))
-        return
+        return None
+
+
+def _serve_runs(conn: Connection, host: Any, device: str) -> None:
+    """Run each spec the driver sends and send its record back, until told to stop."""
+    from tlbench.executors.placement import device_mismatch, refused
+    from tlbench.trial import RunInterrupted
 
     def events(hook: str, kwargs: dict[str, Any]) -> None:
         conn.send(("event", hook, kwargs))

@@ -83,35 +83,46 @@ def find_weights(model_name: str, cfg: Any) -> tuple[str | None, list[str]]:
     if cfg is not None and cfg.tag and "." not in model_name:
         names.insert(0, f"{model_name}.{cfg.tag}")
     looked: list[str] = []
+    found = _in_weights_dir(names, looked)
+    if found is None and cfg is not None:
+        found = _in_caches(cfg, looked)
+    return found, looked
+
+
+def _in_weights_dir(names: list[str], looked: list[str]) -> str | None:
+    """The first of `names` with a weights extension in $TLBENCH_TIMM_WEIGHTS (or None)."""
     folder = os.environ.get(WEIGHTS_DIR_ENV)
-    if folder:
-        for name in names:
-            for ext in _EXTENSIONS:
-                path = Path(folder).expanduser() / f"{name}{ext}"
-                looked.append(str(path))
-                if path.is_file():
-                    return str(path), looked
-    else:
+    if not folder:
         looked.append(f"${WEIGHTS_DIR_ENV}/{names[0]}{{{','.join(_EXTENSIONS)}}} (not set)")
-    if cfg is None:
-        return None, looked
+        return None
+    for name in names:
+        for ext in _EXTENSIONS:
+            path = Path(folder).expanduser() / f"{name}{ext}"
+            looked.append(str(path))
+            if path.is_file():
+                return str(path)
+    return None
+
+
+def _in_caches(cfg: Any, looked: list[str]) -> str | None:
+    """The pretrained config's own file, the Hugging Face cache, then torch hub's (or None)."""
     if cfg.file:
         looked.append(str(cfg.file))
         if Path(cfg.file).is_file():
-            return str(cfg.file), looked
+            return str(cfg.file)
     if cfg.hf_hub_id:
         found, where = _hf_cached(cfg.hf_hub_id, cfg.hf_hub_filename)
         looked.append(where)
         if found:
-            return found, looked
+            return found
     if cfg.url:
         import torch
 
         path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
         looked.append(f"torch hub checkpoints: {path}")
         if path.is_file():
-            return str(path), looked
-    return None, looked
+            return str(path)
+    return None
 
 
 def _hf_cached(repo_id: str, filename: str | None) -> tuple[str | None, str]:
