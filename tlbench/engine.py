@@ -1256,7 +1256,7 @@ def train_head_on_features(
     """
     with _one_cpu_thread(ex.device):
         fit, result = _HeadFit.upload(
-            head, train_x, train_y, eval_x, eval_y, num_classes, hp, ex, seed
+            head, (train_x, train_y, eval_x, eval_y), hp, num_classes=num_classes, ex=ex, seed=seed
         )
         if warmup:
             _phase(on_phase, "train warm-up")
@@ -1298,25 +1298,17 @@ class _HeadFit:
 
     @classmethod
     def upload(
-        cls,
-        head: FeatureHead,
-        train_x: torch.Tensor,
-        train_y: torch.Tensor,
-        eval_x: torch.Tensor,
-        eval_y: torch.Tensor,
-        num_classes: int,
-        hp: Hyperparameters,
-        ex: Execution,
-        seed: int,
+        cls, head: FeatureHead, data: tuple[torch.Tensor, ...], hp: Hyperparameters, **given: Any
     ) -> tuple[_HeadFit, FitResult]:
         """The features to the device (timed apart), the head standardised by them, and
-        its optimiser: the fit and its result so far."""
+        its optimiser: the fit and its result so far. `data`: training features and
+        labels, evaluation features and labels; `given`: `num_classes`, `ex`, `seed`."""
+        ex, seed = given["ex"], given["seed"]
         device = ex.device
         ex.apply_backends()
         synchronize(device)
         t0 = time.perf_counter()
-        train_x, train_y = train_x.to(device), train_y.to(device)
-        eval_x, eval_y = eval_x.to(device), eval_y.to(device)
+        train_x, train_y, eval_x, eval_y = (t.to(device) for t in data)
         synchronize(device)
         upload_seconds = time.perf_counter() - t0
         resident = _nbytes(train_x, train_y, eval_x, eval_y) if device.type != "cpu" else 0
@@ -1335,8 +1327,8 @@ class _HeadFit:
             head, optimizer, criterion, dataclasses.replace(ex, precision="fp32"), schedule
         )
         fit = cls(
-            head, optimizer, step, train_x, train_y, eval_x, eval_y, num_classes, batch, steps,
-            torch.Generator().manual_seed(seed), device,
+            head, optimizer, step, train_x, train_y, eval_x, eval_y, given["num_classes"], batch,
+            steps, torch.Generator().manual_seed(seed), device,
         )  # fmt: skip
         result = FitResult(
             batch_size=batch, upload_seconds=upload_seconds, resident_data_bytes=resident
