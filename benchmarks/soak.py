@@ -222,7 +222,9 @@ def soak(root: Path, *, seconds: float = 480.0, seed: int = 0, executors=EXECUTO
         folder.mkdir(parents=True)
         # Leave time for the final rerun: about a third of the executor's share.
         until = started + share * i + share * 0.65
-        while time.monotonic() < until:
+        first = True  # every executor takes one fault at least, however short the soak
+        while first or time.monotonic() < until:
+            first = False
             step(folder, executor, rng, figures)
             if complete(folder) and time.monotonic() < until:
                 # Every run is done: the next faults go to a fresh results file.

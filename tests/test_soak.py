@@ -32,13 +32,20 @@ def test_the_soaks_checker_finds_a_torn_line_and_two_ok_records_of_one_key(tmp_p
     assert soak.answers(path) == {"a": "ok"}
 
 
-@pytest.mark.slow  # 7 minutes of faults, then a final rerun per executor: 10 minutes at most
+#: seconds of faults the suite's soak injects: a short soak on every executor, so the README's
+#: test command stays minutes long; the soak of record (`python benchmarks/soak.py`, 7
+#: minutes of faults, results/soak.md) is the same code run longer.
+SUITE_SOAK_SECONDS = 120
+
+
+@pytest.mark.slow  # 2 minutes of faults, then a final rerun per executor: about 3 minutes
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_random_kills_on_every_executor_lose_nothing_and_a_rerun_completes_each_grid(tmp_path):
     pytest.importorskip("ray")
-    figures = soak.soak(tmp_path, seconds=420, seed=1)
+    figures = soak.soak(tmp_path, seconds=SUITE_SOAK_SECONDS, seed=1)
     assert figures.problems == []
-    assert figures.injected >= 12 and figures.survived == figures.injected
+    assert figures.steps >= len(soak.EXECUTORS)  # one step with a fault on each at least
+    assert figures.injected >= 1 and figures.survived == figures.injected
     assert set(figures.final_reruns) == set(soak.EXECUTORS)
     assert all(
         outcome.startswith(f"{soak.RUNS}/{soak.RUNS} ok")
