@@ -268,6 +268,8 @@ class _Grid:
     seen: set[str] = field(default_factory=set)
     again: list[str] = field(default_factory=list)
     duplicates: int = 0
+    #: the ok answers by their settings without the code (`settings_index`).
+    _by_settings: dict[str, list[dict[str, Any]]] | None = None
 
     def read_answers(self, read: Callable[[], list[dict[str, Any]]]) -> None:
         """An ok record stays the answer until a newer ok replaces it; it is "done" only
@@ -286,17 +288,21 @@ class _Grid:
         """Every backbone x strategy x seed x budget of one dataset."""
         for backbone in self.backbones:
             for strategy in self.strategies:
+                code = _code(self.plugins, name, backbone.name, strategy.name)
                 for seed, budget in itertools.product(self.config.seeds, self.budgets):
                     run = _plan_one(
                         self.config, name, splits, size, backbone, strategy, seed, self.execution
                     )
-                    self._add(self._with_extras(run, name, backbone, strategy, budget))
+                    self._add(self._with_extras(run, code, strategy, budget))
 
     def _with_extras(
-        self, run: PlannedRun, name: str, backbone: Backbone, strategy: Strategy, budget: str | None
+        self,
+        run: PlannedRun,
+        code: dict[str, dict[str, str]] | None,
+        strategy: Strategy,
+        budget: str | None,
     ) -> PlannedRun:
-        """The run with its strategy's options, the third-party code and the budget."""
-        code = _code(self.plugins, name, backbone.name, strategy.name)
+        """The run with its strategy's options, the third-party `code` and the budget."""
         options = self.options[strategy.name]
         spec = run.spec
         if code or options:
@@ -316,7 +322,9 @@ class _Grid:
         elif run.status == "pending" and key in self.rerun:
             self.again.append(f"{run.spec.label}: {self.rerun[key]}")
         elif run.status == "pending" and run.spec.code:
-            changed = code_changed(run.spec, self.answers.values())
+            if self._by_settings is None:  # built once, when a plugin's run first needs it
+                self._by_settings = settings_index(self.answers.values())
+            changed = code_changed(run.spec, self._by_settings)
             if changed:
                 self.again.append(f"{run.spec.label}: {changed}")
         self.runs.append(run)
@@ -375,21 +383,29 @@ def _code(
 _NOT_SETTINGS = ("code", "dataset_fingerprint", "hyperparameters_used")
 
 
-def code_changed(spec: RunSpec, records: Iterable[dict[str, Any]]) -> str | None:
-    """Why `spec` trains again when an ok record has all its settings but older plugin code:
-    "strategy bitfit's code changed (...)"; None when no such record exists."""
+def _settings_text(config: dict[str, Any], fingerprint: Any) -> str:
+    """A run's settings and data as one text, its code and what is not a setting left out."""
+    kept = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+    return json.dumps([kept, fingerprint], sort_keys=True, default=str)
 
-    def settings(config: dict[str, Any], fingerprint: Any) -> str:
-        kept = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
-        return json.dumps([kept, fingerprint], sort_keys=True, default=str)
 
-    wanted = settings(spec.config(), spec.dataset_fingerprint)
+def settings_index(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The ok records by their settings (`_settings_text`), in order: what `code_changed` looks in."""
+    index: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         config = record.get("config")
-        if record.get("status") != "ok" or not isinstance(config, dict):
-            continue
-        if settings(config, config.get("dataset_fingerprint")) != wanted:
-            continue
+        if record.get("status") == "ok" and isinstance(config, dict):
+            key = _settings_text(config, config.get("dataset_fingerprint"))
+            index.setdefault(key, []).append(record)
+    return index
+
+
+def code_changed(spec: RunSpec, index: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Why `spec` trains again when an ok record has all its settings but older plugin code:
+    "strategy bitfit's code changed (...)"; None when no such record exists. `index`: the
+    ok records by settings (`settings_index`), made once for a whole plan."""
+    for record in index.get(_settings_text(spec.config(), spec.dataset_fingerprint), []):
+        config = record["config"]
         old, new = config.get("code") or {}, spec.code or {}
         names = {"backbone": spec.backbone, "dataset": spec.dataset, "strategy": spec.strategy}
         changes = [
