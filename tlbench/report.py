@@ -1279,10 +1279,12 @@ def choose_columns(
     wanted: Iterable[str] | None = None,
     *,
     wide: bool = False,
+    full: list[list[str]] | None = None,
 ) -> list[str]:
     """The columns of one section: its names, then `wanted` (`--columns`), or every column
     (`wide`), or the default (`DEFAULT_COLUMNS`, the image size where rows differ in it,
-    and added columns that ask to be shown and have values)."""
+    and added columns that ask to be shown and have values). `full`: the rows'
+    `row_cells`, where the caller has them already."""
     names = [c for c in NAME_COLUMNS if c != group_by]
     if wanted is not None:
         return names + check_columns(wanted)
@@ -1293,22 +1295,42 @@ def choose_columns(
     size = [SIZE_COLUMN] if sizes_differ(group) else []
     extra = [n for n, c in EXTRA_COLUMNS.items() if c.default and n in has]
     metrics = columns(group_by)
-    for name in DEFAULT_WHEN_PRESENT:
-        if name in metrics:
+    present = [name for name in DEFAULT_WHEN_PRESENT if name in metrics]
+    if present:
+        full = full if full is not None else [row_cells(r, group_by) for r in group]
+        for name in present:
             i = metrics.index(name)
-            if any(row_cells(r, group_by)[i] for r in group):
+            if any(cells[i] for cells in full):
                 extra.insert(0, name)
     return names + size + [*DEFAULT_COLUMNS[:4], *extra, *DEFAULT_COLUMNS[4:]]
 
 
-def cells_of(row: Row, names: list[str], group_by: str = "dataset") -> list[str]:
-    """A row's cells for the columns `names` (as `choose_columns` gives them)."""
-    known = dict(zip(columns(group_by), row_cells(row, group_by), strict=True))
+def cells_of(
+    row: Row, names: list[str], group_by: str = "dataset", full: list[str] | None = None
+) -> list[str]:
+    """A row's cells for the columns `names` (as `choose_columns` gives them); `full`: its
+    `row_cells`, where the caller has them already."""
+    full = full if full is not None else row_cells(row, group_by)
+    known = dict(zip(columns(group_by), full, strict=True))
     known[SIZE_COLUMN] = "" if row.image_size is None else str(row.image_size)
     return [
         known[n] if n in known else EXTRA_COLUMNS[n].cell(row) if n in EXTRA_COLUMNS else ""
         for n in names
     ]
+
+
+def terminal_cells(
+    group: list[Row],
+    group_by: str = "dataset",
+    wanted: Iterable[str] | None = None,
+    *,
+    wide: bool = False,
+) -> tuple[list[str], list[list[str]]]:
+    """The terminal table of one section: `choose_columns` and each row's `cells_of`, from
+    one `row_cells` per row."""
+    full = [row_cells(r, group_by) for r in group]
+    names = choose_columns(group, group_by, wanted, wide=wide, full=full)
+    return names, [cells_of(r, names, group_by, f) for r, f in zip(group, full, strict=True)]
 
 
 def _safe(text: str, fmt: str) -> str:

@@ -149,8 +149,7 @@ def print_rows(
             if group_by == "dataset"
             else (f"{group_by} {title}" if group_by != "none" else "all runs")
         )
-        names = report.choose_columns(group, group_by, columns, wide=wide)
-        cells = [report.cells_of(row, names, group_by) for row in group]
+        names, cells = report.terminal_cells(group, group_by, columns, wide=wide)
         notes = _footnotes(names, cells) if not wide else []
         widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(names)]
         keep = list(range(len(names)))
