@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -103,15 +104,6 @@ def time_calls(call: Callable[[], Any], settings: InferenceSettings, timer: Time
     return Timings(samples, warmup)
 
 
-def _quantile(values: list[float], q: float) -> float:
-    """The `q` quantile, linear between order statistics (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 #: the batch-1 figures: the same for a model whatever its serving batch.
 LATENCY_FIGURES = (
     "latency_ms_p50",
@@ -125,9 +117,10 @@ LATENCY_FIGURES = (
 def latency_figures(timings: Timings) -> dict[str, Any]:
     """Batch-1 latency in milliseconds: p50, p90, min, max and how many calls."""
     ms = [s * 1000 for s in timings.samples]
+    p50, p90 = (float(q) for q in np.quantile(ms, [0.5, 0.9]))
     return {
-        "latency_ms_p50": _quantile(ms, 0.5),
-        "latency_ms_p90": _quantile(ms, 0.9),
+        "latency_ms_p50": p50,
+        "latency_ms_p90": p90,
         "latency_ms_min": min(ms),
         "latency_ms_max": max(ms),
         "latency_samples": len(ms),
