@@ -89,3 +89,13 @@ def test_the_plot_has_a_panel_of_accuracy_against_latency(tmp_path):
     assert frontier(rows, TRAIN_AXIS) == [(1.0, 0.99)]
     path = plot_comparison(rows, TIMED, tmp_path / "latency.png")
     assert path.read_bytes().startswith(PNG)
+
+
+def test_the_html_page_and_table_say_which_cost_the_pareto_marks_weighed(run_cli, tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in TIMED))
+    page = tmp_path / "page.html"
+    result = run_cli("report", path, "--pareto-by", "latency", "--html", page, "--format", "html")
+    assert result.code == 0, result
+    for text in (page.read_text(encoding="utf-8"), result.out):
+        assert "faster to answer one image" in text and "cheaper to train" not in text

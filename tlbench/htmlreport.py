@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.errors import TlbenchError
-from tlbench.report import LEGEND, NAME_COLUMNS, Row, group_rows, section_cells
+from tlbench.report import NAME_COLUMNS, Row, group_rows, legend, section_cells
 
 #: environment fields shown, in this order, with their labels (`tlbench.timing.environment`).
 ENVIRONMENT_FIELDS = (
@@ -272,9 +272,11 @@ def render_page(
     figure: str | None = None,
     figure_note: str = NO_MATPLOTLIB,
     checks: list[Any] | None = None,
+    pareto_by: str = "train",
 ) -> str:
     """The page as text. `figure` is an image data URI (`figure_data_uri`); without one,
-    `figure_note` stands in its place. `checks`: `tlbench.select.report_checks(records)`."""
+    `figure_note` stands in its place. `checks`: `tlbench.select.report_checks(records)`;
+    `pareto_by`: the cost the rows' Pareto marks weighed (the legend says which)."""
     from tlbench.version import __version__
 
     sources = [str(s) for s in sources]
@@ -316,7 +318,7 @@ Written {now} by tlbench {_e(__version__)}.</p>
 <section id="comparison">
 <h2>Comparison</h2>
 {tables}
-<p class="legend">{_e(LEGEND)}</p>
+<p class="legend">{_e(legend(pareto_by))}</p>
 </section>
 <section id="figure">
 <h2>Accuracy against cost, learning curves</h2>
@@ -382,7 +384,10 @@ def _scoped_style(scope: str) -> str:
 
 
 def render_fragment(
-    rows: list[Row], group_by: str = "dataset", checks: list[Any] | None = None
+    rows: list[Row],
+    group_by: str = "dataset",
+    checks: list[Any] | None = None,
+    pareto_by: str = "train",
 ) -> str:
     """The comparison tables of the page, with their style (scoped to them), the intervals
     drawn to scale and the marks, without the rest of the page: what `tlbench report
@@ -392,7 +397,7 @@ def render_fragment(
     ranking = _ranking_html(checks)[0]
     return (
         f'<div class="tlbench-report">\n<style>\n{_scoped_style(".tlbench-report")}\n</style>\n'
-        f'{tables}\n<p class="legend">{_e(LEGEND)}</p>\n{ranking}</div>\n'
+        f'{tables}\n<p class="legend">{_e(legend(pareto_by))}</p>\n{ranking}</div>\n'
     )
 
 
@@ -405,6 +410,7 @@ def write_html_report(
     group_by: str = "dataset",
     checks: list[Any] | None = None,
     figure_note: str | None = None,
+    pareto_by: str = "train",
 ) -> Path:
     """Write the page to `path` (atomically) and return it; the figure when matplotlib is
     installed, a note in its place otherwise. `figure_note`: no figure (drawing it costs
@@ -421,6 +427,7 @@ def write_html_report(
         figure=figure,
         figure_note=figure_note or NO_MATPLOTLIB,
         checks=checks,
+        pareto_by=pareto_by,
     )
     try:
         write_text_atomic(path, text)

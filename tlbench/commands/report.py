@@ -170,7 +170,13 @@ def main(args: argparse.Namespace, console: Console) -> int:
         from tlbench.htmlreport import write_html_report
 
         write_html_report(
-            outputs.page, rows, records, sources=args.results, group_by=args.group_by, checks=checks
+            outputs.page,
+            rows,
+            records,
+            sources=args.results,
+            group_by=args.group_by,
+            checks=checks,
+            pareto_by=args.pareto_by,
         )
     terminal = outputs.output is not None or args.format == "table"
     where = console if terminal else Console(stderr=True)
@@ -222,5 +228,5 @@ def _text(args: argparse.Namespace, rows: list[Any], checks: list[Any]) -> str:
     if args.format == "html":
         from tlbench.htmlreport import render_fragment
 
-        return render_fragment(rows, args.group_by, checks)
+        return render_fragment(rows, args.group_by, checks, args.pareto_by)
     return report.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
