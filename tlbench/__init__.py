@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # `tlbench.select(...)` picks a backbone in two stages: the module is callable, so
 # `tlbench.select.rank` and its other names stay where they were.
-from tlbench import select
+from tlbench import events, select
 from tlbench.api import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -12,12 +12,18 @@ from tlbench.api import (
     Dataset,
     DatasetRequest,
     DatasetSplits,
+    Executor,
+    ExecutorKind,
+    ExecutorOptions,
     Family,
     Hyperparameters,
     ImageSource,
+    PlannedRun,
     Preprocessing,
+    RunSpec,
     Strategy,
     StrategyOption,
+    Workspace,
     all_trainable,
     stage_parameters,
 )
@@ -30,6 +36,7 @@ from tlbench.errors import (
     UnknownNameError,
     WeightsUnavailableError,
 )
+from tlbench.executors import run_trial
 from tlbench.hookspecs import hookimpl
 from tlbench.plugins import Plugins
 from tlbench.python_api import (
@@ -61,21 +68,28 @@ __all__ = [
     "DatasetRequest",
     "DatasetSplits",
     "DuplicateNameError",
+    "Executor",
+    "ExecutorKind",
+    "ExecutorOptions",
     "Family",
     "Hyperparameters",
     "ImageSource",
+    "PlannedRun",
     "Plugins",
     "Preprocessing",
     "Results",
+    "RunSpec",
     "Strategy",
     "StrategyOption",
     "TlbenchError",
     "UnknownNameError",
     "WeightsUnavailableError",
+    "Workspace",
     "__version__",
     "all_trainable",
     "compare",
     "create_backbone",
+    "events",
     "hookimpl",
     "list_backbones",
     "list_datasets",
@@ -84,6 +98,7 @@ __all__ = [
     "load_results",
     "run",
     "run_options",
+    "run_trial",
     "select",
     "stage_parameters",
 ]

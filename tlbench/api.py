@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from PIL import Image
     from torch import nn
 
+    from tlbench.events import Notify
     from tlbench.record import RunRecord
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -613,8 +614,10 @@ class Executor(Protocol):
     `run` starts every spec (in any order, as many at once as it can) and
     yields each run's record as soon as that run ends, whatever its status;
     the caller appends it to the results file and tells the observers. Per-run
-    events (phases, epochs) go to `events(hook_name, kwargs)` in the caller's
-    process, from whichever process runs the trial. On `KeyboardInterrupt`
+    events (phases, epochs: the `tlbench.events` dataclasses, which pickle) go
+    to `notify(event)` in the caller's process, from whichever process runs the
+    trial. (`notify` still accepts the older `notify(hook_name, kwargs)` call of
+    executors written against `events(hook, kwargs)`.) On `KeyboardInterrupt`
     the executor cancels what has not started, yields an "interrupted" record
     for each run under way, then re-raises. A run whose worker dies is retried
     once, then yields a "failed" record naming the exit status.
@@ -624,7 +627,7 @@ class Executor(Protocol):
         self,
         specs: list[RunSpec],
         workspace: Workspace,
-        events: Callable[[str, dict[str, Any]], None],
+        notify: Notify,
     ) -> Iterator[RunRecord]: ...
 
     def close(self) -> None: ...

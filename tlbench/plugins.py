@@ -38,6 +38,15 @@ import pluggy
 from tlbench import hookspecs
 from tlbench.api import Backbone, Dataset, ExecutorKind, Family, Strategy
 from tlbench.errors import DuplicateNameError, TlbenchError, UnknownNameError, plural
+from tlbench.events import (
+    KINDS,
+    Event,
+    GridFinished,
+    GridStarted,
+    RunFinished,
+    arguments,
+    from_legacy,
+)
 
 ENTRY_POINT_GROUP = "tlbench"
 
@@ -64,14 +73,7 @@ DISCOVERY_HOOKS = {
 }
 
 #: hooks that follow a grid; each implementation is guarded (see `Plugins._guard`).
-OBSERVER_HOOKS = (
-    "tlbench_grid_started",
-    "tlbench_run_started",
-    "tlbench_run_phase",
-    "tlbench_epoch_ended",
-    "tlbench_run_finished",
-    "tlbench_grid_finished",
-)
+OBSERVER_HOOKS = tuple(KINDS)
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -640,33 +642,28 @@ class Plugins:
 
         return call
 
+    def notify(self, event: Event | str, kwargs: dict[str, Any] | None = None) -> None:
+        """Tell the observers of `event`: the hook it names, with its fields as arguments.
+
+        The one way events reach observers: the trial's (carried from whatever
+        process ran it by the executor) and the grid's own. `notify(hook, kwargs)`
+        is the older call of executors written against `events(hook, kwargs)`,
+        accepted for one release (`tlbench.events.from_legacy`).
+        """
+        if isinstance(event, str):
+            event = from_legacy(event, kwargs or {})
+        getattr(self.pm.hook, event.hook)(**arguments(event))
+
+    # Shorthands for `notify`, for callers that hold no event object.
+
     def grid_started(self, plan: list[Any]) -> None:
-        self.pm.hook.tlbench_grid_started(plan=plan)
-
-    def run_started(self, run: Any) -> None:
-        self.pm.hook.tlbench_run_started(run=run)
-
-    def run_phase(
-        self, run: Any, phase: str, done: int | None = None, total: int | None = None
-    ) -> None:
-        self.pm.hook.tlbench_run_phase(run=run, phase=phase, done=done, total=total)
-
-    def epoch_ended(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        self.pm.hook.tlbench_epoch_ended(run=run, epoch=epoch, metrics=metrics)
+        self.notify(GridStarted(plan))
 
     def run_finished(self, run: Any, record: dict[str, Any]) -> None:
-        self.pm.hook.tlbench_run_finished(run=run, record=record)
+        self.notify(RunFinished(run, record))  # type: ignore[arg-type]
 
     def grid_finished(self, records: list[dict[str, Any]]) -> None:
-        self.pm.hook.tlbench_grid_finished(records=records)
-
-    def event(self, hook: str, kwargs: dict[str, Any]) -> None:
-        """Deliver an event that a trial emitted (possibly in another process)."""
-        getattr(self, _EVENTS[hook])(**kwargs)
-
-
-#: what a trial emits -> the `Plugins` method that tells the observers.
-_EVENTS = {"run_started": "run_started", "run_phase": "run_phase", "epoch_ended": "epoch_ended"}
+        self.notify(GridFinished(records))  # type: ignore[arg-type]
 
 
 def _callables(item: object) -> list[object]:

@@ -50,10 +50,9 @@ from tlbench.engine import (
     warm_up_extraction,
 )
 from tlbench.errors import TlbenchError
+from tlbench.events import EpochEnded, Notify, RunPhase
 from tlbench.features import FeatureStore, feature_key
 from tlbench.timing import PeakMemory, Stopwatch
-
-Events = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -89,7 +88,8 @@ class TrialContext:
     score: Callable[[RunSpec, torch.Tensor, torch.Tensor], dict[str, Any]]
     #: forward FLOPs per image of a model placed on the run's device (kept per process).
     count_flops: Callable[[nn.Module], int | None]
-    emit: Events
+    #: where the run's progress events go (`tlbench.events`).
+    notify: Notify
     hp: Hyperparameters
     finished: list[dict[str, Any]] = field(default_factory=list)
     batch_history: list[int] = field(default_factory=list)
@@ -105,14 +105,11 @@ class TrialContext:
         return len(self.splits.classes)
 
     def phase(self, name: str) -> None:
-        self.emit("run_phase", {"run": self.spec, "phase": name, "done": None, "total": None})
+        self.notify(RunPhase(self.spec, name))
 
     def on_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         self.finished.append(metrics)
-        self.emit(
-            "epoch_ended",
-            {"run": self.spec, "epoch": epoch, "metrics": {**metrics, "epochs": self.hp.epochs}},
-        )
+        self.notify(EpochEnded(self.spec, epoch, {**metrics, "epochs": self.hp.epochs}))
 
     def build(self) -> nn.Module:
         """The backbone, built once per attempt (seeded first, so every attempt draws alike)."""

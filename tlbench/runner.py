@@ -35,6 +35,7 @@ from tlbench import results
 from tlbench.api import ExecutorOptions, PlannedRun, RunSpec
 from tlbench.config import RunConfig
 from tlbench.errors import ResultsError
+from tlbench.events import GridFinished, GridStarted, RunFinished
 from tlbench.plan import Plan, execution_settings, make_plan, workspace_for
 from tlbench.plugins import Plugins
 from tlbench.record import RunRecord
@@ -236,7 +237,7 @@ class Runner:
                 )
             # Runs another process finished while this one planned are done, not retrained.
             plans = [p for p in plans if p not in busy and p.spec.key not in finished]
-            self.plugins.grid_started(plans)
+            self.plugins.notify(GridStarted(plans))
             for p in todo:
                 if p.status != "skipped":
                     continue
@@ -245,24 +246,23 @@ class Runner:
                 if previous is None or previous.get("status") != "skipped":
                     self.results.append(record)
                 records.append(record)
-                self.plugins.run_finished(p.spec, record)
+                self.plugins.notify(RunFinished(p.spec, record))
             specs = {p.spec.key: p.spec for p in pending if p.spec.key in claimed}
             if specs:
                 executor = kind.create(self.executor_options())
                 try:
-                    for record in executor.run(
-                        list(specs.values()), plan.workspace, self.plugins.event
-                    ):
+                    notify = self.plugins.notify  # an older `events(hook, kwargs)` call works too
+                    for record in executor.run(list(specs.values()), plan.workspace, notify):
                         # The record first, the observers after: nothing finished is lost.
                         self.results.append(record)
                         records.append(record)
-                        self.plugins.run_finished(specs[record["key"]], record)
+                        self.plugins.notify(RunFinished(specs[record["key"]], record))
                 finally:
                     executor.close()
         # In the plan's order, whatever order the executor finished them in.
         order = {p.spec.key: i for i, p in enumerate(plans)}
         records.sort(key=lambda r: order.get(r["key"], len(order)))
-        self.plugins.grid_finished(records)
+        self.plugins.notify(GridFinished(records))
         return records
 
 

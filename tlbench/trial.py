@@ -4,10 +4,11 @@
 loads and decodes the dataset (through the caches), builds the backbone,
 trains it the way the strategy says, evaluates it every epoch and returns
 the record: "ok", or "failed" with the reason. It writes no results file and
-calls nothing back: events for the live display (phases, epochs) are handed
-to `events(hook, kwargs)`, which the executor carries to the process that
-drives the grid. An interruption (Ctrl-C, SIGTERM) becomes `RunInterrupted`,
-which carries the "interrupted" record with the epochs the run finished.
+calls nothing back: events for the live display (phases, epochs; the
+`tlbench.events` dataclasses) are handed to `notify(event)`, which the
+executor carries to the process that drives the grid. An interruption
+(Ctrl-C, SIGTERM) becomes `RunInterrupted`, which carries the "interrupted"
+record with the epochs the run finished.
 
 A `TrialHost` is what the trials of one process share: the loaded plugins,
 the loaded datasets, the decoded images and the feature store. The inline
@@ -20,7 +21,6 @@ from __future__ import annotations
 import gc
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
 from tlbench.energy import EnergyMeter, meter_for
 from tlbench.engine import Diverged, Execution, count_parameters
 from tlbench.errors import DatasetError, TlbenchError, interruption
+from tlbench.events import LegacyEvents, Notify, RunPhase, RunStarted, as_legacy, ignore
 from tlbench.features import FeatureStore
 from tlbench.plugins import Plugins, PluginSet
 from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
@@ -48,12 +49,6 @@ from tlbench.timing import (
     mfu,
     training_flops,
 )
-
-Events = Callable[[str, dict[str, Any]], None]
-
-
-def _no_events(hook: str, kwargs: dict[str, Any]) -> None:
-    pass
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -113,7 +108,7 @@ class TrialHost:
         self._datasets[name] = splits
 
     def _decoded(
-        self, spec: RunSpec, splits: DatasetSplits, store: int, emit: Events
+        self, spec: RunSpec, splits: DatasetSplits, store: int, notify: Notify
     ) -> tuple[ImageTensors, ImageTensors | None]:
         """The training and evaluation splits decoded at `store` px (through the decode cache).
 
@@ -125,9 +120,7 @@ class TrialHost:
             if spec.holdout is not None and split != "train":
                 out.append(None)
                 continue
-            emit(
-                "run_phase", {"run": spec, "phase": f"decode {split}", "done": None, "total": None}
-            )
+            notify(RunPhase(spec, f"decode {split}"))
             out.append(
                 self.decode.get(
                     source,
@@ -136,9 +129,7 @@ class TrialHost:
                     size=store,
                     strict=self.workspace.strict,
                     dataset=spec.dataset,
-                    progress=lambda d, t: emit(
-                        "run_phase", {"run": spec, "phase": "decode", "done": d, "total": t}
-                    ),
+                    progress=lambda d, t: notify(RunPhase(spec, "decode", d, t)),
                 )
             )
         assert out[0] is not None
@@ -147,16 +138,25 @@ class TrialHost:
     # ------------------------------------------------------------------ the trial
 
     def run(
-        self, spec: RunSpec, *, device: str | None = None, events: Events | None = None
+        self,
+        spec: RunSpec,
+        *,
+        device: str | None = None,
+        notify: Notify | None = None,
+        events: LegacyEvents | None = None,
     ) -> RunRecord:
-        """Train and evaluate `spec` on `device` (default: the spec's); return its record."""
-        emit = events or _no_events
+        """Train and evaluate `spec` on `device` (default: the spec's); return its record.
+
+        Its progress events go to `notify(event)`; `events(hook, kwargs)` is the
+        older shape of the same callable, still accepted (`tlbench.events.as_legacy`).
+        """
+        notify = _notify(notify, events)
         started = time.time()
         finished_epochs: list[dict[str, Any]] = []
         ex = _execution(spec, device)
-        emit("run_started", {"run": spec})
+        notify(RunStarted(spec))
         try:
-            record = self._train(spec, ex, emit, finished_epochs)
+            record = self._train(spec, ex, notify, finished_epochs)
         except KeyboardInterrupt as stop:
             record = self.record(
                 spec,
@@ -192,9 +192,9 @@ class TrialHost:
         return record
 
     def _train(
-        self, spec: RunSpec, ex: Execution, emit: Events, finished: list[dict[str, Any]]
+        self, spec: RunSpec, ex: Execution, notify: Notify, finished: list[dict[str, Any]]
     ) -> RunRecord:
-        ctx = self._context(spec, ex, emit, finished)
+        ctx = self._context(spec, ex, notify, finished)
         meter = self.meter(ex.device)
         with meter.span() as energy:
             outcome = with_oom_retry(ctx, regime_for(ctx.strategy), retry=self.workspace.retry_oom)
@@ -283,7 +283,7 @@ class TrialHost:
         return self.workspace.models_dir / f"{ctx.spec.key}.onnx"
 
     def _context(
-        self, spec: RunSpec, ex: Execution, emit: Events, finished: list[dict[str, Any]]
+        self, spec: RunSpec, ex: Execution, notify: Notify, finished: list[dict[str, Any]]
     ) -> TrialContext:
         """The run's parts and its decoded data (timed as data preparation)."""
         splits = self.dataset(spec.dataset)
@@ -299,7 +299,7 @@ class TrialHost:
         watch = Stopwatch(ex.device)
         with watch.section("data_prep"):
             store = backbone.preprocessing.resize_for(spec.image_size)
-            full_train, evalset = self._decoded(spec, splits, store, emit)
+            full_train, evalset = self._decoded(spec, splits, store, notify)
             fit_idx, eval_idx = _holdout(spec, full_train)
             if eval_idx is not None:
                 evalset = _subset(full_train, eval_idx, skipped=False)
@@ -332,7 +332,7 @@ class TrialHost:
             feature_store=self.features,
             score=self._scores,
             count_flops=lambda model: self._forward_flops(backbone, model, spec.image_size, ex),
-            emit=emit,
+            notify=notify,
             hp=spec.hp,
             finished=finished,
         )
@@ -580,17 +580,26 @@ def run_trial(
     *,
     plugins: Plugins | PluginSet | None = None,
     device: str | None = None,
-    events: Events | None = None,
+    notify: Notify | None = None,
+    events: LegacyEvents | None = None,
 ) -> RunRecord:
     """Run one spec in this process and return its record (see the module docstring).
 
     `plugins` defaults to every installed plugin, loaded here; a `PluginSet`
     loads the same plugins the driver had. The host (plugins, datasets,
     caches) is kept for the next trial of this process with the same plugins
-    and workspace.
+    and workspace. The run's progress events go to `notify(event)` (`tlbench.events`);
+    `events(hook, kwargs)`, the older shape, is still accepted for one release.
     """
     host = host_for(plugins or PluginSet(), workspace)
-    return host.run(spec, device=device, events=events)
+    return host.run(spec, device=device, notify=notify, events=events)
+
+
+def _notify(notify: Notify | None, events: LegacyEvents | None) -> Notify:
+    """Where a trial's events go: `notify`, else an old-style `events`, else nowhere."""
+    if notify is not None:
+        return notify
+    return as_legacy(events) if events is not None else ignore
 
 
 def _holdout(spec: RunSpec, train: ImageTensors) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -9,13 +9,28 @@
   (`--ray-address`); needs `pip install 'tlbench[ray]'`.
 
 Executors are plugins like any other: a third party registers its own with
-`tlbench_register_executors(register)`.
+`tlbench_register_executors(register)`, and runs each spec with `run_trial`
+(`tlbench.run_trial`) wherever it likes.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tlbench.api import ExecutorKind, ExecutorOptions
 from tlbench.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from tlbench.api import RunSpec, Workspace
+    from tlbench.record import RunRecord
+
+
+def run_trial(spec: RunSpec, workspace: Workspace, **options: Any) -> RunRecord:
+    """Run one spec in this process and return its record: `tlbench.trial.run_trial`,
+    imported when first called (so `import tlbench` stays free of torch)."""
+    from tlbench.trial import run_trial as run
+
+    return run(spec, workspace, **options)
 
 
 def _inline(options: ExecutorOptions):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from tlbench.api import ExecutorOptions, RunSpec, Workspace
+from tlbench.events import Notify
 from tlbench.record import RunRecord
 from tlbench.trial import RunInterrupted, TrialHost
 
@@ -20,14 +20,14 @@ class InlineExecutor:
         self,
         specs: list[RunSpec],
         workspace: Workspace,
-        events: Callable[[str, dict[str, Any]], None],
+        notify: Notify,
     ) -> Iterator[RunRecord]:
         host = self.options.host
         if host is None or host.workspace != workspace:
             host = TrialHost(self.options.plugins, workspace)
         for spec in specs:
             try:
-                record = host.run(spec, device=self.options.device, events=events)
+                record = host.run(spec, device=self.options.device, notify=notify)
             except RunInterrupted as stop:
                 yield stop.record
                 raise stop.original from None

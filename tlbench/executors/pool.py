@@ -40,13 +40,14 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from tlbench.api import ExecutorOptions, RunSpec, Workspace
 from tlbench.errors import Terminated, TlbenchError, interruption, signal_of
+from tlbench.events import EpochEnded, Event, Notify
 from tlbench.record import RunRecord
 from tlbench.trial import make_record
 
@@ -171,8 +172,8 @@ def _serve_runs(conn: Connection, host: Any, device: str) -> None:
     from tlbench.executors.placement import device_mismatch, refused
     from tlbench.trial import RunInterrupted
 
-    def events(hook: str, kwargs: dict[str, Any]) -> None:
-        conn.send(("event", hook, kwargs))
+    def notify(event: Event) -> None:
+        conn.send(("event", event))
 
     while True:
         try:
@@ -186,7 +187,7 @@ def _serve_runs(conn: Connection, host: Any, device: str) -> None:
             conn.send(("record", refused(spec, host.plugins, reason)))
             continue
         try:
-            record = host.run(spec, device=device, events=events)
+            record = host.run(spec, device=device, notify=notify)
         except RunInterrupted as stop:
             conn.send(("interrupted", stop.record))
             return
@@ -393,14 +394,14 @@ class WorkerPool:
         self,
         specs: list[RunSpec],
         workspace: Workspace,
-        events: Callable[[str, dict[str, Any]], None],
+        notify: Notify,
     ) -> Iterator[RunRecord]:
         queue: collections.deque[RunSpec] = collections.deque(specs)
         attempts: dict[str, list[str]] = collections.defaultdict(list)
         try:
             while queue or any(w.spec is not None for w in self.workers.values()):
                 self._dispatch(queue, workspace)
-                yield from self._collect(queue, attempts, events, workspace)
+                yield from self._collect(queue, attempts, notify, workspace)
         except KeyboardInterrupt as stop:
             yield from self._interrupt(stop)
             raise
@@ -436,7 +437,7 @@ class WorkerPool:
         self,
         queue: collections.deque[RunSpec],
         attempts: dict[str, list[str]],
-        events: Callable[[str, dict[str, Any]], None],
+        notify: Notify,
         workspace: Workspace,
     ) -> Iterator[RunRecord]:
         by_conn = {w.conn: w for w in self.workers.values()}
@@ -446,7 +447,7 @@ class WorkerPool:
             if worker is None or self.workers.get(worker.slot) is not worker:
                 continue
             if ready is worker.conn:
-                yield from self._read(worker, events, queue)
+                yield from self._read(worker, notify, queue)
                 if self.workers.get(worker.slot) is not worker:
                     continue  # retired after its run (the process executor)
             if worker.eof:
@@ -454,9 +455,7 @@ class WorkerPool:
             if not worker.alive() and (worker.eof or not worker.conn.poll()):
                 yield from self._died(worker, queue, attempts)
 
-    def _read(
-        self, worker: _Worker, events: Callable[[str, dict[str, Any]], None], queue: Any
-    ) -> Iterator[RunRecord]:
+    def _read(self, worker: _Worker, notify: Notify, queue: Any) -> Iterator[RunRecord]:
         while not worker.eof and worker.conn.poll():
             try:
                 message = worker.conn.recv()
@@ -467,10 +466,10 @@ class WorkerPool:
             if kind == "ready":
                 worker.ready, worker.host = True, message[1]["host"]
             elif kind == "event":
-                _, hook, kwargs = message
-                if hook == "epoch_ended":
-                    worker.epochs.append(kwargs["metrics"])
-                events(hook, kwargs)
+                event = message[1]
+                if isinstance(event, EpochEnded):
+                    worker.epochs.append(event.metrics)
+                notify(event)
             elif kind == "record":
                 worker.spec = None
                 yield message[1]

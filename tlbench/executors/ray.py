@@ -27,11 +27,12 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from tlbench.api import ExecutorOptions, RunSpec, Workspace
 from tlbench.errors import TlbenchError, interruption
+from tlbench.events import EpochEnded, Event, Notify, RunStarted, ignore
 from tlbench.record import RunRecord
 from tlbench.trial import make_record
 
@@ -74,15 +75,15 @@ def _trial_task(
 
     lost = []
 
-    def events(hook: str, kwargs: dict[str, Any]) -> None:
+    def notify(event: Event) -> None:
         if queue is not None and not lost:
             try:
-                queue.put((hook, kwargs))
+                queue.put(event)
             except Exception:  # the queue's actor died (its worker was killed): train on, quietly
-                lost.append(hook)
+                lost.append(event)
 
     try:
-        return run_trial(spec, workspace, plugins=plugin_set, device=device, events=events)
+        return run_trial(spec, workspace, plugins=plugin_set, device=device, notify=notify)
     except RunInterrupted as stop:
         return stop.record
 
@@ -146,7 +147,7 @@ class RayExecutor:
         self,
         specs: list[RunSpec],
         workspace: Workspace,
-        events: Callable[[str, dict[str, Any]], None],
+        notify: Notify,
     ) -> Iterator[RunRecord]:
         from ray.util.queue import Queue
 
@@ -162,25 +163,25 @@ class RayExecutor:
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
-                self._drain(queue, events)
+                self._drain(queue, notify)
                 for ref in done:
                     spec = pending.pop(ref)
                     yield self._result(ref, spec)
-            self._drain(queue, events)
+            self._drain(queue, notify)
         except KeyboardInterrupt as stop:
             with contextlib.suppress(Exception):  # the queue's actor may be gone with Ray
-                self._drain(queue, lambda hook, kwargs: None)
+                self._drain(queue, ignore)
             yield from self._interrupt(pending, stop)
             raise
         finally:
             with contextlib.suppress(Exception):
                 ray.kill(queue.actor)
 
-    def _drain(self, queue: Any, events: Callable[[str, dict[str, Any]], None]) -> None:
+    def _drain(self, queue: Any, notify: Notify) -> None:
         if self._events_lost:
             return
         try:
-            self._drain_events(queue, events)
+            self._drain_events(queue, notify)
         except self.ray.exceptions.RayError as exc:
             # The queue's actor died (its worker was killed): records still come back with
             # their tasks; progress lines and the epochs of interrupted runs stop here.
@@ -192,15 +193,15 @@ class RayExecutor:
                 stacklevel=2,
             )
 
-    def _drain_events(self, queue: Any, events: Callable[[str, dict[str, Any]], None]) -> None:
+    def _drain_events(self, queue: Any, notify: Notify) -> None:
         while not queue.empty():
-            hook, kwargs = queue.get_nowait()
-            key = kwargs["run"].key
-            if hook == "run_started":
+            event = queue.get_nowait()
+            key = event.run.key
+            if isinstance(event, RunStarted):
                 self._epochs[key] = []
-            elif hook == "epoch_ended" and key in self._epochs:
-                self._epochs[key].append(kwargs["metrics"])
-            events(hook, kwargs)
+            elif isinstance(event, EpochEnded) and key in self._epochs:
+                self._epochs[key].append(event.metrics)
+            notify(event)
 
     def _result(self, ref: Any, spec: RunSpec) -> RunRecord:
         ray = self.ray
