@@ -92,7 +92,7 @@ class Band:
 #: Rates are fractions of this GPU's dense datasheet peak (`tlbench.timing.device_peak`).
 BANDS: dict[str, Band] = {
     "other_gpu_processes": Band(0, 0, "a shared GPU makes every figure below wrong"),
-    "peak_known": Band(1, 1, "MFU needs this GPU in timing.PEAKS"),
+    "peak_known": Band(1, 1, "MFU needs this GPU in peaks.PEAKS"),
     "cuda_tests_skipped": Band(0, 0, "on a GPU no CUDA test may skip"),
     "cuda_tests_passed": Band(5, None, "the CUDA tests of tests/ (at least the 5 known)"),
     "fp32_matmul_of_peak": Band(0.3, 1.05, "above 1.05x the fp32 peak only TF32 could go"),
@@ -459,7 +459,7 @@ def vit_b16(step: Step) -> None:
 def compile_step(step: Step) -> None:
     import torch
 
-    from tlbench import engine
+    from tlbench import execution
 
     if step.gpu:  # inductor, for real, once: the code generation path works here
         fit, _ = _fit(step, "small_cnn", n=256, size=64, batch=64, compile=True)
@@ -469,7 +469,7 @@ def compile_step(step: Step) -> None:
     # Five backbones in one process: what issue 22.1 broke is dynamo's graph capture
     # per fit (its recompile limit), which the "eager" backend shows without
     # minutes of code generation per backbone.
-    engine.COMPILE_BACKEND = "eager"
+    execution.COMPILE_BACKEND = "eager"
     names = ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0", "resnet34"]
     if not step.gpu:
         names = names[:2]  # the five run in tests/test_gpu_compile.py
@@ -559,7 +559,7 @@ def _cpu_oom_fit(attempt: Any) -> Any:
     import torch
     from torch import nn
 
-    from tlbench import engine
+    from tlbench import memory
     from tlbench.api import Hyperparameters, Preprocessing
     from tlbench.engine import Execution, ImageClassifier, train_images
 
@@ -576,7 +576,7 @@ def _cpu_oom_fit(attempt: Any) -> Any:
     model = ImageClassifier(Big(), nn.Linear(4, 2), Preprocessing(resize=8, crop=8))
     data = _images(16, 8, classes=2)
     hp = Hyperparameters(epochs=1, batch_size=attempt.batch_size, lr=0.01)
-    with mock.patch.object(engine, "_fits_on_device", lambda n, d: True):
+    with mock.patch.object(memory, "fits_on_device", lambda n, d: True):
         return train_images(
             model, [{"params": list(model.parameters()), "lr": hp.lr}], data, data,
             num_classes=2, image_size=8, hp=hp, ex=Execution(torch.device("cpu")), seed=0,

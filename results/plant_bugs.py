@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 
 WARMUP_END = '        result.warmup_batches = {"train": train_sizes, "eval": eval_sizes}\n'
-FEATURE_LOOP_CHECK = "            if not math.isfinite(train_loss):\n                raise Diverged(epoch, train_loss)\n            head.eval()"
+#: the non-finite loss check both fit loops share (`fitting.count_epoch`).
+LOSS_CHECK = "    if not math.isfinite(train_loss):\n        raise Diverged(epoch, train_loss)\n"
+#: what the warm-up's undo puts back after the block (`fitting.undone`).
+UNDO = "    with torch.no_grad():\n        module.load_state_dict(weights)\n    step.restore(step_state)\n"
 
 #: (bug, file, text, text with the bug, test files that must catch it); text and
 #: planted text may be tuples of the same length: edits made together in that file.
@@ -57,7 +60,7 @@ BUGS = [
     ),
     (
         "4a the warm-up's steps and images counted as measured",
-        "tlbench/engine.py",
+        "tlbench/image_fit.py",
         WARMUP_END,
         WARMUP_END + "        result.measured_steps += len(train_sizes)\n"
         "        result.measured_images += sum(train_sizes)\n",
@@ -65,7 +68,7 @@ BUGS = [
     ),
     (
         "4b the warm-up's seconds timed as training",
-        "tlbench/engine.py",
+        "tlbench/image_fit.py",
         WARMUP_END,
         WARMUP_END + "        result.train_seconds += result.warmup_seconds\n"
         "        result.measured_seconds += result.warmup_seconds\n",
@@ -73,31 +76,23 @@ BUGS = [
     ),
     (
         "4c the warm-up not undone",
-        "tlbench/engine.py",
-        "        with _undone(model, step, [loader.augment_generator], device):\n",
-        "        with contextlib.nullcontext():\n",
+        "tlbench/fitting.py",
+        UNDO,
+        "",
         ["tests/test_warmup_throughput.py"],
     ),
     (
-        "5a the linear head loop without its NaN/inf check",
-        "tlbench/engine.py",
-        FEATURE_LOOP_CHECK,
-        "            head.eval()",
+        "5a the fit loops without their NaN/inf check",
+        "tlbench/fitting.py",
+        LOSS_CHECK,
+        "",
         ["tests/test_divergence.py"],
     ),
     (
-        "5b the head loop checks NaN only",
-        "tlbench/engine.py",
-        FEATURE_LOOP_CHECK,
-        FEATURE_LOOP_CHECK.replace("not math.isfinite", "math.isnan"),
-        ["tests/test_divergence.py"],
-    ),
-    (
-        "5c the image loop without its NaN/inf check",
-        "tlbench/engine.py",
-        "        if not math.isfinite(train_loss):\n            raise Diverged(epoch, train_loss)\n"
-        "        # The epoch's freed",
-        "        # The epoch's freed",
+        "5b the fit loops check NaN only",
+        "tlbench/fitting.py",
+        LOSS_CHECK,
+        LOSS_CHECK.replace("not math.isfinite", "math.isnan"),
         ["tests/test_divergence.py"],
     ),
     (

@@ -312,7 +312,7 @@ def build_model(checkpoint: dict[str, Any], plugins: Any) -> nn.Module:
     """The checkpoint's classifier: registered backbone (random init) + head + saved weights."""
     from torch import nn
 
-    from tlbench.engine import FeatureHead, ImageClassifier
+    from tlbench.classifier import FeatureHead, ImageClassifier
 
     name = checkpoint["backbone"]
     try:

@@ -35,7 +35,7 @@ from typing import Any
 from tlbench.errors import TlbenchError
 from tlbench.report import NAME_COLUMNS, Row, group_rows, legend, section_cells
 
-#: environment fields shown, in this order, with their labels (`tlbench.timing.environment`).
+#: environment fields shown, in this order, with their labels (`tlbench.provenance.environment`).
 ENVIRONMENT_FIELDS = (
     ("tlbench", "tlbench"),
     ("torch", "torch"),

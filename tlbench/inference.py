@@ -40,8 +40,9 @@ import torch
 from torch import nn
 
 from tlbench.data import center_crop
+from tlbench.devices import synchronize
 from tlbench.energy import EnergyMeter, meter_for
-from tlbench.timing import PeakMemory, synchronize, vm_kib
+from tlbench.memory import PeakMemory, vm_kib
 
 #: top-1 of an exported model may differ from PyTorch's by this many points (of 100) at
 #: most: float reordering flips a few near-ties, a wrong export flips many.
@@ -343,8 +344,8 @@ def bench_backbone(
     `image_size`. Timed as a trained model is (`measure`), with the same FLOP
     count and parameter count the records carry.
     """
-    from tlbench.engine import FeatureHead, ImageClassifier, count_parameters
-    from tlbench.timing import forward_flops
+    from tlbench.classifier import FeatureHead, ImageClassifier, count_parameters
+    from tlbench.flops import forward_flops
 
     settings = settings or InferenceSettings()
     torch.manual_seed(0)

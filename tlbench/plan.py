@@ -105,8 +105,8 @@ def execution_settings(config: RunConfig) -> dict[str, Any]:
     workers share is marked (`device_shared_by`, in the key): each run gets a
     fraction of it, so its timings are not those of a run that had it alone.
     """
-    from tlbench.engine import Execution
-    from tlbench.timing import resolve_device
+    from tlbench.devices import resolve_device
+    from tlbench.execution import Execution
 
     devices = [resolve_device(name) for name in worker_devices(config)]
     per_device: list[dict[str, Any]] = []
@@ -137,7 +137,7 @@ def _settings(ex: Any) -> dict[str, Any]:
     # keys stay as they were; the record names the CPU model.)
     settings = {**ex.to_dict(), "device": ex.device.type}
     if ex.device.type != "cpu":
-        from tlbench.timing import device_identity
+        from tlbench.devices import device_identity
 
         settings["device_model"] = device_identity(ex.device)["key"]
     return settings

@@ -22,19 +22,12 @@ import torch
 from torch import nn
 
 from tlbench.api import Hyperparameters
-from tlbench.engine import (
-    HEAD_EVAL_BATCH,
-    Diverged,
-    EpochCallback,
-    Execution,
-    FeatureHead,
-    FitResult,
-    PhaseCallback,
-    _one_cpu_thread,
-    _record_epoch,
-    evaluate_logits,
-)
-from tlbench.timing import synchronize
+from tlbench.classifier import FeatureHead
+from tlbench.devices import synchronize
+from tlbench.evaluation import evaluate_logits
+from tlbench.execution import Execution
+from tlbench.fitting import Diverged, EpochCallback, FitResult, PhaseCallback, record_epoch
+from tlbench.head_fit import HEAD_EVAL_BATCH, one_cpu_thread
 
 #: L-BFGS iterations between two evaluations (scikit-learn's default is 100 in all).
 ITERATIONS_PER_EPOCH = 25
@@ -60,7 +53,7 @@ def fit_logistic_probe(
     too small to gain from more, and a busy machine makes more much slower).
     """
     device = ex.device
-    with _one_cpu_thread(device):
+    with one_cpu_thread(device):
         torch.manual_seed(seed)  # L-BFGS is deterministic; the seed keeps the contract
         synchronize(device)
         t0 = time.perf_counter()
@@ -103,7 +96,7 @@ def fit_logistic_probe(
                 )
             result.eval_seconds += time.perf_counter() - t0
             result.eval_images += len(eval_y)
-            _record_epoch(result, epoch, train_loss, evaluation, elapsed, len(x), on_epoch)
+            record_epoch(result, epoch, train_loss, evaluation, elapsed, len(x), on_epoch)
         return result
 
 

@@ -417,7 +417,7 @@ def new_record(
 
 
 def run_accuracy(fit: Any, probe_fit: Any = None) -> dict[str, Any]:
-    """The accuracy part of a run that trained (`fit`: a `tlbench.engine.FitResult`)."""
+    """The accuracy part of a run that trained (`fit`: a `tlbench.fitting.FitResult`)."""
     accuracy: dict[str, Any] = {
         "best": fit.best_accuracy,
         "best_epoch": fit.best_epoch,

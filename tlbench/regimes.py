@@ -34,25 +34,18 @@ from tlbench.api import (
     call_param_groups,
     stage_parameters,
 )
+from tlbench.classifier import FeatureHead, ImageClassifier, count_parameters
+from tlbench.clocks import Stopwatch
 from tlbench.data import ImageTensors, mapped_tensor
-from tlbench.engine import (
-    Attempt,
-    Execution,
-    FeatureHead,
-    FitResult,
-    ImageClassifier,
-    count_parameters,
-    extract_features,
-    is_out_of_memory,
-    next_attempt_after_oom,
-    train_head_on_features,
-    train_images,
-    warm_up_extraction,
-)
 from tlbench.errors import TlbenchError
 from tlbench.events import EpochEnded, Notify, RunPhase
+from tlbench.execution import Execution
+from tlbench.extraction import extract_features, warm_up_extraction
 from tlbench.features import FeatureStore, feature_key
-from tlbench.timing import PeakMemory, Stopwatch
+from tlbench.fitting import FitResult
+from tlbench.head_fit import train_head_on_features
+from tlbench.image_fit import train_images
+from tlbench.memory import Attempt, PeakMemory, is_out_of_memory, next_attempt_after_oom
 
 
 @dataclass
@@ -403,6 +396,6 @@ class _Extractor:
 
 def device_label(ex: Execution) -> str:
     """ "cpu: <model>" or "cuda: <model>": where features or a run were computed."""
-    from tlbench.timing import device_name
+    from tlbench.devices import device_name
 
     return f"{ex.device.type}: {device_name(ex.device)}"

@@ -151,7 +151,7 @@ class Runner:
         )
 
     def _device(self) -> str:
-        from tlbench.timing import resolve_device
+        from tlbench.devices import resolve_device
 
         return str(resolve_device(self.config.device))
 

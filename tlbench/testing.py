@@ -443,7 +443,7 @@ def check_strategy(
     """
     import torch
 
-    from tlbench.engine import ImageClassifier
+    from tlbench.classifier import ImageClassifier
 
     assert isinstance(strategy, Strategy), (
         f"expected a tlbench.Strategy, got {type(strategy).__name__}"
@@ -581,7 +581,7 @@ def _train_tiny(
     import torch
     import torch.nn.functional as F
 
-    from tlbench.engine import make_optimizer, make_schedule
+    from tlbench.optim import make_optimizer, make_schedule
 
     optimizer = make_optimizer(groups, hp.replace(epochs=1))
     schedule = make_schedule(

@@ -30,25 +30,23 @@ from torch import nn
 
 from tlbench.api import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
 from tlbench.budget import budget_indices, parse_holdout, validation_split
+from tlbench.classifier import count_parameters
+from tlbench.clocks import Stopwatch
 from tlbench.data import DecodeCache, ImageTensors, UnreadableImagesError
+from tlbench.devices import device_identity
 from tlbench.energy import EnergyMeter, meter_for
-from tlbench.engine import Diverged, Execution, count_parameters
 from tlbench.errors import DatasetError, TlbenchError, interruption
 from tlbench.events import LegacyEvents, Notify, RunPhase, RunStarted, as_legacy, ignore
+from tlbench.execution import Execution
 from tlbench.features import FeatureStore
+from tlbench.fitting import Diverged
+from tlbench.flops import FlopCount, forward_flops, training_flops
+from tlbench.memory import PeakMemory
+from tlbench.peaks import mfu
 from tlbench.plugins import Plugins, PluginSet
+from tlbench.provenance import environment
 from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
 from tlbench.regimes import Outcome, TrialContext, regime_for, with_oom_retry
-from tlbench.timing import (
-    FlopCount,
-    PeakMemory,
-    Stopwatch,
-    device_identity,
-    environment,
-    forward_flops,
-    mfu,
-    training_flops,
-)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -546,7 +544,7 @@ def make_record(
 
 def _execution(spec: RunSpec, device: str | None) -> Execution:
     """The spec's execution settings on `device` (an executor's choice of index) or the spec's."""
-    from tlbench.timing import resolve_device
+    from tlbench.devices import resolve_device
 
     settings = spec.execution
     return Execution.resolve(

@@ -78,10 +78,10 @@ def main(args: argparse.Namespace, console: Console) -> int:
     for flag in ("image_size", "batch", "num_classes", "repeats"):
         if getattr(args, flag) < 1:
             raise TlbenchError(f"--{flag.replace('_', '-')} must be at least 1")
-    from tlbench.engine import Execution
+    from tlbench.devices import resolve_device
+    from tlbench.execution import Execution
     from tlbench.inference import InferenceSettings, bench_backbone
     from tlbench.plugins import Plugins
-    from tlbench.timing import resolve_device
 
     plugins = Plugins()
     backbones = [plugins.backbones.get(name) for name in args.backbones]  # every name first

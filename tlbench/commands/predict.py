@@ -57,8 +57,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace, console: Console) -> int:
     """Top-k classes of each image from a saved checkpoint; optionally a labelled grid."""
     from tlbench import predict
+    from tlbench.devices import resolve_device
     from tlbench.plugins import Plugins
-    from tlbench.timing import resolve_device
 
     if args.top_k < 1:
         raise TlbenchError("--top-k must be at least 1")

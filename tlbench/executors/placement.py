@@ -31,7 +31,7 @@ def claim_device(device: str) -> None:
 
 def device_mismatch(spec: RunSpec, device: str | None) -> str | None:
     """Why `spec` must not train on `device` (a worker's), or None when it may."""
-    from tlbench.timing import device_identity, resolve_device
+    from tlbench.devices import device_identity, resolve_device
 
     planned = spec.execution
     here = resolve_device(device or planned["device"])
