@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tlbench import engine
+from tlbench import image_fit
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors, center_crop, random_resized_crop_flip
 from tlbench.engine import (
@@ -243,7 +243,7 @@ def test_the_step_loop_never_reads_a_value_back_to_the_host(augment):
 def test_on_cuda_the_data_and_compute_phases_never_synchronise(monkeypatch, split_on_device):
     """CUDA's sync debug mode raises on any synchronising op inside the step loop."""
     if not split_on_device:  # the split too big for the GPU: gathered on the host, pinned
-        monkeypatch.setattr(engine, "_to_device_if_fits", lambda images, device: None)
+        monkeypatch.setattr(image_fit, "to_device_if_fits", lambda images, device: None)
     ex = Execution(torch.device("cuda"), "bf16", channels_last=True)
     loader = BatchLoader(_decoded(64), 16, ex, augment=True, seed=0)
     model = _classifier()

@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from tlbench import engine
+from tlbench import execution
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import Execution, ImageClassifier, NothingCompiled, train_images
@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def eager_compile(monkeypatch):
-    monkeypatch.setattr(engine, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(execution, "COMPILE_BACKEND", "eager")
     yield
     torch._dynamo.reset()
 

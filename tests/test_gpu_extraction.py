@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from tlbench import engine
+from tlbench import extraction
 from tlbench.api import Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import Execution, ImageClassifier, extract_features, warm_up_extraction
@@ -39,7 +39,7 @@ class _FirstCallCost(nn.Module):
 def test_extraction_shapes_are_warmed_up_untimed(monkeypatch):
     now = [0.0]
     clock = SimpleNamespace(perf_counter=lambda: now[0])
-    monkeypatch.setattr(engine, "time", clock)
+    monkeypatch.setattr(extraction, "time", clock)
     monkeypatch.setattr(time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
     log: list = []
     model = ImageClassifier(_FirstCallCost(log), nn.Identity(), Preprocessing(resize=8, crop=8))

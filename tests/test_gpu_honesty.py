@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from tlbench import engine, timing
+from tlbench import engine, image_fit, memory, timing
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.config import ConfigError, make_config
 from tlbench.data import ImageTensors
@@ -402,7 +402,7 @@ def test_one_off_costs_land_in_the_warm_up_not_in_the_compared_time(monkeypatch)
     """A cost of 1 s per new shape (as cuDNN autotuning or a recompilation) on a clock that
     only that cost moves: the warm-up holds all four, the compared times none."""
     now = [0.0]
-    monkeypatch.setattr(engine, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(image_fit, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     monkeypatch.setattr(time, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
     fit = _recorded_fit([], first_call_seconds=1.0)
     assert fit.warmup_seconds == 4.0
@@ -550,7 +550,7 @@ def test_uploads_are_timed_before_the_clock_and_counted_apart(monkeypatch):
         log.append("upload")
         return True  # as a GPU with room would; on the CPU the "upload" is the tensor itself
 
-    monkeypatch.setattr(engine, "_fits_on_device", fits)
+    monkeypatch.setattr(memory, "fits_on_device", fits)
     fit = _recorded_fit(log)
     train_bytes = 10 * 3 * 10 * 10 + 10 * 8  # uint8 images + int64 labels
     eval_bytes = 9 * 3 * 10 * 10

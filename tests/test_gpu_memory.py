@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tlbench import engine
+from tlbench import memory
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import (
@@ -56,7 +56,7 @@ def _fit(limit: int, attempt: Attempt, fits: list):
 
 def test_an_oom_with_the_data_on_the_device_first_moves_the_data_to_the_host(monkeypatch):
     fits: list = []
-    monkeypatch.setattr(engine, "_fits_on_device", lambda n, d: fits.append(n) or True)
+    monkeypatch.setattr(memory, "fits_on_device", lambda n, d: fits.append(n) or True)
     with pytest.raises(DataOnDeviceOOM) as raised:
         _fit(limit=8, attempt=Attempt(8), fits=fits)
     assert is_out_of_memory(raised.value)  # still an OOM to every caller that asks

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tlbench import engine
+from tlbench import execution
 from tlbench.engine import Execution
 from tlbench.errors import TlbenchError
 from tlbench.timing import backend_state
@@ -64,7 +64,7 @@ def test_the_read_back_resolves_what_an_operator_inherits(flags):
 
 def test_a_run_fails_when_the_read_back_differs(flags, monkeypatch):
     torch.backends.fp32_precision = "tf32"
-    monkeypatch.setattr(engine, "set_tf32", lambda on: None)  # a PyTorch that ignored the flags
+    monkeypatch.setattr(execution, "set_tf32", lambda on: None)  # a PyTorch that ignored the flags
     with pytest.raises(TlbenchError, match=r"precision fp32 needs TF32 off.*tf32_cudnn"):
         Execution(CUDA, "fp32").apply_backends()
     Execution(torch.device("cpu"), "fp32").apply_backends()  # a CPU run sets and checks nothing

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from tlbench import engine
+from tlbench import evaluation, image_fit
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import Execution, ImageClassifier, evaluate_logits, train_images
@@ -56,7 +56,7 @@ class _EventClock:
 
 
 def test_cuda_events_are_collected_every_epoch_not_held_to_the_end(monkeypatch):
-    monkeypatch.setattr(engine, "PhaseClock", _EventClock)
+    monkeypatch.setattr(image_fit, "PhaseClock", _EventClock)
     _EventClock.held = []
     _fit(epochs=3)
     steps = 3  # 10 images in batches of 4
@@ -81,12 +81,12 @@ class _OnDevice(torch.Tensor):
 
 
 def test_evaluation_reads_the_device_once(monkeypatch):
-    real = engine.eval_counts
+    real = evaluation.eval_counts
 
     def on_device(*args, **kwargs):
         return tuple(t.as_subclass(_OnDevice) for t in real(*args, **kwargs))
 
-    monkeypatch.setattr(engine, "eval_counts", on_device)
+    monkeypatch.setattr(evaluation, "eval_counts", on_device)
     labels = torch.tensor([0, 1, 2, 2, 1, 0, 2])
     logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1, 1, 2, 2]), 3).float()
     for per_image in (False, True):

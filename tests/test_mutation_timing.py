@@ -81,11 +81,11 @@ def test_a_run_on_the_second_gpu_is_timed_on_its_stream(cuda: FakeCuda):
 
 
 def test_a_stopwatch_adds_up_the_wall_seconds_of_each_section(monkeypatch):
-    from tlbench import timing
+    from tlbench import clocks
 
     ticks = iter([100.0, 102.5, 200.0, 200.25, 300.0, 301.0])
-    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(ticks))
-    watch = timing.Stopwatch(torch.device("cpu"))
+    monkeypatch.setattr(clocks.time, "perf_counter", lambda: next(ticks))
+    watch = clocks.Stopwatch(torch.device("cpu"))
     for name in ("eval", "eval", "save"):
         with watch.section(name):
             pass

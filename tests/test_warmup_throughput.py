@@ -20,7 +20,7 @@ import torch
 from conftest import tiny_net
 from torch import nn
 
-from tlbench import engine
+from tlbench import image_fit
 from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import (
@@ -108,7 +108,7 @@ def test_every_training_step_is_measured_and_no_warm_up_step_is(
 
 def test_the_first_calls_cost_lands_in_the_warm_up_not_in_the_throughput(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(engine, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(image_fit, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     fit = _fit(8, 4, 1, clock=clock)  # one epoch of two steps: shorter than any warm-up
     assert fit.warmup_seconds >= FIRST_CALL_SECONDS
     assert fit.train_seconds < 1.0, "the warm-up's cost was timed as training"
