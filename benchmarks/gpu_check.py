@@ -205,8 +205,8 @@ def _fit(step: Step, backbone: str, *, n: int, size: int, batch: int, epochs: in
     """`train_images` on random images: (FitResult, model). kwargs: Execution's and the fit's."""
     from torch import nn
 
-    from tlbench.api import Hyperparameters, Preprocessing
     from tlbench.engine import Execution, ImageClassifier, train_images
+    from tlbench.plugin_types import Hyperparameters, Preprocessing
 
     ex_keys = {"compile", "channels_last"}
     ex = Execution(step.device, precision or ("fp32" if not step.gpu else step.lowp),
@@ -376,8 +376,8 @@ def resnet50(step: Step) -> None:
     import torchvision
     from torch import nn
 
-    from tlbench.api import Hyperparameters
     from tlbench.engine import Execution, TrainStep, make_optimizer
+    from tlbench.plugin_types import Hyperparameters
     from tlbench.timing import device_identity, mfu, training_flops
 
     model = torchvision.models.resnet50()
@@ -429,8 +429,8 @@ def vit_b16(step: Step) -> None:
     import torchvision
     from torch import nn
 
-    from tlbench.api import Hyperparameters
     from tlbench.engine import Execution, TrainStep, make_optimizer
+    from tlbench.plugin_types import Hyperparameters
     from tlbench.timing import device_identity, mfu, training_flops
 
     torch.manual_seed(0)
@@ -560,8 +560,8 @@ def _cpu_oom_fit(attempt: Any) -> Any:
     from torch import nn
 
     from tlbench import memory
-    from tlbench.api import Hyperparameters, Preprocessing
     from tlbench.engine import Execution, ImageClassifier, train_images
+    from tlbench.plugin_types import Hyperparameters, Preprocessing
 
     class Big(nn.Module):
         def __init__(self) -> None:

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor, resize
 
-from tlbench.api import IMAGENET_MEAN, IMAGENET_STD
 from tlbench.builtin.efficientnet_lite import VARIANTS, efficientnet_lite
+from tlbench.plugin_types import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
 NORMALISATIONS = {

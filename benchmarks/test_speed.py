@@ -29,9 +29,9 @@ from tutorial_loop import tutorial_linear_probe
 
 import tlbench
 from tlbench import results
-from tlbench.api import DatasetRequest, Hyperparameters
 from tlbench.data import DecodeCache
 from tlbench.engine import Execution, ImageClassifier, TrainStep, make_optimizer, make_schedule
+from tlbench.plugin_types import DatasetRequest, Hyperparameters
 from tlbench.timing import synchronize
 
 GB = 1e9

@@ -43,8 +43,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from tlbench.api import Backbone, Hyperparameters
 from tlbench.engine import Execution
+from tlbench.plugin_types import Backbone, Hyperparameters
 
 
 @dataclass

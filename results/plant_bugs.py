@@ -46,14 +46,14 @@ BUGS = [
     ),
     (
         "3a finetune's head at the backbone's rate",
-        "tlbench/api.py",
+        "tlbench/plugin_types.py",
         '"lr": hp.lr, "name": "head"}]',
         '"lr": hp.lr * hp.backbone_lr_mult, "name": "head"}]',
         ["tests/test_strategy_groups.py"],
     ),
     (
         "3b finetune's backbone at the head's rate",
-        "tlbench/api.py",
+        "tlbench/plugin_types.py",
         '"lr": hp.lr * hp.backbone_lr_mult, "name": "backbone"',
         '"lr": hp.lr, "name": "backbone"',
         ["tests/test_strategy_groups.py"],

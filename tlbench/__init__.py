@@ -5,7 +5,18 @@ from __future__ import annotations
 # `tlbench.select(...)` picks a backbone in two stages: the module is callable, so
 # `tlbench.select.rank` and its other names stay where they were.
 from tlbench import events, select
-from tlbench.api import (
+from tlbench.builtin.strategies import FINETUNE, LINEAR, LOGREG, LP_FT, SCRATCH
+from tlbench.errors import (
+    ConfigError,
+    DatasetError,
+    DuplicateNameError,
+    TlbenchError,
+    UnknownNameError,
+    WeightsUnavailableError,
+)
+from tlbench.executors import run_trial
+from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
@@ -27,17 +38,6 @@ from tlbench.api import (
     all_trainable,
     stage_parameters,
 )
-from tlbench.builtin.strategies import FINETUNE, LINEAR, LOGREG, LP_FT, SCRATCH
-from tlbench.errors import (
-    ConfigError,
-    DatasetError,
-    DuplicateNameError,
-    TlbenchError,
-    UnknownNameError,
-    WeightsUnavailableError,
-)
-from tlbench.executors import run_trial
-from tlbench.hookspecs import hookimpl
 from tlbench.plugins import Plugins
 from tlbench.python_api import (
     Results,

@@ -35,8 +35,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import Backbone, Preprocessing, RunSpec
 from tlbench.errors import TlbenchError, UnknownNameError
+from tlbench.plugin_types import Backbone, Preprocessing, RunSpec
 
 if TYPE_CHECKING:
     from torch import nn

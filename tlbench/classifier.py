@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tlbench.api import Preprocessing
+from tlbench.plugin_types import Preprocessing
 
 
 class Normalize(nn.Module):

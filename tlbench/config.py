@@ -35,8 +35,8 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import Hyperparameters, Strategy
 from tlbench.errors import ConfigError, TlbenchError
+from tlbench.plugin_types import Hyperparameters, Strategy
 
 if TYPE_CHECKING:
     from tlbench.tune import TuneSettings
@@ -234,7 +234,7 @@ class RunConfig:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     #: per-strategy hyperparameter overrides, `[strategy.<name>]` in a config file.
     strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: per-strategy options (`tlbench.api.StrategyOption`): the keys of a `[strategy.<name>]`
+    #: per-strategy options (`tlbench.StrategyOption`): the keys of a `[strategy.<name>]`
     #: table that are not hyperparameters, `--strategy-option NAME.OPTION=VALUE` and
     #: `strategy_options={"llrd": {"decay": 0.5}}`; checked against what each strategy
     #: declares once the plugins are loaded (`options_for`, `check_strategy_tables`).

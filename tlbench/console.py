@@ -30,8 +30,8 @@ from rich.progress import BarColumn, ProgressColumn, Task, TextColumn, TimeElaps
 from rich.progress import Progress as RichBars
 from rich.text import Text
 
-from tlbench.api import PlannedRun, RunSpec
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import PlannedRun, RunSpec
 
 #: phases the runner reports before training; train and eval alternate every epoch.
 SETUP_PHASES = ("decode", "build", "features")

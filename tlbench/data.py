@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tlbench.api import ImageSource
 from tlbench.cache import (
     ArrayStore,
     MemoryLRU,
@@ -40,6 +39,7 @@ from tlbench.cache import (
     default_memory_limit,
 )
 from tlbench.errors import DatasetError
+from tlbench.plugin_types import ImageSource
 
 __all__ = [
     "DECODE_VERSION",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from tlbench.api import PlannedRun, RunSpec
+    from tlbench.plugin_types import PlannedRun, RunSpec
     from tlbench.record import RunRecord
 
 

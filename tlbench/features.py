@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.api import Backbone
 from tlbench.cache import ArrayStore, MemoryLRU, cache_key
+from tlbench.plugin_types import Backbone
 
 FEATURES_VERSION = 1
 #: what an entry records of the model that made it, besides the features.

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.api import Hyperparameters
 from tlbench.classifier import FeatureHead
 from tlbench.devices import host_to_device, synchronize
 from tlbench.evaluation import evaluate_logits
@@ -34,6 +33,7 @@ from tlbench.fitting import (
 )
 from tlbench.memory import nbytes
 from tlbench.optim import TrainStep, group_rates, make_optimizer, make_schedule
+from tlbench.plugin_types import Hyperparameters
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ called through pluggy, so `tryfirst`, `trylast` and `wrapper=True` mean what
 pluggy documents. The plugin author guide, `docs/plugins.md`, is checked
 against this module by the test suite.
 
-This module imports only `tlbench.api`: a hook receives plain, picklable,
+This module imports only `tlbench.plugin_types`: a hook receives plain, picklable,
 torch-free values.
 """
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from tlbench.api import Backbone, Dataset, ExecutorKind, PlannedRun, RunSpec, Strategy
+    from tlbench.plugin_types import Backbone, Dataset, ExecutorKind, PlannedRun, RunSpec, Strategy
     from tlbench.record import RunRecord
 
 hookspec = pluggy.HookspecMarker("tlbench")
@@ -36,7 +36,7 @@ def tlbench_register_backbones(register: Callable[[Backbone], None]) -> None:
     """Register backbones.
 
     Called once at load time. Call `register(backbone)` with a
-    `tlbench.api.Backbone` for each one the plugin provides. `register` also
+    `tlbench.Backbone` for each one the plugin provides. `register` also
     accepts a `tlbench.Family` (names `family:<argument>`, e.g. `timm:<model>`).
     Return nothing.
     """
@@ -47,7 +47,7 @@ def tlbench_register_datasets(register: Callable[[Dataset], None]) -> None:
     """Register datasets.
 
     Called once at load time. Call `register(dataset)` with a
-    `tlbench.api.Dataset` for each one. A dataset whose name takes an argument
+    `tlbench.Dataset` for each one. A dataset whose name takes an argument
     (`imagefolder:<path>`) sets `takes_argument=True`. Return nothing.
     """
 
@@ -57,7 +57,7 @@ def tlbench_register_strategies(register: Callable[[Strategy], None]) -> None:
     """Register strategies.
 
     Called once at load time. Call `register(strategy)` with a
-    `tlbench.api.Strategy` for each one. `register` also accepts a
+    `tlbench.Strategy` for each one. `register` also accepts a
     `tlbench.Family` (names `family:<argument>`, e.g. `partial:<N>`). Return nothing.
     """
 
@@ -67,9 +67,9 @@ def tlbench_register_executors(register: Callable[[ExecutorKind], None]) -> None
     """Register executors: where and how the runs of a grid execute.
 
     Called once at load time. Call `register(kind)` with a
-    `tlbench.api.ExecutorKind`; `--executor NAME` then calls
+    `tlbench.ExecutorKind`; `--executor NAME` then calls
     `kind.create(options)` and runs the grid's pending specs through the
-    returned `tlbench.api.Executor`. Return nothing.
+    returned `tlbench.Executor`. Return nothing.
     """
 
 
@@ -93,7 +93,7 @@ def tlbench_grid_started(plan: list[PlannedRun]) -> None:
 def tlbench_run_started(run: RunSpec) -> None:
     """A run is about to start (before its data is decoded).
 
-    `run` is the `tlbench.api.RunSpec`: backbone, dataset, strategy, seed,
+    `run` is the `tlbench.RunSpec`: backbone, dataset, strategy, seed,
     hyperparameters and its stable `key`. Return nothing.
     """
 

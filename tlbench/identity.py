@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tlbench.api import DatasetSplits
+    from tlbench.plugin_types import DatasetSplits
 
 
 def _resolved_argument(argument: str, splits: DatasetSplits | None) -> Path | None:

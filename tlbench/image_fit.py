@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.api import Hyperparameters
 from tlbench.classifier import ImageClassifier
 from tlbench.clocks import PhaseClock
 from tlbench.data import ImageTensors, center_crop, random_resized_crop_flip
@@ -49,6 +48,7 @@ from tlbench.memory import (
     to_device_if_fits,
 )
 from tlbench.optim import TrainStep, group_rates, make_optimizer, make_schedule
+from tlbench.plugin_types import Hyperparameters
 
 
 class BatchLoader:

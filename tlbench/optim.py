@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.api import Hyperparameters
 from tlbench.execution import Execution
+from tlbench.plugin_types import Hyperparameters
 
 
 def make_optimizer(

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from tlbench import results
-from tlbench.api import Backbone, DatasetSplits, PlannedRun, RunSpec, Strategy, Workspace
 from tlbench.budget import parse_budgets
 from tlbench.config import RunConfig
 from tlbench.data import default_cache_dir
 from tlbench.errors import TlbenchError
 from tlbench.identity import dataset_identity
 from tlbench.outputs import check_output_locations
+from tlbench.plugin_types import Backbone, DatasetSplits, PlannedRun, RunSpec, Strategy, Workspace
 from tlbench.plugins import Plugins, describe_code_change
 
 #: image size used when neither the flag nor the dataset gives one (fast on a CPU).
@@ -48,10 +48,6 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: each dataset's canonical name (in the specs) -> the name it was given as.
     datasets: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pending(self) -> list[RunSpec]:
-        return [p.spec for p in self.runs if p.status == "pending"]
 
     @property
     def keys(self) -> set[str]:

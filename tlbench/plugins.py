@@ -36,7 +36,6 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from tlbench import hookspecs
-from tlbench.api import Backbone, Dataset, ExecutorKind, Family, Strategy
 from tlbench.errors import DuplicateNameError, TlbenchError, UnknownNameError, plural
 from tlbench.events import (
     KINDS,
@@ -47,6 +46,7 @@ from tlbench.events import (
     arguments,
     from_legacy,
 )
+from tlbench.plugin_types import Backbone, Dataset, ExecutorKind, Family, Strategy
 
 ENTRY_POINT_GROUP = "tlbench"
 

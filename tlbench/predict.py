@@ -16,8 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.api import Preprocessing
-
 # The checkpoint format lives in tlbench.checkpoint; predict's callers find it here too.
 from tlbench.checkpoint import (  # noqa: F401
     CHECKPOINT_FORMAT,
@@ -27,6 +25,7 @@ from tlbench.checkpoint import (  # noqa: F401
     load_checkpoint,
 )
 from tlbench.errors import TlbenchError
+from tlbench.plugin_types import Preprocessing
 
 
 @dataclass
@@ -76,14 +75,14 @@ def load_images(
     from tlbench.data import _decode_one
     from tlbench.images import FileImages
 
-    store = preprocessing.resize_for(image_size)
+    store_size = preprocessing.resize_for(image_size)
     source = FileImages(paths, [0] * len(paths))
-    images = torch.zeros(len(paths), 3, store, store, dtype=torch.uint8)
+    images = torch.zeros(len(paths), 3, store_size, store_size, dtype=torch.uint8)
     errors: list[str | None] = []
     for i in range(len(paths)):
         try:
             # A copy: the decoded array views PIL's read-only buffer.
-            images[i] = torch.from_numpy(_decode_one(source, i, store).copy())
+            images[i] = torch.from_numpy(_decode_one(source, i, store_size).copy())
             errors.append(None)
         except Exception as exc:  # an unreadable file is reported, the others are classified
             errors.append(f"{type(exc).__name__}: {exc}")
@@ -198,6 +197,6 @@ class EvalTransform:
     def __call__(self, image: Any) -> torch.Tensor:
         from tlbench.data import _decode_one, center_crop
 
-        store = self.preprocessing.resize_for(self.image_size)
-        square = torch.from_numpy(_decode_one(_OneImage(image), 0, store).copy())
+        store_size = self.preprocessing.resize_for(self.image_size)
+        square = torch.from_numpy(_decode_one(_OneImage(image), 0, store_size).copy())
         return center_crop(square[None], self.image_size)[0]

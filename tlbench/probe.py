@@ -21,13 +21,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tlbench.api import Hyperparameters
 from tlbench.classifier import FeatureHead
 from tlbench.devices import synchronize
 from tlbench.evaluation import evaluate_logits
 from tlbench.execution import Execution
 from tlbench.fitting import Diverged, EpochCallback, FitResult, PhaseCallback, record_epoch
 from tlbench.head_fit import HEAD_EVAL_BATCH, one_cpu_thread
+from tlbench.plugin_types import Hyperparameters
 
 #: L-BFGS iterations between two evaluations (scikit-learn's default is 100 in all).
 ITERATIONS_PER_EPOCH = 25

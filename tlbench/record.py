@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 if TYPE_CHECKING:
     import numpy as np
 
-    from tlbench.api import DatasetSplits, RunSpec
+    from tlbench.plugin_types import DatasetSplits, RunSpec
 
 #: bumped when the record layout changes; readers accept every version up to it.
 SCHEMA_VERSION = 2
@@ -468,7 +468,7 @@ def run_cost(
     return cost
 
 
-def run_data(splits: DatasetSplits, train: Any, evalset: Any, store: int) -> dict[str, Any]:
+def run_data(splits: DatasetSplits, train: Any, evalset: Any, store_size: int) -> dict[str, Any]:
     """The data part: the classes, the images trained on and evaluated, what was skipped."""
     skipped = train.skipped + evalset.skipped
     return {
@@ -479,7 +479,7 @@ def run_data(splits: DatasetSplits, train: Any, evalset: Any, store: int) -> dic
         "eval_split": splits.eval_split,
         "skipped_images": len(skipped),
         "skipped_files": skipped[:50],
-        "store_size": store,
+        "store_size": store_size,
         **splits.info,
     }
 

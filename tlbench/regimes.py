@@ -25,15 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.api import (
-    Backbone,
-    DatasetSplits,
-    Hyperparameters,
-    RunSpec,
-    Strategy,
-    call_param_groups,
-    stage_parameters,
-)
 from tlbench.classifier import FeatureHead, ImageClassifier, count_parameters
 from tlbench.clocks import Stopwatch
 from tlbench.data import ImageTensors, mapped_tensor
@@ -46,6 +37,15 @@ from tlbench.fitting import FitResult
 from tlbench.head_fit import train_head_on_features
 from tlbench.image_fit import train_images
 from tlbench.memory import Attempt, PeakMemory, is_out_of_memory, next_attempt_after_oom
+from tlbench.plugin_types import (
+    Backbone,
+    DatasetSplits,
+    Hyperparameters,
+    RunSpec,
+    Strategy,
+    call_param_groups,
+    stage_parameters,
+)
 
 
 @dataclass
@@ -62,11 +62,12 @@ class TrialContext:
     strategy: Strategy
     splits: DatasetSplits
     #: the whole training split, the images this run trains on (a budget's subset) and
-    #: the evaluation split, decoded at `store` px.
+    #: the evaluation split, decoded at `store_size` px.
     full_train: ImageTensors
     train: ImageTensors
     evalset: ImageTensors
-    store: int
+    #: the side, in px, the images are decoded and kept at (`Preprocessing.resize_for`).
+    store_size: int
     #: the budget's indices into `full_train`, or None when the run trains on all of it.
     subset: np.ndarray | None
     #: a tuning trial's validation images (indices into `full_train`, which `evalset`
@@ -323,7 +324,7 @@ def frozen_features(ctx: TrialContext) -> Features:
             fingerprint=ctx.spec.dataset_fingerprint,
             split=split,
             image_size=ctx.spec.image_size,
-            store_size=ctx.store,
+            store_size=ctx.store_size,
             precision=ctx.ex.precision,
             count=len(data),
         )
@@ -389,7 +390,7 @@ class _Extractor:
             "fingerprint": ctx.spec.dataset_fingerprint,
             "split": split,
             "image_size": ctx.spec.image_size,
-            "size": ctx.store,
+            "size": ctx.store_size,
         }
         return feats.numpy(), {**self.facts, "extract_seconds": seconds}, meta
 

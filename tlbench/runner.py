@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from tlbench import results
-from tlbench.api import ExecutorOptions, PlannedRun, RunSpec
 from tlbench.config import RunConfig
 from tlbench.errors import ResultsError
 from tlbench.events import GridFinished, GridStarted, RunFinished
 from tlbench.plan import Plan, execution_settings, make_plan, workspace_for
+from tlbench.plugin_types import ExecutorOptions, PlannedRun, RunSpec
 from tlbench.plugins import Plugins
 from tlbench.record import RunRecord
-from tlbench.trial import TrialHost, make_record
+from tlbench.trial import ProcessCache, make_record
 
 if TYPE_CHECKING:
     from tlbench.tune import TuneSettings
@@ -105,7 +105,7 @@ class Runner:
     console: object | None = None
     log: ResultsLog | None = None
     _plan: Plan | None = field(default=None, init=False, repr=False)
-    _host: TrialHost | None = field(default=None, init=False, repr=False)
+    _host: ProcessCache | None = field(default=None, init=False, repr=False)
     _planned_at: _dt.datetime | None = field(default=None, init=False, repr=False)
     #: the grid's runs as they will train: the plan's, with each cell's chosen settings
     #: once a tuned grid has chosen them (`run`).
@@ -129,7 +129,7 @@ class Runner:
         self.plugins.executors.get(self.config.executor)  # an unknown name fails before any work
         self._planned_at = _dt.datetime.now(_dt.timezone.utc)
         execution = execution_settings(self.config)
-        self._host = TrialHost(self.plugins, workspace_for(self.config))
+        self._host = ProcessCache(self.plugins, workspace_for(self.config))
         self._plan = make_plan(
             self.config,
             self.plugins,

@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import (
+from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import (
     Backbone,
     Dataset,
     DatasetRequest,
@@ -47,7 +48,6 @@ from tlbench.api import (
     call_param_groups,
     stage_parameters,
 )
-from tlbench.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from PIL import Image

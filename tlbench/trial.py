@@ -10,10 +10,12 @@ executor carries to the process that drives the grid. An interruption
 (Ctrl-C, SIGTERM) becomes `RunInterrupted`, which carries the "interrupted"
 record with the epochs the run finished.
 
-A `TrialHost` is what the trials of one process share: the loaded plugins,
-the loaded datasets, the decoded images and the feature store. The inline
-executor keeps one for the whole grid; a worker process keeps one for its
-life; `run_trial` keeps one per process and workspace.
+A `ProcessCache` is what the trials of one process share and keep: the
+loaded plugins, the loaded datasets, the decoded images, the feature store
+and the FLOP, score and inference figures of the models built so far; its
+`run(spec)` runs one trial with them. The inline executor keeps one for the
+whole grid; a worker process keeps one for its life; `run_trial` keeps one
+per process and workspace (`cache_for`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.api import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
 from tlbench.budget import budget_indices, parse_holdout, validation_split
 from tlbench.classifier import count_parameters
 from tlbench.clocks import Stopwatch
@@ -43,6 +44,7 @@ from tlbench.fitting import Diverged
 from tlbench.flops import FlopCount, forward_flops, training_flops
 from tlbench.memory import PeakMemory
 from tlbench.peaks import mfu
+from tlbench.plugin_types import Backbone, DatasetRequest, DatasetSplits, RunSpec, Workspace
 from tlbench.plugins import Plugins, PluginSet
 from tlbench.provenance import environment
 from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
@@ -57,8 +59,8 @@ class RunInterrupted(KeyboardInterrupt):
         self.record, self.original = record, original
 
 
-class TrialHost:
-    """The plugins, datasets and caches that the trials of one process share."""
+class ProcessCache:
+    """The plugins, datasets and caches that the trials of one process share (`run` runs one)."""
 
     def __init__(self, plugins: Plugins | PluginSet, workspace: Workspace):
         self.plugins = plugins.load() if isinstance(plugins, PluginSet) else plugins
@@ -106,9 +108,9 @@ class TrialHost:
         self._datasets[name] = splits
 
     def _decoded(
-        self, spec: RunSpec, splits: DatasetSplits, store: int, notify: Notify
+        self, spec: RunSpec, splits: DatasetSplits, store_size: int, notify: Notify
     ) -> tuple[ImageTensors, ImageTensors | None]:
-        """The training and evaluation splits decoded at `store` px (through the decode cache).
+        """The training and evaluation splits decoded at `store_size` px (through the decode cache).
 
         A tuning trial (`spec.holdout`) evaluates on part of the training
         split: the test split is not even decoded.
@@ -124,7 +126,7 @@ class TrialHost:
                     source,
                     fingerprint=splits.fingerprint,
                     split=split,
-                    size=store,
+                    size=store_size,
                     strict=self.workspace.strict,
                     dataset=spec.dataset,
                     progress=lambda d, t: notify(RunPhase(spec, "decode", d, t)),
@@ -296,8 +298,8 @@ class TrialHost:
         memory.reset()
         watch = Stopwatch(ex.device)
         with watch.section("data_prep"):
-            store = backbone.preprocessing.resize_for(spec.image_size)
-            full_train, evalset = self._decoded(spec, splits, store, notify)
+            store_size = backbone.preprocessing.resize_for(spec.image_size)
+            full_train, evalset = self._decoded(spec, splits, store_size, notify)
             fit_idx, eval_idx = _holdout(spec, full_train)
             if eval_idx is not None:
                 evalset = _subset(full_train, eval_idx, skipped=False)
@@ -321,7 +323,7 @@ class TrialHost:
             full_train=full_train,
             train=train,
             evalset=evalset,
-            store=store,
+            store_size=store_size,
             subset=subset,
             eval_subset=eval_idx,
             budget_facts=budget_facts,
@@ -387,7 +389,7 @@ class TrialHost:
         parts: dict[str, Any] = {
             "accuracy": run_accuracy(fit, outcome.probe_fit),
             "cost": cost,
-            "data": run_data(ctx.splits, ctx.train, ctx.evalset, ctx.store),
+            "data": run_data(ctx.splits, ctx.train, ctx.evalset, ctx.store_size),
         }
         if spec.budget is not None:
             parts["data"].update(ctx.budget_facts, train_images_available=len(ctx.full_train))
@@ -557,19 +559,24 @@ def _execution(spec: RunSpec, device: str | None) -> Execution:
 
 # --------------------------------------------------------------------------- anywhere
 
-#: the hosts of this process, most recently used last (a driver plans and runs with one).
-_HOSTS: dict[tuple[Any, Workspace], TrialHost] = {}
-_MAX_HOSTS = 2
+#: the caches of this process, most recently used last (a driver plans and runs with one).
+_CACHES: dict[tuple[Any, Workspace], ProcessCache] = {}
+_MAX_CACHES = 2
 
 
-def host_for(plugins: Plugins | PluginSet, workspace: Workspace) -> TrialHost:
-    """This process's host for these plugins and workspace, made on first use."""
+def cache_for(plugins: Plugins | PluginSet, workspace: Workspace) -> ProcessCache:
+    """This process's cache for these plugins and workspace, made on first use."""
     key = (plugins, workspace)
-    host = _HOSTS.pop(key, None) or TrialHost(plugins, workspace)
-    _HOSTS[key] = host
-    while len(_HOSTS) > _MAX_HOSTS:
-        _HOSTS.pop(next(iter(_HOSTS)))
-    return host
+    cache = _CACHES.pop(key, None) or ProcessCache(plugins, workspace)
+    _CACHES[key] = cache
+    while len(_CACHES) > _MAX_CACHES:
+        _CACHES.pop(next(iter(_CACHES)))
+    return cache
+
+
+#: the old names (a "host" of trials, which is a per-process cache), kept for one release.
+TrialHost = ProcessCache
+host_for = cache_for
 
 
 def run_trial(
@@ -584,13 +591,13 @@ def run_trial(
     """Run one spec in this process and return its record (see the module docstring).
 
     `plugins` defaults to every installed plugin, loaded here; a `PluginSet`
-    loads the same plugins the driver had. The host (plugins, datasets,
-    caches) is kept for the next trial of this process with the same plugins
-    and workspace. The run's progress events go to `notify(event)` (`tlbench.events`);
+    loads the same plugins the driver had. The process's cache (plugins,
+    datasets, decoded images, features) is kept for the next trial of this
+    process with the same plugins and workspace. The run's progress events go to `notify(event)` (`tlbench.events`);
     `events(hook, kwargs)`, the older shape, is still accepted for one release.
     """
-    host = host_for(plugins or PluginSet(), workspace)
-    return host.run(spec, device=device, notify=notify, events=events)
+    cache = cache_for(plugins or PluginSet(), workspace)
+    return cache.run(spec, device=device, notify=notify, events=events)
 
 
 def _notify(notify: Notify | None, events: LegacyEvents | None) -> Notify:

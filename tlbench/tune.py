@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import PlannedRun, RunSpec, SearchDim, Strategy
 from tlbench.budget import holdout_name
 from tlbench.cache import cache_key
 from tlbench.errors import ConfigError
+from tlbench.plugin_types import PlannedRun, RunSpec, SearchDim, Strategy
 
 if TYPE_CHECKING:
     import optuna

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import Backbone, Preprocessing
 from tlbench.errors import WeightsUnavailableError
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import Backbone, Preprocessing
 
 if TYPE_CHECKING:
     from torch import nn

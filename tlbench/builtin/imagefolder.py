@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlbench.api import Dataset, DatasetRequest, DatasetSplits
 from tlbench.errors import DatasetError
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import Dataset, DatasetRequest, DatasetSplits
 
 # tlbench.images (numpy, Pillow) is imported by the functions that read folders:
 # registering the plugin stays instant.

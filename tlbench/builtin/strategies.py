@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import Hyperparameters, SearchDim, Strategy, StrategyOption, all_trainable
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import Hyperparameters, SearchDim, Strategy, StrategyOption, all_trainable
 
 if TYPE_CHECKING:
     from torch import nn

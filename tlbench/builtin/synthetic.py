@@ -36,8 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import Dataset, DatasetRequest, DatasetSplits
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import Dataset, DatasetRequest, DatasetSplits
 
 if TYPE_CHECKING:
     from PIL import Image

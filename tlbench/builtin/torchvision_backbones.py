@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from tlbench.api import Backbone, Preprocessing
 from tlbench.errors import WeightsUnavailableError
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import Backbone, Preprocessing
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import Dataset, DatasetRequest, DatasetSplits, ImageSource
 from tlbench.errors import DatasetError
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import Dataset, DatasetRequest, DatasetSplits, ImageSource
 
 if TYPE_CHECKING:
     # numpy, Pillow and torchvision load with the first dataset: registering is instant.

@@ -128,8 +128,8 @@ def _describe_dataset(registry: Any, d: Any, argument: str | None) -> dict[str, 
         raise TlbenchError(f"dataset {d.name!r} takes no argument (got {d.name}:{argument})")
     if argument and argument != info["argument"]:
         # An argument names local files (imagefolder:PATH): listing them is cheap.
-        from tlbench.api import DatasetRequest
         from tlbench.cache import default_cache_dir
+        from tlbench.plugin_types import DatasetRequest
 
         splits = d.load(DatasetRequest(argument=argument, data_dir=default_cache_dir() / "data"))
         info.update(

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tlbench.api import ExecutorKind, ExecutorOptions
 from tlbench.hookspecs import hookimpl
+from tlbench.plugin_types import ExecutorKind, ExecutorOptions
 
 if TYPE_CHECKING:
-    from tlbench.api import RunSpec, Workspace
+    from tlbench.plugin_types import RunSpec, Workspace
     from tlbench.record import RunRecord
 
 

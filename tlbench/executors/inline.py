@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tlbench.api import ExecutorOptions, RunSpec, Workspace
 from tlbench.events import Notify
+from tlbench.plugin_types import ExecutorOptions, RunSpec, Workspace
 from tlbench.record import RunRecord
-from tlbench.trial import RunInterrupted, TrialHost
+from tlbench.trial import ProcessCache, RunInterrupted
 
 
 class InlineExecutor:
@@ -24,7 +24,7 @@ class InlineExecutor:
     ) -> Iterator[RunRecord]:
         host = self.options.host
         if host is None or host.workspace != workspace:
-            host = TrialHost(self.options.plugins, workspace)
+            host = ProcessCache(self.options.plugins, workspace)
         for spec in specs:
             try:
                 record = host.run(spec, device=self.options.device, notify=notify)

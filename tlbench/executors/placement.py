@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlbench.api import RunSpec
+from tlbench.plugin_types import RunSpec
 
 
 def claim_device(device: str) -> None:

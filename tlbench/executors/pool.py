@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from tlbench.api import ExecutorOptions, RunSpec, Workspace
 from tlbench.errors import Terminated, TlbenchError, interruption, signal_of
 from tlbench.events import EpochEnded, Event, Notify
+from tlbench.plugin_types import ExecutorOptions, RunSpec, Workspace
 from tlbench.record import RunRecord
 from tlbench.trial import make_record
 
@@ -154,9 +154,9 @@ def _ready_host(
             torch.set_num_threads(threads)
         claim_device(device)
         import tlbench.executors.preload  # noqa: F401  (a no-op where the forkserver did it)
-        from tlbench.trial import TrialHost
+        from tlbench.trial import ProcessCache
 
-        host = TrialHost(plugin_set, workspace)
+        host = ProcessCache(plugin_set, workspace)
         failed = [i.name for i in host.plugins.failures]
         conn.send(("ready", {"host": socket.gethostname(), "failed_plugins": failed}))
         return host

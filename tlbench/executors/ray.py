@@ -30,9 +30,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from tlbench.api import ExecutorOptions, RunSpec, Workspace
 from tlbench.errors import TlbenchError, interruption
 from tlbench.events import EpochEnded, Event, Notify, RunStarted, ignore
+from tlbench.plugin_types import ExecutorOptions, RunSpec, Workspace
 from tlbench.record import RunRecord
 from tlbench.trial import make_record
 
@@ -60,7 +60,7 @@ def _trial_task(
 
     from tlbench.executors.placement import claim_device, device_mismatch, refused
     from tlbench.plugins import PluginSet
-    from tlbench.trial import RunInterrupted, host_for, run_trial
+    from tlbench.trial import RunInterrupted, cache_for, run_trial
 
     if device == "cpu":
         torch.set_num_threads(
@@ -71,7 +71,7 @@ def _trial_task(
     # planned for another device model rather than train it under that model's key.
     reason = device_mismatch(spec, device)
     if reason is not None:
-        return refused(spec, host_for(plugin_set or PluginSet(), workspace).plugins, reason)
+        return refused(spec, cache_for(plugin_set or PluginSet(), workspace).plugins, reason)
 
     lost = []
 
