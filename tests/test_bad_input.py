@@ -22,10 +22,10 @@ from imagetree import (
 )
 from PIL import Image
 
-from tlbench.api import DatasetRequest
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.data import DecodeCache
 from tlbench.errors import plural
+from tlbench.plugin_types import DatasetRequest
 
 
 def run_args(tmp_path: Path, dataset: str, *extra: str) -> list[str]:

@@ -24,10 +24,10 @@ from conftest import ColourSquares
 
 import tlbench
 from tlbench import testing
-from tlbench.api import Dataset, DatasetSplits, Hyperparameters
 from tlbench.cache import cache_key
 from tlbench.config import RunConfig
 from tlbench.data import DecodeCache
+from tlbench.plugin_types import Dataset, DatasetSplits, Hyperparameters
 from tlbench.runner import Runner
 
 CLASSES = ["red", "green", "blue"]

@@ -60,7 +60,7 @@ CAPPED_TRAINING = textwrap.dedent(
 
     sys.path.insert(0, sys.argv[2])
     from test_cache_mmap import Flat
-    from tlbench.api import Hyperparameters, all_trainable
+    from tlbench.plugin_types import Hyperparameters, all_trainable
     from tlbench.data import DecodeCache
     from tlbench import engine
     from tlbench.engine import Execution, ImageClassifier, train_images

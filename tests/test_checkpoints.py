@@ -189,7 +189,7 @@ def test_a_failed_save_leaves_the_previous_pair_whole_and_no_temp_files(checkpoi
     """A writer that dies between the two files leaves the old checkpoint as it was."""
     import tlbench
     from tlbench import checkpoint as ckpt
-    from tlbench.api import Hyperparameters, RunSpec
+    from tlbench.plugin_types import Hyperparameters, RunSpec
     from tlbench.testing import TINY_PLUGIN
 
     plugins = tlbench.Plugins(entry_points=False, extra=[("tiny", TINY_PLUGIN)])

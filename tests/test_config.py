@@ -9,10 +9,10 @@ from conftest import REPO
 
 import tlbench
 import tlbench.plugins
-from tlbench.api import Hyperparameters
 from tlbench.cli import main
 from tlbench.config import check_strategy_tables, load_config_file, make_config
 from tlbench.errors import ConfigError
+from tlbench.plugin_types import Hyperparameters
 
 EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
 

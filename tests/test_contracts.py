@@ -21,8 +21,15 @@ from torch import nn
 
 import tlbench
 from tlbench import testing
-from tlbench.api import Backbone, Dataset, DatasetRequest, DatasetSplits, Hyperparameters, Strategy
 from tlbench.errors import DatasetError, WeightsUnavailableError
+from tlbench.plugin_types import (
+    Backbone,
+    Dataset,
+    DatasetRequest,
+    DatasetSplits,
+    Hyperparameters,
+    Strategy,
+)
 from tlbench.plugins import BUILTIN_PLUGINS
 
 

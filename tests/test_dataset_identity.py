@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from imagetree import make_tree
 
-from tlbench.api import DatasetRequest, DatasetSplits
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.data import DecodeCache
 from tlbench.identity import dataset_identity, short_name, short_names
+from tlbench.plugin_types import DatasetRequest, DatasetSplits
 
 
 def _load(argument: str, tmp_path: Path) -> DatasetSplits:

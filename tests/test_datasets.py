@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench.api import DatasetRequest, DatasetSplits, ImageSource
 from tlbench.builtin import imagefolder, synthetic, torchvision_datasets
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.builtin.synthetic import CLASSES, Clutter, SyntheticConfig, make_synthetic
 from tlbench.builtin.torchvision_datasets import SPECS, load_torchvision
 from tlbench.errors import DatasetError
+from tlbench.plugin_types import DatasetRequest, DatasetSplits, ImageSource
 from tlbench.plugins import Plugins
 
 FLOWERS12 = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers12"

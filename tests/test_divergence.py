@@ -17,7 +17,6 @@ import torch
 from conftest import tiny_net
 from torch import nn
 
-from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import (
     Diverged,
@@ -27,6 +26,7 @@ from tlbench.engine import (
     train_head_on_features,
     train_images,
 )
+from tlbench.plugin_types import Hyperparameters, Preprocessing
 from tlbench.runner import Runner
 
 EX = Execution(torch.device("cpu"))

@@ -18,7 +18,6 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tlbench import image_fit
-from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors, center_crop, random_resized_crop_flip
 from tlbench.engine import (
     BatchLoader,
@@ -33,6 +32,7 @@ from tlbench.engine import (
     train_head_on_features,
     train_images,
 )
+from tlbench.plugin_types import Hyperparameters, Preprocessing
 
 CPU = torch.device("cpu")
 EX = Execution(CPU)

@@ -16,7 +16,7 @@ import pytest
 
 import tlbench
 from tlbench import events, hookspecs, testing
-from tlbench.api import ExecutorKind
+from tlbench.plugin_types import ExecutorKind
 from tlbench.plugins import OBSERVER_HOOKS
 from tlbench.runner import Runner
 

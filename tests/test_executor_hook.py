@@ -13,7 +13,7 @@ import pytest
 from conftest import TinyPlugin
 
 import tlbench
-from tlbench.api import ExecutorKind
+from tlbench.plugin_types import ExecutorKind
 from tlbench.runner import Runner
 
 

@@ -18,8 +18,8 @@ import torch
 
 import tlbench
 from tlbench import results, testing
-from tlbench.api import ExecutorKind
 from tlbench.config import RunConfig
+from tlbench.plugin_types import ExecutorKind
 from tlbench.runner import Runner
 from tlbench.trial import run_trial
 

@@ -16,11 +16,11 @@ import torch
 from conftest import FLOWERS12
 
 import tlbench
-from tlbench.api import DatasetRequest
 from tlbench.cli import main
 from tlbench.config import RunConfig
 from tlbench.data import DecodeCache
 from tlbench.engine import Execution, ImageClassifier, extract_features
+from tlbench.plugin_types import DatasetRequest
 from tlbench.runner import Runner
 
 pytestmark = [

@@ -14,9 +14,9 @@ import torchvision
 from torch import nn
 
 from tlbench import execution
-from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import Execution, ImageClassifier, NothingCompiled, train_images
+from tlbench.plugin_types import Hyperparameters, Preprocessing
 
 CPU = torch.device("cpu")
 

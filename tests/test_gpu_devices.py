@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from tlbench import plan
-from tlbench.api import Hyperparameters, RunSpec
 from tlbench.config import make_config
 from tlbench.errors import TlbenchError
 from tlbench.executors import placement, pool
+from tlbench.plugin_types import Hyperparameters, RunSpec
 
 H100 = ("NVIDIA H100 80GB HBM3", 79.1, 132, (9, 0))
 T4 = ("Tesla T4", 14.6, 40, (7, 5))
@@ -156,7 +156,7 @@ def test_a_worker_claims_its_gpu_and_refuses_what_was_planned_elsewhere(gpus, mo
             ran.append(device)
             return {"status": "ok"}
 
-    monkeypatch.setattr("tlbench.trial.TrialHost", Host)
+    monkeypatch.setattr("tlbench.trial.ProcessCache", Host)
     h100_spec = _spec(_settings(executor="devices", devices=["cuda:0"]))
     conn = _Conn([h100_spec])
     term = signal.getsignal(signal.SIGTERM)

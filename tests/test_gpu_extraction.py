@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from tlbench import extraction
-from tlbench.api import Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import Execution, ImageClassifier, extract_features, warm_up_extraction
+from tlbench.plugin_types import Preprocessing
 
 CPU = torch.device("cpu")
 

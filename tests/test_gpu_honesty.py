@@ -17,7 +17,6 @@ import torchvision
 from torch import nn
 
 from tlbench import engine, image_fit, memory, timing
-from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.config import ConfigError, make_config
 from tlbench.data import ImageTensors
 from tlbench.engine import (
@@ -31,6 +30,7 @@ from tlbench.engine import (
     train_images,
 )
 from tlbench.errors import TlbenchError
+from tlbench.plugin_types import Hyperparameters, Preprocessing
 from tlbench.timing import (
     PeakMemory,
     backend_state,

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from tlbench import memory
-from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import (
     Attempt,
@@ -23,6 +22,7 @@ from tlbench.engine import (
     next_attempt_after_oom,
     train_images,
 )
+from tlbench.plugin_types import Hyperparameters, Preprocessing
 from tlbench.timing import PeakMemory
 
 CPU = torch.device("cpu")

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from tlbench import evaluation, image_fit
-from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import Execution, ImageClassifier, evaluate_logits, train_images
+from tlbench.plugin_types import Hyperparameters, Preprocessing
 
 CPU = torch.device("cpu")
 

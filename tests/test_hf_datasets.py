@@ -19,9 +19,9 @@ from imagetree import CLASS_COLOURS, square_image
 
 import tlbench
 from tlbench import cli, testing
-from tlbench.api import DatasetRequest
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.errors import DatasetError
+from tlbench.plugin_types import DatasetRequest
 
 datasets = pytest.importorskip(
     "datasets", reason="needs `datasets`: pip install ./plugins/tlbench-hf"

@@ -136,7 +136,7 @@ def test_is_image_file() -> None:
 
 
 def test_file_images_is_an_image_source(tmp_path: Path) -> None:
-    from tlbench.api import ImageSource
+    from tlbench.plugin_types import ImageSource
 
     Image.new("L", (3, 2), 7).save(tmp_path / "a.png")
     source = FileImages([tmp_path / "a.png"], [4])

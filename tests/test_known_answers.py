@@ -47,9 +47,9 @@ from torch import nn
 import tlbench
 from tlbench import checkpoint as ckpt
 from tlbench import report, results, stats, testing
-from tlbench.api import Backbone, Hyperparameters, Preprocessing, RunSpec
 from tlbench.features import feature_key
 from tlbench.images import FileImages
+from tlbench.plugin_types import Backbone, Hyperparameters, Preprocessing, RunSpec
 from tlbench.record import decode_correct, encode_correct, problems
 
 # --------------------------------------------------------------------------- the bitset
@@ -374,10 +374,10 @@ def test_a_line_this_tlbench_cannot_trust_is_named(line, problem):
 
 
 def test_the_pinned_versions_are_the_ones_these_literals_were_written_for():
-    from tlbench import api, data, features, record
+    from tlbench import data, features, plugin_types, record
 
     assert record.SCHEMA_VERSION == 2
-    assert api.RESULTS_VERSION == 1
+    assert plugin_types.RESULTS_VERSION == 1
     assert features.FEATURES_VERSION == 1
     assert data.DECODE_VERSION == 1
     assert (ckpt.SAFETENSORS_FORMAT, ckpt.CHECKPOINT_FORMAT) == (

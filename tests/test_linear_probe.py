@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from tlbench.api import Hyperparameters
 from tlbench.engine import Execution, FeatureHead, train_head_on_features
+from tlbench.plugin_types import Hyperparameters
 
 EX = Execution(torch.device("cpu"))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tlbench.api import Hyperparameters
 from tlbench.engine import Execution, FeatureHead
+from tlbench.plugin_types import Hyperparameters
 from tlbench.probe import fit_logistic_probe
 from tlbench.runner import Runner
 

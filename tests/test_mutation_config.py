@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.api import Hyperparameters
 from tlbench.config import SEED_RANGE, make_config
 from tlbench.errors import ConfigError
+from tlbench.plugin_types import Hyperparameters
 
 
 def rejected(**flags) -> str:
@@ -107,7 +107,7 @@ def test_an_unknown_setting_is_named():
 
 
 def test_a_run_stores_every_setting_under_its_name_and_the_budget_only_when_set():
-    from tlbench.api import RunSpec
+    from tlbench.plugin_types import RunSpec
 
     hp = Hyperparameters(epochs=3, lr=0.01)
     execution = {"device": "cpu", "precision": "fp32"}

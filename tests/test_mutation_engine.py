@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from tlbench.api import Hyperparameters
 from tlbench.engine import FitResult, make_optimizer, make_schedule
+from tlbench.plugin_types import Hyperparameters
 
 
 def factors(hp: Hyperparameters, steps_per_epoch: int, steps: list[int]) -> list[float]:

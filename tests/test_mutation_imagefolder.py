@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.api import DatasetRequest
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.errors import DatasetError
+from tlbench.plugin_types import DatasetRequest
 
 #: a fixed modification time (2024-01-02 03:04:05.000000006 UTC), so the fingerprint is too.
 MTIME_NS = 1_704_164_645_000_000_006

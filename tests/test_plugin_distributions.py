@@ -25,9 +25,9 @@ from PIL import Image
 
 import tlbench
 from tlbench import testing
-from tlbench.api import DatasetRequest
 from tlbench.cli import main
 from tlbench.errors import TlbenchError, WeightsUnavailableError
+from tlbench.plugin_types import DatasetRequest
 from tlbench.results import read
 
 

@@ -40,11 +40,11 @@ from PIL import Image
 from scipy import stats as sps
 
 from tlbench import report, stats
-from tlbench.api import DatasetRequest
 from tlbench.budget import budget_indices, validation_split
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.data import DecodeCache, UnreadableImagesError
 from tlbench.images import FileImages
+from tlbench.plugin_types import DatasetRequest
 from tlbench.record import encode_correct
 
 

@@ -215,8 +215,8 @@ def test_bad_options_fail_before_training(tmp_path: Path) -> None:
 def test_run_options_are_the_config_fields() -> None:
     from dataclasses import fields
 
-    from tlbench.api import Hyperparameters
     from tlbench.config import RunConfig
+    from tlbench.plugin_types import Hyperparameters
 
     options = set(tlbench.run_options())
     expected = {f.name for f in fields(RunConfig)} - {

@@ -122,8 +122,8 @@ def _bmp(path: Path, colour: tuple[int, int, int]) -> None:
 
 
 def test_decode_cache_sees_same_size_content_copied_with_its_old_mtime(tmp_path):
-    from tlbench.api import DatasetRequest
     from tlbench.builtin.imagefolder import load_imagefolder
+    from tlbench.plugin_types import DatasetRequest
 
     root = tmp_path / "ds"
     for cls, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
@@ -241,8 +241,8 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path)
 
 
 def test_a_class_folder_named_train_is_a_class_not_a_split(tmp_path):
-    from tlbench.api import DatasetRequest
     from tlbench.builtin.imagefolder import load_imagefolder
+    from tlbench.plugin_types import DatasetRequest
 
     root = tmp_path / "ds"
     for cls in ("cat", "dog"):
@@ -266,8 +266,8 @@ def test_a_class_folder_named_train_is_a_class_not_a_split(tmp_path):
 
 
 def test_a_class_folder_1100_folders_deep_is_read_without_recursion_error(tmp_path):
-    from tlbench.api import DatasetRequest
     from tlbench.builtin.imagefolder import load_imagefolder
+    from tlbench.plugin_types import DatasetRequest
 
     root = tmp_path / "ds"
     _bmp(root / "a" / "0.bmp", (1, 0, 0))
@@ -555,9 +555,9 @@ def test_a_row_called_surely_apart_is_never_tied_by_the_bootstrap():
 def test_class_names_that_differ_only_in_unicode_normalisation_say_so(tmp_path):
     import unicodedata
 
-    from tlbench.api import DatasetRequest
     from tlbench.builtin.imagefolder import load_imagefolder
     from tlbench.errors import DatasetError
+    from tlbench.plugin_types import DatasetRequest
 
     root = tmp_path / "ds"
     nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
@@ -575,9 +575,9 @@ def test_class_names_that_differ_only_in_unicode_normalisation_say_so(tmp_path):
 
 
 def test_checking_the_models_folder_leaves_no_folder_in_a_dataset(tmp_path):
-    from tlbench.api import DatasetRequest
     from tlbench.builtin.imagefolder import load_imagefolder
     from tlbench.errors import TlbenchError
+    from tlbench.plugin_types import DatasetRequest
     from tlbench.results import check_folder_writable
 
     root = tmp_path / "ds"
@@ -654,8 +654,8 @@ def test_out_inside_a_single_folder_dataset_is_refused_before_training(run_cli, 
 
 
 def test_a_retried_run_keeps_its_number_in_the_progress():
-    from tlbench.api import PlannedRun
     from tlbench.console import Observer
+    from tlbench.plugin_types import PlannedRun
 
     class Numbers(Observer):
         def __init__(self):

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from imagetree import assert_clean_error, make_tree
 
-from tlbench.api import DatasetRequest
 from tlbench.builtin.imagefolder import load_imagefolder
 from tlbench.errors import DatasetError
+from tlbench.plugin_types import DatasetRequest
 
 
 def labelled(root: Path, **request) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -12,8 +12,8 @@ import pytest
 
 import tlbench
 from tlbench import cli, config
-from tlbench.api import Hyperparameters
 from tlbench.commands.run import config_from_args
+from tlbench.plugin_types import Hyperparameters
 
 SETTINGS = config.options()
 NOT_SETTINGS = {"hyperparameters", "strategy_overrides", "source"}

@@ -33,7 +33,7 @@ import pytest
 
 import tlbench
 from tlbench import testing
-from tlbench.api import Dataset, DatasetSplits, Hyperparameters, RunSpec, Workspace
+from tlbench.plugin_types import Dataset, DatasetSplits, Hyperparameters, RunSpec, Workspace
 from tlbench.trial import TrialHost
 
 TINYSET_FINGERPRINT = "tlbench-testing-colour-squares-v1"  # tlbench.testing's tinyset

@@ -16,8 +16,8 @@ import torch
 
 import tlbench
 from tlbench import testing
-from tlbench.api import call_param_groups, stage_parameters
 from tlbench.builtin.strategies import FINETUNE, LAST_STAGES, LLRD
+from tlbench.plugin_types import call_param_groups, stage_parameters
 
 
 @pytest.fixture(scope="module")

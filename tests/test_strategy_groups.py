@@ -19,8 +19,8 @@ from conftest import tiny_net
 from torch import nn
 
 import tlbench
-from tlbench.api import Hyperparameters, all_trainable
 from tlbench.engine import make_optimizer, make_schedule
+from tlbench.plugin_types import Hyperparameters, all_trainable
 from tlbench.runner import Runner
 
 # The tiny backbone's parameter shapes (see tlbench.testing.tiny_backbone) and the head's.

@@ -21,7 +21,6 @@ from conftest import tiny_net
 from torch import nn
 
 from tlbench import image_fit
-from tlbench.api import Hyperparameters, Preprocessing
 from tlbench.data import ImageTensors
 from tlbench.engine import (
     Execution,
@@ -30,6 +29,7 @@ from tlbench.engine import (
     train_head_on_features,
     train_images,
 )
+from tlbench.plugin_types import Hyperparameters, Preprocessing
 from tlbench.runner import Runner
 
 EX = Execution(torch.device("cpu"))

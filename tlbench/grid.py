@@ -25,9 +25,9 @@ from typing import Any
 
 from tlbench import plugins as plugin_registry
 from tlbench import results
-from tlbench.api import PlannedRun
 from tlbench.config import RunConfig, check_strategy_tables
 from tlbench.errors import Terminated
+from tlbench.plugin_types import PlannedRun
 from tlbench.record import RunRecord
 from tlbench.runner import ResultsLog, Runner
 
