@@ -653,7 +653,20 @@ def test_out_inside_a_single_folder_dataset_is_refused_before_training(run_cli, 
     assert beside.code == 0, beside
 
 
-def test_a_retried_run_keeps_its_number_in_the_progress():
+def test_out_in_a_new_folder_inside_a_single_folder_dataset_is_refused_creating_nothing(
+    run_cli, tmp_path
+):
+    from imagetree import assert_clean_error
+
+    root = _red_and_blue(tmp_path / "ds")
+    args = ["--backbones", "tiny", "--strategies", "linear", "--epochs", "1", "--device", "cpu"]
+    args += ["--no-cache", "--quiet", "--out", root / "sub" / "runs.jsonl"]
+    refused = run_cli("run", "--datasets", f"imagefolder:{root}", *args)
+    # The refusal names the real problem; checking --out made no `sub/`, which the
+    # dataset would read as a class folder without images.
+    assert_clean_error(refused, f"is inside the dataset folder {root.resolve()}", "outside")
+    assert "no images" not in refused.err
+    assert sorted(p.name for p in root.iterdir()) == ["blue", "red"]
     from tlbench.console import Observer
     from tlbench.plugin_types import PlannedRun
 

@@ -116,9 +116,13 @@ def check_writable(path: str | os.PathLike) -> None:
 
     Meant for before the first run, so that a typo in --out or a read-only
     folder fails in a second instead of after the first hour of training.
-    Creates the folder (as `append` would) but not the file. An existing
-    non-empty file whose first line is not a run record (notes, a CSV, a
-    report) is refused: records are never mixed into someone else's file.
+    Creates nothing (`append` makes the folder with the first record): a
+    folder made by a check inside a dataset folder reads as a class without
+    images, and would hide the refusal that names the real problem. A
+    missing folder is proved writable by its nearest existing parent. An
+    existing non-empty file whose first line is not a run record (notes, a
+    CSV, a report) is refused: records are never mixed into someone else's
+    file.
     """
     if isinstance(path, str) and path.endswith(("/", os.sep)):
         raise ResultsError(
@@ -126,7 +130,9 @@ def check_writable(path: str | os.PathLike) -> None:
         )
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = _nearest_existing(path.parent)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder")
         if path.exists():
             if not path.is_file():
                 raise IsADirectoryError(errno.EISDIR, "not a regular file")
@@ -137,12 +143,19 @@ def check_writable(path: str | os.PathLike) -> None:
                 os.close(fd)
             if problem:
                 raise ResultsError(_foreign_message(path, problem))
-        elif not os.access(path.parent, os.W_OK):
+        elif not os.access(folder, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "folder not writable")
     except OSError as exc:
         raise ResultsError(
             f"cannot write results file {path}: {exc.strerror or exc}. Choose another with --out."
         ) from exc
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists (the folder a missing one would be made in)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 #: how much of an existing file is read to tell whether it is a results file.
@@ -438,9 +451,7 @@ def check_folder_writable(folder: str | os.PathLike, what: str, flag: str) -> Pa
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise TlbenchError(f"{what} {path} is a file, not a folder. Choose another with {flag}.")
-    existing = path
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
+    existing = _nearest_existing(path)
     try:
         if not existing.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
