@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,10 @@ import torch
 from tlbench.cache import ArrayStore
 from tlbench.data import DecodeCache
 from tlbench.testing import ColourSquares
+
+REPO = Path(__file__).resolve().parents[1]
+#: the signals that stop a command: Ctrl-C, `kill`, a closed terminal.
+STOPS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 
 # --------------------------------------------------------------------------- cache: deleting
 
@@ -746,3 +753,53 @@ def test_the_fast_json_parser_reads_every_line_as_the_standard_one(tmp_path, mon
     assert (fast[2]["n"], standard[2]["n"]) == (float(2**70), 2**70)
     fast[2]["n"] = standard[2]["n"]
     assert repr(fast) == repr(standard)  # NaN == NaN is False: compared as written
+
+
+# --------------------------------------------------------------------------- a signal while starting
+
+#: what the `tlbench` console script runs, behind an import hook that holds the command's
+#: first import of rich (its terminal output, imported while the command starts) until
+#: the test has sent its signal; the command line is the process's (`list`).
+_STARTING = """
+import importlib.abc, os, sys, time
+from pathlib import Path
+
+
+class HoldRich(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "rich":
+            sys.meta_path.remove(self)
+            Path(os.environ["TLBENCH_TEST_HELD"]).touch()
+            time.sleep(60)  # a signal's handler interrupts this
+        return None
+
+
+sys.meta_path.insert(0, HoldRich())
+from tlbench.cli import main
+
+sys.exit(main())
+"""
+
+
+def _default_signals() -> None:
+    # As from a terminal (a background job starts with SIGINT ignored).
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", STOPS, ids=[s.name for s in STOPS])
+def test_a_signal_while_the_command_still_imports_ends_it_with_one_line(tmp_path, signum):
+    held = tmp_path / "held"
+    env = {**os.environ, "TLBENCH_TEST_HELD": str(held), "PYTHONPATH": str(REPO)}
+    command = subprocess.Popen(
+        [sys.executable, "-c", _STARTING, "list"], cwd=tmp_path, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not held.exists():
+        assert command.poll() is None and time.monotonic() < deadline, command.communicate()
+        time.sleep(0.02)
+    command.send_signal(signum)
+    out, err = command.communicate(timeout=120)
+    assert (command.returncode, out, err) == (128 + signum, "", "interrupted\n")

@@ -3,7 +3,10 @@
 Each command is a module of `tlbench.commands` (`add_parser` and `main`);
 this module builds the parser from them, runs the one asked for and maps
 what it raises to a message and an exit code: 2 for a usage or input error
-(`TlbenchError`), 130 or 143 for Ctrl-C or SIGTERM, 141 for a closed pipe.
+(`TlbenchError`), 128 + the signal for Ctrl-C, SIGTERM or SIGHUP (130, 143,
+129), 141 for a closed pipe. `main` takes the stop signals before anything
+but the standard library and `tlbench.errors` is imported: the command
+modules, rich and the rest are imported after, on first use.
 """
 
 # PYTHON_ARGCOMPLETE_OK (tab completion: `eval "$(register-python-argcomplete tlbench)"`)
@@ -11,27 +14,45 @@ what it raises to a message and an exit code: 2 for a usage or input error
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
 import sys
 import warnings
-
-from rich.console import Console
-from rich.text import Text
+from typing import Any
 
 from tlbench import commands
 from tlbench.commands import interrupted_code
-from tlbench.config import DEVICE, device_arg
-from tlbench.errors import TlbenchError
+from tlbench.errors import TlbenchError, stop_signals_raise
 
-__all__ = ["COMMANDS", "DEVICE_PATTERN", "build_parser", "device_arg", "main"]
+# DEVICE_PATTERN and device_arg come from tlbench.config on first use (`__getattr__`).
+__all__ = ["COMMANDS", "DEVICE_PATTERN", "build_parser", "device_arg", "main"]  # noqa: F822
 
-#: a `--device` value: auto, cpu, cuda, cuda:N or mps (`tlbench.config.DEVICE`).
-DEVICE_PATTERN = DEVICE.pattern
+
+class _Commands(dict):
+    """Command name -> its `main(args, console)`, its module imported when first asked for
+    (`tlbench.commands.module`): after `main` has taken the stop signals, not on import."""
+
+    def __missing__(self, name: str) -> Any:
+        if name not in commands.NAMES:
+            raise KeyError(name)
+        self[name] = found = commands.module(name).main
+        return found
+
 
 #: command name -> its `main(args, console)`.
-COMMANDS = {name: commands.module(name).main for name in commands.NAMES}
+COMMANDS: dict[str, Any] = _Commands()
+
+
+def __getattr__(name: str) -> Any:
+    """`DEVICE_PATTERN` (a `--device` value: auto, cpu, cuda, cuda:N or mps) and `device_arg`,
+    from `tlbench.config` when first asked for."""
+    if name in ("DEVICE_PATTERN", "device_arg"):
+        from tlbench import config
+
+        return config.DEVICE.pattern if name == "DEVICE_PATTERN" else config.device_arg
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +133,32 @@ def _autocomplete(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `tlbench` command line `argv` (default: the process's); its exit code.
+
+    SIGINT, SIGTERM and SIGHUP raise `Terminated` from the first line on, so a
+    signal while tlbench still imports, loads plugins or plans ends the command
+    as one during a grid does: `interrupted`, 128 + the signal, no traceback.
+    """
+    with stop_signals_raise():
+        try:
+            return _command(argv)
+        except KeyboardInterrupt as stop:
+            # Not stopped again while saying so (the group's copy of the signal, a second
+            # Ctrl-C); a closed terminal is not an error either.
+            with stop_signals_raise(_ignore), contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("interrupted\n")
+                sys.stderr.flush()
+            return interrupted_code(stop)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
+
+
+def _command(argv: list[str] | None) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # set only while the shell asks for completions
         _autocomplete(parser)
@@ -132,9 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     except TlbenchError as exc:
         err.print(Text.assemble(("error:", "red"), " ", str(exc)))
         return 2
-    except KeyboardInterrupt as stop:
-        err.print("interrupted")
-        return interrupted_code(stop)
     except BrokenPipeError:
         # `tlbench list | head`: the reader has gone; say nothing more, exit as a shell would.
         devnull = os.open(os.devnull, os.O_WRONLY)

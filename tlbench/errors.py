@@ -5,10 +5,12 @@ The CLI prints a `TlbenchError` as a message, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import signal
-from collections.abc import Iterable
-from typing import ClassVar
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 
 class TlbenchError(Exception):
@@ -38,6 +40,45 @@ def signal_of(stop: BaseException) -> signal.Signals:
     """The signal behind an interruption: a plain `KeyboardInterrupt` is the `Terminated`
     it replaced, if one was raised (`Terminated.last`), else Ctrl-C (SIGINT)."""
     return getattr(stop, "signum", None) or Terminated.last or signal.SIGINT
+
+
+#: the signals that stop tlbench as Ctrl-C does: a CI timeout, `kill`, a scheduler (SIGTERM),
+#: a closed terminal or SSH session (SIGHUP), Ctrl-C itself (SIGINT).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """A signal handler: raise `Terminated` for the signal."""
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raise(
+    handler: Callable[[int, Any], None] = raise_terminated,
+) -> Iterator[None]:
+    """Inside the block each of `STOP_SIGNALS` calls `handler` (by default it raises
+    `Terminated`, where Ctrl-C raises KeyboardInterrupt); the handlers before are put back
+    after. Used by the command from its first line (`tlbench.cli.main`) and around a grid.
+
+    A signal this process ignores stays ignored: `nohup` (SIGHUP) and a shell's
+    background job (SIGINT) asked for that. Outside the main thread, which alone
+    receives signals, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            if before is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(signum, before)
 
 
 def interruption(stop: BaseException) -> str:

@@ -17,7 +17,6 @@ appended without reading the file again.
 from __future__ import annotations
 
 import contextlib
-import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from tlbench import plugins as plugin_registry
 from tlbench import results
 from tlbench.config import RunConfig, check_strategy_tables
-from tlbench.errors import Terminated
+from tlbench.errors import Terminated, stop_signals_raise
 from tlbench.plugin_types import PlannedRun
 from tlbench.record import RunRecord
 from tlbench.runner import ResultsLog, Runner
@@ -39,36 +38,15 @@ def close(observer: Any) -> None:
         stop()
 
 
-#: the signals that end a grid as Ctrl-C does: a CI timeout, `kill`, a scheduler (SIGTERM),
-#: a closed terminal or SSH session (SIGHUP), Ctrl-C itself (SIGINT).
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(signum)
-
-
 @contextlib.contextmanager
 def signals_as_interrupt() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP end the grid like Ctrl-C: the running runs are recorded
-    as interrupted (naming the signal) and every finished run is kept.
-
-    A signal this process ignores stays ignored: `nohup` (SIGHUP) and a shell's
-    background job (SIGINT) asked for that.
+    as interrupted (naming the signal) and every finished run is kept
+    (`tlbench.errors.stop_signals_raise`; a signal this process ignores stays ignored).
     """
-    previous = {}
     Terminated.last = None  # a signal of an earlier grid of this process is not this one's
-    for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(signum, _raise_terminated)
-    try:
+    with stop_signals_raise():
         yield
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:  # None: installed outside Python, cannot be put back
-                signal.signal(signum, handler)
 
 
 @dataclass
