@@ -27,16 +27,35 @@ def _mutmut_durations() -> dict[str, float]:
         return {}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under mutmut, run a mutant's tests cheapest first.
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n auto`), each worker's torch gets its share of the cores.
 
-    mutmut stops at a mutant's first failing test but hands pytest the tests in
-    no set order, so a mutant the quickest test kills often paid for a grid
-    test first. Outside a mutation run (no MUTANT_UNDER_TEST) nothing changes.
+    torch's default is one thread per core in every process: two workers on two
+    cores would each run two threads and spend their time waiting on each other.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the tests for whoever runs them; one process's order is otherwise unchanged.
+
+    Under mutmut, a mutant's tests run cheapest first: mutmut stops at a mutant's
+    first failing test but hands pytest the tests in no set order, so a mutant the
+    quickest test kills often paid for a grid test first.
+
+    Under pytest-xdist, the tests marked slow (tens of seconds each) are handed out
+    first, so the last minute is not one worker finishing the soak while the
+    others wait (longest first is the classic rule for balancing parallel work).
     """
     if os.environ.get("MUTANT_UNDER_TEST"):
         durations = _mutmut_durations()
         items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
+    elif getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 #: the tiny test objects `tlbench.testing` ships to plugin authors, used here too.

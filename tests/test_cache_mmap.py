@@ -137,6 +137,8 @@ CAPPED_TRAINING = textwrap.dedent(
 @pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="RLIMIT_DATA and /proc are Linux's"
 )
+# slow: a child process under a memory cap decodes and trains a split larger than it (9 s).
+@pytest.mark.slow
 def test_split_larger_than_the_memory_cap_decodes_and_trains_from_the_map(tmp_path, request):
     here = str(request.path.parent)
     try:

@@ -11,9 +11,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tlbench import results
 
 
+# slow: a real `tlbench run` process piped into `head` (its own torch import; 7 s).
+@pytest.mark.slow
 def test_a_grid_piped_into_head_finishes_and_keeps_every_record(tmp_path):
     out = tmp_path / "runs.jsonl"
     command = (

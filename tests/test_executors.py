@@ -19,6 +19,7 @@ import torch
 import tlbench
 from tlbench import results, testing
 from tlbench.config import RunConfig
+from tlbench.executors.pool import _cpu_threads
 from tlbench.plugin_types import ExecutorKind
 from tlbench.runner import Runner
 from tlbench.trial import run_trial
@@ -64,22 +65,29 @@ def _curves(record):
     ]
 
 
+def _inline_with_threads(tmp, threads: int) -> dict:
+    """The grid inline, torch on `threads` CPU threads (a sum's order depends on them)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _by_key(Runner(_config(tmp), _plugins()).run())
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def inline_records(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("inline")
-    return _by_key(Runner(_config(tmp), _plugins()).run())
+    """The grid inline with the threads the process executor's one CPU worker gets.
+
+    Whatever this test process was given (pytest-xdist gives each worker its share).
+    """
+    return _inline_with_threads(tmp_path_factory.mktemp("inline"), _cpu_threads(["cpu"]))
 
 
 @pytest.fixture(scope="module")
 def inline_one_thread_records(tmp_path_factory):
     """The grid inline with one CPU thread: what each of two CPU workers gets."""
-    tmp = tmp_path_factory.mktemp("inline1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _by_key(Runner(_config(tmp), _plugins()).run())
-    finally:
-        torch.set_num_threads(threads)
+    return _inline_with_threads(tmp_path_factory.mktemp("inline1"), 1)
 
 
 def _assert_same(records, inline, *, exact: bool) -> None:

@@ -67,6 +67,8 @@ def _fit(backbone: nn.Module, width: int, compile: bool = True):
     )  # fmt: skip
 
 
+# slow: torch.compile traces five real backbones (dynamo, eager backend; about 20 s on 2 cores).
+@pytest.mark.slow
 def test_five_backbones_in_one_process_each_compile(eager_compile):
     graphs = {name: _fit(*build()).compiled_graphs for name, build in BACKBONES.items()}
     assert all(count >= 1 for count in graphs.values()), graphs

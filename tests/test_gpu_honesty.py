@@ -607,6 +607,8 @@ def test_gpu_check_is_eleven_budgeted_steps_within_eight_minutes():
     assert "ESTIMATES" in gpu_check.__doc__
 
 
+# slow: the GPU check script's dry run, every CPU step of it (4.5 s).
+@pytest.mark.slow
 def test_gpu_check_dry_run_lists_every_step_and_runs_its_cpu_part(capsys, tmp_path):
     gpu_check = _gpu_check()
     assert gpu_check.main(["--dry-run", "--only", "memory", "--out", str(tmp_path)]) == 0

@@ -145,6 +145,8 @@ def test_list_backbones_timm_lists_timm_models(capsys):
     assert len(names) == len(timm.list_models()) + 1
 
 
+# slow: builds a real timm network and trains it (6 s).
+@pytest.mark.slow
 @needs_timm
 def test_a_linear_run_on_a_timm_backbone_completes_and_is_recorded(
     image_tree, tmp_path, offline_caches

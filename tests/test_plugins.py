@@ -613,6 +613,8 @@ def test_two_distributions_with_one_entry_point_name_both_show(site, monkeypatch
 # --------------------------------------------------------------------------- tlbench.testing as a pytest plugin
 
 
+# slow: a plugin author's pytest session in its own process (5 s).
+@pytest.mark.slow
 def test_tlbench_testing_is_a_pytest_plugin_for_plugin_authors(tmp_path):
     """A plugin author's own test file gets the fixtures without any conftest."""
     test = tmp_path / "test_my_plugin.py"

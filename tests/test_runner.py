@@ -204,6 +204,8 @@ def test_record_config_holds_the_hyperparameters_used(plugins, tiny_config):
     assert dataclasses.is_dataclass(tiny_config)
 
 
+# slow: TorchInductor's C++ build of the compiled model (about 12 s on 2 cores).
+@pytest.mark.slow
 def test_compile_trains_the_same_model_through_torch_compile(plugins, tiny_config):
     # --compile on a CPU: TorchInductor's C++ backend (needs a C++ compiler, as CI has).
     tiny_config.strategies = ["finetune"]
