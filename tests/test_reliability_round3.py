@@ -486,6 +486,36 @@ def test_a_report_of_many_rows_bootstraps_each_distinct_count_once(monkeypatch):
     assert calls["paired"] < 1500  # rows surely apart from the best are not resampled
 
 
+def test_a_report_that_checks_rankings_imports_no_scipy_stats(tmp_path):
+    """Importing scipy.stats cost every report half a second (issue 26): the ranking checks'
+    weighted tau is computed without it, and tuning's Kendall tau imports it only for
+    tuned rows."""
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _single_seed_records(240, 40)))
+    probe = (
+        "import sys; from tlbench.cli import main; code = main(['report', sys.argv[1]]); "
+        "print('scipy.stats' in sys.modules, code)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env
+    )
+    assert "ranking check: flowers" in done.stdout, done.stdout + done.stderr  # they ran
+    assert done.stdout.split()[-2:] == ["False", "0"], done.stderr
+
+
+def test_a_report_leaves_the_garbage_collector_on(run_cli, tmp_path):
+    """The report turns Python's cyclic collector off while it holds the records (issue 26);
+    a caller of `tlbench.cli.main` gets it back on."""
+    import gc
+
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _single_seed_records(30, 20)))
+    assert gc.isenabled()
+    assert run_cli("report", path).code == 0
+    assert gc.isenabled()
+
+
 def test_the_reports_fast_statistics_are_the_stats_modules_floats():
     """The report's batched t intervals, ties and bootstraps give what tlbench.stats gives."""
     from tlbench import report, stats

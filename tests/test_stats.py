@@ -248,10 +248,26 @@ def test_weighted_tau_matches_scipy_conventions() -> None:
     assert stats.weighted_tau(score, accuracy, weigh_by="accuracy") == pytest.approx(by_acc)
     by_score = st.weightedtau(score, accuracy, rank=None)[0]
     assert stats.weighted_tau(score, accuracy, weigh_by="score") == pytest.approx(by_score)
-    ranks = list(np.argsort(np.argsort(-accuracy)))
-    assert stats.weighted_tau(score, accuracy, weigh_by="accuracy") == pytest.approx(
-        _hand_weighted_tau(list(score), list(accuracy), ranks)
-    )
+
+
+def test_the_weighted_tau_is_scipys_with_ties_and_constant_inputs() -> None:
+    """tlbench computes scipy.stats.weightedtau pair by pair (issue 26: importing scipy.stats
+    cost every report half a second): the same value for rankings with ties in the score,
+    in the accuracy and in both, with scipy's ranks or given ones, and NaN for a constant
+    input."""
+    rng = np.random.default_rng(26)
+    for _ in range(400):
+        n = int(rng.integers(2, 40))
+        levels = int(rng.choice([2, 3, 7, 10_000]))  # few levels: many ties
+        score = rng.integers(0, levels, n) / levels
+        accuracy = rng.integers(0, levels, n) / levels
+        expected = float(st.weightedtau(score, accuracy)[0])
+        got = stats.weighted_tau(score, accuracy)
+        assert got == pytest.approx(expected, abs=1e-12, nan_ok=True), (score, accuracy)
+        rank = rng.permutation(n)
+        expected = float(st.weightedtau(score, accuracy, rank=rank)[0])
+        got = stats._weighted_tau(score, accuracy, rank)
+        assert got == pytest.approx(expected, abs=1e-12, nan_ok=True), (score, accuracy, rank)
 
 
 def test_weighted_tau_limits() -> None:

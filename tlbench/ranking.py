@@ -93,28 +93,41 @@ class RankingCheck:
 
 def check(records: list[dict[str, Any]], finalist_strategy: str = "finetune") -> list[RankingCheck]:
     """Weighted tau and regret of every ranking, where every probed backbone was also fine-tuned."""
+    return _checks(_ok_by_group(records), finalist_strategy)
+
+
+#: (dataset, fingerprint, budget, image size) -> strategy -> the ok records of one check.
+Groups = dict[tuple[Any, ...], dict[Any, list[dict[str, Any]]]]
+
+
+def _ok_by_group(records: Iterable[dict[str, Any]]) -> Groups:
+    """The ok records by `_group` and strategy: what the checks against each fine-tuned
+    strategy read, sorted once."""
+    groups: Groups = {}
+    for r in records:
+        if r.get("status") == "ok":
+            by_strategy = groups.setdefault(_group(r), {})
+            by_strategy.setdefault(r["config"]["strategy"], []).append(r)
+    return groups
+
+
+def _checks(groups: Groups, finalist_strategy: str) -> list[RankingCheck]:
     from tlbench import stats
 
-    ok = [r for r in records if r.get("status") == "ok"]
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in ok:
-        groups.setdefault(_group(r), []).append(r)
     out = []
     for key, group in groups.items():
-        probes = [r for r in group if r["config"]["strategy"] == "linear"]
-        tuned = _mean_by_backbone(
-            [r for r in group if r["config"]["strategy"] == finalist_strategy],
-            lambda r: r["accuracy"]["final"],
-        )
+        finals = group.get(finalist_strategy)
+        if not finals:
+            continue
+        tuned = _mean_by_backbone(finals, lambda r: r["accuracy"]["final"])
+        probes = group.get("linear", [])
         names = sorted(b for b in {r["config"]["backbone"] for r in probes} if b in tuned)
         if len(names) < 2:
             continue
+        probes = [r for r in probes if r["config"]["backbone"] in tuned]
         accuracy = [tuned[b] for b in names]
         for rank_by in RANK_BY:
-            values = _mean_by_backbone(
-                [r for r in probes if r["config"]["backbone"] in names],
-                lambda r, k=rank_by: _score(r, k),
-            )
+            values = _mean_by_backbone(probes, lambda r, k=rank_by: _score(r, k))
             if set(values) != set(names):
                 continue
             score = [values[b] for b in names]
@@ -156,11 +169,11 @@ def report_checks(records: Iterable[dict[str, Any]]) -> list[RankingCheck]:
     from tlbench.results import answer_by_key
 
     readable = [r for r in records if not problems(r)]
-    answers = list(answer_by_key(readable).values())
+    groups = _ok_by_group(answer_by_key(readable).values())  # once for every strategy
     return [
         c
         for strategy in TUNED_STRATEGIES
-        for c in check(answers, strategy)
+        for c in _checks(groups, strategy)
         if c.backbones >= MIN_BACKBONES
     ]
 

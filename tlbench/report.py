@@ -239,6 +239,11 @@ def _data_identities(records: list[dict[str, Any]]) -> dict[int, str | None]:
 
 def _number(value: Any) -> float | None:
     """A finite number, or None (JSON can carry strings, booleans, 1e999 and NaN)."""
+    kind = type(value)
+    if kind is float:  # the usual case first: called for every figure of every record
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
@@ -320,21 +325,21 @@ def _readable_config(config: dict[str, Any]) -> dict[str, Any]:
 def _readable_result(r: dict[str, Any], found: list[str]) -> bool:
     """An "ok" record's accuracy and cost made safe to index, in place; False when it has no
     usable final accuracy (it cannot be averaged). Cost figures that are not numbers are
-    blanked and named in `found`."""
+    blanked and named in `found`. (The summary reads no curve: curves are left as they are.)"""
     accuracy = r.get("accuracy")
     final = _number(accuracy.get("final")) if isinstance(accuracy, dict) else None
     if final is not None:
-        curve = accuracy.get("curve")
         r["accuracy"] = {
             **accuracy,
             "final": final,
             "best": _number(accuracy.get("best")),
             "best_epoch": _number(accuracy.get("best_epoch")),
-            "curve": [c for c in curve if isinstance(c, dict)] if isinstance(curve, list) else [],
         }
-    cost = dict(r["cost"]) if isinstance(r.get("cost"), dict) else {}
-    for k in _COST_NUMBERS:
-        if cost.get(k) is not None and _number(cost[k]) is None:
+    cost = r["cost"] if isinstance(r.get("cost"), dict) else {}
+    blank = [k for k in _COST_NUMBERS if cost.get(k) is not None and _number(cost[k]) is None]
+    if blank:  # a copy: the caller's record keeps what it holds
+        cost = dict(cost)
+        for k in blank:
             found.append(f"cost.{k} is {cost[k]!r}, not a number")
             cost[k] = None
     r["cost"] = cost
@@ -373,13 +378,29 @@ def train_cost_seconds(
     if isinstance(made, (int, float)) and not isinstance(made, bool):
         # The record says what its features cost to make (since schema 2, later).
         features = max(features, float(made))
-    elif cost.get("feature_cache") not in (None, "none") and extraction:
+    elif extraction and _charged_extraction(record):
         features = max(features, extraction.get(_feature_key(record), features))
     return features + float(cost.get("train_seconds") or 0.0)
 
 
+def _charged_extraction(record: dict[str, Any]) -> bool:
+    """Whether a run is charged what making its features cost another run: it found them
+    in the cache and does not say what they cost (`cost.feature_extract_seconds`)."""
+    cost = record.get("cost")
+    if not isinstance(cost, dict):
+        return False
+    made = cost.get("feature_extract_seconds")
+    has_made = isinstance(made, (int, float)) and not isinstance(made, bool)
+    return not has_made and cost.get("feature_cache") not in (None, "none")
+
+
 def _extraction_seconds(records: Iterable[dict[str, Any]]) -> dict[tuple, float]:
-    """What computing the features cost, from the runs that computed them (cache misses)."""
+    """What computing the features cost, from the runs that computed them (cache misses);
+    empty when no run needs it (`train_cost_seconds`: a cache hit that does not say what
+    its features cost to make)."""
+    records = list(records)
+    if not any(_charged_extraction(r) for r in records):
+        return {}
     out: dict[tuple, float] = {}
     for r in records:
         cost = r.get("cost") or {}
@@ -399,10 +420,13 @@ def _same_value(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """For variants of one backbone x strategy, the settings that tell them apart."""
+def _variant_labels(
+    configs: dict[str, dict[str, Any]], leave_out: tuple[str, ...] = ()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """For variants of one backbone x strategy, the settings that tell them apart: each
+    config's label, and its label without the settings named in `leave_out`."""
     if len(configs) < 2:
-        return dict.fromkeys(configs, "")
+        return dict.fromkeys(configs, ""), dict.fromkeys(configs, "")
     flat = {k: _flatten(c) for k, c in configs.items()}
     names = sorted({n for f in flat.values() for n in f})
     differing = [n for n in names if len({_same_value(f.get(n)) for f in flat.values()}) > 1]
@@ -415,7 +439,11 @@ def _variant_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
             return describe(value)
         return str(value)
 
-    return {k: ", ".join(f"{n}={shown(n, f.get(n))}" for n in differing) for k, f in flat.items()}
+    kept = [n for n in differing if n not in leave_out]
+    return (
+        {k: ", ".join(f"{n}={shown(n, f.get(n))}" for n in differing) for k, f in flat.items()},
+        {k: ", ".join(f"{n}={shown(n, f.get(n))}" for n in kept) for k, f in flat.items()},
+    )
 
 
 def _is_trial(record: dict[str, Any]) -> bool:
@@ -454,8 +482,8 @@ def _summarize(
     usable = in_time_order(r for r in _readable(records) if not _is_trial(r))
     identity = _data_identities(usable)
     newest, last_run = _newest_data(usable, identity)
-    answers = list(answer_by_key(usable).values())
-    latest = latest_by_key(usable)
+    answers = list(answer_by_key(usable, ordered=True).values())
+    latest = latest_by_key(usable, ordered=True)
     extraction = _extraction_seconds(answers)
     groups, configs, data_of = _groups(answers, identity, newest)
     variants, series = _variants(configs, data_of)
@@ -506,16 +534,18 @@ def _newest_data(
     """The newest data of each dataset name (that of its newest record with a known
     identity), and when the newest record of each (dataset, data) was made."""
     newest: dict[str, str | None] = {}
-    last_run: dict[tuple[str, str | None], str] = {}  # (dataset, data) -> newest record's time
+    last: dict[tuple[str, str | None], _dt.datetime] = {}  # (dataset, data) -> newest time
     for r in usable:
         dataset = r["config"]["dataset"]
         if identity[id(r)] is not None or dataset not in newest:
             newest[dataset] = identity[id(r)]
         when = record_time(r)
         if when is not None:
-            text = when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
-            last_run[dataset, identity[id(r)]] = text  # records are oldest first
-    return newest, last_run
+            last[dataset, identity[id(r)]] = when  # records are oldest first
+    return newest, {
+        k: when.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+        for k, when in last.items()
+    }
 
 
 def _groups(
@@ -550,9 +580,9 @@ def _variants(
     variants: dict[str, str] = {}
     series: dict[str, str] = {}
     for family in families.values():
-        variants.update(_variant_labels(family))
-        unbudgeted = {k: {n: v for n, v in c.items() if n != "budget"} for k, c in family.items()}
-        series.update(_variant_labels(unbudgeted))
+        labels, unbudgeted = _variant_labels(family, leave_out=("budget",))
+        variants.update(labels)
+        series.update(unbudgeted)
     return variants, series
 
 
@@ -1452,8 +1482,6 @@ class TuningChange:
 def tuning_changes(rows: list[Row]) -> list[TuningChange]:
     """Per dataset and strategy, where rows of two or more backbones exist both at the
     default settings and tuned (`--tune`): how far the ranking moved (Kendall tau)."""
-    from scipy.stats import kendalltau
-
     found: dict[tuple[str, str], dict[str, dict[bool, float]]] = {}
     for row in rows:
         if row.accuracy is None or row.older_data:
@@ -1469,6 +1497,9 @@ def tuning_changes(rows: list[Row]) -> list[TuningChange]:
         names = sorted(both)
         default = [both[b][False] for b in names]
         tuned = [both[b][True] for b in names]
+        # Imported here: scipy.stats costs half a second, and most reports have no tuning.
+        from scipy.stats import kendalltau
+
         tau = float(kendalltau(default, tuned).statistic)
         out.append(
             TuningChange(
