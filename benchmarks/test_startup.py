@@ -22,6 +22,19 @@ point `TLBENCH_STARTUP_COMPARE` at a checkout of it (`git archive REV | tar -x
 -C DIR`): its rows run `python -m tlbench.cli` with `PYTHONPATH=DIR` and are
 labelled `[DIR]`; no goal is asserted on them.
 
+Issue 23's warm run: one `linear` run of efficientnet_lite0 on `synthetic`
+whose features are already in the feature cache, into a new results file
+(deleted before every timed call), with and without `--no-inference`. Its
+figure is the difference from `import torch` taken in each round, then the
+median: what the command adds beyond importing torch (goal: at most 1 s on
+the 2-core machine). `--profile` (or `TLBENCH_STARTUP_PROFILE=1`) also runs
+the warm run once under cProfile and writes where its seconds go.
+
+Bytecode: this workplace sets PYTHONDONTWRITEBYTECODE, which makes every
+process compile tlbench's sources again; an installed tlbench has its
+bytecode. The commands run with bytecode written to and read from a
+temporary PYTHONPYCACHEPREFIX (the untimed round writes it).
+
 The table is written to `results/startup-<device>.md` (device: `cpu`) with
 the command that made it and the machine.
 
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import shlex
@@ -64,6 +78,16 @@ RUN_OVERHEAD_GOAL = 0.5
 RUN_LABEL = "tlbench run (finished one-cell grid)"
 TORCH_LABEL = 'python -c "import torch"'
 
+#: issue 23's warm run: one `linear` run whose features are cached, into a new results file.
+WARM_GRID = [
+    "--datasets", "synthetic", "--backbones", "efficientnet_lite0", "--strategies", "linear",
+    "--epochs", "1", "--image-size", "64", "--device", "cpu", "--quiet",
+]  # fmt: skip
+WARM_LABEL = "tlbench run (warm linear, new results file)"
+WARM_NO_INFERENCE_LABEL = "tlbench run (warm linear, new results file, --no-inference)"
+#: what a warm run may add to `import torch`, in seconds on the 2-core machine (issue 23).
+WARM_GOAL_SECONDS = 1.0
+
 
 def tlbench_command() -> list[str]:
     """$TLBENCH_STARTUP_COMMAND (to compare checkouts), else the installed console script
@@ -90,6 +114,16 @@ def _tlbench_rows(tl: list[str], workdir: Path, suffix: str = "") -> dict[str, l
     }
 
 
+def _warm_rows(tl: list[str], workdir: Path) -> dict[str, tuple[list[str], dict]]:
+    """The warm runs: a shared feature cache, and a results file deleted before each call."""
+    rows = {}
+    for label, extra in ((WARM_LABEL, []), (WARM_NO_INFERENCE_LABEL, ["--no-inference"])):
+        out = workdir / f"warm{len(rows)}.jsonl"
+        where = ["--out", str(out), "--cache-dir", str(workdir / "cache")]
+        rows[label] = ([*tl, "run", *WARM_GRID, *extra, *where], {"fresh": str(out)})
+    return rows
+
+
 def commands(workdir: Path, compare: str | None = None) -> dict[str, tuple[list[str], dict]]:
     """Label -> (argv, extra environment) of everything measured (baselines first)."""
     rows = {
@@ -98,6 +132,7 @@ def commands(workdir: Path, compare: str | None = None) -> dict[str, tuple[list[
         **_tlbench_rows(tlbench_command(), workdir / "this"),
     }
     out = {label: (argv, {}) for label, argv in rows.items()}
+    out.update(_warm_rows(tlbench_command(), workdir / "this"))
     if compare:
         other = _tlbench_rows(
             [sys.executable, "-m", "tlbench.cli"], workdir / "other", f" [{compare}]"
@@ -115,6 +150,8 @@ def commands(workdir: Path, compare: str | None = None) -> dict[str, tuple[list[
 def _once(argv: Sequence[str], env: dict[str, str]) -> float:
     env = dict(env)
     cwd = env.pop("cwd", REPO)
+    if fresh := env.pop("fresh", None):  # a new results file for every call
+        Path(fresh).unlink(missing_ok=True)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - start
@@ -123,15 +160,87 @@ def _once(argv: Sequence[str], env: dict[str, str]) -> float:
     return seconds
 
 
+#: the 1-minute load average when the rounds started (and, appended, when they were written).
+LOADS: list[float] = []
+
+
+def _environment(tmp: Path) -> dict[str, str]:
+    """This process's environment with bytecode kept (in `tmp`), as an installed tlbench has it."""
+    env = {**os.environ, "COLUMNS": "100", "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def warm_overheads(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each warm run's median over the rounds of (its seconds - `import torch`'s, same round)."""
+    torch_s = times[TORCH_LABEL]
+    return {
+        label: statistics.median(t - b for t, b in zip(times[label], torch_s, strict=True))
+        for label in (WARM_LABEL, WARM_NO_INFERENCE_LABEL)
+    }
+
+
+#: what `--profile` reports of the warm run, each a function's cumulative cProfile seconds.
+PROFILE_PARTS = {
+    "import tlbench.cli (after torch)": None,
+    "plugins loaded (entry points, builtins)": "plugins.py:*(__init__)",
+    "plan (datasets, keys, the results file)": "runner.py:*(plan)",
+    "transferability scores (LogME, k-NN, H-score)": "trial.py:*(_scores)",
+    "first optimiser (imports torch._dynamo)": "optim.py:*(make_optimizer)",
+    "head training": "head_fit.py:*(train_head_on_features)",
+    "inference timing (builds the backbone)": "trial.py:*(_inference_cost)",
+    "the table (report.summarize and its intervals)": "output.py:*(print_comparison)",
+    "the whole command, after import": "cli.py:*(main)",
+}
+
+PROFILE_CHILD = """
+import cProfile, json, pstats, sys, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+from tlbench.cli import main
+t2 = time.perf_counter()
+profile = cProfile.Profile()
+profile.runcall(main, json.loads(sys.argv[1]))
+stats = pstats.Stats(profile).stats
+cumulative = {}
+for (file, _, name), v in stats.items():
+    key = f"{file.rsplit('/', 1)[-1]}:*({name})"
+    cumulative[key] = max(cumulative.get(key, 0.0), v[3])
+print("PROFILE " + json.dumps({"torch": t1 - t0, "cli": t2 - t1, "cumulative": cumulative}))
+"""
+
+
+def profile_warm_run(inference: bool = False) -> dict[str, float]:
+    """Seconds of the parts of one warm run (`PROFILE_PARTS`), in a fresh process."""
+    with tempfile.TemporaryDirectory(prefix="tlbench-startup-profile-") as tmp:
+        env = _environment(Path(tmp))
+        argv, extra = _warm_rows(tlbench_command(), Path(tmp))[WARM_LABEL]
+        _once(argv, {**env, **extra})  # features into the cache, bytecode written
+        args = [*argv[argv.index("run") :], *([] if inference else ["--no-inference"])]
+        Path(extra["fresh"]).unlink(missing_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-c", PROFILE_CHILD, json.dumps(args)],
+            capture_output=True, text=True, env=env, cwd=REPO, check=True,
+        )  # fmt: skip
+    found = json.loads(done.stdout.rpartition("PROFILE ")[2])
+    parts = {"import torch": found["torch"]}
+    for label, key in PROFILE_PARTS.items():
+        parts[label] = found["cli"] if key is None else found["cumulative"].get(key, 0.0)
+    return parts
+
+
 def measure(rounds: int = ROUNDS) -> dict[str, list[float]]:
     """Seconds of each command over `rounds` interleaved rounds (after one untimed round)."""
-    env = {**os.environ, "COLUMNS": "100"}
     compare = os.environ.get("TLBENCH_STARTUP_COMPARE") or None
+    LOADS[:] = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="tlbench-startup-") as tmp:
+        env = _environment(Path(tmp))
         cmds = commands(Path(tmp), compare)
-        # The grid's one run, done once, so every timed `run` finds it finished.
+        # The grid's one run, done once, so every timed `run` finds it finished; the warm
+        # runs' features, extracted once, so every timed one finds them cached.
         for label, (argv, extra) in cmds.items():
-            if label.startswith(RUN_LABEL):
+            if label.startswith((RUN_LABEL, WARM_LABEL)):
                 _once(argv, {**env, **extra})
         times: dict[str, list[float]] = {label: [] for label in cmds}
         for r in range(rounds + 1):
@@ -193,10 +302,33 @@ def table(times: dict[str, list[float]]) -> tuple[str, dict[str, float]]:
     return "\n".join(lines), ratios
 
 
+def warm_section(times: dict[str, list[float]], profile: dict[str, float] | None) -> str:
+    """The warm run's figures (issue 23) and, when profiled, where its seconds went."""
+    warm = warm_overheads(times)
+    text = f"""Warm run (issue 23): `tlbench run {" ".join(WARM_GRID)}` with its features
+already cached, into a new results file; seconds beyond `import torch`, the median over the
+rounds of each round's difference (goal: at most {WARM_GOAL_SECONDS:.0f} s on the 2-core machine):
+{warm[WARM_LABEL]:.2f} s as it runs by default (it times the trained model's inference, which
+builds the backbone), {warm[WARM_NO_INFERENCE_LABEL]:.2f} s with `--no-inference`.
+"""
+    if profile:
+        rows = "\n".join(f"| {label} | {seconds:.3f} |" for label, seconds in profile.items())
+        text += f"""
+Where the warm run's seconds go (`--no-inference`; one profiled process, cProfile's
+cumulative seconds, which the profiler inflates a little; parts overlap the whole):
+
+| part | s |
+|---|---:|
+{rows}
+"""
+    return text
+
+
 def write_report(
     times: dict[str, list[float]],
     path: Path = OUT,
     command: str = "python -m pytest benchmarks/test_startup.py -q -s",
+    profile: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Write the table with its provenance (`command` made it) to `path`; return the ratios."""
     if compare := os.environ.get("TLBENCH_STARTUP_COMPARE"):
@@ -213,7 +345,8 @@ script with this environment's plugins, output to pipes; {rounds} interleaved ro
 one untimed round; medians.
 
 Machine: {_cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()};
-{_versions()}; git {_git_sha()}.
+{_versions()}; git {_git_sha()}. Load average (1 min) when the rounds began and when
+this was written: {", ".join(f"{x:.2f}" for x in [*LOADS[:1], os.getloadavg()[0]])}.
 
 {body}
 
@@ -223,7 +356,8 @@ Machine: {_cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.rel
 but train. Goal of the other tlbench rows: <= {NO_TORCH_GOAL}x `import torch`
 (they import no torch). Figures from a shared machine are only comparable
 within one table.
-"""
+
+{warm_section(times, profile)}"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return ratios
@@ -231,10 +365,13 @@ within one table.
 
 def test_startup_ratios() -> None:
     times = measure()
-    ratios = write_report(times)
+    profile = profile_warm_run() if os.environ.get("TLBENCH_STARTUP_PROFILE") else None
+    ratios = write_report(times, profile=profile)
     print("\n" + table(times)[0])
+    print(warm_section(times, profile))
+    runs = (RUN_LABEL, WARM_LABEL, WARM_NO_INFERENCE_LABEL)
     for label, ratio in ratios.items():
-        if label.startswith("tlbench") and not label.startswith(RUN_LABEL) and "[" not in label:
+        if label.startswith("tlbench") and not label.startswith(runs) and "[" not in label:
             assert ratio <= NO_TORCH_GOAL, f"{label}: {ratio:.2f}x import torch"
     overhead = ratios[RUN_LABEL] - 1.0
     assert overhead <= RUN_OVERHEAD_GOAL, f"run overhead {overhead:.2f}x import torch"
@@ -244,9 +381,14 @@ if __name__ == "__main__":
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed rounds (default {ROUNDS})")
     cli.add_argument("--out", type=Path, default=OUT, help=f"table file (default {OUT})")
+    cli.add_argument("--profile", action="store_true", help="say where the warm run's time goes")
     options = cli.parse_args()
     measured = measure(options.rounds)
+    flags = f"--rounds {options.rounds}" + (" --profile" if options.profile else "")
     write_report(
-        measured, options.out, f"python benchmarks/test_startup.py --rounds {options.rounds}"
+        measured,
+        options.out,
+        f"python benchmarks/test_startup.py {flags}",
+        profile_warm_run() if options.profile else None,
     )
     print(options.out.read_text())
