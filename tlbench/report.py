@@ -259,6 +259,14 @@ _COST_NUMBERS = (
 )
 
 
+def _number_or_none(value: Any) -> bool:
+    """Whether `value` is a finite number or None (`_number`, the common cases first)."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is int or _number(value) is not None
+
+
 def _kind(message: str) -> str:
     """The kind of a `record.problems` message: "no cost", "schema", "accuracy.final"..."""
     words = message.split() or [""]
@@ -284,7 +292,8 @@ def _readable(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for raw in records:
         found = list(record_problems(raw))
         r = dict(raw)
-        r["config"] = _readable_config(dict(r["config"]))
+        if found:  # else its names are strings and its seed an integer already
+            r["config"] = _readable_config(dict(r["config"]))
         if r.get("reason") is not None and not isinstance(r.get("reason"), str):
             r["reason"] = str(r["reason"])
         keep = True
@@ -336,7 +345,7 @@ def _readable_result(r: dict[str, Any], found: list[str]) -> bool:
             "best_epoch": _number(accuracy.get("best_epoch")),
         }
     cost = r["cost"] if isinstance(r.get("cost"), dict) else {}
-    blank = [k for k in _COST_NUMBERS if cost.get(k) is not None and _number(cost[k]) is None]
+    blank = [k for k in _COST_NUMBERS if not _number_or_none(cost.get(k))]
     if blank:  # a copy: the caller's record keeps what it holds
         cost = dict(cost)
         for k in blank:
