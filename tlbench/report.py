@@ -1453,12 +1453,14 @@ def render(
     parts = []
     for title, group in group_rows(rows, group_by).items():
         header, cells = section_cells(group, group_by)
-        table = tabulate(
-            [[_safe(c, fmt) for c in row] for row in cells],
+        cells = [[_safe(c, fmt) for c in row] for row in cells]
+        colalign = ["left" if c in (*NAME_COLUMNS, "note") else "right" for c in header]
+        table = (fmt == "markdown" and _pipe_table(header, cells, colalign)) or tabulate(
+            cells,
             headers=header,
             tablefmt=tablefmt,
             disable_numparse=True,  # cells are formatted already ("85.0 ± 1.2", "1,234")
-            colalign=["left" if c in (*NAME_COLUMNS, "note") else "right" for c in header],
+            colalign=colalign,
         )
         heading = _safe(f"{group_by}: {title}" if group_by != "none" else title, fmt)
         parts.append(section(heading, table, fmt))
@@ -1468,6 +1470,46 @@ def render(
 
         footer += "\n\n" + render_checks(checks, fmt).rstrip("\n")
     return "\n\n".join([*parts, footer]) + "\n"
+
+
+def _pipe_table(header: list[str], cells: list[list[str]], colalign: list[str]) -> str | None:
+    """The markdown table tabulate's "pipe" format makes of these cells (a column as wide as
+    its widest cell, and its name plus two; one space either side of every `|`), built line
+    by line: tabulate infers a type and measures every cell, 0.7 s for 10,000 rows. None
+    where a cell is not plain (not printable, padded with spaces, or of another width on
+    screen than its length): tabulate's own rules decide those."""
+
+    def plain(text: str) -> bool:
+        return text.isprintable() and text.strip() == text and _one_column_each(text)
+
+    if not all(map(plain, header)) or not all(plain(c) for row in cells for c in row):
+        return None
+    widths = [max(len(name) + 2, *(len(row[i]) for row in cells)) for i, name in enumerate(header)]
+    right = [align == "right" for align in colalign]
+
+    def line(row: list[str]) -> str:
+        padded = (
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|".join(
+        "-" * (w + 1) + ":" if r else ":" + "-" * (w + 1)
+        for w, r in zip(widths, right, strict=True)
+    )
+    return "\n".join([line(header), f"|{rule}|", *map(line, cells)])
+
+
+def _one_column_each(text: str) -> bool:
+    """Whether every character of `text` takes one column on screen (no wide or combining
+    characters), as tabulate measures it."""
+    if text.isascii():
+        return True
+    import unicodedata
+
+    return all(
+        unicodedata.east_asian_width(c) not in "WF" and not unicodedata.combining(c) for c in text
+    )
 
 
 # --------------------------------------------------------------------------- tuning
