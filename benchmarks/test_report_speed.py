@@ -2,7 +2,15 @@
 
 Claim (issue 26): `tlbench report` on a results file of 20,000 distinct rows
 answers in under 10 s, and on 50,000 records (10,000 rows x 5 seeds) in
-under 5 s.
+under 5 s, on the 2-core development machine; both the default terminal
+table (what `tlbench report` prints) and `--format markdown`.
+
+The goals are asserted as ratios, so that they hold on a loaded or a faster
+machine: each report's median over the median of the baseline, reading the
+same file with the standard library's json in a fresh process (what reading
+the file at all costs, without tlbench's optional orjson), timed in the same
+rounds. `GOALS` holds the issue's seconds and the ratios they are on the
+development machine (`READ_SECONDS`).
 
 The files are generated, deterministic and shaped like real records: each is
 a record the harness wrote (tiny backbone, linear, 3 epochs: curve, cost,
@@ -11,15 +19,14 @@ learning rate, seed, key, time, accuracies, cost and per-image results
 (`accuracy.final_correct`, consistent with the final accuracy) varied over 7
 datasets whose evaluation splits hold 240 to 10,000 images, so the
 intervals and ties have real work to do (thousands of distinct
-one-seed bootstraps, not a few).
+one-seed bootstraps, not a few), and every dataset holds a probe and a
+fine-tune of 50 backbones, so the ranking checks run too.
 
-Each command runs as a user runs it: a fresh process of the installed
-`tlbench` console script, its output to a pipe; one untimed warm-up, then
-the median of `rounds`. Timed: `--format markdown` (what tlbench.report
-renders) and the default rich table (the terminal's), reported apart. The
-goal is asserted on the former; the rich table is reported. The machine's
-load average is stored beside every figure: on a shared machine the times
-are only as good as it is quiet.
+Each command runs as a user runs it: a fresh process (the installed
+`tlbench` console script), its output to a pipe; one untimed warm-up round,
+then `rounds` rounds, each running the baseline and every format once
+(interleaved: load on the machine spreads over all of them); the figures
+are medians. The machine's load average is stored beside them.
 
 What it costs, measured with `python -m cProfile -s cumtime -m tlbench.cli report ...`
 before each change (issue 26): one 10,000-draw bootstrap per distinct one-seed
@@ -27,13 +34,25 @@ before each change (issue 26): one 10,000-draw bootstrap per distinct one-seed
 cyclic collector walking the records again while rows were sorted and written,
 now frozen out (`gc.freeze`); the default table summarising twice, now once;
 JSON decoding, now orjson where it is installed (`pip install 'tlbench[fast]'`,
-0.7 instead of 2.0 CPU s for the 153 MB of 50,000 records). What is left: the
-summary's per-record Python (about 3 CPU s for 50,000 records), the ranking
-checks (importing scipy.stats for the weighted tau) and the text rendering.
+0.7 instead of 2.0 CPU s for the 153 MB of 50,000 records); rich's `Table`
+measuring and rendering each of the terminal table's cells as a renderable of
+its own (10 of the 17 s for 20,000 rows), now one string per line
+(`tlbench.commands.output.Columns`), and tabulate inferring a type for each
+markdown cell (0.7 s for 10,000 rows), now the same pipe tables line by line;
+importing scipy.stats (half a second) for the weighted tau, now computed pair
+by pair, and for tuning's Kendall tau when no rows were tuned; the cyclic
+collector walking the records again each time reading or summarising turned
+it back on, now off for the whole report; the records sorted by time three
+times and the feature extraction charged before any run needed it, now once
+and when needed. What is left: reading (orjson), the summary's per-record
+Python (grouping by the settings as JSON, the readable copies),
+`record.problems` run twice (summary and ranking checks), and importing numpy
+and scipy.special.
 
 Run: `python -m pytest benchmarks/test_report_speed.py -q -s` (a few minutes
 on 2 CPU cores, most of it writing 220 MB of records), or
-`python benchmarks/test_report_speed.py [--rounds N] [--rows N] [--records N]`.
+`python benchmarks/test_report_speed.py [--rounds N] [--keep FOLDER] [--formats markdown,table]`
+(exit 1 when a goal is missed).
 """
 
 from __future__ import annotations
@@ -52,7 +71,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-GOALS = {"rows": (20_000, 1, 10.0), "records": (10_000, 5, 5.0)}  # rows, seeds, seconds
+#: seconds to read each file with json (`READ_FILE`) on the development machine (2 shared
+#: cores, load average 1.2-1.3, the quietest it was; median of 2 rounds): the goals' seconds
+#: over these are the ratios asserted (17.5x and 3.7x).
+READ_SECONDS = {"rows": 0.57, "records": 1.35}
+#: rows, seeds, the issue's goal in seconds on the development machine, and that goal as a
+#: ratio to reading the same file there (`READ_SECONDS`): what is asserted.
+GOALS = {
+    which: (rows, seeds, seconds, round(seconds / READ_SECONDS[which], 1))
+    for which, rows, seeds, seconds in (("rows", 20_000, 1, 10.0), ("records", 10_000, 5, 5.0))
+}
 #: (name, evaluation images): flowers12 to CIFAR-sized test splits.
 DATASETS = [
     ("flowers12", 240),
@@ -162,10 +190,26 @@ def load_average() -> float:
         return float("nan")
 
 
-def time_report(path: Path, fmt: str | None) -> float:
-    """Seconds of one `tlbench report` in a fresh process, output to a pipe."""
+#: the baseline: reading the same file with the standard library, in a fresh process.
+READ_FILE = """
+import json, sys
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        json.loads(line)
+"""
+
+
+def commands(path: Path, formats: tuple[str | None, ...]) -> dict[str, list[str]]:
+    """label -> command line: the baseline, then `tlbench report` in each format."""
     exe = shutil.which("tlbench") or str(Path(sys.executable).with_name("tlbench"))
-    command = [exe, "report", str(path), *(["--format", fmt] if fmt else [])]
+    found = {"read": [sys.executable, "-c", READ_FILE, str(path)]}
+    for fmt in formats:
+        found[fmt or "table"] = [exe, "report", str(path), *(["--format", fmt] if fmt else [])]
+    return found
+
+
+def time_command(command: list[str]) -> float:
+    """Seconds of one command in a fresh process, its output to a pipe."""
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
@@ -176,6 +220,8 @@ def time_report(path: Path, fmt: str | None) -> float:
 def measure(
     rows: int, seeds: int, rounds: int, folder: Path, formats: tuple[str | None, ...]
 ) -> dict[str, Any]:
+    """Medians over `rounds` of the baseline and each format, rounds interleaved (every
+    command once per round, after one untimed warm-up round), and their ratios."""
     path = folder / f"runs-{rows}x{seeds}.jsonl"
     if not path.exists():
         write_results(path, rows, seeds)
@@ -183,17 +229,37 @@ def measure(
         "rows": rows,
         "records": rows * seeds,
         "file_mb": round(path.stat().st_size / 1e6, 1),
+        "load_average": [],
     }
-    for fmt in formats:
-        label = fmt or "table"
-        time_report(path, fmt)  # warm-up: page cache, imports
-        times = []
-        for _ in range(rounds):
-            figures.setdefault("load_average", []).append(round(load_average(), 2))
-            times.append(time_report(path, fmt))
-        figures[f"{label}_median_s"] = round(statistics.median(times), 2)
-        figures[f"{label}_rounds_s"] = [round(t, 2) for t in times]
+    runs = commands(path, formats)
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for round_ in range(rounds + 1):  # round 0: the warm-up (page cache, imports)
+        for label, command in runs.items():
+            seconds = time_command(command)
+            if round_:
+                times[label].append(seconds)
+        if round_:
+            figures["load_average"].append(round(load_average(), 2))
+    read = statistics.median(times["read"])
+    for label, seconds in times.items():
+        figures[f"{label}_median_s"] = round(statistics.median(seconds), 2)
+        figures[f"{label}_rounds_s"] = [round(t, 2) for t in seconds]
+        if label != "read":
+            figures[f"{label}_ratio"] = round(statistics.median(seconds) / read, 2)
     return figures
+
+
+def missed(figures: dict[str, Any], which: str) -> list[str]:
+    """The formats whose ratio to the baseline misses the goal, each said with its figures."""
+    goal = GOALS[which][3]
+    return [
+        f"tlbench report{'' if label == 'table' else ' --format ' + label} on "
+        f"{figures['records']} records: {figures[f'{label}_ratio']}x reading the file "
+        f"(goal {goal}x; {figures[f'{label}_median_s']} s against "
+        f"{figures['read_median_s']} s; load {figures['load_average']})"
+        for label in ("markdown", "table")
+        if f"{label}_ratio" in figures and figures[f"{label}_ratio"] > goal
+    ]
 
 
 # --------------------------------------------------------------------------- pytest
@@ -203,18 +269,20 @@ def _check(benchmark: Any, tmp_path_factory: Any, which: str) -> None:
     import pytest
     from benchlib import report
 
-    rows, seeds, goal = GOALS[which]
+    rows, seeds, seconds, ratio = GOALS[which]
     rounds = int(os.environ.get("TLBENCH_BENCH_REPORT_ROUNDS", "3"))
     folder = tmp_path_factory.mktemp("report-speed")
     figures = benchmark.pedantic(
         measure, args=(rows, seeds, rounds, folder, ("markdown", None)), rounds=1
     )
-    report(benchmark, f"tlbench report, {which}", {**figures, "goal_s": goal})
-    if figures["markdown_median_s"] >= goal:
-        pytest.fail(
-            f"tlbench report --format markdown on {figures['records']} records took "
-            f"{figures['markdown_median_s']} s (goal {goal} s; load {figures['load_average']})"
-        )
+    report(
+        benchmark,
+        f"tlbench report, {which}",
+        {**figures, "goal_ratio": ratio, "goal_s_on_the_development_machine": seconds},
+    )
+    failures = missed(figures, which)
+    if failures:
+        pytest.fail("; ".join(failures))
 
 
 def test_report_on_20000_distinct_rows(benchmark: Any, tmp_path_factory: Any) -> None:
@@ -234,9 +302,14 @@ def main() -> None:
     formats = tuple(None if f == "table" else f for f in args.formats.split(","))
     folder = Path(args.keep or tempfile.mkdtemp(prefix="tlbench-report-speed-"))
     folder.mkdir(parents=True, exist_ok=True)
-    for which, (rows, seeds, goal) in GOALS.items():
+    failures = []
+    for which, (rows, seeds, seconds, ratio) in GOALS.items():
         figures = measure(rows, seeds, args.rounds, folder, formats)
-        print(json.dumps({"case": which, "goal_s": goal, **figures}))
+        print(json.dumps({"case": which, "goal_ratio": ratio, "goal_s": seconds, **figures}))
+        failures += missed(figures, which)
+    for line in failures:
+        print(f"goal missed: {line}")
+    raise SystemExit(1 if failures else 0)
 
 
 if __name__ == "__main__":
