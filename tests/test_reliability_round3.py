@@ -835,6 +835,28 @@ def test_a_signal_while_the_command_still_imports_ends_it_with_one_line(tmp_path
     assert (command.returncode, out, err) == (128 + signum, "", "interrupted\n")
 
 
+def test_the_command_takes_the_stop_signals_before_importing_anything_of_its_own():
+    """`import tlbench` loads no other module (its names come on first use), so `main`'s
+    first line, which takes SIGINT, SIGTERM and SIGHUP, runs after the interpreter and
+    three small modules: the package's eager imports (pluggy, the plugin types, about
+    170 ms) were a window where a Ctrl-C still printed a traceback."""
+    code = (
+        "import sys, tlbench.cli; print(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('tlbench', 'pluggy', 'numpy', 'rich', 'torch')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == str(["tlbench", "tlbench.cli", "tlbench.commands", "tlbench.errors"])
+    import tlbench
+
+    assert all(getattr(tlbench, name) is not None for name in tlbench.__all__)
+    assert tlbench.plugins.Plugins is tlbench.Plugins  # a submodule, as when imported eagerly
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        tlbench.nope  # noqa: B018
+
+
 def test_the_terminal_table_prints_as_richs_table_did():
     """`tlbench report`'s table is built line by line (`output.Columns`, issue 26: rich's
     `Table` spent 10 of 17 s on 20,000 rows); it prints what the `Table` printed."""
