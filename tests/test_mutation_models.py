@@ -136,3 +136,52 @@ def test_a_checkpoint_both_a_record_and_its_sidecar_name_is_listed_once_as_the_r
     weights = _pair(tmp_path, "both", _meta())
     models = list_saved_models([_record(weights)], [tmp_path])
     assert [(m.path, m.backbone, m.key) for m in models] == [(str(weights), "tiny", "k-record")]
+
+
+# --------------------------------------------------------------------------- what a checkpoint may hold
+
+
+def _fields(**changes) -> dict:
+    """A checkpoint's fields as `load_checkpoint` checks them: a valid two-class one."""
+    import torch
+
+    return {
+        "state_dict": {"head.weight": torch.zeros(2, 4)},
+        "backbone": "tiny",
+        "head": "linear",
+        "num_classes": 2,
+        "classes": ["a", "b"],
+        "image_size": 16,
+        "preprocessing": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        **changes,
+    }
+
+
+def test_a_one_class_checkpoint_is_valid_and_a_zero_class_one_is_not():
+    from tlbench.checkpoint import _field_problem
+
+    assert _field_problem(_fields()) is None
+    assert _field_problem(_fields(num_classes=1, classes=["only"])) is None
+    assert _field_problem(_fields(num_classes=0, classes=[])) == (
+        "num_classes is not a positive integer (0)"
+    )
+
+
+def test_a_state_dict_keyed_by_anything_but_names_is_refused():
+    import torch
+
+    from tlbench.checkpoint import _field_problem
+
+    assert _field_problem(_fields(state_dict={1: torch.zeros(2)})) == (
+        "state_dict is not a mapping of names to tensors"
+    )
+
+
+def test_a_finite_but_absurd_mean_or_std_is_refused():
+    from tlbench.checkpoint import _field_problem
+
+    for key, value in (("mean", [5000.0, 0.0, 0.0]), ("std", [0.25, 1e4, 0.25])):
+        pre = {"mean": [0.5] * 3, "std": [0.25] * 3, key: value}
+        assert _field_problem(_fields(preprocessing=pre)) == (
+            f"preprocessing {key} holds a number that is not finite or is absurd ({value!r})"
+        )
