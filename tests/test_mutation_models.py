@@ -185,3 +185,16 @@ def test_a_finite_but_absurd_mean_or_std_is_refused():
         assert _field_problem(_fields(preprocessing=pre)) == (
             f"preprocessing {key} holds a number that is not finite or is absurd ({value!r})"
         )
+
+
+def test_a_torn_sidecar_says_what_the_json_reader_found(tmp_path):
+    import pytest
+
+    from tlbench.checkpoint import load_checkpoint
+    from tlbench.errors import TlbenchError
+
+    weights = _pair(tmp_path, "torn", _meta())
+    (tmp_path / "torn.json").write_text('{"format": "tlbench-checkpoint-2", "ba', "utf-8")
+    with pytest.raises(TlbenchError) as info:
+        load_checkpoint(weights)
+    assert "(not readable JSON: JSONDecodeError: Unterminated string starting at" in str(info.value)

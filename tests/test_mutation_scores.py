@@ -136,3 +136,33 @@ def test_the_tie_set_is_the_comparisons_at_the_confidence_resamples_and_seed_ask
         assert stats.tied_with_best(rows, confidence, resamples=resamples, seed=1) == tied
     # and at the defaults: the confidence, resamples and seed `compare_to_best` defaults to
     assert stats.tied_with_best(rows) == _tied(rows)
+
+
+def test_intervals_carry_the_confidence_asked_for_and_name_bad_values():
+    interval = stats.t_interval([1.0, 2.0, 4.0], 0.8)
+    assert interval.confidence == 0.8
+    paired = stats.paired_t({0: 3.0, 1: 5.0, 2: 9.0}, {0: 2.0, 1: 3.0, 2: 5.0}, 0.8)
+    assert paired == stats.Interval(
+        interval.estimate, interval.lower, interval.upper, 3, "paired-t", 0.8
+    )
+    with pytest.raises(ValueError) as info:
+        stats.t_interval([1.0, float("nan")])
+    assert str(info.value) == "values must be finite, got [1.0, nan]"
+
+
+def test_every_row_is_compared_with_the_best_at_the_settings_asked_for():
+    rows = next(
+        rows
+        for rows in map(_single_seed_rows, range(500))
+        if _tied(rows, resamples=50, seed=0) != _tied(rows, resamples=50, seed=1)
+    )
+    best, other = rows
+    assert stats.compare_to_best(rows, resamples=50) == {
+        "best": stats.Comparison("best", None, True, "best"),
+        "other": stats.compare(best, other, resamples=50, seed=0),
+    }
+    for confidence, resamples, seed in ((0.5, 20, 1), (0.8, 50, 0), (0.99, 50, 1)):
+        comparisons = stats.compare_to_best(rows, confidence, resamples=resamples, seed=seed)
+        assert comparisons["other"] == stats.compare(
+            best, other, confidence, resamples=resamples, seed=seed
+        )
