@@ -166,3 +166,36 @@ def test_every_row_is_compared_with_the_best_at_the_settings_asked_for():
         assert comparisons["other"] == stats.compare(
             best, other, confidence, resamples=resamples, seed=seed
         )
+
+
+def test_the_paired_bootstrap_is_reproducible_and_says_what_it_is_over():
+    draw = np.random.default_rng(7)
+    a, b = ((draw.random(60) < rate).astype(int) for rate in (0.7, 0.6))
+    first = stats.paired_bootstrap(a, b, 0.9, resamples=30)
+    assert first == stats.paired_bootstrap(a, b, 0.9, resamples=30, seed=0)  # the default
+    assert first != stats.paired_bootstrap(a, b, 0.9, resamples=30, seed=1)
+    assert (first.estimate, first.n, first.method, first.confidence) == (
+        (a.sum() - b.sum()) / 60,
+        60,
+        "paired-bootstrap",
+        0.9,
+    )
+    for args, message in (
+        (([1, 2], [1, 0]), "correct_a must hold only 0 and 1 (per-image correctness)"),
+        (([1, 0], [[1, 0]]), "correct_b must be a non-empty 1-d array of 0/1, got shape (1, 2)"),
+    ):
+        with pytest.raises(ValueError) as info:
+            stats.paired_bootstrap(*args)
+        assert str(info.value) == message
+
+
+def test_regret_refuses_what_it_cannot_rank_with_a_message_that_says_why():
+    for args, message in (
+        (([1.0, float("inf")], [1.0, 2.0]), "score must be finite, got [1.0, inf]"),
+        (([1.0, 2.0], [[1.0, 2.0]]), "accuracy must be one-dimensional, got shape (1, 2)"),
+        (([1.0, 2.0], [1.0]), "score and accuracy differ in length: 2 vs 1"),
+        (([], []), "regret needs at least one item"),
+    ):
+        with pytest.raises(ValueError) as info:
+            stats.regret(*args)
+        assert str(info.value) == message
