@@ -98,8 +98,8 @@ BUGS = [
     (
         "6a resume counts a failed or interrupted record as done",
         "tlbench/plan.py",
-        'if r.get("status") == "ok" and k not in rerun}',
-        "if k not in rerun}",
+        'if r.get("status") == "ok" and k not in self.rerun',
+        "if k not in self.rerun",
         ["tests/test_resume_rule.py"],
     ),
     (
