@@ -857,6 +857,23 @@ def test_the_command_takes_the_stop_signals_before_importing_anything_of_its_own
         tlbench.nope  # noqa: B018
 
 
+def test_tlbench_select_called_first_in_a_process_reaches_the_front_door():
+    """`import tlbench` loads the Python API on first use: `tlbench.select(...)` as the
+    first call of a script (the module is loaded, the front door not yet) must load it,
+    not fail an assertion."""
+    code = (
+        "import tlbench, sys\n"
+        "assert 'tlbench.python_api' not in sys.modules\n"
+        "try:\n    tlbench.select(no_such_option=1)\n"
+        "except TypeError as exc:\n    print('front door:', exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("front door: ") and "no_such_option" in out
+
+
 def test_the_terminal_table_prints_as_richs_table_did():
     """`tlbench report`'s table is built line by line (`output.Columns`, issue 26: rich's
     `Table` spent 10 of 17 s on 20,000 rows); it prints what the `Table` printed."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import statistics
 import sys
 import types
@@ -429,7 +430,7 @@ class Selections:
 
 
 #: what `tlbench.select(...)` calls: the Python front door (`tlbench.python_api.select`),
-#: which sets it when it loads, as `import tlbench` does before anything else.
+#: which sets it when it loads (`import tlbench` loads it on first use, not before).
 front_door: Callable[..., Selections] | None = None
 
 
@@ -440,7 +441,10 @@ class _CallableModule(types.ModuleType):
     report uses, imports neither the grid nor the Python API."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Selections:
-        assert front_door is not None, "import tlbench first"
+        if front_door is None:  # the front door sets itself when it loads; load it by name,
+            # since this module, which the report uses, must not import it (no cycle)
+            importlib.import_module("tlbench.python_api")
+        assert front_door is not None
         return front_door(*args, **kwargs)
 
 
