@@ -16,6 +16,7 @@ import functools
 import re
 import resource
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,16 @@ def is_out_of_memory(exc: BaseException) -> bool:
     chain). "out of resource" (Triton's shared memory per block) is not memory
     a smaller batch frees, and is not an OOM.
     """
+    return any(
+        isinstance(current, torch.OutOfMemoryError)
+        or (isinstance(current, RuntimeError) and _OOM_MESSAGE.search(str(current)) is not None)
+        for current in _exception_chain(exc, inner=True)
+    )
+
+
+def _exception_chain(exc: BaseException, *, inner: bool) -> Iterator[BaseException]:
+    """`exc` and each exception it was raised from or while handling, once each; with
+    `inner`, also what `torch.compile` wraps (`inner_exception`)."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -179,16 +190,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, torch.OutOfMemoryError):
-            return True
-        if isinstance(current, RuntimeError) and _OOM_MESSAGE.search(str(current)):
-            return True
-        stack += [
-            getattr(current, "inner_exception", None),
-            current.__cause__,
-            current.__context__,
-        ]
-    return False
+        yield current
+        wrapped = getattr(current, "inner_exception", None) if inner else None
+        stack += [wrapped, current.__cause__, current.__context__]
 
 
 _OOM_MESSAGE = re.compile(
@@ -229,16 +233,10 @@ def next_attempt_after_oom(exc: BaseException, attempt: Attempt) -> Attempt | No
     had it on the device: a `DataOnDeviceOOM` in the chain), so the batch
     size, and with it the result, stays what was asked; then the batch halves.
     """
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, DataOnDeviceOOM) and attempt.data_on_device:
-            return dataclasses.replace(attempt, data_on_device=False)
-        stack += [current.__cause__, current.__context__]
+    if attempt.data_on_device and any(
+        isinstance(current, DataOnDeviceOOM) for current in _exception_chain(exc, inner=False)
+    ):
+        return dataclasses.replace(attempt, data_on_device=False)
     if attempt.batch_size <= 1:
         return None
     return dataclasses.replace(attempt, batch_size=attempt.batch_size // 2)
