@@ -12,6 +12,7 @@ running worker, and SIGTERM before the first worker is ready.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -26,6 +27,17 @@ pytestmark = [
 
 EXECUTORS = ["inline", "process", "devices", "ray"]
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+#: a line of Ray's C++ logger: `[2026-12-06 20:23:50,609 E 8318 8461] task_manager.cc:1545: ...`.
+RAY_CORE_LINE = re.compile(r"^\[[-\d]+ [\d:,]+ [EW] \d+ \d+\] \w+\.cc:\d+: .*$\n?", re.M)
+
+
+def _ours(log: str, executor: str, target: str) -> str:
+    """The log less Ray's own core lines, which a signal to the group may make it write.
+
+    They are Ray's (its processes die with the group), not a traceback or an
+    error of tlbench's; every other line is still checked.
+    """
+    return RAY_CORE_LINE.sub("", log) if (executor, target) == ("ray", "group") else log
 
 
 def _gone(pids: list[int], timeout: float = 30) -> list[int]:
@@ -56,7 +68,8 @@ def test_a_signal_ends_the_grid_with_interrupted_records_naming_it(
             assert driver.pid not in held  # trained by a worker, not by the driver
         code, log = driver.stop(signum, group=target == "group")
     assert code == 128 + signum, log
-    assert "Traceback" not in log and "Error" not in log, log
+    ours = _ours(log, executor, target)
+    assert "Traceback" not in ours and "Error" not in ours, log
     assert "run the same command again to resume" in log
     got = records(tmp_path)
     assert got and all(r["status"] == "interrupted" for r in got), got

@@ -169,8 +169,11 @@ class RayExecutor:
                     yield self._result(ref, spec)
             self._drain(queue, notify)
         except KeyboardInterrupt as stop:
-            with contextlib.suppress(Exception):  # the queue's actor may be gone with Ray
-                self._drain(queue, ignore)
+            # The epochs heard so far, for interrupted records. A signal to the process group
+            # takes the queue's actor down with the local Ray instance: no warning then.
+            with contextlib.suppress(Exception):
+                if not self._events_lost:
+                    self._drain_events(queue, ignore)
             yield from self._interrupt(pending, stop)
             raise
         finally:
