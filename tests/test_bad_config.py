@@ -77,7 +77,7 @@ def test_unknown_keys_and_misplaced_tables_are_rejected(run_cli, tmp_path, toml,
         ("batch_size = 0", ["batch_size", ">= 1", "0"]),
         ("epochs = -2", ["epochs", ">= 1"]),
         ('optimizer = "adam"', ["optimizer", "adamw, sgd", "'adam'"]),
-        ("val_fraction = 1.5", ["val_fraction", "between 0 and 1"]),
+        ("test_fraction = 1.5", ["test_fraction", "between 0 and 1"]),
     ],
 )
 def test_values_the_training_loop_would_refuse(run_cli, tmp_path, toml, fragments):

@@ -190,7 +190,7 @@ def test_a_split_with_no_readable_image_is_an_error(run_cli, tmp_path):
 
 def _decode_folder(root: Path, size: int = 8) -> dict[str, np.ndarray]:
     """Decode `root/<class>/<file>` as the runner does; file stem -> (3, size, size) uint8."""
-    splits = load_imagefolder(DatasetRequest(argument=str(root), data_dir=root, val_fraction=0.5))
+    splits = load_imagefolder(DatasetRequest(argument=str(root), data_dir=root, test_fraction=0.5))
     out = {}
     for source in (splits.train, splits.eval):
         data = DecodeCache(None).get(source, fingerprint="", split="x", size=size)

@@ -48,7 +48,7 @@ def test_misspelt_top_level_key_names_the_key_the_file_and_the_fix(tmp_path):
         ('optimizer = "sdg"\n', "optimizer must be one of adamw, sgd, lbfgs, not 'sdg'"),
         ("[strategy.linear]\nepochs = 0\n", "[strategy.linear]: epochs must be >= 1, not 0"),
         ("lr = -0.1\n", "lr must be > 0.0"),
-        ("val_fraction = 1.5\n", "val_fraction must be between 0 and 1"),
+        ("test_fraction = 1.5\n", "test_fraction must be between 0 and 1"),
         ('precision = "fp64"\n', "precision must be one of auto, fp32, tf32, bf16, fp16"),
         ("hyperparameters = 3\n", "[hyperparameters] must be a table"),
         (

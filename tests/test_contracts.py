@@ -107,13 +107,13 @@ def test_synthetic_dataset_contract(tmp_path):
     assert len(splits.classes) == 10
 
 
-@pytest.mark.parametrize("layout", ["train+val", "split by val_fraction"])
+@pytest.mark.parametrize("layout", ["train+val", "split by test_fraction"])
 def test_imagefolder_dataset_contract(layout, tmp_path):
     if layout == "train+val":
         root = _tree(tmp_path / "d", {"train": {"cat": 3, "dog": 3}, "val": {"cat": 1, "dog": 1}})
     else:
         root = _tree(tmp_path / "d", {"": {"cat": 5, "dog": 5, "eel": 5}})
-    request = DatasetRequest(argument=str(root), data_dir=tmp_path, val_fraction=0.2)
+    request = DatasetRequest(argument=str(root), data_dir=tmp_path, test_fraction=0.2)
     splits = testing.check_dataset(builtins().datasets.get("imagefolder"), request)
     assert splits.classes[:2] == ["cat", "dog"]
 

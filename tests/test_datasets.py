@@ -151,7 +151,7 @@ def test_imagefolder_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_imagefolder_fraction_split_is_stratified_and_seeded(tmp_path: Path) -> None:
     root = _tree(tmp_path / "flat", {"a": 10, "b": 5, "c": 2, "d": 1})
-    splits = load_imagefolder(_request(root, tmp_path, val_fraction=0.2, split_seed=0))
+    splits = load_imagefolder(_request(root, tmp_path, test_fraction=0.2, split_seed=0))
     assert splits.classes == ["a", "b", "c", "d"]
     held = Counter(splits.eval.labels)
     kept = Counter(splits.train.labels)
@@ -163,21 +163,21 @@ def test_imagefolder_fraction_split_is_stratified_and_seeded(tmp_path: Path) -> 
     assert not train_files & eval_files
     assert len(train_files | eval_files) == 18
 
-    again = load_imagefolder(_request(root, tmp_path, val_fraction=0.2, split_seed=0))
+    again = load_imagefolder(_request(root, tmp_path, test_fraction=0.2, split_seed=0))
     assert [again.eval.describe(i) for i in range(len(again.eval))] == sorted(
         eval_files, key=[splits.eval.describe(i) for i in range(len(splits.eval))].index
     )
     assert again.fingerprint == splits.fingerprint
-    other = load_imagefolder(_request(root, tmp_path, val_fraction=0.2, split_seed=1))
+    other = load_imagefolder(_request(root, tmp_path, test_fraction=0.2, split_seed=1))
     assert {other.eval.describe(i) for i in range(len(other.eval))} != eval_files
     assert other.fingerprint != splits.fingerprint
-    more = load_imagefolder(_request(root, tmp_path, val_fraction=0.5, split_seed=0))
+    more = load_imagefolder(_request(root, tmp_path, test_fraction=0.5, split_seed=0))
     assert len(more.eval) == 5 + 2 + 1 and more.fingerprint != splits.fingerprint
 
 
 def test_imagefolder_with_only_train_splits_it(tmp_path: Path) -> None:
     root = _tree(tmp_path / "d", {"train/a": 4, "train/b": 4})
-    splits = load_imagefolder(_request(root, tmp_path, val_fraction=0.25))
+    splits = load_imagefolder(_request(root, tmp_path, test_fraction=0.25))
     assert splits.classes == ["a", "b"]
     assert (len(splits.train), len(splits.eval)) == (6, 2)
 
@@ -271,8 +271,8 @@ def test_imagefolder_train_and_eval_classes_differ(tmp_path: Path) -> None:
 
 def test_imagefolder_rejects_a_fraction_outside_0_1(tmp_path: Path) -> None:
     root = _tree(tmp_path / "flat", {"a": 3})
-    with pytest.raises(DatasetError, match=r"val_fraction=0\.0 is not between 0 and 1"):
-        load_imagefolder(_request(root, tmp_path, val_fraction=0.0))
+    with pytest.raises(DatasetError, match=r"test_fraction=0\.0 is not between 0 and 1"):
+        load_imagefolder(_request(root, tmp_path, test_fraction=0.0))
 
 
 def test_imagefolder_reads_flowers12() -> None:

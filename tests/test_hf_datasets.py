@@ -146,7 +146,7 @@ def test_validation_split_is_preferred_and_unlabelled_test_splits_are_skipped(
     datasets.DatasetDict({"train": _table(4, seed=0), "test": unlabelled}).save_to_disk(
         str(only_unlabelled_test)
     )
-    splits = _load(only_unlabelled_test, tmp_path, val_fraction=0.25)
+    splits = _load(only_unlabelled_test, tmp_path, test_fraction=0.25)
     assert splits.eval_split == "val"  # held out of train, as the test split has no labels
     assert (len(splits.train), len(splits.eval)) == (9, 3)
     with pytest.raises(DatasetError, match="unlabelled rows"):
@@ -182,9 +182,9 @@ def test_without_an_eval_split_the_imagefolder_rule_holds_out_the_same_images(
         item["img"].save(folder / f"{row:03d}.png")
 
     for fraction, seed in [(0.25, 0), (0.25, 3), (0.5, 1)]:
-        hf = _load(tmp_path / "single", tmp_path, val_fraction=fraction, split_seed=seed)
+        hf = _load(tmp_path / "single", tmp_path, test_fraction=fraction, split_seed=seed)
         folder = load_imagefolder(
-            DatasetRequest(str(tree), tmp_path, val_fraction=fraction, split_seed=seed)
+            DatasetRequest(str(tree), tmp_path, test_fraction=fraction, split_seed=seed)
         )
         assert hf.classes == folder.classes == CLASSES
         assert hf.eval_split == "val"
@@ -197,12 +197,12 @@ def test_without_an_eval_split_the_imagefolder_rule_holds_out_the_same_images(
         train = {hf.train.describe(i) for i in range(len(hf.train))}
         assert not train & {hf.eval.describe(i) for i in range(len(hf.eval))}
 
-    a = _load(tmp_path / "single", tmp_path, val_fraction=0.25, split_seed=0)
-    b = _load(tmp_path / "single", tmp_path, val_fraction=0.25, split_seed=3)
+    a = _load(tmp_path / "single", tmp_path, test_fraction=0.25, split_seed=0)
+    b = _load(tmp_path / "single", tmp_path, test_fraction=0.25, split_seed=3)
     assert a.eval.rows != b.eval.rows  # the split seed moves the held-out rows
     assert a.fingerprint != b.fingerprint
-    with pytest.raises(DatasetError, match=r"val_fraction=1\.5 is not between 0 and 1"):
-        _load(tmp_path / "single", tmp_path, val_fraction=1.5)
+    with pytest.raises(DatasetError, match=r"test_fraction=1\.5 is not between 0 and 1"):
+        _load(tmp_path / "single", tmp_path, test_fraction=1.5)
 
 
 # --------------------------------------------------------------------------- columns
@@ -299,9 +299,9 @@ def test_fingerprint_is_stable_and_follows_the_data(saved: Path, tmp_path: Path)
     (repo / "data").mkdir(parents=True)
     target = repo / "data" / "train-00000-of-00001.parquet"
     _table(3, seed=0).to_parquet(str(target))
-    before = _load(repo, tmp_path, val_fraction=0.34).fingerprint
+    before = _load(repo, tmp_path, test_fraction=0.34).fingerprint
     _table(3, seed=5).to_parquet(str(target))  # other pixels, same shape and labels
-    after = _load(repo, tmp_path, val_fraction=0.34).fingerprint
+    after = _load(repo, tmp_path, test_fraction=0.34).fingerprint
     assert before != after
 
 

@@ -77,16 +77,16 @@ def test_a_value_on_an_inclusive_bound_or_just_inside_is_taken(flags):
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, -0.1, 1.5, math.nan])
-def test_val_fraction_must_leave_images_on_both_sides(value):
+def test_test_fraction_must_leave_images_on_both_sides(value):
     # 0 evaluates on nothing, 1 trains on nothing; nan compares false with both bounds.
-    assert rejected(val_fraction=value) == (
-        f"--val-fraction: val_fraction must be between 0 and 1, not {value!r}"
+    assert rejected(test_fraction=value) == (
+        f"--test-fraction: test_fraction must be between 0 and 1, not {value!r}"
     )
 
 
 @pytest.mark.parametrize("value", [0.001, 0.5, 0.999])
-def test_val_fraction_inside_0_1_is_taken(value):
-    assert make_config(val_fraction=value).val_fraction == value
+def test_test_fraction_inside_0_1_is_taken(value):
+    assert make_config(test_fraction=value).test_fraction == value
 
 
 def test_a_flag_beats_the_file_without_touching_tables_that_do_not_set_it(tmp_path: Path):

@@ -37,7 +37,7 @@ def flat(root: Path, per_class: dict[str, int]) -> Path:
 
 def load(root: Path, fraction: float = 0.25, seed: int = 3):
     request = DatasetRequest(
-        argument=str(root), data_dir=root.parent / "data", val_fraction=fraction, split_seed=seed
+        argument=str(root), data_dir=root.parent / "data", test_fraction=fraction, split_seed=seed
     )
     return load_imagefolder(request)
 
@@ -52,8 +52,8 @@ def test_a_fraction_that_leaves_a_side_empty_is_refused_with_the_fix(tmp_path, f
     with pytest.raises(DatasetError) as info:
         load(root, fraction)
     message = str(info.value)
-    assert f"val_fraction={fraction} is not between 0 and 1" in message
-    assert message.endswith("Pass e.g. --val-fraction 0.2.")
+    assert f"test_fraction={fraction} is not between 0 and 1" in message
+    assert message.endswith("Pass e.g. --test-fraction 0.2.")
 
 
 def test_a_fraction_near_one_still_trains_on_one_image_of_each_class(tmp_path):

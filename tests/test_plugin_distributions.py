@@ -316,7 +316,7 @@ def test_an_unknown_timm_model_suggests_close_names(capsys, tmp_path):
 @needs_example
 def test_csv_dataset_contract_with_and_without_a_split_column(csv_file, tmp_path):
     dataset = _plugins().datasets.get("csv")
-    request = DatasetRequest(argument=str(csv_file), data_dir=tmp_path, val_fraction=0.25)
+    request = DatasetRequest(argument=str(csv_file), data_dir=tmp_path, test_fraction=0.25)
     splits = testing.check_dataset(dataset, request)
     assert splits.classes == ["blue", "green", "red"]
     assert (len(splits.train), len(splits.eval), splits.eval_split) == (12, 6, "test")

@@ -136,7 +136,7 @@ def test_decode_cache_sees_same_size_content_copied_with_its_old_mtime(tmp_path)
     for cls, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
         for i in range(3):
             _bmp(root / cls / f"{i}.bmp", colour)
-    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34))
+    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, test_fraction=0.34))
     first = DecodeCache(tmp_path / "cache").get(
         splits.train, fingerprint=splits.fingerprint, split="train", size=8
     )
@@ -147,7 +147,7 @@ def test_decode_cache_sees_same_size_content_copied_with_its_old_mtime(tmp_path)
         _bmp(path, (0, 255, 0))
         assert path.stat().st_size == st.st_size
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    again = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34))
+    again = load_imagefolder(DatasetRequest(str(root), tmp_path, test_fraction=0.34))
     assert again.fingerprint == splits.fingerprint  # the run key's identity is unchanged...
     second = DecodeCache(tmp_path / "cache").get(
         again.train, fingerprint=again.fingerprint, split="train", size=8
@@ -258,7 +258,7 @@ def test_a_class_folder_named_train_is_a_class_not_a_split(tmp_path):
     for sub in ("steam", "diesel"):  # the class `train`, its images in sub-folders
         for i in range(3):
             _bmp(root / "train" / sub / f"{i}.bmp", (0, i, 0))
-    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34))
+    splits = load_imagefolder(DatasetRequest(str(root), tmp_path, test_fraction=0.34))
     assert splits.classes == ["cat", "dog", "train"]
     assert len(splits.train) + len(splits.eval) == 12
     # A tree with only train/ (and a folder without images beside it) is still a tree.
@@ -266,7 +266,7 @@ def test_a_class_folder_named_train_is_a_class_not_a_split(tmp_path):
     (root / "dog").rename(tmp_path / "dog")
     (root / "notes").mkdir()
     (root / "notes" / "readme.txt").write_text("x")
-    assert load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.34)).classes == [
+    assert load_imagefolder(DatasetRequest(str(root), tmp_path, test_fraction=0.34)).classes == [
         "diesel",
         "steam",
     ]
@@ -289,7 +289,7 @@ def test_a_class_folder_1100_folders_deep_is_read_without_recursion_error(tmp_pa
             chain.append(deep)
         _bmp(deep / "0.bmp", (0, 1, 0))
         _bmp(root / "b" / "1.bmp", (0, 2, 0))
-        splits = load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.5))
+        splits = load_imagefolder(DatasetRequest(str(root), tmp_path, test_fraction=0.5))
         assert splits.classes == ["a", "b"]
         assert len(splits.train) + len(splits.eval) == 4
     finally:
@@ -623,7 +623,7 @@ def test_checking_the_models_folder_leaves_no_folder_in_a_dataset(tmp_path):
             _bmp(root / cls / f"{i}.bmp", (i, 9, 9))
     check_folder_writable(root / "models", "checkpoints", "--models-dir")
     assert sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
-    assert load_imagefolder(DatasetRequest(str(root), tmp_path, val_fraction=0.5)).classes == [
+    assert load_imagefolder(DatasetRequest(str(root), tmp_path, test_fraction=0.5)).classes == [
         "cat",
         "dog",
     ]

@@ -123,12 +123,12 @@ def test_the_single_folder_layout_obeys_the_same_rules(tmp_path):
     shutil.rmtree(root / "val")
     classes = root / "train"
     (classes / "cat" / "loop").symlink_to("..")
-    train, held = labelled(classes, val_fraction=0.25)
+    train, held = labelled(classes, test_fraction=0.25)
     labels = dict(train + held)
     assert len(labels) == 12 and len(train) + len(held) == 12
     assert all(path.split("/")[0] == c for path, c in labels.items())
     (classes / "dog" / "twin.png").symlink_to("../cat/000.png")
-    train2, held2 = labelled(classes, val_fraction=0.25)
+    train2, held2 = labelled(classes, test_fraction=0.25)
     assert len(train2) + len(held2) == 12  # the alias is cat's file, counted once
 
 

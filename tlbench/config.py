@@ -30,6 +30,7 @@ import re
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -303,13 +304,15 @@ class RunConfig:
     no_cache: bool = field(
         default=False, metadata=flag(group="where", help="keep no cache on disk")
     )
-    val_fraction: float = field(
+    #: a single-folder dataset's test split; was `val_fraction`, which still works (`RENAMED`).
+    test_fraction: float = field(
         default=0.1,
         metadata=flag(
             group="where",
             metavar="F",
-            help="fraction of each class of a single-folder imagefolder held out as its TEST "
-            "split (default 0.1); tuning's validation split is --validation-fraction",
+            help="fraction of each class of a single-folder dataset (imagefolder:PATH without "
+            "val/ or test/) held out as its TEST split (default 0.1); not tuning's validation "
+            "split, which is --validation-fraction",
         ),
     )
     strict: bool = field(
@@ -384,8 +387,8 @@ class RunConfig:
         metadata=flag(
             group="tuning",
             metavar="F",
-            help="fraction of each class of the training split that tuning chooses on "
-            "(default 0.2)",
+            help="fraction of each class of the TRAINING split held out as the validation "
+            "split that tuning chooses on (default 0.2); never the test split (--test-fraction)",
         ),
     )
     #: trials asked at once: the same for every executor, so every executor chooses alike.
@@ -571,6 +574,55 @@ _RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 #: the settings of RunConfig a config file, a flag and a keyword may give.
 SETTINGS = frozenset(f.name for f in dataclasses.fields(RunConfig) if "option" in f.metadata)
 
+#: settings that were renamed, old name -> new name. The old name still works for one release,
+#: as a flag, a config key and a keyword, with a DeprecationWarning naming the new one (issue
+#: 21: `val_fraction` held out a single-folder dataset's TEST split, not a validation split).
+RENAMED = {"val_fraction": "test_fraction"}
+
+
+def as_flag(name: str) -> str:
+    """A setting's name as its flag is typed: `val_fraction` -> `--val-fraction`."""
+    return "--" + name.replace("_", "-")
+
+
+def renamed_settings(
+    values: dict[str, Any], spell: Callable[[str], str], where: str = ""
+) -> dict[str, Any]:
+    """`values` with a setting given by its old name (`RENAMED`) moved to its new one, with a
+    DeprecationWarning; both names given is a `ConfigError` naming both. None is 'not given'.
+
+    `spell` writes a name as the user gave it (`as_flag`, `str` for a config key); `where`
+    is the file or the call that gave it."""
+    out = dict(values)
+    at = f"{where}: " if where else ""
+    for old, new in RENAMED.items():
+        if out.get(old) is None:
+            out.pop(old, None)
+            continue
+        if out.get(new) is not None:
+            raise ConfigError(
+                f"{at}{spell(old)} and {spell(new)} are the same setting ({spell(old)} is its "
+                f"old name), given twice; give only {spell(new)}"
+            )
+        warnings.warn(
+            f"{at}{spell(old)} is renamed {spell(new)}; use {spell(new)}, the old name goes in "
+            "the next release",
+            DeprecationWarning,
+            stacklevel=_outside_tlbench(),
+        )
+        out[new] = out.pop(old)
+    return out
+
+
+def _outside_tlbench() -> int:
+    """The `stacklevel` of the first caller outside tlbench, for a warning issued by our
+    caller: Python shows a DeprecationWarning only when it points at `__main__` (a script,
+    a notebook), not at the tlbench function that noticed it."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "tlbench":
+        level, frame = level + 1, frame.f_back
+    return level
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -653,8 +705,8 @@ def check_value(key: str, value: Any, where: str) -> Any:
         raise ConfigError(
             f"{where}: device must be auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps, not {value!r}"
         )
-    if key == "val_fraction" and not 0 < value < 1:
-        raise ConfigError(f"{where}: val_fraction must be between 0 and 1, not {value!r}")
+    if key == "test_fraction" and not 0 < value < 1:
+        raise ConfigError(f"{where}: test_fraction must be between 0 and 1, not {value!r}")
     return value
 
 
@@ -766,7 +818,7 @@ def _tune_table(path: Path, table: dict[str, Any]) -> dict[str, Any]:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and check a TOML config; returns RunConfig keyword arguments."""
     path = Path(path).expanduser()
-    data = _read_toml(path)
+    data = renamed_settings(_read_toml(path), str, str(path))
     out: dict[str, Any] = {"hyperparameters": {}, "strategy_overrides": {}}
     top_level: dict[str, Any] = {}  # hyperparameters given outside [hyperparameters]
     for key, value in data.items():
@@ -804,11 +856,11 @@ def make_config(file: str | Path | None = None, **flags: Any) -> RunConfig:
     values: dict[str, Any] = load_config_file(file) if file else {}
     hyper = dict(values.pop("hyperparameters", {}))
     overrides = {k: dict(v) for k, v in values.pop("strategy_overrides", {}).items()}
-    for key, value in flags.items():
+    for key, value in renamed_settings(flags, as_flag).items():
         if value is None:
             continue
         if key in HP_FIELDS:
-            check_value(key, value, f"--{key.replace('_', '-')}")
+            check_value(key, value, as_flag(key))
             hyper[key] = value
             # A flag beats the file everywhere, [strategy.<name>] tables included.
             for table in overrides.values():
@@ -818,7 +870,7 @@ def make_config(file: str | Path | None = None, **flags: Any) -> RunConfig:
             layers = value if isinstance(value, list) else [value]
             values[key] = merge_strategy_options(values.get(key), *layers)
         elif key in SETTINGS:
-            values[key] = check_value(key, value, f"--{key.replace('_', '-')}")
+            values[key] = check_value(key, value, as_flag(key))
         else:
             raise ConfigError(f"unknown setting {key!r}")
     return RunConfig(**values, hyperparameters=hyper, strategy_overrides=overrides)

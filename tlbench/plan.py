@@ -65,7 +65,7 @@ def workspace_for(config: RunConfig) -> Workspace:
         cache_dir=cache_dir.expanduser().absolute() if cache_dir else None,
         data_dir=Path(config.data_dir or default_cache_dir() / "data").expanduser().absolute(),
         models_dir=models_dir,
-        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
         strict=config.strict,
         retry_oom=config.retry_oom,
         decode_workers=config.workers,

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from tlbench.errors import ConfigError
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
     from tlbench.events import Notify
     from tlbench.record import RunRecord
+
+_T = TypeVar("_T")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -217,6 +221,44 @@ class DatasetSplits:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _renamed_field(old: str, new: str, *, warn: bool) -> Callable[[type[_T]], type[_T]]:
+    """A dataclass decorator: field `new` still answers to `old`, its name before the rename,
+    for one release, as a constructor keyword and as a read-only attribute (reading it warns
+    with a DeprecationWarning when `warn`). Giving both keywords is a TypeError."""
+
+    def decorate(cls: type[_T]) -> type[_T]:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(
+                        f"{cls.__name__}() got {new}= and {old}=, its old name; give only {new}="
+                    )
+                kwargs[new] = kwargs.pop(old)
+            init(self, *args, **kwargs)
+
+        def read(self: Any) -> Any:
+            if warn:
+                warnings.warn(
+                    f"{cls.__name__}.{old} is renamed {new}; read .{new}, the old name goes in "
+                    "the next release",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+            return getattr(self, new)
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        setattr(cls, old, property(read, doc=f"The old name of `{new}`, for one release."))
+        return cls
+
+    return decorate
+
+
+# `val_fraction` was the old name: plugins written before it was renamed read it, and get a
+# DeprecationWarning. The core still passes it as a keyword, so that is accepted quietly.
+@_renamed_field("val_fraction", "test_fraction", warn=True)
 @dataclass(frozen=True)
 class DatasetRequest:
     """What the core passes to a dataset plugin's `load`."""
@@ -225,8 +267,9 @@ class DatasetRequest:
     argument: str | None
     #: where downloadable datasets live (`--data-dir`).
     data_dir: Path
-    #: fraction held out for evaluation when a source has no evaluation split.
-    val_fraction: float = 0.1
+    #: fraction of each class held out as the TEST split when a source has none of its own
+    #: (`--test-fraction`; was `val_fraction`, still readable for one release).
+    test_fraction: float = 0.1
     #: seeds the held-out split so every run of a grid sees the same one.
     split_seed: int = 0
     #: allow downloads (torchvision datasets).
@@ -577,6 +620,8 @@ class PlannedRun:
     reason: str = ""
 
 
+# The old name, which the core still reads while it moves to the new one.
+@_renamed_field("val_fraction", "test_fraction", warn=False)
 @dataclass(frozen=True)
 class Workspace:
     """Where a trial reads and writes, and the settings that shape how, not what, it runs.
@@ -592,7 +637,8 @@ class Workspace:
     data_dir: Path
     #: where `--save-models` writes checkpoints; None saves none.
     models_dir: Path | None = None
-    val_fraction: float = 0.1
+    #: `DatasetRequest.test_fraction` (`--test-fraction`).
+    test_fraction: float = 0.1
     strict: bool = False
     retry_oom: bool = True
     #: threads decoding images (None: up to 8).

@@ -71,8 +71,9 @@ def config_from_keywords(
 ) -> Any:
     """The run config of `caller`'s keywords (`tlbench.run`, `tlbench.select`): unknown
     ones raise TypeError with the close match, values are typed and checked."""
-    from tlbench.config import make_config, options
+    from tlbench.config import make_config, options, renamed_settings
 
+    keywords = renamed_settings(keywords, lambda name: f"{name}=", f"{caller}()")
     known = {s.name for s in options()}
     for key in keywords:
         if key not in known:

@@ -7,7 +7,7 @@ Two layouts are read:
   subfolders (hymenoptera_data, dogscats, flowers12);
 - a single folder of class subfolders (or a tree with only `train/`, and no
   other folder holding images: beside class folders, `train/` is a class): a
-  stratified, seeded `val_fraction` of each class is held out for evaluation.
+  stratified, seeded `test_fraction` of each class is held out as the test split.
   Nothing is copied; the split is a list of files, the same for every run
   with the same `split_seed`.
 
@@ -82,9 +82,9 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
         if eval_dir is not None:
             return _load_tree(root, eval_dir)
         if not _other_folders_with_images(root):
-            return _load_fraction(root, root / "train", request.val_fraction, request.split_seed)
+            return _load_fraction(root, root / "train", request.test_fraction, request.split_seed)
         # Beside train/ are class folders: `train` is one of the classes, not a split.
-    return _load_fraction(root, root, request.val_fraction, request.split_seed)
+    return _load_fraction(root, root, request.test_fraction, request.split_seed)
 
 
 def _other_folders_with_images(root: Path) -> bool:
@@ -118,7 +118,7 @@ def _load_tree(root: Path, eval_dir: str) -> DatasetSplits:
         raise DatasetError(
             f"imagefolder: {root}: {eval_dir}/ is the same folder as train/ (a link), so the "
             f"evaluation would run on the training images. Give {eval_dir}/ held-out images, or "
-            f"remove it to hold out a fraction of train/ (--val-fraction)."
+            f"remove it to hold out a fraction of train/ (--test-fraction)."
         )
     train_dirs = _class_dirs(root / "train")
     held_dirs = _class_dirs(root / eval_dir)
@@ -181,8 +181,8 @@ def _load_fraction(root: Path, class_root: Path, fraction: float, seed: int) -> 
     if not 0.0 < fraction < 1.0:
         raise DatasetError(
             f"imagefolder: {class_root} has no val/, valid/, validation/ or test/ folder, so a fraction of "
-            f"each class is held out for evaluation, but val_fraction={fraction} is not "
-            f"between 0 and 1. Pass e.g. --val-fraction 0.2."
+            f"each class is held out for evaluation, but test_fraction={fraction} is not "
+            f"between 0 and 1. Pass e.g. --test-fraction 0.2."
         )
     dirs = _class_dirs(class_root)
     by_class = _scan_classes(dirs, "", root, _owners(root, {"": dirs}))
@@ -533,7 +533,7 @@ def tlbench_register_datasets(register: Callable[[Dataset], None]) -> None:
         Dataset(
             name="imagefolder",
             load=load_imagefolder,
-            description="your images: <path>/{train,val|valid|test}/<class>/, or <path>/<class>/ split by val_fraction",
+            description="your images: <path>/{train,val|valid|test}/<class>/, or <path>/<class>/ split by test_fraction",
             takes_argument=True,
             argument_help="<path>",
         )

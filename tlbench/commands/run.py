@@ -109,7 +109,7 @@ def _item_type(tp: Any) -> tuple[Any, bool]:
 def _argument(setting: run_config.Setting) -> tuple[str, dict[str, Any]]:
     """The flag and the `add_argument` keywords of one setting."""
     option = setting.option
-    flag = option.flag or "--" + setting.name.replace("_", "-")
+    flag = option.flag or run_config.as_flag(setting.name)
     kwargs: dict[str, Any] = {"dest": setting.name, "default": None, "help": _help(setting)}
     if option.metavar:
         kwargs["metavar"] = option.metavar
@@ -138,12 +138,18 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
     groups["grid"].add_argument(
         "--config", metavar="FILE.toml", help="read settings from a TOML file; flags override it"
     )
-    for setting in run_config.options():
+    settings = {s.name: s for s in run_config.options()}
+    for setting in settings.values():
         flag, kwargs = _argument(setting)
         action = groups[setting.option.group].add_argument(flag, **kwargs)
         if setting.name in COMPLETERS and parser.prog.split()[-1] == "run":
             kind, comma_separated = COMPLETERS[setting.name]
             action.completer = completer(kind, comma_separated=comma_separated)  # type: ignore[attr-defined]
+    for old, new in run_config.RENAMED.items():
+        # Still parsed for one release (make_config warns and moves it), no longer shown.
+        _, kwargs = _argument(settings[new])
+        kwargs.update(dest=old, help=argparse.SUPPRESS)
+        groups[settings[new].option.group].add_argument(run_config.as_flag(old), **kwargs)
     where = groups["where"]
     where.add_argument("--quiet", "-q", action="store_true", help="print only the final table")
     where.add_argument(
@@ -156,6 +162,7 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> run_config.RunConfig:
     """The run config of the flags (and the --config file they name)."""
     flags = {s.name: getattr(args, s.name) for s in run_config.options()}
+    flags.update({old: getattr(args, old) for old in run_config.RENAMED})
     return run_config.make_config(args.config, **flags)
 
 

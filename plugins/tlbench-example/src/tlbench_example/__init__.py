@@ -126,11 +126,11 @@ def load_csv(request: DatasetRequest) -> DatasetSplits:
         eval_split = next(s for s in splits if s in EVAL_SPLITS) if held else "test"
         rule = "split column"
     else:
-        holdout = _holdout(labels, request.val_fraction, request.split_seed)
+        holdout = _holdout(labels, request.test_fraction, request.split_seed)
         train = [i for i in range(len(rows)) if i not in holdout]
         held = sorted(holdout)
         eval_split = "val"
-        rule = f"stratified {request.val_fraction:g} held out, seed {request.split_seed}"
+        rule = f"stratified {request.test_fraction:g} held out, seed {request.split_seed}"
     if not train or not held:
         raise DatasetError(f"csv: {path}: both the train and the evaluation split need images")
 

@@ -13,8 +13,8 @@ column the one with the `ClassLabel` feature; when a dataset has several, name t
 `hf:<name>?image=img&label=fine_label` (quote it in a shell). Splits: `train`, and for
 evaluation the first of `validation`, `valid`, `val`, `test` whose rows are labelled
 (the imagefolder order); `?train=<split>&eval=<split>` picks others. Without an
-evaluation split, a stratified, seeded `val_fraction` of each class is held out with
-the very rule `imagefolder:` uses (`--val-fraction`, split seed).
+evaluation split, a stratified, seeded `test_fraction` of each class is held out with
+the very rule `imagefolder:` uses (`--test-fraction`, split seed).
 
 Rows labelled -1 (unlabelled) are left out of training. Images are decoded by
 tlbench's own reader (EXIF orientation, alpha on white), as for image folders.
@@ -289,7 +289,7 @@ def load_hf(request: DatasetRequest) -> DatasetSplits:
         eval_labels = train_labels
         eval_name = "val"
         rule = (
-            f"stratified {request.val_fraction:g} of {train_name} held out per class, "
+            f"stratified {request.test_fraction:g} of {train_name} held out per class, "
             f"split_seed={request.split_seed}"
         )
     unseen = sorted(set(range(len(classes))) - {train_labels[i] for i in train_rows})
@@ -372,11 +372,11 @@ def _hold_out(
     # The same helper imagefolder uses, so both kinds hold out alike.
     from tlbench.builtin.imagefolder import _held_out
 
-    fraction = request.val_fraction
+    fraction = request.test_fraction
     if not 0.0 < fraction < 1.0:
         raise DatasetError(
             f"{shown}: has no evaluation split, so a fraction of each class is held out, but "
-            f"val_fraction={fraction} is not between 0 and 1. Pass e.g. --val-fraction 0.2."
+            f"test_fraction={fraction} is not between 0 and 1. Pass e.g. --test-fraction 0.2."
         )
     by_class: dict[int, list[int]] = {}
     for row, y in enumerate(labels):
