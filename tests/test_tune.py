@@ -377,3 +377,94 @@ def test_a_tuned_grid_run_again_trains_nothing_unless_asked_for_a_checkpoint(plu
     tiny_config.save_models = True
     (record,) = Runner(_tuned(tiny_config), plugins).run()
     assert len(read(tiny_config.out)) == before + 1 and record["cost"]["checkpoint"]
+
+
+# --------------------------------------------------------------------------- scores, pruning
+
+
+def _trained(accuracy: float, loss: float | None = 0.5, status: str = "ok") -> dict:
+    curve = [] if loss is None else [{"epoch": 1, "eval_accuracy": accuracy, "eval_loss": loss}]
+    return {"status": status, "accuracy": {"final": accuracy, "curve": curve}}
+
+
+def test_a_trials_score_is_its_validation_accuracy_with_ties_broken_by_the_lower_loss():
+    from tlbench.tune import MAX_LOSS, score
+
+    assert score(_trained(0.75, 0.2)) > score(_trained(0.75, 0.3))
+    # One image more of a split of 999,999 beats any loss; a missing or NaN loss counts as
+    # the worst, never as the best.
+    assert score(_trained(0.5 + 1 / 999_999, MAX_LOSS * 10)) > score(_trained(0.5, 0.0))
+    assert score(_trained(0.75, None)) == score(_trained(0.75, float("nan")))
+    assert score(_trained(0.75, None)) < score(_trained(0.75, MAX_LOSS / 2))
+    assert score(_trained(0.75, 0.0)) == 0.75
+    assert score(_trained(0.9, 0.1, status="failed")) is None and score(None) is None
+
+
+def _halving_search(tmp_path, accuracy_of_lr, trials=8, batch=4):
+    """`tune.search` over one cell whose runs 'train' instantly: a trial's validation
+    accuracy is `accuracy_of_lr(lr, epochs)` and its loss 0.5. Returns the study."""
+    import optuna
+
+    from tlbench.plugin_types import Hyperparameters, PlannedRun, RunSpec
+    from tlbench.tune import search, storage_path, study_name
+
+    spec = RunSpec("b", "d", "linear", 0, 16, Hyperparameters(epochs=9), {}, None, "fp")
+    settings_ = TuneSettings(trials=trials, batch=batch, pruner="halving")
+    records: dict[str, dict] = {}
+
+    def run_specs(specs):
+        for s in specs:
+            records[s.key] = _trained(accuracy_of_lr(s.hp.lr, s.hp.epochs))
+            records[s.key]["config"] = {"hyperparameters": {"epochs": s.hp.epochs}}
+        return {s.key: records[s.key] for s in specs}
+
+    out = tmp_path / "runs.jsonl"
+    (plan,) = search(
+        [PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records
+    )
+    name = study_name(spec, LINEAR, settings_)
+    return plan, optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(out)}")
+
+
+def test_halving_decides_a_batch_against_its_own_better_trials(tmp_path):
+    """A batch's runs end together and are told best first: of a first batch of four at the
+    first rung, only the best goes on (told in trial order, each trial better than those
+    told before it went on too: the first one always)."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    # A trial's accuracy rises with its learning rate, at every rung.
+    plan, study = _halving_search(tmp_path, lambda lr, epochs: 0.5 + lr, trials=4, batch=4)
+    trials = study.get_trials()
+    best = max(trials, key=lambda t: t.params["lr"])
+    assert best.state == states.COMPLETE and sorted(best.intermediate_values) == [1, 3]
+    assert all(t.state == states.PRUNED for t in trials if t is not best)
+    assert all(list(t.intermediate_values) == [1] for t in trials if t is not best)
+    assert plan.spec.hp.lr == best.params["lr"]
+
+
+def test_tied_trials_are_chosen_by_their_loss_not_their_number(tmp_path):
+    """Every trial ties on accuracy; the chosen one has the lowest loss (here the highest
+    learning rate), not the lowest number, and is reported with its accuracy."""
+    from tlbench.plugin_types import Hyperparameters, PlannedRun, RunSpec
+    from tlbench.tune import search
+
+    spec = RunSpec("b", "d", "linear", 0, 16, Hyperparameters(epochs=2), {}, None, "fp")
+    records: dict[str, dict] = {}
+    lrs: list[float] = []
+
+    def run_specs(specs):
+        for s in specs:
+            lrs.append(s.hp.lr)
+            records[s.key] = _trained(0.75, loss=1.0 - s.hp.lr)  # the search's lr <= 0.1
+            records[s.key]["config"] = {"hyperparameters": {"epochs": s.hp.epochs}}
+        return {s.key: records[s.key] for s in specs}
+
+    settings_ = TuneSettings(trials=5, batch=5)
+    out = tmp_path / "runs.jsonl"
+    (plan,) = search(
+        [PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records
+    )
+    assert len(lrs) == 5 and lrs.index(max(lrs)) != 0
+    assert plan.spec.hp.lr == max(lrs)
+    assert plan.spec.tuning["validation_accuracy"] == 0.75

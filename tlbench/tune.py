@@ -5,8 +5,8 @@ budget x image size) becomes an Optuna study of N trials over the
 strategy's `search_space`. A trial is an ordinary run spec with
 `holdout="validation=F"`: it trains on the training split less a stratified
 fraction F of each class (`tlbench.budget.validation_split`) and is scored by
-its final accuracy on that fraction. The test split is never read by a
-trial. The chosen configuration then trains with every seed of the grid on
+its final accuracy on that fraction, ties broken by the lower validation
+loss (`score`). The test split is never read by a trial. The chosen configuration then trains with every seed of the grid on
 the whole training split and is evaluated once on the test split: those are
 the rows the report shows, each with a `tuning` part that names the study,
 its chosen settings and what the search cost.
@@ -28,6 +28,7 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
     import optuna
 
 #: bumped when a study's meaning changes (its name holds it, so old studies are not resumed).
-TUNE_VERSION = 1
+#: 2: scores break ties by the validation loss, samplers are seeded per trial, and halving
+#: is told each batch best first.
+TUNE_VERSION = 2
 SAMPLERS = ("tpe", "random")
 #: "none": every trial trains all its epochs; "halving": successive halving on epochs.
 PRUNERS = ("none", "halving")
@@ -168,6 +171,7 @@ class CellStudy:
         distributions = _distributions(self.strategy.search_space)
         new = 0
         while len(out) < self.settings.batch and told + len(running) + new < self.settings.trials:
+            self.study.sampler = _sampler(self.settings, len(trials) + new)
             trial = self.study.ask(distributions)
             out.append((trial.number, self.spec(trial.params, self.rungs()[0])))
             new += 1
@@ -177,9 +181,8 @@ class CellStudy:
         """Trial `number`'s run `spec` finished with `record`: score it, prune it or go on."""
         optuna = _optuna()
         states = optuna.trial.TrialState
-        accuracy = (record or {}).get("accuracy") or {}
-        value = accuracy.get("final") if (record or {}).get("status") == "ok" else None
-        if not isinstance(value, (int, float)):
+        value = score(record)
+        if value is None:
             self.study.tell(number, state=states.FAIL)
             return
         if spec.hp.epochs == self.rungs()[-1]:
@@ -219,6 +222,7 @@ class CellStudy:
         best = max(complete, key=lambda t: (t.value, -t.number))  # the first of equals
         keys = [spec.key for spec in self.trial_specs()]
         found = [records.get(k) or {} for k in keys]
+        accuracy = _validation_accuracy(records.get(self.spec(best.params, self.rungs()[-1]).key))
         seconds = [(r.get("cost") or {}).get("wall_seconds") or 0.0 for r in found]
         epochs = sum(
             (r.get("config") or {}).get("hyperparameters", {}).get("epochs", 0) for r in found
@@ -235,7 +239,7 @@ class CellStudy:
             "trial_keys": keys,
             "chosen": dict(best.params),
             "chosen_trial": best.number,
-            "validation_accuracy": best.value,
+            "validation_accuracy": best.value if accuracy is None else accuracy,
             "search_seconds": float(sum(seconds)),
             "search_epochs": int(epochs),
         }
@@ -285,13 +289,23 @@ def _pruner(settings: TuneSettings, epochs: int) -> Any:
     )
 
 
-def _sampler(settings: TuneSettings) -> Any:
+def _sampler(settings: TuneSettings, number: int = 0) -> Any:
+    """The sampler that asks for trial `number`, seeded by the search's seed and `number`.
+
+    Optuna's samplers draw from one random stream per sampler object, so a
+    search resumed in a new process would draw other settings than the
+    uninterrupted one from the same trials told. Seeded per trial, trial
+    `number` gets the same settings from the same history in any process.
+    """
+    import numpy as np
+
     optuna = _optuna()
+    seed = int(np.random.SeedSequence([settings.seed, number]).generate_state(1)[0])
     if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     # A seeded TPE whose first quarter of trials (at least two) is random start-up.
     startup = max(2, settings.trials // 4)
-    return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 RunSpecs = Callable[[list[RunSpec]], dict[str, dict[str, Any]]]
@@ -350,12 +364,65 @@ def search(
         if not batch:
             break
         records.update(run_specs([spec for _, _, spec in batch]))
-        for cell, number, spec in batch:
+        for cell, number, spec in _telling_order(batch, records):
             cell.tell(number, spec, records.get(spec.key))
     # Every trial's record, those of earlier invocations included, for the search cost.
     everything = answers()
     summaries = {name: cell.summary(everything) for name, cell in cells.items()}
     return [_chosen(p, summaries[cell_of[i]]) if i in cell_of else p for i, p in enumerate(plans)]
+
+
+Told = tuple[CellStudy, int, RunSpec]
+
+
+def _telling_order(batch: list[Told], records: dict[str, dict[str, Any]]) -> list[Told]:
+    """The batch's runs in the order their results are told: best first.
+
+    Optuna's successive-halving pruner is asynchronous: it decides on a trial
+    as soon as it is told, against the values told so far at that rung, and
+    lets the first trials at a rung through before there are others to
+    compare them with. A batch's runs all finished together, so telling the
+    best first has every later one decided against the better ones of its
+    own batch, as a synchronous round would. Ties keep the trial numbers'
+    order, so the choices stay the same whatever the executor.
+    """
+
+    def value(told: Told) -> float:
+        got = score(records.get(told[2].key))
+        return float("-inf") if got is None else got
+
+    return sorted(batch, key=lambda told: (-value(told), told[1]))
+
+
+#: how much the validation loss weighs in a trial's score: it breaks ties of accuracy only
+#: (a loss of at most `MAX_LOSS` weighs less than one image of a split under a million).
+LOSS_WEIGHT = 1e-9
+MAX_LOSS = 1e3
+
+
+def _validation_accuracy(record: dict[str, Any] | None) -> float | None:
+    """A trial's run's final accuracy on the validation split (None: it failed)."""
+    record = record or {}
+    final = (record.get("accuracy") or {}).get("final")
+    ok = record.get("status") == "ok" and isinstance(final, (int, float))
+    return float(final) if ok else None
+
+
+def score(record: dict[str, Any] | None) -> float | None:
+    """What a trial is chosen (and pruned) on: its final validation accuracy, ties broken
+    by the lower final validation loss (None: the run failed).
+
+    144 validation images allow 145 accuracies, and a search's best settings
+    often tie on them; without a tie-break the pruner lets every tie through
+    and the first of equals is chosen whatever its loss.
+    """
+    accuracy = _validation_accuracy(record)
+    if accuracy is None:
+        return None
+    curve = (record or {}).get("accuracy", {}).get("curve") or [{}]
+    loss = curve[-1].get("eval_loss")
+    finite = isinstance(loss, (int, float)) and math.isfinite(loss)
+    return accuracy - LOSS_WEIGHT * (min(max(loss, 0.0), MAX_LOSS) if finite else MAX_LOSS)
 
 
 def _chosen(p: PlannedRun, tuning: dict[str, Any]) -> PlannedRun:
