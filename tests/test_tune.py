@@ -85,6 +85,7 @@ def test_budgets_of_a_trial_are_drawn_from_its_fit_part_and_stay_nested():
         ({"validation": 1.0}, "--validation-fraction"),
         ({"batch": 0}, "--tune-batch"),
         ({"sampler": "grid"}, "--tune-sampler"),
+        ({"seed": -1}, "--tune-seed"),
     ],
 )
 def test_bad_tune_settings_are_refused_with_the_flag_named(change, words):
@@ -238,9 +239,12 @@ def test_a_tune_table_in_toml_sets_every_tuning_setting(tmp_path):
     path = tmp_path / "grid.toml"
     path.write_text(
         '[tune]\ntrials = 6\nvalidation_fraction = 0.25\nbatch = 3\nsampler = "random"\n'
+        'pruner = "halving"\nseed = 7\n'
     )
     settings = make_config(path).tune_settings()
-    assert settings == TuneSettings(trials=6, validation=0.25, batch=3, sampler="random")
+    assert settings == TuneSettings(
+        trials=6, validation=0.25, batch=3, sampler="random", pruner="halving", seed=7
+    )
     path.write_text("[tune]\ntrails = 6\n")
     with pytest.raises(ConfigError, match=r"trails.*trials"):
         make_config(path)
@@ -468,3 +472,31 @@ def test_tied_trials_are_chosen_by_their_loss_not_their_number(tmp_path):
     assert len(lrs) == 5 and lrs.index(max(lrs)) != 0
     assert plan.spec.hp.lr == max(lrs)
     assert plan.spec.tuning["validation_accuracy"] == 0.75
+
+
+def _asked(tmp_path, seed: int, trials: int = 6) -> list[float]:
+    """The learning rates a search of `trials` asks, its runs 'trained' instantly."""
+    from tlbench.plugin_types import Hyperparameters, PlannedRun, RunSpec
+    from tlbench.tune import search
+
+    spec = RunSpec("b", "d", "linear", 0, 16, Hyperparameters(epochs=2), {}, None, "fp")
+    records: dict[str, dict] = {}
+    lrs: list[float] = []
+
+    def run_specs(specs):
+        for s in specs:
+            lrs.append(s.hp.lr)
+            records[s.key] = _trained(0.5 + s.hp.lr, loss=0.5)
+        return {s.key: records[s.key] for s in specs}
+
+    settings_ = TuneSettings(trials=trials, batch=2, seed=seed)
+    out = tmp_path / f"seed{seed}" / "runs.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    search([PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records)
+    return lrs
+
+
+def test_the_tune_seed_draws_other_settings_and_the_same_seed_draws_the_same(tmp_path):
+    first, again, other = _asked(tmp_path, 0), _asked(tmp_path / "x", 0), _asked(tmp_path, 1)
+    assert first == again
+    assert len(set(first) & set(other)) == 0

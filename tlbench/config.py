@@ -414,6 +414,16 @@ class RunConfig:
             "halving on epochs: a ninth, a third, then all, keeping the best third each time)",
         ),
     )
+    #: the search's seed: its sampler's, and the seed every trial trains with.
+    tune_seed: int = field(
+        default=0,
+        metadata=flag(
+            group="tuning",
+            metavar="N",
+            help="the search's seed: the sampler draws from it and every trial trains with it "
+            "(default 0); the chosen settings then train with each of --seeds",
+        ),
+    )
     #: where the runs execute: inline (this process), process, devices, ray or a plugin's.
     executor: str = field(
         default="inline",
@@ -500,6 +510,7 @@ class RunConfig:
             batch=self.tune_batch,
             sampler=self.tune_sampler,
             pruner=self.tune_pruner,
+            seed=self.tune_seed,
         )
 
     def options_for(self, strategy: Strategy) -> dict[str, Any]:
@@ -800,6 +811,7 @@ TUNE_TABLE = {
     "batch": "tune_batch",
     "sampler": "tune_sampler",
     "pruner": "tune_pruner",
+    "seed": "tune_seed",
 }
 
 

@@ -89,6 +89,8 @@ class TuneSettings:
             raise ConfigError(
                 f"the halving reduction factor must be 2 or more, not {self.reduction}"
             )
+        if self.seed < 0:
+            raise ConfigError(f"--tune-seed must be 0 or more, not {self.seed}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(
                 f"--tune-sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}"
