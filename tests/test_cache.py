@@ -47,8 +47,8 @@ def test_cache_folder_that_cannot_be_created_is_skipped_with_a_warning(run_cli, 
     err = " ".join(result.err.split())
     assert "warning: cannot write the cache under" in err
     assert "going on without it" in err
-    # One warning per cache (decoded images, features), not one per entry.
-    assert err.count("cannot write the cache") <= 2
+    # One warning per cache (decoded images, features, scores), not one per entry.
+    assert err.count("cannot write the cache") <= 3
     assert "Traceback" not in result.err
 
 
@@ -217,7 +217,7 @@ def test_hostile_and_forged_cache_files_in_a_real_run(plugins, tiny_config, tmp_
     tiny_config.strategies = ["scratch", "linear"]
     first = Runner(tiny_config, plugins).run()
     entries = sorted(Path(tiny_config.cache_dir).rglob("*.npy"))
-    assert {p.parent.name for p in entries} == {"decoded", "features"}
+    assert {p.parent.name for p in entries} == {"decoded", "features", "scores"}
     marker = tmp_path / "EXECUTED"
     for i, npy in enumerate(entries):
         if i % 2:
@@ -231,6 +231,8 @@ def test_hostile_and_forged_cache_files_in_a_real_run(plugins, tiny_config, tmp_
     assert not marker.exists(), "a cache file ran code"
     assert [r["status"] for r in again] == ["ok", "ok"], [r["reason"] for r in again]
     assert [learning(r) for r in again] == [learning(r) for r in first]
+    # The damaged scores entry too: computed again (in its own time), the same scores.
+    assert {**again[1]["scores"], "seconds": 0} == {**first[1]["scores"], "seconds": 0}
     assert again[0]["cost"]["decode_cache"] == "none"
     assert again[1]["cost"]["feature_cache"] == "none"
 

@@ -50,8 +50,9 @@ except ImportError:  # not POSIX: no lock between processes; writes stay atomic
 if TYPE_CHECKING:
     import numpy as np
 
-#: the folders of a cache root that hold entries (`data/`, downloaded datasets, is not one).
-KINDS = ("decoded", "features")
+#: the folders of a cache root that hold entries (`data/`, downloaded datasets, is not one):
+#: decoded images, frozen-backbone features and their transferability scores.
+KINDS = ("decoded", "features", "scores")
 #: every sidecar tlbench writes carries this marker; `tlbench cache` removes only entries
 #: whose sidecar holds it, and a read refuses an entry without it.
 FORMAT = "tlbench-cache-entry/1"
@@ -587,7 +588,7 @@ def _allocate(fd: int, length: int) -> None:
 class CacheEntry:
     """One entry of a cache root, as `tlbench cache` shows it."""
 
-    kind: str  # "decoded" or "features"
+    kind: str  # one of `KINDS`
     key: str
     #: the entry's files: array, sidecar, lock (those that exist).
     files: list[Path]
@@ -637,7 +638,7 @@ def _written_by_tlbench(sidecar: Path) -> bool:
 
 
 def scan(root: Path) -> tuple[list[CacheEntry], list[Path]]:
-    """tlbench's entries under `root`'s `decoded/` and `features/`, and their stray `*.tmp` files.
+    """tlbench's entries under `root`'s `KINDS` folders, and their stray `*.tmp` files.
 
     Only what tlbench wrote is listed, so only that is ever removed: an entry
     counts when its sidecar is a regular file holding the `FORMAT` marker,

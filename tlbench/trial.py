@@ -49,6 +49,7 @@ from tlbench.plugins import Plugins, PluginSet
 from tlbench.provenance import environment
 from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
 from tlbench.regimes import Outcome, TrialContext, regime_for, with_oom_retry
+from tlbench.scores import ScoreStore
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -67,6 +68,7 @@ class ProcessCache:
         self.workspace = workspace
         self.decode = DecodeCache(workspace.cache_dir, workers=workspace.decode_workers)
         self.features = FeatureStore(workspace.cache_dir)
+        self.score_store = ScoreStore(workspace.cache_dir)
         self._datasets: dict[str, DatasetSplits] = {}
         #: FLOPs per image of a (backbone, image size); only successful counts are kept.
         self._flops: dict[tuple[str, int], int] = {}
@@ -428,11 +430,10 @@ class ProcessCache:
         """Transferability scores of the training features (free with every feature run).
 
         LogME, leave-one-out k-NN accuracy (k=5, cosine) and the Ledoit-Wolf
-        H-score; the same features give the same scores, so they are kept
-        for the next run of this process that uses them.
+        H-score (`tlbench.scores`): the same features give the same scores, so
+        they are kept for the next run of this process that uses them, and on
+        disk beside the features for the next process.
         """
-        from tlbench import transferability as tr
-
         key = (
             spec.backbone,
             spec.weights,
@@ -444,22 +445,17 @@ class ProcessCache:
             spec.holdout,  # a tuning trial scores the training split less its validation part
         )
         if key not in self._score_memo:
-            t0 = time.perf_counter()
-            x = train_x.double().numpy()
-            y = labels.numpy()
-            found: dict[str, Any] = {}
-            for name, score in (
-                ("logme", lambda: tr.logme(x, y)),
-                ("knn_accuracy", lambda: tr.knn_accuracy(x, y, k=5, metric="cosine")),
-                ("h_score", lambda: tr.h_score(x, y, shrinkage="ledoit-wolf")),
-            ):
-                try:
-                    found[name] = float(score())
-                except (ValueError, np.linalg.LinAlgError) as exc:  # too few images of a class
-                    found[name] = None
-                    found.setdefault("errors", {})[name] = str(exc)
-            found["seconds"] = time.perf_counter() - t0
-            self._score_memo[key] = found
+            about = {
+                "dataset": spec.dataset,
+                "fingerprint": spec.dataset_fingerprint,
+                "split": "train",
+                "image_size": spec.image_size,
+                "backbone": spec.backbone,
+                "weights": spec.weights,
+            }
+            self._score_memo[key] = self.score_store.get_or_make(
+                train_x.numpy(), labels.numpy(), about
+            )
         return dict(self._score_memo[key])
 
     def _training_flops(self, ctx: TrialContext, model: nn.Module) -> FlopCount | None:

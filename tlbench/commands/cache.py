@@ -1,4 +1,4 @@
-"""`tlbench cache`: what the decoded-image and feature caches hold, and removing it.
+"""`tlbench cache`: what the decoded-image, feature and score caches hold, and removing it.
 
     tlbench cache [list] [--json]           every entry: kind, dataset, split, size, backbone,
                                             bytes, last use
@@ -11,7 +11,7 @@
 Prune's criteria combine: `--older-than 30d --larger-than 1GB` removes the
 entries that are both; `--dataset`/`--backbone` limit any of them to those
 entries. `--dry-run` says what would go and removes nothing. Only the
-cache's own folders (`decoded/`, `features/`) are touched, never downloaded
+cache's own folders (`decoded/`, `features/`, `scores/`) are touched, never downloaded
 datasets (`data/`), and never a write in progress. Removing an entry that a
 running process has open is safe: its map stays valid until it lets go, and
 a later run computes the entry again.
@@ -98,8 +98,8 @@ def human_age(seconds: float) -> str:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cache = subparsers.add_parser(
         "cache",
-        help="what the decoded-image and feature caches hold; prune or clear them",
-        description="List, prune or clear the decoded-image and feature caches.",
+        help="what the decoded-image, feature and score caches hold; prune or clear them",
+        description="List, prune or clear the decoded-image, feature and score caches.",
     )
     add_arguments(cache)
     return cache
