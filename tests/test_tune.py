@@ -500,3 +500,32 @@ def test_the_tune_seed_draws_other_settings_and_the_same_seed_draws_the_same(tmp
     first, again, other = _asked(tmp_path, 0), _asked(tmp_path / "x", 0), _asked(tmp_path, 1)
     assert first == again
     assert len(set(first) & set(other)) == 0
+
+
+def test_a_tuned_run_into_a_new_folder_makes_it_for_the_studies_too(plugins, tiny_config, tmp_path):
+    """The studies' file is opened before any trial's record is written: its folder (the
+    results file's, `results/` by default) is made then, not left to the first record."""
+    tiny_config.strategies = ["linear"]
+    tiny_config.out = str(tmp_path / "new" / "deeper" / "runs.jsonl")
+    (record,) = Runner(_tuned(tiny_config), plugins).run()
+    assert record["status"] == "ok" and record["tuning"]["trials"] == 4
+    assert storage_path(Path(tiny_config.out)).is_file()
+
+
+def test_a_studies_file_tlbench_cannot_open_is_an_error_naming_it_and_loses_nothing(
+    plugins, tiny_config
+):
+    from tlbench.errors import TlbenchError
+
+    tiny_config.strategies = ["linear"]
+    Runner(_tuned(tiny_config), plugins).run()
+    out = Path(tiny_config.out)
+    kept = out.read_bytes()
+    storage_path(out).write_bytes(b"these bytes are not an SQLite database\n" * 64)
+    tiny_config.strategies = ["finetune"]  # a new cell: its study must be opened
+    with pytest.raises(
+        TlbenchError,
+        match=r"cannot use the tuning studies in .*\.tune\.db \(file is not a database\)",
+    ):
+        Runner(_tuned(tiny_config), plugins).run()
+    assert out.read_bytes() == kept

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlbench.budget import holdout_name
 from tlbench.cache import cache_key
-from tlbench.errors import ConfigError
+from tlbench.errors import ConfigError, TlbenchError
 from tlbench.plugin_types import PlannedRun, RunSpec, SearchDim, Strategy
 
 if TYPE_CHECKING:
@@ -327,10 +327,34 @@ def search(
     `run_specs(specs)` trains the specs not already in the results file and
     returns the record of each key; `answers()` is the results file's answer
     of each key (both the runner's). Cells whose strategy has no search
-    space keep their settings, with a warning.
+    space keep their settings, with a warning. The studies' file is made
+    beside the results file (its folder too); one that cannot be read or
+    written is a `TlbenchError` naming it.
     """
+    from sqlalchemy.exc import SQLAlchemyError  # Optuna's storage: a dependency of Optuna
+
+    path = storage_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)  # made before any trial's record is
+    try:
+        return _search(plans, strategies, settings, f"sqlite:///{path}", run_specs, answers)
+    except SQLAlchemyError as exc:
+        raise TlbenchError(
+            f"cannot use the tuning studies in {path} ({getattr(exc, 'orig', None) or exc}). "
+            "Free the disk or make the folder writable; a file that is not a study database "
+            "can be moved away: the searches then start again, and every trial already in "
+            "the results file is read from there, not trained again"
+        ) from None
+
+
+def _search(
+    plans: list[PlannedRun],
+    strategies: Callable[[str], Strategy],
+    settings: TuneSettings,
+    storage: str,
+    run_specs: RunSpecs,
+    answers: Answers,
+) -> list[PlannedRun]:
     optuna = _optuna()
-    storage = f"sqlite:///{storage_path(out)}"
     cells: dict[str, CellStudy] = {}
     #: each tuned plan's cell, by its place in `plans`.
     cell_of: dict[int, str] = {}
