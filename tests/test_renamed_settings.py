@@ -141,7 +141,7 @@ def test_a_plugin_reading_the_old_attribute_gets_the_test_fraction_and_a_warning
     with pytest.warns(DeprecationWarning) as record:
         assert request.val_fraction == 0.3
     assert renamed_warning(record) == (
-        "DatasetRequest.val_fraction is renamed test_fraction; read .test_fraction, the old "
+        "DatasetRequest.val_fraction is renamed test_fraction; use test_fraction, the old "
         "name goes in the next release"
     )
     assert record[0].filename == __file__  # points at the plugin's line that read it
@@ -149,9 +149,11 @@ def test_a_plugin_reading_the_old_attribute_gets_the_test_fraction_and_a_warning
 
 def test_the_old_constructor_keyword_builds_the_same_request(tmp_path):
     root = make_split(tmp_path / "flat", 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the core still passes it: no warning
+    with pytest.warns(
+        DeprecationWarning, match=r"DatasetRequest\(val_fraction=\) is renamed"
+    ) as seen:
         old = DatasetRequest(str(root), tmp_path, val_fraction=0.5, split_seed=1)
+    assert seen[0].filename == __file__  # the plugin's line, where Python shows it
     new = DatasetRequest(str(root), tmp_path, test_fraction=0.5, split_seed=1)
     assert old == new
     held_old, held_new = load_imagefolder(old).eval, load_imagefolder(new).eval
@@ -160,6 +162,20 @@ def test_the_old_constructor_keyword_builds_the_same_request(tmp_path):
         DatasetRequest(str(root), tmp_path, test_fraction=0.5, val_fraction=0.5)
 
 
-def test_the_workspace_answers_to_the_old_name_until_the_core_reads_the_new_one(tmp_path):
-    workspace = Workspace(cache_dir=None, data_dir=tmp_path, val_fraction=0.3)
-    assert workspace.test_fraction == workspace.val_fraction == 0.3
+def test_the_workspace_answers_to_the_old_name_with_a_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match=r"Workspace\(val_fraction=\) is renamed"):
+        workspace = Workspace(cache_dir=None, data_dir=tmp_path, val_fraction=0.3)
+    with pytest.warns(DeprecationWarning, match=r"Workspace\.val_fraction is renamed"):
+        assert workspace.test_fraction == workspace.val_fraction == 0.3
+
+
+def test_the_core_never_uses_the_old_name(plugins, tiny_config):
+    """A real run builds its workspace and dataset request with the new name only: a
+    DeprecationWarning there would be the core's, shown to every plugin's user."""
+    from tlbench.runner import Runner
+
+    tiny_config.strategies = ["linear"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*val_fraction", category=DeprecationWarning)
+        (record,) = Runner(tiny_config, plugins).run()
+    assert record["status"] == "ok"

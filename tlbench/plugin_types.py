@@ -223,11 +223,20 @@ class DatasetSplits:
 
 def _renamed_field(old: str, new: str, *, warn: bool) -> Callable[[type[_T]], type[_T]]:
     """A dataclass decorator: field `new` still answers to `old`, its name before the rename,
-    for one release, as a constructor keyword and as a read-only attribute (reading it warns
+    for one release, as a constructor keyword and as a read-only attribute (each use warns
     with a DeprecationWarning when `warn`). Giving both keywords is a TypeError."""
 
     def decorate(cls: type[_T]) -> type[_T]:
         init = cls.__init__
+
+        def deprecated(use: str) -> None:
+            if warn:
+                warnings.warn(
+                    f"{cls.__name__}{use} is renamed {new}; use {new}, the old name goes in the "
+                    "next release",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
 
         @functools.wraps(init)
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -236,17 +245,12 @@ def _renamed_field(old: str, new: str, *, warn: bool) -> Callable[[type[_T]], ty
                     raise TypeError(
                         f"{cls.__name__}() got {new}= and {old}=, its old name; give only {new}="
                     )
+                deprecated(f"({old}=)")
                 kwargs[new] = kwargs.pop(old)
             init(self, *args, **kwargs)
 
         def read(self: Any) -> Any:
-            if warn:
-                warnings.warn(
-                    f"{cls.__name__}.{old} is renamed {new}; read .{new}, the old name goes in "
-                    "the next release",
-                    DeprecationWarning,
-                    stacklevel=2,
-                )
+            deprecated(f".{old}")
             return getattr(self, new)
 
         cls.__init__ = __init__  # type: ignore[method-assign]
@@ -256,8 +260,8 @@ def _renamed_field(old: str, new: str, *, warn: bool) -> Callable[[type[_T]], ty
     return decorate
 
 
-# `val_fraction` was the old name: plugins written before it was renamed read it, and get a
-# DeprecationWarning. The core still passes it as a keyword, so that is accepted quietly.
+# `val_fraction` was the old name: plugins written before it was renamed read it (or pass
+# it), and get a DeprecationWarning.
 @_renamed_field("val_fraction", "test_fraction", warn=True)
 @dataclass(frozen=True)
 class DatasetRequest:
@@ -620,8 +624,8 @@ class PlannedRun:
     reason: str = ""
 
 
-# The old name, which the core still reads while it moves to the new one.
-@_renamed_field("val_fraction", "test_fraction", warn=False)
+# The old name, for an executor plugin that reads it: a DeprecationWarning.
+@_renamed_field("val_fraction", "test_fraction", warn=True)
 @dataclass(frozen=True)
 class Workspace:
     """Where a trial reads and writes, and the settings that shape how, not what, it runs.

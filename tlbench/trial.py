@@ -90,7 +90,7 @@ class ProcessCache:
             request = DatasetRequest(
                 argument=argument,
                 data_dir=self.workspace.data_dir,
-                val_fraction=self.workspace.val_fraction,
+                test_fraction=self.workspace.test_fraction,
                 split_seed=0,
             )
             splits = dataset.load(request)
