@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from test_report_values import rec
 
-from tlbench import report
+from tlbench import report, tables
 from tlbench.report import Row
 
 # --------------------------------------------------------------------------- feature cost
@@ -120,19 +120,19 @@ def test_a_bad_sort_or_group_key_lists_the_valid_ones():
 def test_grouped_by_backbone_the_dataset_column_shows_its_short_name():
     row = Row("imagefolder:/home/me/data/flowers12", "resnet18", "linear", "ok", n=1,
               accuracy=0.5, dataset_name="imagefolder:flowers12")  # fmt: skip
-    assert report.row_cells(row, "backbone")[:3] == ["imagefolder:flowers12", "linear", "50.0"]
+    assert tables.row_cells(row, "backbone")[:3] == ["imagefolder:flowers12", "linear", "50.0"]
 
 
 def test_ungrouped_the_variant_follows_the_strategy_and_the_backbone_stays():
     row = Row("d", "resnet18", "finetune", "ok", n=1, accuracy=0.5, variant="epochs=5")
-    assert report.columns("none")[:3] == ["dataset", "backbone", "strategy"]
-    assert report.row_cells(row, "none")[:3] == ["d", "resnet18", "finetune (epochs=5)"]
+    assert tables.columns("none")[:3] == ["dataset", "backbone", "strategy"]
+    assert tables.row_cells(row, "none")[:3] == ["d", "resnet18", "finetune (epochs=5)"]
 
 
 def test_a_row_without_a_best_epoch_shows_it_empty_and_notes_are_joined():
     row = Row("d", "b", "linear", "ok", n=1, accuracy=0.5, features_cached=True,
               reason="1 of 2 seeds failed")  # fmt: skip
-    cells = dict(zip(report.COLUMNS, report.row_cells(row), strict=True))
+    cells = dict(zip(tables.COLUMNS, tables.row_cells(row), strict=True))
     assert cells["best ep"] == ""
     assert cells["note"] == "features cached; 1 of 2 seeds failed"
 

@@ -19,7 +19,7 @@ from conftest import ColourSquares
 from rich.console import Console
 
 import tlbench
-from tlbench import report
+from tlbench import report, tables
 from tlbench.commands.output import print_comparison
 
 GRID = [
@@ -89,12 +89,12 @@ def test_an_image_size_column_when_a_datasets_rows_differ_in_size() -> None:
 
 
 def test_an_added_column_is_offered_and_shown_when_asked(monkeypatch) -> None:
-    monkeypatch.setattr(report, "EXTRA_COLUMNS", {})
-    report.add_column("flops", lambda row: "42" if row.accuracy else "")
+    monkeypatch.setattr(tables, "EXTRA_COLUMNS", {})
+    tables.add_column("flops", lambda row: "42" if row.accuracy else "")
     records = [record("linear", 64, 0.8)]
     assert "flops" not in table(records)
     assert "flops" in table(records, wide=True) and "42" in table(records, columns=["flops"])
-    report.add_column("flops", lambda row: "42", default=True)
+    tables.add_column("flops", lambda row: "42", default=True)
     assert "flops" in table(records)
 
 
@@ -123,7 +123,7 @@ def test_to_pandas_carries_the_tables_train_s() -> None:
 
 def test_csv_numbers_are_rounded_to_what_they_mean() -> None:
     rows = report.summarize([record("linear", 64, 0.8500000238418579, train_images_per_s=1.0)])
-    out = report.render(rows, "csv")
+    out = tables.render(rows, "csv")
     (row,) = csv.DictReader(io.StringIO(out))
     assert row["accuracy"] == "0.85" and "0.8500000238418579" not in out
     assert json.loads(row["seed_accuracy"]) == {"0": 0.85}

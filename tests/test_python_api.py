@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import tlbench
-from tlbench import report, testing
+from tlbench import tables, testing
 
 
 def tiny_plugins() -> tlbench.Plugins:
@@ -126,7 +126,7 @@ def test_table_is_the_report_comparison(grid) -> None:
         strategy = record["config"]["strategy"]
         (row,) = [line for line in lines if line.split()[:2] == ["tiny", strategy]]
         assert f"{100 * record['accuracy']['final']:.1f}" in row
-    assert report.LEGEND in text
+    assert tables.LEGEND in text
     markdown = results.table("markdown")
     assert markdown.startswith("### dataset: tinyset")
     assert sum(line.startswith("| tiny ") for line in markdown.splitlines()) == 2
@@ -319,7 +319,7 @@ def test_example_script_runs(tmp_path: Path) -> None:
     # The table: its heading, the skipped row's reason, the legend.
     assert "dataset: synthetic" in out
     assert "skipped: small_cnn has no pretrained weights" in out
-    assert report.LEGEND in out
+    assert tables.LEGEND in out
     assert (tmp_path / "out" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "results").exists()  # out=None: no results file
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from imagetree import assert_clean_error, make_split, make_tree
 
-from tlbench import outputs, report, results
+from tlbench import outputs, report, results, tables
 from tlbench.config import RunConfig
 from tlbench.errors import ResultsError, TlbenchError
 
@@ -307,8 +307,8 @@ def test_report_shows_or_skips_records_it_does_not_fully_understand_with_one_war
     # good, newer, strseed, nocost and badcost are shown; noacc, noacc2 and nullfinal skipped.
     assert row.n == 5 and row.seeds == [0, 1, 4, 5, 6]
     assert row.accuracy == pytest.approx((0.8 + 0.6 + 0.7 + 0.9 + 0.5) / 5)
-    for fmt in report.FORMATS:
-        assert report.render(rows, fmt)
+    for fmt in tables.FORMATS:
+        assert tables.render(rows, fmt)
 
 
 def test_report_cli_on_odd_records_warns_and_exits_0(run_cli, tmp_path):
@@ -429,13 +429,13 @@ def test_names_with_newlines_and_pipes_cannot_break_markdown_or_latex():
     record = rec("k", "failed", dataset="imagefolder:/d/a\n\\input{/etc/passwd}")
     record["config"]["backbone"] = "b|x<script>"
     rows = report.summarize([record])
-    markdown = report.render(rows, "markdown")
+    markdown = tables.render(rows, "markdown")
     row_lines = [line for line in markdown.splitlines() if line.startswith("| b\\|x")]
     assert len(row_lines) == 1 and "b\\|x&lt;script&gt;" in row_lines[0]
     # A row has as many unescaped cell separators as the header.
     header = next(line for line in markdown.splitlines() if line.startswith("| backbone"))
     assert row_lines[0].replace("\\|", "").count("|") == header.count("|")
-    latex = report.render(rows, "latex")
+    latex = tables.render(rows, "latex")
     assert not any(line.startswith("\\input") for line in latex.splitlines())
 
 

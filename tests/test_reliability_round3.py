@@ -926,7 +926,7 @@ def test_the_markdown_table_is_tabulates_pipe_table():
 
     from tabulate import tabulate
 
-    from tlbench import report
+    from tlbench import tables
 
     rng = random.Random(26)
     plain = ["resnet18", "85.0 ± 1.2 [80.1, 89.9]", "", "1,234", "*", "a\\|b", "True", "é", "[1]"]
@@ -937,7 +937,7 @@ def test_the_markdown_table_is_tabulates_pipe_table():
         words = plain + (odd if rng.random() < 0.3 else [])
         cells = [[rng.choice(words) for _ in header] for _ in range(rng.randint(1, 5))]
         colalign = [rng.choice(["left", "right"]) for _ in header]
-        ours = report._pipe_table(header, cells, colalign)
+        ours = tables._pipe_table(header, cells, colalign)
         expected = tabulate(
             cells, headers=header, tablefmt="pipe", disable_numparse=True, colalign=colalign
         )

@@ -12,7 +12,7 @@ from conftest import TinyPlugin
 
 import tlbench
 import tlbench.plugins
-from tlbench import report, results
+from tlbench import report, results, tables
 from tlbench.cli import main
 from tlbench.errors import TlbenchError
 from tlbench.runner import Runner
@@ -92,7 +92,7 @@ def test_seeds_are_aggregated_as_mean_std_and_n():
     assert row.accuracy_std == pytest.approx(0.05)
     assert row.train_seconds == pytest.approx(12)
     assert row.peak_memory_mb == pytest.approx(300)
-    cells = dict(zip(report.COLUMNS, report.row_cells(row), strict=True))
+    cells = dict(zip(tables.COLUMNS, tables.row_cells(row), strict=True))
     # 95% t interval: 0.85 ± t(0.975, 2) 4.3027 x 0.05 / sqrt(3) = ± 0.1242.
     assert cells["top-1 %"] == "85.0 ± 5.0 [72.6, 97.4]" and cells["n"] == "3"
     assert cells["trainable / total"] == "1.0k / 5.00M"
@@ -162,11 +162,11 @@ def test_failed_and_skipped_runs_appear_with_their_reason():
     )
     skipped = rows["b", "linear", ""]
     assert skipped.accuracy is None and not skipped.pareto
-    assert report.row_cells(skipped)[-1] == "skipped: b has no pretrained weights"
-    assert report.row_cells(rows["c", "finetune", ""])[-1] == "failed: CUDA out of memory"
+    assert tables.row_cells(skipped)[-1] == "skipped: b has no pretrained weights"
+    assert tables.row_cells(rows["c", "finetune", ""])[-1] == "failed: CUDA out of memory"
     partial = rows["d", "finetune", ""]
     assert partial.n == 1 and partial.accuracy == pytest.approx(0.7)
-    assert "1 of 2 seeds failed: loss became nan" in report.row_cells(partial)[-1]
+    assert "1 of 2 seeds failed: loss became nan" in tables.row_cells(partial)[-1]
 
 
 def test_a_rerun_supersedes_the_failed_record_of_the_same_key():
@@ -195,7 +195,7 @@ def test_runs_differing_in_more_than_the_seed_are_separate_labelled_rows():
         ("a", "linear", ""),
     }
     assert rows["a", "finetune", "epochs=10"].n == 1
-    assert report.row_cells(rows["a", "finetune", "epochs=5"])[1] == "finetune (epochs=5)"
+    assert tables.row_cells(rows["a", "finetune", "epochs=5"])[1] == "finetune (epochs=5)"
 
 
 def test_cached_features_are_charged_their_extraction_time():
@@ -224,8 +224,8 @@ def test_sort_and_group():
     assert [r.backbone for r in report.sort_rows(rows, "backbone")] == ["a", "b", "c"]
     groups = report.group_rows(rows, "strategy")
     assert set(groups) == {"finetune", "linear", "scratch"}
-    assert report.columns("strategy")[:2] == ["dataset", "backbone"]
-    assert report.row_cells(groups["linear"][0], "strategy")[:2] == ["flowers", "b"]
+    assert tables.columns("strategy")[:2] == ["dataset", "backbone"]
+    assert tables.row_cells(groups["linear"][0], "strategy")[:2] == ["flowers", "b"]
     assert list(report.group_rows(rows, "none")) == ["all runs"]
     with pytest.raises(ValueError, match="--sort"):
         report.sort_rows(rows, "colour")
@@ -245,7 +245,7 @@ SAMPLE = [
 
 def test_json_and_csv_hold_every_field_unformatted():
     rows = report.summarize(SAMPLE)
-    data = json.loads(report.render(rows, "json"))
+    data = json.loads(tables.render(rows, "json"))
     assert len(data) == len(rows)
     scratch = next(d for d in data if d["strategy"] == "scratch")
     assert (
@@ -253,7 +253,7 @@ def test_json_and_csv_hold_every_field_unformatted():
         and scratch["accuracy"] == pytest.approx(0.55)
         and scratch["seeds"] == [0, 1]
     )
-    table = list(csv.DictReader(io.StringIO(report.render(rows, "csv"))))
+    table = list(csv.DictReader(io.StringIO(tables.render(rows, "csv"))))
     assert len(table) == len(rows)
     assert set(table[0]) == set(report.Row.__dataclass_fields__)
     skipped = next(t for t in table if t["status"] == "skipped")
@@ -262,23 +262,23 @@ def test_json_and_csv_hold_every_field_unformatted():
 
 def test_markdown_html_and_latex_are_one_table_per_dataset():
     rows = report.sort_rows(report.summarize(SAMPLE))
-    md = report.render(rows, "markdown")
+    md = tables.render(rows, "markdown")
     assert md.count("### dataset: ") == 2
     header = next(line for line in md.splitlines() if line.startswith("| backbone"))
     # No record measured inference: its columns are left out, the others are all there.
-    shown = [c for c in report.COLUMNS if c not in report.WHEN_PRESENT]
+    shown = [c for c in tables.COLUMNS if c not in tables.WHEN_PRESENT]
     assert [c.strip() for c in header.strip("|").split("|")] == shown
     alignment = next(line for line in md.splitlines() if line.startswith("|:"))
     backbone, strategy, top1 = alignment.strip("|").split("|")[:3]
     # Names left (":---"), numbers right ("---:").
     assert backbone.startswith(":") and strategy.startswith(":") and top1.endswith(":")
     assert "skipped: small_cnn has no pretrained weights" in md
-    html = report.render(rows, "html")
+    html = tables.render(rows, "html")
     assert html.count("<table>") == 2 and "pets &amp; &lt;co&gt;" in html and "<co>" not in html
-    latex = report.render(rows, "latex")
+    latex = tables.render(rows, "latex")
     assert latex.count(r"\toprule") == 2 and r"top-1 \%" in latex
-    plain = report.render(rows, "table")
-    assert "pareto" in plain and report.LEGEND in plain
+    plain = tables.render(rows, "table")
+    assert "pareto" in plain and tables.LEGEND in plain
 
 
 def test_plot_draws_the_tradeoff_and_the_curves(tmp_path):

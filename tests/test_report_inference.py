@@ -8,7 +8,7 @@ import json
 import pytest
 from test_report import PNG, record
 
-from tlbench import report
+from tlbench import report, tables
 
 
 def _timed(backbone, strategy, acc, seconds, ms, *, joules=None, onnx=None):
@@ -56,11 +56,11 @@ def test_rows_carry_latency_throughput_and_the_export_status():
     assert rows["small"].inference_images_per_s == 500 and rows["small"].inference_batch == 32
     assert rows["big"].train_energy_j == 900.0
     assert rows["mid"].export == "parity failed" and rows["old"].latency_ms is None
-    cells = dict(zip(report.columns(), report.row_cells(rows["mid"]), strict=True))
+    cells = dict(zip(tables.columns(), tables.row_cells(rows["mid"]), strict=True))
     assert cells["latency ms"] == "9.00" and cells["infer img/s"] == "111"
     assert cells["train J"] == "50" and cells["J/1k img"] == "0.5"
-    header, _ = report.section_cells([rows["old"]])  # measured nothing: no such columns
-    assert not set(report.WHEN_PRESENT) & set(header)
+    header, _ = tables.section_cells([rows["old"]])  # measured nothing: no such columns
+    assert not set(tables.WHEN_PRESENT) & set(header)
     assert "onnx: parity failed" in cells["note"]
 
 

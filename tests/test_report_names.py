@@ -11,7 +11,7 @@ import csv
 import io
 import json
 
-from tlbench import report
+from tlbench import report, tables
 
 
 def rec(dataset: str, backbone: str = "b", acc: float = 0.5, strategy: str = "linear") -> dict:
@@ -42,7 +42,7 @@ def test_sections_are_titled_by_short_names_that_tell_datasets_apart():
         (A, True, True),
         (B, True, True),
     ]
-    md = report.render(report.sort_rows(rows), "markdown")
+    md = tables.render(report.sort_rows(rows), "markdown")
     headings = [line for line in md.splitlines() if line.startswith("###")]
     assert headings == [
         "### dataset: imagefolder:a/flowers",
@@ -54,7 +54,7 @@ def test_sections_are_titled_by_short_names_that_tell_datasets_apart():
 
 def test_a_dataset_column_shows_the_short_name():
     rows = report.summarize(RECORDS)
-    text = report.render(rows, "markdown", group_by="backbone")
+    text = tables.render(rows, "markdown", group_by="backbone")
     cells = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| imag")]
     # One cell per row: pets has two backbones.
     assert sorted(cells) == [
@@ -67,13 +67,13 @@ def test_a_dataset_column_shows_the_short_name():
 
 def test_exports_keep_the_canonical_name_beside_the_short_one():
     rows = report.summarize(RECORDS)
-    data = json.loads(report.render(rows, "json"))
+    data = json.loads(tables.render(rows, "json"))
     assert {(d["dataset"], d["dataset_name"]) for d in data} == {
         (A, "imagefolder:a/flowers"),
         (B, "imagefolder:b/flowers"),
         (PETS, "imagefolder:pets"),
     }
-    table = list(csv.DictReader(io.StringIO(report.render(rows, "csv"))))
+    table = list(csv.DictReader(io.StringIO(tables.render(rows, "csv"))))
     assert {t["dataset"] for t in table} == {A, B, PETS}
 
 

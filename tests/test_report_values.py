@@ -17,7 +17,7 @@ import math
 
 import pytest
 
-from tlbench import report
+from tlbench import report, tables
 from tlbench.report import Row
 
 
@@ -189,7 +189,7 @@ def _markdown_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def test_rendered_cells(rows):
-    table = _markdown_rows(report.render(report.sort_rows(list(rows.values())), "markdown"))
+    table = _markdown_rows(tables.render(report.sort_rows(list(rows.values())), "markdown"))
     flowers = "dataset: flowers"
     # 95% intervals, Student t over seeds: linear 0.82 ± t(0.975, 2) 4.3027 x 0.02 / sqrt(3)
     # = ± 0.0497 -> [77.0, 87.0]; vit's two equal seeds -> [82.0, 82.0]; scratch 0.55 ±
@@ -213,7 +213,7 @@ def test_rendered_cells(rows):
     assert set(table) == set(expected)
     for name, cells in expected.items():
         # No record measured inference: those columns are left out of the sections.
-        shown = [c for c in report.METRIC_COLUMNS if c not in report.WHEN_PRESENT]
+        shown = [c for c in tables.METRIC_COLUMNS if c not in tables.WHEN_PRESENT]
         assert [table[name][c] for c in shown] == cells, name
 
 
@@ -288,17 +288,17 @@ def test_gain_over_scratch_needs_exactly_one_like_for_like_scratch_row():
     rows = report.summarize([rec("a", "finetune", 0, 0.9), rec("a", "scratch", 0, 0.6)])
     finetune = next(r for r in rows if r.strategy == "finetune")
     assert finetune.gain_over_scratch == pytest.approx(0.3)
-    assert report.row_cells(finetune)[report.COLUMNS.index("vs scratch")] == "+30.0"
+    assert tables.row_cells(finetune)[tables.COLUMNS.index("vs scratch")] == "+30.0"
 
 
 def test_a_loss_against_scratch_is_shown_negative():
     rows = report.summarize([rec("a", "linear", 0, 0.4), rec("a", "scratch", 0, 0.6)])
     linear = next(r for r in rows if r.strategy == "linear")
-    assert report.row_cells(linear)[report.COLUMNS.index("vs scratch")] == "-20.0"
+    assert tables.row_cells(linear)[tables.COLUMNS.index("vs scratch")] == "-20.0"
 
 
 def test_csv_holds_the_unformatted_values(rows):
-    text = report.render(list(rows.values()), "csv")
+    text = tables.render(list(rows.values()), "csv")
     table = {
         (t["dataset"], t["backbone"], t["strategy"]): t for t in csv.DictReader(io.StringIO(text))
     }
@@ -325,7 +325,7 @@ def test_csv_holds_the_unformatted_values(rows):
 )
 def test_parameter_counts_are_shown_in_k_and_m(params, shown):
     row = Row("d", "b", "s", "ok", n=1, accuracy=0.5, trainable_params=params, total_params=params)
-    assert report.row_cells(row)[report.COLUMNS.index("trainable / total")] == f"{shown} / {shown}"
+    assert tables.row_cells(row)[tables.COLUMNS.index("trainable / total")] == f"{shown} / {shown}"
 
 
 @pytest.mark.parametrize(
@@ -341,7 +341,7 @@ def test_parameter_counts_are_shown_in_k_and_m(params, shown):
 )
 def test_seconds_get_fewer_decimals_as_they_grow(seconds, shown):
     row = Row("d", "b", "s", "ok", n=1, accuracy=0.5, train_seconds=seconds)
-    assert report.row_cells(row)[report.COLUMNS.index("train s")] == shown
+    assert tables.row_cells(row)[tables.COLUMNS.index("train s")] == shown
 
 
 def test_grouped_by_strategy_the_dataset_becomes_a_column():
@@ -352,14 +352,14 @@ def test_grouped_by_strategy_the_dataset_becomes_a_column():
         ("flowers", "resnet18"),
         ("pets", "resnet18"),
     ]
-    assert report.columns("strategy")[:2] == ["dataset", "backbone"]
-    assert report.row_cells(groups["scratch"][1], "strategy")[:3] == ["pets", "resnet18", "30.0"]
+    assert tables.columns("strategy")[:2] == ["dataset", "backbone"]
+    assert tables.row_cells(groups["scratch"][1], "strategy")[:3] == ["pets", "resnet18", "30.0"]
     with pytest.raises(ValueError, match="--group-by"):
         report.group_rows(rows, "colour")
 
 
 def test_a_row_without_parameter_counts_shows_empty_counts():
     row = Row("d", "b", "s", "ok", n=1, accuracy=0.5)  # a record whose cost has no counts
-    cells = dict(zip(report.COLUMNS, report.row_cells(row), strict=True))
+    cells = dict(zip(tables.COLUMNS, tables.row_cells(row), strict=True))
     assert cells["trainable / total"] == " / "
     assert cells["train s"] == "" and cells["img/s"] == "" and cells["peak MB"] == ""

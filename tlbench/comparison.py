@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlbench import report
+from tlbench import report, tables
 from tlbench.results import answer_by_key
 
 if TYPE_CHECKING:  # numpy, which the intervals need, loads when a comparison is made
@@ -432,7 +432,7 @@ def render(comparison: Comparison, fmt: str = "table") -> str:
         sections.setdefault(cell.dataset, []).append(cell)
     for dataset, cells in sections.items():
         table = tabulate(
-            [[report._safe(t, fmt) for t in cells_text(c)] for c in cells],
+            [[tables._safe(t, fmt) for t in cells_text(c)] for c in cells],
             headers=HEADER,
             tablefmt="pipe" if fmt == "markdown" else "simple",
             disable_numparse=True,
@@ -446,7 +446,7 @@ def render(comparison: Comparison, fmt: str = "table") -> str:
         ]
         parts.append(
             section(
-                report._safe(f"dataset: {dataset}", fmt),
+                tables._safe(f"dataset: {dataset}", fmt),
                 "\n".join([table, "", *notes]).rstrip(),
                 fmt,
             )

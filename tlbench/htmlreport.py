@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.errors import TlbenchError
-from tlbench.report import NAME_COLUMNS, Row, group_rows, legend, section_cells
+from tlbench.report import NAME_COLUMNS, Row, group_rows
+from tlbench.tables import legend, section_cells
 
 #: environment fields shown, in this order, with their labels (`tlbench.provenance.environment`).
 ENVIRONMENT_FIELDS = (

@@ -457,13 +457,13 @@ class Results(Sequence[RunRecord]):
         row per backbone x strategy (seeds aggregated: mean ± std, n), the
         Pareto-optimal rows marked. `print(results.table())`.
         """
-        from tlbench import report
+        from tlbench import report, tables
 
         if group_by not in report.GROUP_KEYS:
             raise ValueError(
                 f"group_by must be one of {', '.join(report.GROUP_KEYS)}, not {group_by!r}"
             )
-        return report.render(self.rows(sort), fmt, group_by)
+        return tables.render(self.rows(sort), fmt, group_by)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per run, flat columns with units in their names (see `flat_record`).

@@ -185,7 +185,7 @@ def _tau_text(tau: float) -> str:
 def render_checks(checks: list[RankingCheck], fmt: str) -> str:
     """The checks as text in a report format ("table", "markdown", "html", "latex"); one
     table per dataset and fine-tuned strategy, then a line saying how to read them.
-    (csv and json carry `as_records(checks)` instead; see `tlbench.report.render`.)"""
+    (csv and json carry `as_records(checks)` instead; see `tlbench.tables.render`.)"""
     if not checks:
         return ""
     from tabulate import tabulate

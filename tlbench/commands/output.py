@@ -20,7 +20,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from tlbench import report
+from tlbench import report, tables
 
 
 def add_column_options(parser: Any) -> None:
@@ -31,8 +31,8 @@ def add_column_options(parser: Any) -> None:
         type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
         help=(
             "the table's columns after the names, e.g. 'top-1 %,train s,peak MB,note' "
-            f"(default: {','.join(report.DEFAULT_COLUMNS)}, and px where sizes differ; "
-            f"choose from {', '.join(report.column_names())})"
+            f"(default: {','.join(tables.DEFAULT_COLUMNS)}, and px where sizes differ; "
+            f"choose from {', '.join(tables.column_names())})"
         ).replace("%", "%%"),  # argparse formats help with %
     )
     parser.add_argument(
@@ -143,7 +143,7 @@ def print_rows(
 ) -> None:
     """Rows already summarised (once: its warnings print once) as tables, one per section.
 
-    The default columns fit 100 characters (`report.choose_columns`), with each
+    The default columns fit 100 characters (`tables.choose_columns`), with each
     row's note as a footnote below its table; `columns` (`--columns`) or `wide`
     (`--wide`) choose others, and a wide table keeps its notes in their column.
     """
@@ -154,7 +154,7 @@ def print_rows(
             if group_by == "dataset"
             else (f"{group_by} {title}" if group_by != "none" else "all runs")
         )
-        names, cells = report.terminal_cells(group, group_by, columns, wide=wide)
+        names, cells = tables.terminal_cells(group, group_by, columns, wide=wide)
         cells = [[_one_line(c) for c in row] for row in cells]
         notes = _footnotes(names, cells) if not wide else []
         widths = [max(map(cell_len, column)) for column in zip(names, *cells, strict=True)]
@@ -181,7 +181,7 @@ def print_rows(
             console.print(Text(line), soft_wrap=True)
     if rows:
         # In a log or a pipe, lines of prose at most as wide as the table's limit.
-        legend = report.legend(pareto_by)
+        legend = tables.legend(pareto_by)
         legend = legend if console.is_terminal else textwrap.fill(legend, PIPED_WIDTH)
         print_wide(console, Text(legend), style="dim")
     if hidden:

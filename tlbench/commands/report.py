@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from tlbench import report, results
+from tlbench import report, results, tables
 from tlbench.commands.output import add_column_options, print_ranking_checks, print_rows
 from tlbench.errors import TlbenchError
 
@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+", metavar="RESULTS.jsonl")
     rep.add_argument(
         "--format",
-        choices=report.FORMATS,
+        choices=tables.FORMATS,
         default="table",
         help="table (terminal), markdown, csv, json, html or latex (default: table)",
     )
@@ -155,7 +155,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     inputs = [Path(p).expanduser() for p in args.results]
     if args.columns is not None:
         try:
-            report.check_columns(args.columns)
+            tables.check_columns(args.columns)
         except ValueError as exc:
             raise TlbenchError(f"--columns: {exc}") from None
     outputs = _outputs(args, inputs)
@@ -232,4 +232,4 @@ def _text(args: argparse.Namespace, rows: list[Any], checks: list[Any]) -> str:
         from tlbench.htmlreport import render_fragment
 
         return render_fragment(rows, args.group_by, checks, args.pareto_by)
-    return report.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
+    return tables.render(rows, args.format, args.group_by, checks, pareto_by=args.pareto_by)
