@@ -157,6 +157,9 @@ class Outcome:
     model: ImageClassifier | None = None
     probe_fit: FitResult | None = None
     features: Features | None = None
+    #: the frozen backbone with the trained head, built once for whatever serves it
+    #: (inference timing, export, checkpoint) when only a head trained.
+    served: ImageClassifier | None = None
 
 
 Regime = Callable[[TrialContext], Outcome]

@@ -270,12 +270,15 @@ class ProcessCache:
         return result
 
     def _served_model(self, ctx: TrialContext, outcome: Outcome) -> nn.Module:
-        """The trained classifier as it would be served: backbone and head, on the device."""
+        """The trained classifier as it would be served: backbone and head, on the device
+        (built once per run when only a head trained: a feature-cache hit built no backbone)."""
         if outcome.model is not None:
             return outcome.model
-        model = ctx.frozen_model()  # a feature-cache hit built no backbone
-        model.head = outcome.head
-        return ctx.ex.place(model)
+        if outcome.served is None:
+            model = ctx.frozen_model()
+            model.head = outcome.head
+            outcome.served = ctx.ex.place(model)
+        return outcome.served
 
     def _export_path(self, ctx: TrialContext) -> Path | None:
         """Where an exported model is kept: beside the checkpoints (`--save-models`), else nowhere."""
