@@ -1,9 +1,11 @@
-"""Transferability scores and the tie set, at the edges the first tests left open.
+"""Transferability scores, the tie set and the weighted tau, at the edges the first tests
+left open.
 
 Written for the mutants the mutation run's second shard (results/mutation.md) left
 alive: what each score refuses and says, inputs of another float width computed
 as float64, a source class no image predicts, and `tied_with_best` passing its
-confidence, resamples and seed on to the comparison it summarises.
+confidence, resamples and seed on to the comparison it summarises; the weighted tau
+weighted by one ranking breaking that ranking's ties by the other, as scipy does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as st
 
 from tlbench import stats
 from tlbench import transferability as tr
@@ -199,3 +202,48 @@ def test_regret_refuses_what_it_cannot_rank_with_a_message_that_says_why():
         with pytest.raises(ValueError) as info:
             stats.regret(*args)
         assert str(info.value) == message
+
+
+# --------------------------------------------------------------------------- the weighted tau
+
+
+def test_the_weighted_tau_refuses_what_it_cannot_rank_with_a_message_that_says_why():
+    for args, message in (
+        (([1.0, float("nan")], [1.0, 2.0]), "score must be finite, got [1.0, nan]"),
+        (([[1.0, 2.0]], [1.0, 2.0]), "score must be one-dimensional, got shape (1, 2)"),
+        (([1.0, 2.0], [1.0, float("inf")]), "accuracy must be finite, got [1.0, inf]"),
+        (([1.0, 2.0], [[1.0, 2.0]]), "accuracy must be one-dimensional, got shape (1, 2)"),
+        (([1.0, 2.0, 3.0], [1.0, 2.0]), "score and accuracy differ in length: 3 vs 2"),
+    ):
+        with pytest.raises(ValueError) as info:
+            stats.weighted_tau(*args)
+        assert str(info.value) == message
+
+
+def test_a_tie_in_the_ranking_that_sets_the_weights_is_broken_by_the_other_ranking():
+    """Weighted by accuracy, the two models tied at 0.8 are ranked by their score: the one
+    the score puts first (index 2) weighs 1/2, the other 1/3. Then the discordant pair
+    (0, 2) weighs 3/2 and the concordant (0, 1) 4/3, and the pair tied in accuracy 5/6:
+    tau = (22/6 - 5/6 - 2 * 9/6) / sqrt(17/6 * 22/6) = -1/sqrt(374). The other tie-break
+    (by position, or the lower score first) swaps the two weights and the sign."""
+    expected = -1 / math.sqrt(374)
+    score, accuracy = [2.0, 1.0, 3.0], [0.9, 0.8, 0.8]
+    assert stats.weighted_tau(score, accuracy, weigh_by="accuracy") == pytest.approx(expected)
+    # The same with the roles swapped: weighted by the score, its tie broken by accuracy.
+    score, accuracy = [0.9, 0.8, 0.8], [0.5, 0.4, 0.6]
+    assert stats.weighted_tau(score, accuracy, weigh_by="score") == pytest.approx(expected)
+
+
+def test_weighting_by_one_ranking_is_scipys_lexicographic_rank_whatever_the_ties():
+    rng = np.random.default_rng(25)
+    for _ in range(200):
+        n = int(rng.integers(2, 12))
+        levels = int(rng.choice([2, 3, 5]))  # few levels: ties in either ranking or both
+        score = rng.integers(0, levels, n) / levels
+        accuracy = rng.integers(0, levels, n) / levels
+        by_accuracy = float(st.weightedtau(accuracy, score, rank=None)[0])
+        got = stats.weighted_tau(score, accuracy, weigh_by="accuracy")
+        assert got == pytest.approx(by_accuracy, abs=1e-12, nan_ok=True), (score, accuracy)
+        by_score = float(st.weightedtau(score, accuracy, rank=None)[0])
+        got = stats.weighted_tau(score, accuracy, weigh_by="score")
+        assert got == pytest.approx(by_score, abs=1e-12, nan_ok=True), (score, accuracy)
