@@ -499,7 +499,58 @@ def _asked(tmp_path, seed: int, trials: int = 6) -> list[float]:
 def test_the_tune_seed_draws_other_settings_and_the_same_seed_draws_the_same(tmp_path):
     first, again, other = _asked(tmp_path, 0), _asked(tmp_path / "x", 0), _asked(tmp_path, 1)
     assert first == again
-    assert len(set(first) & set(other)) == 0
+    assert first[0] == other[0]  # the cell's own settings, whatever the seed
+    assert len(set(first[1:]) & set(other[1:])) == 0
+
+
+def _search_of(tmp_path, hp, accuracy_of_lr, trials=6):
+    """A search of one `linear` cell of `hp` whose runs 'train' instantly; (plan, lrs)."""
+    from tlbench.plugin_types import PlannedRun, RunSpec
+    from tlbench.tune import search
+
+    spec = RunSpec("b", "d", "linear", 0, 16, hp, {}, None, "fp")
+    records: dict[str, dict] = {}
+    lrs: list[float] = []
+
+    def run_specs(specs):
+        for s in specs:
+            lrs.append(s.hp.lr)
+            records[s.key] = _trained(accuracy_of_lr(s.hp.lr), loss=0.5)
+        return {s.key: records[s.key] for s in specs}
+
+    settings_ = TuneSettings(trials=trials, batch=3)
+    out = tmp_path / "runs.jsonl"
+    (plan,) = search(
+        [PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records
+    )
+    return plan, lrs
+
+
+def test_trial_0_is_the_cells_own_settings_and_nothing_worse_on_validation_replaces_them(
+    tmp_path,
+):
+    from tlbench.plugin_types import Hyperparameters
+    from tlbench.tune import chosen_line
+
+    own = Hyperparameters(epochs=2, lr=0.003, weight_decay=0.002)
+    plan, lrs = _search_of(tmp_path, own, lambda lr: 0.9 if lr == 0.003 else 0.8)
+    assert lrs[0] == 0.003 and len(lrs) == 6
+    tuning = plan.spec.tuning
+    assert tuning["chosen"] == {"lr": 0.003, "weight_decay": 0.002}
+    assert tuning["chosen_trial"] == tuning["own_settings_trial"] == 0
+    assert "its own settings: no trial beat them" in chosen_line(tuning)
+    # A trial that scores higher on validation does replace them.
+    plan, lrs = _search_of(tmp_path / "b", own, lambda lr: lr)
+    assert plan.spec.hp.lr == max(lrs) != 0.003
+    assert "own settings" not in chosen_line(plan.spec.tuning)
+
+
+def test_own_settings_outside_the_search_space_are_not_a_trial(tmp_path):
+    from tlbench.plugin_types import Hyperparameters
+
+    plan, lrs = _search_of(tmp_path, Hyperparameters(epochs=2, lr=1.0), lambda lr: 0.5)
+    assert 1.0 not in lrs and all(1e-4 <= lr <= 1e-1 for lr in lrs)
+    assert plan.spec.tuning["own_settings_trial"] is None
 
 
 def test_a_tuned_run_into_a_new_folder_makes_it_for_the_studies_too(plugins, tiny_config, tmp_path):

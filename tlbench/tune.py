@@ -6,7 +6,9 @@ strategy's `search_space`. A trial is an ordinary run spec with
 `holdout="validation=F"`: it trains on the training split less a stratified
 fraction F of each class (`tlbench.budget.validation_split`) and is scored by
 its final accuracy on that fraction, ties broken by the lower validation
-loss (`score`). The test split is never read by a trial. The chosen configuration then trains with every seed of the grid on
+loss (`score`). Trial 0 is the cell's own settings (what it trains with
+untuned), so a search never chooses settings that score lower on validation
+than those. The test split is never read by a trial. The chosen configuration then trains with every seed of the grid on
 the whole training split and is evaluated once on the test split: those are
 the rows the report shows, each with a `tuning` part that names the study,
 its chosen settings and what the search cost.
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
 
 #: bumped when a study's meaning changes (its name holds it, so old studies are not resumed).
 #: 2: scores break ties by the validation loss, samplers are seeded per trial, and halving
-#: is told each batch best first.
-TUNE_VERSION = 2
+#: is told each batch best first. 3: trial 0 is the cell's own settings.
+TUNE_VERSION = 3
 SAMPLERS = ("tpe", "random")
 #: "none": every trial trains all its epochs; "halving": successive halving on epochs.
 PRUNERS = ("none", "halving")
@@ -171,6 +173,8 @@ class CellStudy:
         # New trials fill the batch up: a round holds `batch` runs or the running trials'
         # (so a resumed round asks what the interrupted one would have, and no more).
         distributions = _distributions(self.strategy.search_space)
+        if not trials:
+            self._enqueue_own_settings()
         new = 0
         while len(out) < self.settings.batch and told + len(running) + new < self.settings.trials:
             self.study.sampler = _sampler(self.settings, len(trials) + new)
@@ -178,6 +182,24 @@ class CellStudy:
             out.append((trial.number, self.spec(trial.params, self.rungs()[0])))
             new += 1
         return out
+
+    def own_settings(self) -> dict[str, Any] | None:
+        """The cell's own settings of the searched hyperparameters (what it trains with
+        untuned), or None when one lies outside the search space."""
+        own = {d.name: getattr(self.base.hp, d.name) for d in self.strategy.search_space}
+        inside = all(
+            own[d.name] in d.choices if d.choices else d.low <= own[d.name] <= d.high
+            for d in self.strategy.search_space
+        )
+        return own if inside else None
+
+    def _enqueue_own_settings(self) -> None:
+        """Trial 0 of a new study is the cell's own settings: the search then never chooses
+        settings that score lower on validation than those it would replace (with 144
+        validation images, a trial can beat untried defaults by luck alone)."""
+        own = self.own_settings()
+        if own is not None:
+            self.study.enqueue_trial(own)
 
     def tell(self, number: int, spec: RunSpec, record: dict[str, Any] | None) -> None:
         """Trial `number`'s run `spec` finished with `record`: score it, prune it or go on."""
@@ -241,6 +263,8 @@ class CellStudy:
             "trial_keys": keys,
             "chosen": dict(best.params),
             "chosen_trial": best.number,
+            # the trial that tried the cell's own settings (None: they lie outside the space)
+            "own_settings_trial": 0 if self.own_settings() == dict(trials[0].params) else None,
             "validation_accuracy": best.value if accuracy is None else accuracy,
             "search_seconds": float(sum(seconds)),
             "search_epochs": int(epochs),
@@ -465,7 +489,9 @@ def chosen_line(tuning: dict[str, Any]) -> str:
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in sorted((tuning.get("chosen") or {}).items())
     )
+    own = tuning.get("own_settings_trial")
+    kept = " (its own settings: no trial beat them)" if own == tuning.get("chosen_trial") else ""
     return (
-        f"{chosen} ({tuning['trials']} trials, validation "
+        f"{chosen}{kept} ({tuning['trials']} trials, validation "
         f"{100 * tuning['validation_accuracy']:.1f}%, search {tuning['search_seconds']:.1f} s)"
     )
