@@ -1,18 +1,24 @@
 """`tlbench select`'s summary at the edges the first tests left open.
 
 Written for the mutants the mutation run's second shard (results/mutation.md) left
-alive in `select.summarize`, `_pick`, `_full_grid_cost` and `_interval`: the exact
-sentence that says why the pick is the pick, ties and failed finalists, a pick
-that cannot be made, backbones and groups the summary must leave out or keep,
-every validation run counted in what the selection spent, and the full grid's
-cost measured over seeds or scaled by FLOPs from more than one finalist.
+alive in `select.summarize`, `_pick`, `_full_grid_cost`, `_interval` and
+`two_stages`: the exact sentence that says why the pick is the pick, ties and failed
+finalists, a pick that cannot be made, backbones and groups the summary must leave
+out or keep, every validation run counted in what the selection spent, the full
+grid's cost measured over seeds or scaled by FLOPs from more than one finalist, and
+the finalists chosen by the probes' validation accuracy, not their test accuracy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import types
+
 import pytest
 
 from tlbench import select
+from tlbench.errors import TlbenchError
 
 
 def _record(
@@ -235,3 +241,103 @@ def test_without_flops_to_scale_by_the_full_grid_cost_is_unknown(flops):
     probes = [_record(b, "linear", 0.9 - i / 10, flops=flops.get(b)) for i, b in enumerate("abc")]
     found = _summary([*probes, _record("a", "finetune", 0.8, seconds=10)], ["a", "b", "c"])
     assert (found.full_grid_seconds, found.full_grid_basis) == (None, "unknown")
+
+
+# --------------------------------------------------------------------------- the two stages
+
+
+@dataclasses.dataclass
+class _Config:
+    backbones: list[str]
+    strategies: list[str]
+    validation_fraction: float = 0.2
+
+
+class _Grid:
+    """A grid that trains nothing: each cell answers with its test accuracy (None: it
+    failed), and brings its validation accuracy as a tuned run does
+    (`tuning.validation_accuracy`)."""
+
+    def __init__(self, test, validation, latency=None):
+        self.test, self.validation, self.latency = test, validation, latency or {}
+        self.config = _Config(backbones=sorted({b for b, _ in test}), strategies=["finetune"])
+        self.log = types.SimpleNamespace(records=[])
+
+    def run(self, config, during=contextlib.nullcontext):
+        records, plans = [], []
+        with during():  # as the grid does: `during()` wraps the training
+            self._train(config, records, plans)
+        self.log.records += records
+        return types.SimpleNamespace(plans=plans, records=lambda: records)
+
+    def _train(self, config, records, plans):
+        for b in config.backbones:
+            for s in config.strategies:
+                records.append(_record(b, s, self.test[b, s]))
+                records[-1]["inference"] = {"latency_ms_p50": self.latency.get(b)}
+                if self.test[b, s] is None:
+                    records[-1]["status"] = "failed"
+                spec = types.SimpleNamespace(
+                    dataset="d", dataset_fingerprint="f", budget=None, image_size=16,
+                    backbone=b, strategy=s, tuning={"validation_accuracy": self.validation[b, s]},
+                )  # fmt: skip
+                plans.append(types.SimpleNamespace(status="ok", spec=spec))
+
+
+def test_two_stages_fine_tunes_the_probes_best_on_validation_not_on_test():
+    # a's probe is the better on test, b's on validation: stage 2 fine-tunes b alone.
+    test = {
+        ("a", "linear"): 0.9,
+        ("b", "linear"): 0.6,
+        ("a", "finetune"): 0.95,
+        ("b", "finetune"): 0.7,
+    }
+    validation = {("a", "linear"): 0.5, ("b", "linear"): 0.8, ("a", "finetune"): 0.6,
+                  ("b", "finetune"): 0.85}  # fmt: skip
+    stages = select.two_stages(
+        _Grid(test, validation), rank_by="probe", top_k=1, finalist="finetune"
+    )
+    (found,) = stages.selections
+    assert found.ranking == [("b", 0.8), ("a", 0.5)]
+    assert found.finalists == ["b"] and found.accuracy == {"b": 0.7}
+    assert (found.pick, found.pick_strategy, found.pick_accuracy) == ("b", "finetune", 0.7)
+
+
+def test_when_no_backbone_answers_within_the_latency_budget_the_error_says_each_ones_latency():
+    test = {("a", "linear"): 0.9, ("b", "linear"): 0.6, ("c", "linear"): 0.5}
+    grid = _Grid(test, dict.fromkeys(test, 0.5), latency={"b": 12.5, "c": 40})
+    with pytest.raises(TlbenchError) as info:
+        select.two_stages(grid, rank_by="probe", top_k=1, finalist="finetune", max_latency_ms=5)
+    assert str(info.value) == (
+        "no backbone answers within --max-latency-ms 5: a (not measured), b (12.5 ms), "
+        "c (40.0 ms). Raise the budget, or add smaller backbones"
+    )
+
+
+def test_when_every_probe_failed_the_error_says_stage_1_found_nothing():
+    grid = _Grid({("a", "linear"): None}, {("a", "linear"): 0.5})
+    with pytest.raises(TlbenchError) as info:
+        select.two_stages(grid, rank_by="probe", top_k=1, finalist="finetune")
+    assert str(info.value) == "no backbone finished stage 1 (the probes); see the table above"
+
+
+def test_a_selection_under_a_latency_budget_reports_the_budget_and_who_was_left_out():
+    test = {("a", "linear"): 0.9, ("b", "linear"): 0.6, ("b", "finetune"): 0.7}
+    grid = _Grid(test, dict.fromkeys(test, 0.5), latency={"a": 12.5, "b": 2.0})
+    stages = select.two_stages(
+        grid, rank_by="probe", top_k=1, finalist="finetune", max_latency_ms=5
+    )
+    (found,) = stages.selections
+    assert (found.max_latency_ms, found.over_latency) == (5, {"a": 12.5})
+    assert (found.finalists, found.pick) == (["b"], "b")
+    assert stages.checks == []  # a was never fine-tuned: no ranking to check
+
+
+def test_when_every_backbone_is_a_finalist_the_ranking_is_checked_against_its_strategy():
+    probe = {"a": 0.9, "b": 0.8, "c": 0.7}
+    test = {(b, "linear"): v for b, v in probe.items()}
+    test |= {(b, "lp-ft"): 1.6 - v for b, v in probe.items()}  # the probe's order reversed
+    stages = select.two_stages(_Grid(test, test), rank_by="probe", top_k=3, finalist="lp-ft")
+    checks = {c.rank_by: c for c in stages.checks}
+    assert checks["probe"].against == "lp-ft" and checks["probe"].backbones == 3
+    assert (checks["probe"].tau, checks["probe"].regret) == pytest.approx((-1.0, 0.2))
