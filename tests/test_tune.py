@@ -404,30 +404,45 @@ def test_a_trials_score_is_its_validation_accuracy_with_ties_broken_by_the_lower
     assert score(_trained(0.9, 0.1, status="failed")) is None and score(None) is None
 
 
-def _halving_search(tmp_path, accuracy_of_lr, trials=8, batch=4):
-    """`tune.search` over one cell whose runs 'train' instantly: a trial's validation
-    accuracy is `accuracy_of_lr(lr, epochs)` and its loss 0.5. Returns the study."""
-    import optuna
-
+def _fake_search(tmp_path, accuracy, *, hp=None, loss=lambda lr: 0.5, **settings):
+    """`tune.search` over one `linear` cell whose runs 'train' instantly: a run's validation
+    accuracy is `accuracy(lr, epochs)` and its loss `loss(lr)`; `settings` make the
+    `TuneSettings`. Returns the chosen plan, the learning rates asked in order, and the
+    results file beside which the study lives."""
     from tlbench.plugin_types import Hyperparameters, PlannedRun, RunSpec
-    from tlbench.tune import search, storage_path, study_name
+    from tlbench.tune import search
 
-    spec = RunSpec("b", "d", "linear", 0, 16, Hyperparameters(epochs=9), {}, None, "fp")
-    settings_ = TuneSettings(trials=trials, batch=batch, pruner="halving")
+    hp = hp or Hyperparameters(epochs=2)
+    spec = RunSpec("b", "d", "linear", 0, 16, hp, {}, None, "fp")
     records: dict[str, dict] = {}
+    lrs: list[float] = []
 
     def run_specs(specs):
         for s in specs:
-            records[s.key] = _trained(accuracy_of_lr(s.hp.lr, s.hp.epochs))
+            lrs.append(s.hp.lr)
+            records[s.key] = _trained(accuracy(s.hp.lr, s.hp.epochs), loss=loss(s.hp.lr))
             records[s.key]["config"] = {"hyperparameters": {"epochs": s.hp.epochs}}
         return {s.key: records[s.key] for s in specs}
 
     out = tmp_path / "runs.jsonl"
-    (plan,) = search(
-        [PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records
-    )
-    name = study_name(spec, LINEAR, settings_)
-    return plan, optuna.load_study(study_name=name, storage=f"sqlite:///{storage_path(out)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tune = TuneSettings(**settings)
+    (plan,) = search([PlannedRun(spec)], lambda _: LINEAR, tune, out, run_specs, lambda: records)
+    return plan, lrs, out
+
+
+def _halving_search(tmp_path, accuracy_of_lr, trials=8, batch=4):
+    """A halving search of 9-epoch runs (`_fake_search`): its plan and its study."""
+    import optuna
+
+    from tlbench.plugin_types import Hyperparameters
+
+    plan, _, out = _fake_search(
+        tmp_path, accuracy_of_lr, hp=Hyperparameters(epochs=9), trials=trials, batch=batch,
+        pruner="halving",
+    )  # fmt: skip
+    storage = f"sqlite:///{storage_path(out)}"
+    return plan, optuna.load_study(study_name=plan.spec.tuning["study"], storage=storage)
 
 
 def test_halving_decides_a_batch_against_its_own_better_trials(tmp_path):
@@ -450,50 +465,18 @@ def test_halving_decides_a_batch_against_its_own_better_trials(tmp_path):
 def test_tied_trials_are_chosen_by_their_loss_not_their_number(tmp_path):
     """Every trial ties on accuracy; the chosen one has the lowest loss (here the highest
     learning rate), not the lowest number, and is reported with its accuracy."""
-    from tlbench.plugin_types import Hyperparameters, PlannedRun, RunSpec
-    from tlbench.tune import search
-
-    spec = RunSpec("b", "d", "linear", 0, 16, Hyperparameters(epochs=2), {}, None, "fp")
-    records: dict[str, dict] = {}
-    lrs: list[float] = []
-
-    def run_specs(specs):
-        for s in specs:
-            lrs.append(s.hp.lr)
-            records[s.key] = _trained(0.75, loss=1.0 - s.hp.lr)  # the search's lr <= 0.1
-            records[s.key]["config"] = {"hyperparameters": {"epochs": s.hp.epochs}}
-        return {s.key: records[s.key] for s in specs}
-
-    settings_ = TuneSettings(trials=5, batch=5)
-    out = tmp_path / "runs.jsonl"
-    (plan,) = search(
-        [PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records
-    )
+    plan, lrs, _ = _fake_search(
+        tmp_path, lambda lr, epochs: 0.75, loss=lambda lr: 1.0 - lr, trials=5, batch=5
+    )  # the search's lr <= 0.1
     assert len(lrs) == 5 and lrs.index(max(lrs)) != 0
     assert plan.spec.hp.lr == max(lrs)
     assert plan.spec.tuning["validation_accuracy"] == 0.75
 
 
 def _asked(tmp_path, seed: int, trials: int = 6) -> list[float]:
-    """The learning rates a search of `trials` asks, its runs 'trained' instantly."""
-    from tlbench.plugin_types import Hyperparameters, PlannedRun, RunSpec
-    from tlbench.tune import search
-
-    spec = RunSpec("b", "d", "linear", 0, 16, Hyperparameters(epochs=2), {}, None, "fp")
-    records: dict[str, dict] = {}
-    lrs: list[float] = []
-
-    def run_specs(specs):
-        for s in specs:
-            lrs.append(s.hp.lr)
-            records[s.key] = _trained(0.5 + s.hp.lr, loss=0.5)
-        return {s.key: records[s.key] for s in specs}
-
-    settings_ = TuneSettings(trials=trials, batch=2, seed=seed)
-    out = tmp_path / f"seed{seed}" / "runs.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    search([PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records)
-    return lrs
+    """The learning rates a search of `trials` asks (`_fake_search`)."""
+    where = tmp_path / f"seed{seed}"
+    return _fake_search(where, lambda lr, epochs: 0.5 + lr, trials=trials, batch=2, seed=seed)[1]
 
 
 def test_the_tune_seed_draws_other_settings_and_the_same_seed_draws_the_same(tmp_path):
@@ -504,24 +487,9 @@ def test_the_tune_seed_draws_other_settings_and_the_same_seed_draws_the_same(tmp
 
 
 def _search_of(tmp_path, hp, accuracy_of_lr, trials=6):
-    """A search of one `linear` cell of `hp` whose runs 'train' instantly; (plan, lrs)."""
-    from tlbench.plugin_types import PlannedRun, RunSpec
-    from tlbench.tune import search
-
-    spec = RunSpec("b", "d", "linear", 0, 16, hp, {}, None, "fp")
-    records: dict[str, dict] = {}
-    lrs: list[float] = []
-
-    def run_specs(specs):
-        for s in specs:
-            lrs.append(s.hp.lr)
-            records[s.key] = _trained(accuracy_of_lr(s.hp.lr), loss=0.5)
-        return {s.key: records[s.key] for s in specs}
-
-    settings_ = TuneSettings(trials=trials, batch=3)
-    out = tmp_path / "runs.jsonl"
-    (plan,) = search(
-        [PlannedRun(spec)], lambda _: LINEAR, settings_, out, run_specs, lambda: records
+    """A search of one `linear` cell of `hp` (`_fake_search`): (plan, lrs)."""
+    plan, lrs, _ = _fake_search(
+        tmp_path, lambda lr, epochs: accuracy_of_lr(lr), hp=hp, trials=trials, batch=3
     )
     return plan, lrs
 
