@@ -144,6 +144,17 @@ def _expected_exit(what: str, signum: int, code: int) -> bool:
     return code in (0, 1)  # a worker or the forkserver: the grid goes on (1: every run failed)
 
 
+def _send(pid: int, signum: int) -> bool:
+    """Send `signum` to `pid`; False when it had already ended (nothing was injected)."""
+    if not alive(pid):
+        return False
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def step(folder: Path, executor: str, rng: random.Random, figures: Figures) -> None:
     """One run of the grid with one fault at a random moment, then the file's checks."""
     signum = rng.choice(SIGNALS)
@@ -164,10 +175,11 @@ def step(folder: Path, executor: str, rng: random.Random, figures: Figures) -> N
             code, what = driver.wait(), "nothing (the grid had finished)"
         else:
             what, pid = _target(driver, executor, rng)
-            if alive(pid):
-                os.kill(pid, signum)
+            if _send(pid, signum):
                 figures.injected += 1
                 figures.faults[executor, what, signal.Signals(signum).name] += 1
+            else:  # the target ended between being chosen and the signal: no fault this step
+                what = f"nothing (the {what} had ended)"
             try:
                 code = driver.wait(timeout=STEP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -176,18 +188,19 @@ def step(folder: Path, executor: str, rng: random.Random, figures: Figures) -> N
     figures.steps += 1
     count, problems = check_file(folder / "runs.jsonl")
     figures.records_checked += count
+    injected = not what.startswith("nothing")
     where = f"{executor}: {signal.Signals(signum).name} to the {what}"
     if code is None:
         problems.append(f"{where}: the driver did not end within {STEP_TIMEOUT:.0f} s")
-    elif what.startswith("nothing"):
-        return
-    elif not _expected_exit(what, signum, code):
+    elif injected and not _expected_exit(what, signum, code):
         problems.append(f"{where}: exit status {code}")
+    elif not injected and code != 0:
+        problems.append(f"{where}: exit status {code} with no fault")
     if "Traceback" in log:
         problems.append(f"{where}: a traceback:\n{log[log.index('Traceback') :][:2000]}")
-    if problems:
-        figures.problems += problems
-    else:
+    figures.problems += problems
+    # A step with no fault sent checks the file all the same, but survives nothing.
+    if injected and not problems:
         figures.survived += 1
 
 

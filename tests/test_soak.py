@@ -8,6 +8,8 @@ on files that break each invariant, so a soak that passes has checked something.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +32,20 @@ def test_the_soaks_checker_finds_a_torn_line_and_two_ok_records_of_one_key(tmp_p
     assert count == 3
     assert any("torn" in p for p in problems) and "key a has 2 ok records" in problems
     assert soak.answers(path) == {"a": "ok"}
+
+
+def test_a_target_that_ended_before_its_signal_counts_as_no_fault():
+    # A worker chosen as the target can end before the signal is sent; that step injected
+    # nothing, so it must not count as a fault survived (survived would exceed injected).
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    assert soak._send(ended.pid, signal.SIGTERM) is False
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert soak._send(running.pid, signal.SIGTERM) is True
+        assert running.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        running.kill()
 
 
 #: seconds of faults the suite's soak injects: a short soak on every executor, so the README's
