@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FLOWERS12
@@ -18,8 +19,9 @@ from conftest import FLOWERS12
 import tlbench
 from tlbench.cli import main
 from tlbench.config import RunConfig
-from tlbench.data import DecodeCache
+from tlbench.data import DecodeCache, ImageTensors
 from tlbench.engine import Execution, ImageClassifier, extract_features
+from tlbench.features import FeatureStore, feature_key
 from tlbench.plugin_types import DatasetRequest
 from tlbench.runner import Runner
 
@@ -82,7 +84,9 @@ def test_linear_lite0_on_flowers12_reaches_85_percent_and_matches_a_probe(tmp_pa
     accuracy = record["accuracy"]["final"]
     assert accuracy >= 0.85, f"linear top-1 {accuracy:.3f} at {IMAGE_SIZE} px"
 
-    # The reference a practitioner would fit by hand on the same frozen features.
+    # The reference a practitioner would fit by hand on the same frozen features: the run's
+    # own, from its feature cache, each split's rows checked against a fresh extraction of
+    # a spread of its images (the right images, in label order, from these weights).
     backbone = plugins.backbones.get("efficientnet_lite0")
     splits = plugins.datasets.get("imagefolder").load(
         DatasetRequest(argument=str(FLOWERS12), data_dir=tmp_path)
@@ -91,11 +95,27 @@ def test_linear_lite0_on_flowers12_reaches_85_percent_and_matches_a_probe(tmp_pa
     store = backbone.preprocessing.resize_for(IMAGE_SIZE)
     model = ImageClassifier(backbone.build(True), torch.nn.Identity(), backbone.preprocessing)
     ex = Execution(torch.device("cpu"))
+    cache = FeatureStore(tmp_path / "cache")
     feats = {}
-    for split, source in (("train", splits.train), (splits.eval_split, splits.eval)):
-        data = decode.get(source, fingerprint=splits.fingerprint, split=split, size=store)
-        feats[split] = (extract_features(model, data, IMAGE_SIZE, 64, ex), data.labels)
-    probe = _logistic_probe(*feats["train"], *feats[splits.eval_split], num_classes=12)
+    for split, name, source in (
+        ("train", "train", splits.train),
+        ("eval", splits.eval_split, splits.eval),  # the run's decode cache names the split
+    ):
+        data = decode.get(source, fingerprint=splits.fingerprint, split=name, size=store)
+        key = feature_key(
+            backbone, fingerprint=splits.fingerprint, split=split, image_size=IMAGE_SIZE,
+            store_size=store, precision=ex.precision, count=len(data),
+        )  # fmt: skip
+        found = cache.get(key, backbone.feature_dim, len(data))
+        assert found is not None, f"the run left no {split} features in its cache"
+        cached = torch.from_numpy(np.array(found[0]))
+        rows = torch.linspace(0, len(data) - 1, 12).long()
+        fresh = extract_features(
+            model, ImageTensors(data.images[rows], data.labels[rows]), IMAGE_SIZE, 64, ex
+        )
+        torch.testing.assert_close(cached[rows], fresh, rtol=1e-3, atol=1e-3)
+        feats[split] = (cached, data.labels)
+    probe = _logistic_probe(*feats["train"], *feats["eval"], num_classes=12)
     print(f"tlbench linear {accuracy:.4f} vs logistic-regression probe {probe:.4f}")
     assert accuracy >= probe - 0.03, f"tlbench linear {accuracy:.3f} vs probe {probe:.3f}"
 

@@ -7,14 +7,9 @@ Each run is a Ray task that loads the driver's plugins by import path
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -22,6 +17,8 @@ ray = pytest.importorskip("ray")
 
 #: a local Ray instance starts in about 16 s, and the driver-kill test runs two grids.
 pytestmark = pytest.mark.slow
+
+from signalgrid import Driver, records  # noqa: E402
 
 import tlbench  # noqa: E402
 from tlbench import results, testing  # noqa: E402
@@ -79,45 +76,29 @@ def test_a_ray_grid_matches_inline_per_run_key(tmp_path):
 SEEDS = 6
 
 
-def _run_cli(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    args = [
-        sys.executable, "-m", "tlbench.cli", "run", "--plain",
-        "--backbones", "small_cnn", "--datasets", "synthetic", "--strategies", "scratch",
-        "--seeds", ",".join(map(str, range(SEEDS))), "--epochs", "2", "--image-size", "32",
-        "--out", str(tmp_path / "runs.jsonl"), "--cache-dir", str(tmp_path / "cache"),
-        "--device", "cpu", *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "TLBENCH_LOAD_PLUGINS": ""}
-    return subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True, text=True,
-    )  # fmt: skip
-
-
 def test_a_ray_driver_killed_mid_grid_keeps_every_finished_run_and_the_rerun_completes(tmp_path):
-    out = tmp_path / "runs.jsonl"
-    driver = _run_cli(tmp_path, "--executor", "ray")
-    # Generous: a busy 2-core machine starts Ray and its workers slowly.
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and driver.poll() is None:
-        if out.exists() and out.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.1)
-    assert driver.poll() is None, driver.communicate()[0]
-    assert out.exists(), "no run finished in 15 minutes"
-    os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` does
-    driver.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(driver.pid, signal.SIGKILL)  # then the local Ray instance it started
-    finished = results.read(out)
+    # signalgrid's grid: the tiny `holding` backbone on in-memory squares, so the seconds go
+    # to Ray and the kill, not to training. Once a run has finished, the `hold` file holds
+    # every run still training, so the driver dies with runs in flight on any machine.
+    hold = tmp_path / "hold"
+    with Driver(tmp_path, "ray", SEEDS) as driver:
+        # Generous: a busy 2-core machine starts Ray and its workers slowly.
+        driver.wait_until(lambda: records(tmp_path), "the first run to finish", timeout=900)
+        hold.touch()
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` does
+        driver.wait(timeout=30)
+    # (leaving the block killed the rest of its session: the local Ray instance it started)
+    finished = records(tmp_path)
     assert finished and all(r["status"] == "ok" for r in finished)
     assert len(finished) < SEEDS
 
-    rerun = _run_cli(tmp_path, "--executor", "ray")
-    log, _ = rerun.communicate(timeout=900)
-    assert rerun.returncode == 0, log
+    hold.unlink(missing_ok=True)
+    with Driver(tmp_path, "ray", SEEDS) as rerun:
+        code = rerun.wait(timeout=900)
+        log = rerun.log()
+    assert code == 0, log
     assert f"{SEEDS - len(finished)} to train, {len(finished)} already done" in log
-    records = results.read(out)
-    assert len(records) == SEEDS
-    assert sorted(r["config"]["seed"] for r in records) == list(range(SEEDS))
-    assert all(r["status"] == "ok" for r in records)
+    done = records(tmp_path)
+    assert len(done) == SEEDS
+    assert sorted(r["config"]["seed"] for r in done) == list(range(SEEDS))
+    assert all(r["status"] == "ok" for r in done)

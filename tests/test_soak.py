@@ -51,10 +51,10 @@ def test_a_target_that_ended_before_its_signal_counts_as_no_fault():
 #: seconds of faults the suite's soak injects: a short soak on every executor, so the README's
 #: test command stays minutes long; the soak of record (`python benchmarks/soak.py`, 7
 #: minutes of faults, results/soak.md) is the same code run longer.
-SUITE_SOAK_SECONDS = 120
+SUITE_SOAK_SECONDS = 60
 
 
-@pytest.mark.slow  # 2 minutes of faults, then a final rerun per executor: about 3 minutes
+@pytest.mark.slow  # 1 minute of faults, then a final rerun per executor: about 2 minutes
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_random_kills_on_every_executor_lose_nothing_and_a_rerun_completes_each_grid(tmp_path):
     pytest.importorskip("ray")
