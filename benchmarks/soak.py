@@ -144,6 +144,10 @@ def _expected_exit(what: str, signum: int, code: int) -> bool:
     return code in (0, 1)  # a worker or the forkserver: the grid goes on (1: every run failed)
 
 
+def _tail(log: str, lines: int = 15) -> str:
+    return "\n".join(log.splitlines()[-lines:])
+
+
 def _send(pid: int, signum: int) -> bool:
     """Send `signum` to `pid`; False when it had already ended (nothing was injected)."""
     if not alive(pid):
@@ -193,9 +197,9 @@ def step(folder: Path, executor: str, rng: random.Random, figures: Figures) -> N
     if code is None:
         problems.append(f"{where}: the driver did not end within {STEP_TIMEOUT:.0f} s")
     elif injected and not _expected_exit(what, signum, code):
-        problems.append(f"{where}: exit status {code}")
+        problems.append(f"{where}: exit status {code}; the log ends:\n{_tail(log)}")
     elif not injected and code != 0:
-        problems.append(f"{where}: exit status {code} with no fault")
+        problems.append(f"{where}: exit status {code} with no fault; the log ends:\n{_tail(log)}")
     if "Traceback" in log:
         problems.append(f"{where}: a traceback:\n{log[log.index('Traceback') :][:2000]}")
     figures.problems += problems

@@ -60,3 +60,40 @@ class KillOnce:
 
 
 KILL_ONCE = KillOnce()
+
+
+class KillAtStartOnce:
+    """Kills the first worker process that loads it (kill -9), before that worker is ready.
+
+    As a signal from outside (a user, the soak, the kernel's OOM killer) can do
+    while a worker imports: `TLBENCH_TEST_KILL_START_MARK` records the kill, so
+    the worker started in its place loads normally. The driver is never killed.
+    """
+
+    @tlbench.hookimpl
+    def tlbench_register_backbones(self, register):
+        import multiprocessing
+
+        mark = Path(os.environ["TLBENCH_TEST_KILL_START_MARK"])
+        worker = multiprocessing.current_process().name.startswith("tlbench-worker-")
+        if worker and not mark.exists():
+            mark.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+KILL_AT_START_ONCE = KillAtStartOnce()
+
+
+class ExitAtStart:
+    """Every worker process that loads it exits (status 3) before it is ready, as a worker
+    whose environment is broken does; the driver loads it normally."""
+
+    @tlbench.hookimpl
+    def tlbench_register_backbones(self, register):
+        import multiprocessing
+
+        if multiprocessing.current_process().name.startswith("tlbench-worker-"):
+            os._exit(3)
+
+
+EXIT_AT_START = ExitAtStart()

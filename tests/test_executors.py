@@ -192,6 +192,39 @@ def test_a_devices_worker_killed_mid_run_is_retried_and_nothing_is_lost(tmp_path
     )  # the file: in the order runs ended
 
 
+def test_a_worker_killed_before_it_is_ready_is_replaced_and_the_grid_completes(
+    tmp_path, monkeypatch
+):
+    from executor_plugins import KILL_AT_START_ONCE
+
+    mark = tmp_path / "killed"
+    monkeypatch.setenv("TLBENCH_TEST_KILL_START_MARK", str(mark))
+    config = _config(
+        tmp_path, executor="process", backbones=["tiny"], strategies=["scratch"], seeds=[0, 1]
+    )
+    records = Runner(config, _plugins(("kill_at_start", KILL_AT_START_ONCE))).run()
+    assert mark.exists()  # a worker died by SIGKILL while it loaded its plugins
+    assert sorted((r["config"]["backbone"], r["config"]["seed"], r["status"]) for r in records) == [
+        ("tiny", 0, "ok"),
+        ("tiny", 1, "ok"),
+    ]
+
+
+@pytest.mark.parametrize("executor", ["process", "devices"])
+def test_a_worker_that_cannot_start_ends_the_grid_with_an_error_not_a_loop(tmp_path, executor):
+    from executor_plugins import EXIT_AT_START
+
+    config = _config(
+        tmp_path, executor=executor, devices=["cpu"], backbones=["tiny"], strategies=["scratch"]
+    )
+    runner = Runner(config, _plugins(("exit_at_start", EXIT_AT_START)))
+    with pytest.raises(tlbench.TlbenchError, match="exit status 3 before it was ready"):
+        runner.run()
+    assert (
+        not (tmp_path / "results.jsonl").exists() or results.read(tmp_path / "results.jsonl") == []
+    )
+
+
 def test_plugins_registered_in_process_cannot_travel_and_say_so(tmp_path):
     class Local:
         @tlbench.hookimpl

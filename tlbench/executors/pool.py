@@ -55,6 +55,8 @@ from tlbench.trial import make_record
 STOP_GRACE_SECONDS = 20.0
 #: attempts per run when its worker dies (the first and one retry).
 ATTEMPTS = 2
+#: workers a slot may lose to a signal before they are ready, before the grid gives up.
+START_ATTEMPTS = 3
 
 
 # --------------------------------------------------------------------------- the worker
@@ -329,6 +331,8 @@ class WorkerPool:
         self.workers: dict[int, _Worker] = {}
         #: fresh mode: a started worker waiting for the next run, per slot.
         self.spares: dict[int, _Worker] = {}
+        #: per slot: workers that died before they were ready (see `_died`).
+        self._unready_deaths: collections.Counter[int] = collections.Counter()
 
     # ------------------------------------------------------------------ workers
 
@@ -495,6 +499,13 @@ class WorkerPool:
         spec = worker.spec
         if spec is None:
             if not worker.ready:
+                self._unready_deaths[worker.slot] += 1
+                # Killed from outside while it started (a signal, its forkserver's death):
+                # `_dispatch` starts another for the slot. One that exited by itself, or
+                # died every time, cannot start here.
+                killed = code is None or code < 0
+                if killed and self._unready_deaths[worker.slot] < START_ATTEMPTS:
+                    return
                 raise TlbenchError(
                     f"a tlbench worker process for {worker.device} exited with {_status(code)} "
                     "before it was ready; run with --executor inline to see the error"
