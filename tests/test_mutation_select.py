@@ -303,6 +303,33 @@ def test_two_stages_fine_tunes_the_probes_best_on_validation_not_on_test():
     assert (found.pick, found.pick_strategy, found.pick_accuracy) == ("b", "finetune", 0.7)
 
 
+def test_the_callers_during_wraps_the_training_of_both_stages():
+    # The CLI's `during` turns a stop signal into an interrupt while a stage trains (the
+    # interrupted records, exit 128 + signal); a stage trained outside it would not get that.
+    depth = [0]
+    trained = []
+
+    @contextlib.contextmanager
+    def during():
+        depth[0] += 1
+        try:
+            yield
+        finally:
+            depth[0] -= 1
+
+    class Watched(_Grid):
+        def _train(self, config, records, plans):
+            trained.append((config.strategies, depth[0]))
+            super()._train(config, records, plans)
+
+    test = {("a", "linear"): 0.9, ("b", "linear"): 0.6, ("a", "finetune"): 0.95}
+    select.two_stages(
+        Watched(test, dict.fromkeys(test, 0.5)),
+        rank_by="probe", top_k=1, finalist="finetune", during=during,
+    )  # fmt: skip
+    assert trained == [(["linear"], 1), (["finetune"], 1)]
+
+
 def test_when_no_backbone_answers_within_the_latency_budget_the_error_says_each_ones_latency():
     test = {("a", "linear"): 0.9, ("b", "linear"): 0.6, ("c", "linear"): 0.5}
     grid = _Grid(test, dict.fromkeys(test, 0.5), latency={"b": 12.5, "c": 40})
