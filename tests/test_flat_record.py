@@ -13,7 +13,7 @@ from tlbench.record import flat_record
 RECORD = {
     "key": "k1",
     "status": "ok",
-    "reason": None,
+    "reason": "why",
     "time": "2026-12-07T00:00:00Z",
     "config": {
         "backbone": "bb",
@@ -68,7 +68,7 @@ RECORD = {
 ROW = {
     "key": "k1",
     "status": "ok",
-    "reason": None,
+    "reason": "why",
     "time": "2026-12-07T00:00:00Z",
     "backbone": "bb",
     "weights": "w",

@@ -80,6 +80,8 @@ def test_a_run_of_no_images_decodes_to_an_empty_vector():
     got = decode_correct({"images": 0, "bits": ""})
     assert got is not None and got.shape == (0,)
     assert decode_correct({"images": -1, "bits": ""}) is None
+    assert decode_correct({"images": True, "bits": "gA=="}) is None  # a bool is not a count
+    assert decode_correct({"images": "8", "bits": "/w=="}) is None
 
 
 def test_bits_with_characters_outside_base64_are_refused_not_skipped():
