@@ -247,3 +247,10 @@ def test_weighting_by_one_ranking_is_scipys_lexicographic_rank_whatever_the_ties
         by_score = float(st.weightedtau(score, accuracy, rank=None)[0])
         got = stats.weighted_tau(score, accuracy, weigh_by="score")
         assert got == pytest.approx(by_score, abs=1e-12, nan_ok=True), (score, accuracy)
+
+
+def test_a_covariance_already_a_multiple_of_the_identity_needs_no_shrinkage():
+    # S = 0.5 I exactly: |S - mu I|_F^2 is 0, and the shrinkage toward mu I is 0, not a
+    # division by that zero.
+    x = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    assert tr.ledoit_wolf_shrinkage(x) == 0.0
