@@ -62,6 +62,13 @@ class KillOnce:
 KILL_ONCE = KillOnce()
 
 
+def _in_worker() -> bool:
+    """Whether this process is a worker of the process pool (named by `WorkerPool._start`)."""
+    import multiprocessing
+
+    return multiprocessing.current_process().name.startswith("tlbench-worker-")
+
+
 class KillAtStartOnce:
     """Kills the first worker process that loads it (kill -9), before that worker is ready.
 
@@ -72,11 +79,8 @@ class KillAtStartOnce:
 
     @tlbench.hookimpl
     def tlbench_register_backbones(self, register):
-        import multiprocessing
-
         mark = Path(os.environ["TLBENCH_TEST_KILL_START_MARK"])
-        worker = multiprocessing.current_process().name.startswith("tlbench-worker-")
-        if worker and not mark.exists():
+        if _in_worker() and not mark.exists():
             mark.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -90,9 +94,7 @@ class ExitAtStart:
 
     @tlbench.hookimpl
     def tlbench_register_backbones(self, register):
-        import multiprocessing
-
-        if multiprocessing.current_process().name.startswith("tlbench-worker-"):
+        if _in_worker():
             os._exit(3)
 
 
