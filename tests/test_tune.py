@@ -213,13 +213,17 @@ def _ask_and_train_untold(plugins, config):
     runner.run_specs([spec for _, spec in batch])
 
 
-def test_process_executor_tunes_to_the_same_choices_as_inline(plugins, tiny_config):
+@pytest.mark.parametrize("pruner", ["none", "halving"])
+def test_process_executor_tunes_to_the_same_choices_as_inline(plugins, tiny_config, pruner):
     tiny_config.strategies = ["linear"]
-    inline = _chosen(Runner(_tuned(tiny_config), plugins).run())
+    inline = _chosen(Runner(_tuned(tiny_config, tune_pruner=pruner), plugins).run())
     tiny_config.out = str(Path(tiny_config.out).with_name("process.jsonl"))
     tiny_config.executor = "process"
-    process = _chosen(Runner(_tuned(tiny_config), plugins).run())
+    process = _chosen(Runner(_tuned(tiny_config, tune_pruner=pruner), plugins).run())
     assert process == inline
+    if pruner == "halving":  # a rung in one worker continued the state another left
+        rungs = [r["rung"] for r in read(tiny_config.out) if r.get("rung")]
+        assert any(r["resumed_from_epoch"] > 0 for r in rungs)
 
 
 def test_a_strategy_without_a_search_space_runs_untuned_with_a_warning(more_plugins, tiny_config):
@@ -312,20 +316,32 @@ def test_successive_halving_prunes_on_epochs_and_charges_every_rung(plugins, tin
     (record,) = Runner(_tuned(tiny_config, trials=6, batch=3, tune_pruner="halving"), plugins).run()
     tuning = record["tuning"]
     trials = [r for r in read(tiny_config.out) if r["config"].get("holdout")]
-    epochs = sorted({t["config"]["hyperparameters"]["epochs"] for t in trials})
-    assert epochs == [1, 3, 9]  # the rungs: a ninth, a third, all
+    # The rungs: the first ninth, the first third, all of the 9-epoch schedule.
+    assert sorted({t["config"]["stop_epoch"] for t in trials}) == [1, 3, 9]
+    assert {t["config"]["hyperparameters"]["epochs"] for t in trials} == {9}
     assert tuning["pruner"] == "halving" and tuning["trials"] == 6
-    assert tuning["search_epochs"] == sum(t["config"]["hyperparameters"]["epochs"] for t in trials)
-    # Each trial climbs the rungs in order from the first: a run at 9 epochs follows runs
-    # of the same settings at 1 and 3.
-    by_settings: dict[str, list[int]] = {}
+    # Each trial climbs the rungs in order from the first, each rung continuing the last:
+    # a trial's rungs trained its highest rung's epochs once in all.
+    by_settings: dict[str, list[dict]] = {}
     for t in trials:
-        hp = dict(t["config"]["hyperparameters"])
-        epochs = hp.pop("epochs")
-        by_settings.setdefault(json.dumps(hp, sort_keys=True), []).append(epochs)
+        key = json.dumps(t["config"]["hyperparameters"], sort_keys=True)
+        by_settings.setdefault(key, []).append(t["rung"])
     assert len(by_settings) == 6
-    assert all(sorted(e) == [1, 3, 9][: len(e)] for e in by_settings.values())
+    climbed = [sorted(r["stop_epoch"] for r in rungs) for rungs in by_settings.values()]
+    assert all(stops == [1, 3, 9][: len(stops)] for stops in climbed)
+    assert any(len(stops) > 1 for stops in climbed)
+    for rungs in by_settings.values():
+        for r in rungs:
+            before = max(
+                (s["stop_epoch"] for s in rungs if s["stop_epoch"] < r["stop_epoch"]), default=0
+            )
+            assert r["resumed_from_epoch"] == before
+            assert r["epochs_trained"] == r["stop_epoch"] - before
+    assert tuning["search_epochs"] == sum(max(stops) for stops in climbed)
     assert record["config"]["hyperparameters"]["epochs"] == 9  # the chosen run trains them all
+    assert "stop_epoch" not in record["config"]
+    # Every trial was told its last result: no rung's state is left.
+    assert not Path(tiny_config.out).with_suffix(".tune").exists()
 
 
 def test_the_report_plots_sensitivity_and_says_how_far_tuning_moved_the_ranking(
@@ -420,8 +436,9 @@ def _fake_search(tmp_path, accuracy, *, hp=None, loss=lambda lr: 0.5, **settings
     def run_specs(specs):
         for s in specs:
             lrs.append(s.hp.lr)
-            records[s.key] = _trained(accuracy(s.hp.lr, s.hp.epochs), loss=loss(s.hp.lr))
-            records[s.key]["config"] = {"hyperparameters": {"epochs": s.hp.epochs}}
+            epochs = s.stop_epoch or s.hp.epochs
+            records[s.key] = _trained(accuracy(s.hp.lr, epochs), loss=loss(s.hp.lr))
+            records[s.key]["config"] = {"hyperparameters": {"epochs": epochs}}
         return {s.key: records[s.key] for s in specs}
 
     out = tmp_path / "runs.jsonl"
@@ -548,3 +565,92 @@ def test_a_studies_file_tlbench_cannot_open_is_an_error_naming_it_and_loses_noth
     ):
         Runner(_tuned(tiny_config), plugins).run()
     assert out.read_bytes() == kept
+
+
+# --------------------------------------------------------------------------- halving's rungs
+
+
+def _curve(record, *names):
+    return [tuple(e[n] for n in names) for e in record["accuracy"]["curve"]]
+
+
+@pytest.mark.parametrize("strategy", ["linear", "finetune", "lp-ft"])
+def test_a_rung_continued_from_the_last_ends_exactly_as_one_trained_from_epoch_1(
+    plugins, tiny_config, tmp_path, strategy
+):
+    """A rung is the first epochs of the whole schedule, and continuing the last rung's
+    state (weights, optimiser, schedule, random streams) changes nothing but the cost."""
+    from tlbench.plan import workspace_for
+    from tlbench.trial import run_trial
+
+    tiny_config.strategies = [strategy]
+    tiny_config.hyperparameters = {"epochs": 6, "batch_size": 16}
+    (plan,) = Runner(tiny_config, plugins).plan()
+    spec = dataclasses.replace(plan.spec, holdout="validation=0.25")
+    states = tmp_path / "states"
+    keep = dataclasses.replace(workspace_for(tiny_config), rung_states=states)
+    nowhere = dataclasses.replace(keep, rung_states=None)
+
+    def rung(stop, workspace):
+        return run_trial(dataclasses.replace(spec, stop_epoch=stop), workspace, plugins=plugins)
+
+    whole = run_trial(spec, nowhere, plugins=plugins)
+    first = rung(2, keep)
+    assert sorted(p.name for p in states.iterdir()) == [
+        f"{dataclasses.replace(spec, stop_epoch=2).key}.pt"
+    ]
+    resumed, straight = rung(4, keep), rung(4, nowhere)
+    measured = ("epoch", "train_loss", "eval_loss", "eval_accuracy", "lr")
+    # The first rung is the whole run's first two epochs: the 6-epoch schedule's rates.
+    assert _curve(first, *measured) == _curve(whole, *measured)[:2]
+    assert _curve(resumed, *measured) == _curve(straight, *measured) == _curve(whole, *measured)[:4]
+    assert resumed["accuracy"]["final_correct"] == straight["accuracy"]["final_correct"]
+    assert first["rung"] == {
+        "stop_epoch": 2, "of_epochs": 6, "resumed_from_epoch": 0, "epochs_trained": 2,
+    }  # fmt: skip
+    assert resumed["rung"] == {
+        "stop_epoch": 4, "of_epochs": 6, "resumed_from_epoch": 2, "epochs_trained": 2,
+    }  # fmt: skip
+    assert straight["rung"]["resumed_from_epoch"] == 0
+    # The cost is of the epochs trained: half the steps of the rung trained from epoch 1.
+    assert 2 * resumed["cost"]["measured_steps"] == straight["cost"]["measured_steps"]
+    assert resumed["key"] == straight["key"] != whole["key"]
+    assert whole["config"].get("stop_epoch") is None and "rung" not in whole
+
+
+def test_a_torn_or_foreign_rung_state_is_not_used_and_the_rung_trains_from_epoch_1(
+    plugins, tiny_config, tmp_path
+):
+    from tlbench.plan import workspace_for
+    from tlbench.rungs import state_path
+    from tlbench.trial import run_trial
+
+    tiny_config.strategies = ["linear"]
+    tiny_config.hyperparameters = {"epochs": 6, "batch_size": 16}
+    (plan,) = Runner(tiny_config, plugins).plan()
+    spec = dataclasses.replace(plan.spec, holdout="validation=0.25")
+    states = tmp_path / "states"
+    workspace = dataclasses.replace(workspace_for(tiny_config), rung_states=states)
+    first, second = (dataclasses.replace(spec, stop_epoch=s) for s in (2, 4))
+    run_trial(first, workspace, plugins=plugins)
+    whole = run_trial(second, dataclasses.replace(workspace, rung_states=None), plugins=plugins)
+    state_path(states, first).write_bytes(b"not a state")
+    with pytest.warns(UserWarning, match="unreadable tuning state"):
+        torn = run_trial(second, workspace, plugins=plugins)
+    # Another batch size's state (an out-of-memory retry's) counts its steps otherwise.
+    run_trial(
+        dataclasses.replace(first, hp=spec.hp.replace(batch_size=8)), workspace, plugins=plugins
+    )
+    other = state_path(states, dataclasses.replace(first, hp=spec.hp.replace(batch_size=8)))
+    other.replace(state_path(states, first))
+    foreign = run_trial(second, workspace, plugins=plugins)
+    for record in (torn, foreign):
+        assert record["status"] == "ok" and record["rung"]["resumed_from_epoch"] == 0
+        assert record["accuracy"]["curve"] == [
+            {
+                **e,
+                "epoch_seconds": r["epoch_seconds"],
+                "train_images_per_s": r["train_images_per_s"],
+            }
+            for e, r in zip(whole["accuracy"]["curve"], record["accuracy"]["curve"], strict=True)
+        ]

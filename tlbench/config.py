@@ -411,7 +411,8 @@ class RunConfig:
             group="tuning",
             metavar="NAME",
             help="none (default: every trial trains all its epochs) or halving (successive "
-            "halving on epochs: a ninth, a third, then all, keeping the best third each time)",
+            "halving on epochs: a ninth, a third, then all of the schedule, keeping the best third "
+            "each time; a promoted trial continues where its last rung stopped)",
         ),
     )
     #: the search's seed: its sampler's, and the seed every trial trains with.

@@ -34,6 +34,7 @@ from tlbench.fitting import (
 from tlbench.memory import nbytes
 from tlbench.optim import TrainStep, group_rates, make_optimizer, make_schedule
 from tlbench.plugin_types import Hyperparameters
+from tlbench.rungs import Rung, Training
 
 
 @contextlib.contextmanager
@@ -67,6 +68,7 @@ def train_head_on_features(
     on_epoch: EpochCallback | None = None,
     on_phase: PhaseCallback | None = None,
     warmup: bool = True,
+    rung: Rung | None = None,
 ) -> FitResult:
     """Train the linear head on cached features: mini-batch, on the device, L2 by weight decay.
 
@@ -82,8 +84,10 @@ def train_head_on_features(
     measured. On a CPU the head trains on one thread: its matrices are too
     small to gain from more, and on a busy machine every parallel region of
     every tiny op would wait for descheduled threads (measured: 30x slower on
-    2 shared cores).
+    2 shared cores). A `rung` trains only some epochs of the schedule
+    (`tlbench.rungs`), continuing from an earlier rung's state.
     """
+    rung = rung or Rung.whole(hp.epochs)
     with one_cpu_thread(ex.device):
         fit, result = _HeadFit.upload(
             head, (train_x, train_y, eval_x, eval_y), hp, num_classes=num_classes, ex=ex, seed=seed
@@ -92,7 +96,9 @@ def train_head_on_features(
             tell_phase(on_phase, "train warm-up")
             fit.warm_up(result)
         n = len(fit.train_y)
-        for epoch in range(1, hp.epochs + 1):
+        training = Training(head, fit.step, [fit.generator], fit.batch)
+        rung.restore(training, result)
+        for epoch in range(rung.start + 1, rung.stop + 1):
             tell_phase(on_phase, "train")
             rates = group_rates(fit.optimizer)
             train_loss, elapsed = fit.epoch(result)
@@ -102,10 +108,11 @@ def train_head_on_features(
             head.eval()
             tell_phase(on_phase, "eval")
             t0 = time.perf_counter()
-            evaluation = fit.evaluate(per_image=epoch == hp.epochs)  # the final one, for pairing
+            evaluation = fit.evaluate(per_image=epoch == rung.stop)  # the final one, for pairing
             result.eval_seconds += time.perf_counter() - t0
             result.eval_images += len(fit.eval_y)
             record_epoch(result, epoch, train_loss, evaluation, elapsed, n, on_epoch, rates)
+        rung.save(training, result)
         return result
 
 

@@ -49,6 +49,7 @@ from tlbench.memory import (
 )
 from tlbench.optim import TrainStep, group_rates, make_optimizer, make_schedule
 from tlbench.plugin_types import Hyperparameters
+from tlbench.rungs import Rung, Training
 
 
 class BatchLoader:
@@ -144,6 +145,7 @@ def fit_images(
     on_phase: PhaseCallback | None = None,
     warmup: bool = True,
     data_on_device: bool = True,
+    rung: Rung | None = None,
     _resident: list[int] | None = None,
 ) -> FitResult:
     """Train `model` end to end on decoded images; evaluate after every epoch.
@@ -158,7 +160,8 @@ def fit_images(
     a one-off cost another run of the same architecture does not. Then every
     step is `BatchLoader` (the data phase) then `TrainStep` (the compute phase),
     all of them measured; the device is synchronised at each epoch's end, where
-    the loss is read back: never inside the loop.
+    the loss is read back: never inside the loop. A `rung` trains only some
+    epochs of the schedule (`tlbench.rungs`), continuing from an earlier rung's state.
     """
     fit = _ImageFit.make(model, groups, train, evalset, image_size, num_classes, hp, ex, seed)
     result = fit.upload(data_on_device)
@@ -170,8 +173,13 @@ def fit_images(
         fit.warm_up(result)
         _check_compiled(ex, result, fit.graphs_before)  # before the clock: fail in seconds
         release_host_memory()
+    rung = rung or Rung.whole(hp.epochs)
+    assert fit.loader is not None
+    streams = [fit.generator, fit.loader.augment_generator]
+    training = Training(fit.model, fit.step, streams, fit.batch)
+    rung.restore(training, result)
     clock = PhaseClock(ex.device)
-    for epoch in range(1, hp.epochs + 1):
+    for epoch in range(rung.start + 1, rung.stop + 1):
         tell_phase(on_phase, "train")
         rates = group_rates(fit.optimizer)  # the epoch's first step's, per group (host values)
         train_loss, seconds, seen = fit.epoch(result, clock)
@@ -181,13 +189,14 @@ def fit_images(
         tell_phase(on_phase, "eval")
         t0 = time.perf_counter()
         # The final evaluation's per image, for paired comparisons.
-        evaluation = fit.evaluate(per_image=epoch == hp.epochs)
+        evaluation = fit.evaluate(per_image=epoch == rung.stop)
         result.eval_seconds += time.perf_counter() - t0  # evaluate_* ends on a host read
         result.eval_images += len(evalset)
         record_epoch(result, epoch, train_loss, evaluation, seconds, seen, on_epoch, rates)
     synchronize(ex.device)
     result.phase_seconds = clock.collect()
     _check_compiled(ex, result, fit.graphs_before)
+    rung.save(training, result)
     return result
 
 

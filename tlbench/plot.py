@@ -296,7 +296,8 @@ def sensitivity(records: list[dict[str, Any]], rows: list[Row]) -> dict[str, lis
         names, epochs = searched[cell]
         hp = config.get("hyperparameters") or {}
         accuracy = (r.get("accuracy") or {}).get("final")
-        if hp.get("epochs") != epochs or not _finite(accuracy):
+        stop = config.get("stop_epoch", hp.get("epochs"))
+        if hp.get("epochs") != epochs or stop != epochs or not _finite(accuracy):
             continue
         for name in names:
             if _finite(hp.get(name)):

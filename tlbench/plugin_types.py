@@ -575,6 +575,10 @@ class RunSpec:
     #: its distribution, version and source fingerprint (`Plugins.code_identity`). Builtins
     #: are tlbench's own code and add nothing; in the key only when set.
     code: dict[str, dict[str, str]] | None = None
+    #: a successive-halving rung of a tuning trial (`tlbench.rungs`): train the first
+    #: `stop_epoch` epochs of the `hp.epochs`-epoch schedule, then stop. In the key only
+    #: when set.
+    stop_epoch: int | None = None
 
     def config(self) -> dict[str, Any]:
         """The settings a record stores (its `config`), the fingerprint aside."""
@@ -592,6 +596,8 @@ class RunSpec:
             config["budget"] = self.budget
         if self.holdout is not None:
             config["holdout"] = self.holdout
+        if self.stop_epoch is not None:
+            config["stop_epoch"] = self.stop_epoch
         if self.options:
             config["options"] = dict(self.options)
         if self.code:
@@ -608,6 +614,8 @@ class RunSpec:
     def label(self) -> str:
         budget = f" / {self.budget}" if self.budget else ""
         trial = " / tuning trial" if self.holdout else ""
+        if self.stop_epoch is not None:
+            trial += f" (epochs to {self.stop_epoch} of {self.hp.epochs})"
         return (
             f"{self.backbone} / {self.strategy} / {self.dataset}{budget} / seed {self.seed}{trial}"
         )
@@ -653,6 +661,9 @@ class Workspace:
     inference_batch: int | None = None
     #: "onnx": export each trained model and check its accuracy with onnxruntime.
     export: str | None = None
+    #: where successive-halving rungs leave the training state their next rung continues
+    #: from (`tlbench.rungs`); None: every rung trains from epoch 1.
+    rung_states: Path | None = None
 
 
 # --------------------------------------------------------------------------- executors

@@ -236,6 +236,15 @@ class Inference(TypedDict, total=False):
     onnx: Onnx
 
 
+class Rung(TypedDict):
+    """A tuning rung's record part (`tlbench.rungs.Rung.facts`)."""
+
+    stop_epoch: int
+    of_epochs: int
+    resumed_from_epoch: int
+    epochs_trained: int
+
+
 class RunRecord(TypedDict, total=False):
     """One line of the results file."""
 
@@ -265,6 +274,9 @@ class RunRecord(TypedDict, total=False):
     tuning: dict[str, Any]
     #: transferability scores of the training features (runs that computed features).
     scores: dict[str, Any]
+    #: a successive-halving rung of a tuning trial (`tlbench.rungs`): the epoch it stopped
+    #: at, of how many, the epoch it resumed from and the epochs it trained.
+    rung: Rung
     #: what the trained model costs to run: latency, throughput, memory, energy, export.
     inference: Inference
 

@@ -46,6 +46,7 @@ from tlbench.plugin_types import (
     call_param_groups,
     stage_parameters,
 )
+from tlbench.rungs import Rung
 
 
 @dataclass
@@ -92,6 +93,8 @@ class TrialContext:
     data_on_device: bool = True
     #: untimed warm-up of the feature extraction's batch shapes, seconds (recorded apart).
     extraction_warmup_seconds: float = 0.0
+    #: the epochs of its schedule the run trains (a tuning rung: some of them, `tlbench.rungs`).
+    rung: Rung | None = None
     _module: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -194,12 +197,20 @@ def _fit_head(
 ) -> FitResult:
     """Train `head` on the features with `hp`: full-batch L-BFGS logistic regression when its
     optimizer is "lbfgs" (`tlbench.probe`), else mini-batches. `follow`: its epochs are the
-    run's (reported), not a first stage's."""
+    run's (reported), not a first stage's, and it trains the run's rung (`ctx.rung`): L-BFGS,
+    which has no schedule, its first epochs from the start."""
+    following: dict[str, Any] = {}
+    if follow:
+        following = {"on_epoch": ctx.on_epoch, "on_phase": ctx.phase}
     if hp.optimizer == "lbfgs":
         from tlbench.probe import fit_logistic_probe as fit
+
+        if follow and ctx.rung is not None:
+            hp = hp.replace(epochs=ctx.rung.stop)
     else:
         fit = train_head_on_features
-    events = {"on_epoch": ctx.on_epoch, "on_phase": ctx.phase}
+        if follow:
+            following["rung"] = ctx.rung
     return fit(
         head,
         features.train,
@@ -210,7 +221,7 @@ def _fit_head(
         hp=hp,
         ex=ctx.ex,
         seed=ctx.spec.seed,
-        **(events if follow else {}),
+        **following,
     )
 
 
@@ -246,6 +257,7 @@ def _fine_tune(ctx: TrialContext, module: nn.Module, head: nn.Module) -> Outcome
         on_epoch=ctx.on_epoch,
         on_phase=ctx.phase,
         data_on_device=ctx.data_on_device,
+        rung=ctx.rung,
     )
     return Outcome(fit=fit, head=head, model=model)
 

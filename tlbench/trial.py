@@ -49,6 +49,7 @@ from tlbench.plugins import Plugins, PluginSet
 from tlbench.provenance import environment
 from tlbench.record import RunRecord, new_record, run_accuracy, run_cost, run_data
 from tlbench.regimes import Outcome, TrialContext, regime_for, with_oom_retry
+from tlbench.rungs import rung_for
 from tlbench.scores import ScoreStore
 
 
@@ -340,6 +341,7 @@ class ProcessCache:
             notify=notify,
             hp=spec.hp,
             finished=finished,
+            rung=rung_for(spec, self.workspace.rung_states),
         )
 
     def _ok_record(self, ctx: TrialContext, outcome: Outcome) -> RunRecord:
@@ -404,6 +406,8 @@ class ProcessCache:
             )
         if features is not None:
             parts["scores"] = features.scores
+        if spec.stop_epoch is not None and ctx.rung is not None:
+            parts["rung"] = ctx.rung.facts(spec.hp.epochs)
         return self.record(spec, "ok", ex, hp_used=ctx.hp, **parts)
 
     def _checkpoint(self, ctx: TrialContext, outcome: Outcome) -> Path:

@@ -25,10 +25,17 @@ Resuming: the studies live in one SQLite file beside the results file
 was killed) is run again with the same settings, or read from the results
 file when its record is there, so a resumed search makes the choices an
 uninterrupted one would have.
+
+Successive halving (`--tune-pruner halving`): a trial trains in rungs, each
+the first epochs of its whole schedule (`RunSpec.stop_epoch`); a promoted
+trial's next rung continues from the state its last rung left in
+`runs.tune/` (`tlbench.rungs`), so a trial that climbs every rung trains its
+epochs once. A trial's states are deleted when it is told its last result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -41,14 +48,16 @@ from tlbench.budget import holdout_name
 from tlbench.cache import cache_key
 from tlbench.errors import ConfigError, TlbenchError
 from tlbench.plugin_types import PlannedRun, RunSpec, SearchDim, Strategy
+from tlbench.rungs import forget
 
 if TYPE_CHECKING:
     import optuna
 
 #: bumped when a study's meaning changes (its name holds it, so old studies are not resumed).
 #: 2: scores break ties by the validation loss, samplers are seeded per trial, and halving
-#: is told each batch best first. 3: trial 0 is the cell's own settings.
-TUNE_VERSION = 3
+#: is told each batch best first. 3: trial 0 is the cell's own settings. 4: a halving rung
+#: is the first epochs of the whole schedule, continued by the next rung.
+TUNE_VERSION = 4
 SAMPLERS = ("tpe", "random")
 #: "none": every trial trains all its epochs; "halving": successive halving on epochs.
 PRUNERS = ("none", "halving")
@@ -108,6 +117,11 @@ def storage_path(out: Path) -> Path:
     return out.with_suffix(".tune.db")
 
 
+def rung_states_path(out: Path) -> Path:
+    """The folder where halving rungs leave their training state: `runs.jsonl` -> `runs.tune/`."""
+    return out.with_suffix(".tune")
+
+
 def _optuna() -> Any:
     try:
         import optuna
@@ -124,16 +138,18 @@ class CellStudy:
     """One cell's search: its Optuna study and the run spec its trials vary.
 
     Without a pruner a trial is one run of all the epochs. With successive
-    halving a trial trains at each rung of `rungs()` in turn (each rung a
-    fresh run of that many epochs, so its schedule is the whole schedule):
-    its validation accuracy is reported at that many epochs, and the pruner
-    stops the trial or lets it on to the next rung.
+    halving a trial trains at each rung of `rungs()` in turn: a rung is the
+    first epochs of the whole schedule (`RunSpec.stop_epoch`), continued from
+    the trial's last rung (`tlbench.rungs`); its validation accuracy is
+    reported at that epoch, and the pruner stops the trial or lets it on.
     """
 
     base: RunSpec
     strategy: Strategy
     settings: TuneSettings
     study: optuna.Study
+    #: where rungs leave their training state (`Workspace.rung_states`); None: nowhere.
+    states: Path | None = None
 
     @property
     def name(self) -> str:
@@ -143,14 +159,20 @@ class CellStudy:
         """The epochs a trial trains at, rung by rung (the last: all of them)."""
         return rungs(self.base.hp.epochs, self.settings)
 
-    def spec(self, params: dict[str, Any], epochs: int | None = None) -> RunSpec:
-        """The run of a trial with `params`, at `epochs` (default: the cell's)."""
-        hp = self.base.hp.replace(**params)
-        if epochs is not None:
-            hp = hp.replace(epochs=epochs)
+    def spec(self, params: dict[str, Any], rung: int | None = None) -> RunSpec:
+        """The run of a trial with `params` to epoch `rung` of its schedule (default: all of
+        it). Every rung of a halving search stops at an epoch, the last one included."""
         return dataclasses.replace(
-            self.base, seed=self.settings.seed, hp=hp, holdout=self.settings.holdout
+            self.base,
+            seed=self.settings.seed,
+            hp=self.base.hp.replace(**params),
+            holdout=self.settings.holdout,
+            stop_epoch=rung if self.settings.pruner != "none" else None,
         )
+
+    def _epoch(self, spec: RunSpec) -> int:
+        """The rung `spec` stops at."""
+        return spec.stop_epoch if spec.stop_epoch is not None else spec.hp.epochs
 
     def _rung_of(self, trial: Any) -> int | None:
         """The next rung of a running trial: the first it has no value at (None: none left)."""
@@ -208,18 +230,24 @@ class CellStudy:
         value = score(record)
         if value is None:
             self.study.tell(number, state=states.FAIL)
-            return
-        if spec.hp.epochs == self.rungs()[-1]:
+        elif self._epoch(spec) == self.rungs()[-1]:
             self.study.tell(number, float(value))
-            return
-        storage = self.study._storage  # the ask-and-tell API has no trial by number
-        trial = optuna.trial.Trial(
-            self.study,
-            storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number),
-        )
-        trial.report(float(value), spec.hp.epochs)
-        if trial.should_prune():
+        else:
+            storage = self.study._storage  # the ask-and-tell API has no trial by number
+            trial = optuna.trial.Trial(
+                self.study,
+                storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number),
+            )
+            trial.report(float(value), self._epoch(spec))
+            if not trial.should_prune():
+                return  # on to its next rung, which continues from this one's state
             self.study.tell(number, state=states.PRUNED)
+        if self.states is not None:  # the trial trains no further rung
+            params = {k: v for k, v in spec.hp.__dict__.items() if k in self._searched()}
+            forget(self.states, [self.spec(params, r) for r in self.rungs()])
+
+    def _searched(self) -> set[str]:
+        return {d.name for d in self.strategy.search_space}
 
     def trial_specs(self) -> list[RunSpec]:
         """Every run of every trial so far: each rung it reached (a pruned trial's too)."""
@@ -248,9 +276,7 @@ class CellStudy:
         found = [records.get(k) or {} for k in keys]
         accuracy = _validation_accuracy(records.get(self.spec(best.params, self.rungs()[-1]).key))
         seconds = [(r.get("cost") or {}).get("wall_seconds") or 0.0 for r in found]
-        epochs = sum(
-            (r.get("config") or {}).get("hyperparameters", {}).get("epochs", 0) for r in found
-        )
+        epochs = sum(_epochs_trained(r) for r in found)
         return {
             "study": self.name,
             "sampler": self.settings.sampler,
@@ -269,6 +295,15 @@ class CellStudy:
             "search_seconds": float(sum(seconds)),
             "search_epochs": int(epochs),
         }
+
+
+def _epochs_trained(record: dict[str, Any]) -> int:
+    """The epochs a trial's run trained: a rung continued from an earlier one trained
+    only those after it (`tlbench.rungs`)."""
+    rung = record.get("rung") or {}
+    if isinstance(rung.get("epochs_trained"), int):
+        return int(rung["epochs_trained"])
+    return int((record.get("config") or {}).get("hyperparameters", {}).get("epochs", 0))
 
 
 def _distributions(space: Sequence[SearchDim]) -> dict[str, Any]:
@@ -359,8 +394,10 @@ def search(
 
     path = storage_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)  # made before any trial's record is
+    states = rung_states_path(out) if settings.pruner != "none" else None
     try:
-        return _search(plans, strategies, settings, f"sqlite:///{path}", run_specs, answers)
+        where = (f"sqlite:///{path}", states)
+        tuned = _search(plans, strategies, settings, where, run_specs, answers)
     except SQLAlchemyError as exc:
         raise TlbenchError(
             f"cannot use the tuning studies in {path} ({getattr(exc, 'orig', None) or exc}). "
@@ -368,16 +405,22 @@ def search(
             "can be moved away: the searches then start again, and every trial already in "
             "the results file is read from there, not trained again"
         ) from None
+    if states is not None and states.is_dir() and not any(states.iterdir()):
+        with contextlib.suppress(OSError):  # every trial told its last result: none is needed
+            states.rmdir()
+    return tuned
 
 
 def _search(
     plans: list[PlannedRun],
     strategies: Callable[[str], Strategy],
     settings: TuneSettings,
-    storage: str,
+    where: tuple[str, Path | None],
     run_specs: RunSpecs,
     answers: Answers,
 ) -> list[PlannedRun]:
+    """`search`; `where`: the studies' storage and the folder of the rungs' states."""
+    storage, states = where
     optuna = _optuna()
     cells: dict[str, CellStudy] = {}
     #: each tuned plan's cell, by its place in `plans`.
@@ -401,7 +444,7 @@ def _search(
                 pruner=_pruner(settings, p.spec.hp.epochs),
             )
             base = dataclasses.replace(p.spec, seed=settings.seed)
-            cells[name] = CellStudy(base, strategy, settings, study)
+            cells[name] = CellStudy(base, strategy, settings, study, states)
     for name in sorted(untuned):
         warnings.warn(
             f"strategy {name!r} declares no search space: its runs are not tuned",
