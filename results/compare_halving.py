@@ -40,6 +40,7 @@ def main(folder: Path) -> None:
     print("|---|---|---|---|---|---|---|---|")
     met = cells = 0
     total_full = total_halving = 0
+    gaps: list[float] = []
     for full_path in sorted(folder.glob("full-s*.jsonl")):
         seed = full_path.stem.removeprefix("full-s")
         full, halving = searches(full_path), searches(folder / f"halving-s{seed}.jsonl")
@@ -48,6 +49,7 @@ def main(folder: Path) -> None:
             gap = 100 * (h["validation_accuracy"] - f["validation_accuracy"])
             share = h["search_epochs"] / f["search_epochs"]
             cells += 1
+            gaps.append(gap)
             met += gap >= -WITHIN_POINTS and share <= AT_MOST
             total_full += f["search_epochs"]
             total_halving += h["search_epochs"]
@@ -61,7 +63,8 @@ def main(folder: Path) -> None:
     print(
         f"{met} of {cells} searches within {WITHIN_POINTS} point of the full sweep's best at "
         f"<= {100 * AT_MOST:.0f}% of its epochs; halving charged "
-        f"{100 * total_halving / total_full:.0f}% of the full sweeps' epochs in all."
+        f"{100 * total_halving / total_full:.0f}% of the full sweeps' epochs in all, "
+        f"{sum(gaps) / len(gaps):+.2f} points from the full sweep's best on average."
     )
 
 
