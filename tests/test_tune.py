@@ -654,3 +654,17 @@ def test_a_torn_or_foreign_rung_state_is_not_used_and_the_rung_trains_from_epoch
             }
             for e, r in zip(whole["accuracy"]["curve"], record["accuracy"]["curve"], strict=True)
         ]
+
+
+def test_a_rungs_progress_line_says_where_it_stops():
+    from tlbench.console import describe_outcome, describe_spec
+    from tlbench.plugin_types import Hyperparameters, RunSpec
+
+    spec = RunSpec("b", "d", "linear", 0, 16, Hyperparameters(epochs=30), {}, None, "fp")
+    rung = dataclasses.replace(spec, holdout="validation=0.2", stop_epoch=3)
+    assert (
+        describe_spec(rung) == "b / linear / d / seed 0 / tuning trial (validation=0.2, to epoch 3)"
+    )
+    assert describe_spec(spec) == "b / linear / d / seed 0"
+    record = {"config": rung.config(), "status": "failed", "reason": "r"}
+    assert describe_outcome(record).startswith(describe_spec(rung))

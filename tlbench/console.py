@@ -74,17 +74,33 @@ def short_dataset(name: str) -> str:
 
 
 def describe_run(
-    backbone: str, strategy: str, dataset: str, seed: int, holdout: str | None = None
+    backbone: str,
+    strategy: str,
+    dataset: str,
+    seed: int,
+    holdout: str | None = None,
+    stop_epoch: int | None = None,
 ) -> str:
-    """One run for the progress lines; a tuning trial says it is one (`tlbench.tune`)."""
-    trial = f" / tuning trial ({holdout})" if holdout else ""
+    """One run for the progress lines; a tuning trial says it is one (`tlbench.tune`), and
+    a halving rung where it stops (`tlbench.rungs`)."""
+    rung = f", to epoch {stop_epoch}" if stop_epoch is not None else ""
+    trial = f" / tuning trial ({holdout}{rung})" if holdout else ""
     return f"{backbone} / {strategy} / {short_dataset(dataset)} / seed {seed}{trial}"
+
+
+def describe_spec(spec: RunSpec) -> str:
+    """`describe_run` of a run spec."""
+    return describe_run(
+        spec.backbone, spec.strategy, spec.dataset, spec.seed, spec.holdout, spec.stop_epoch
+    )
 
 
 def describe_outcome(record: dict[str, Any]) -> str:
     """One line for a finished run: its name and its result or reason."""
     c = record["config"]
-    name = describe_run(c["backbone"], c["strategy"], c["dataset"], c["seed"], c.get("holdout"))
+    name = describe_run(
+        c["backbone"], c["strategy"], c["dataset"], c["seed"], c.get("holdout"), c.get("stop_epoch")
+    )
     if record["status"] == "ok":
         acc = record["accuracy"]
         seconds = record.get("elapsed_seconds") or record.get("cost", {}).get("wall_seconds")
@@ -252,7 +268,7 @@ class PlainProgress(Observer):
         when = f"  (elapsed {format_duration(self.clock.elapsed())}, eta {format_duration(eta)})"
         s = spec
         self._emit(
-            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed, s.holdout)} "
+            f"[{index}/{total}] {describe_spec(s)} "
             f"at {s.image_size} px" + (when if eta is not None else "")
         )
 
@@ -369,8 +385,7 @@ class LiveProgress(PlainProgress):
             f"  {s.backbone} / {s.strategy} / seed {s.seed}", total=None, info="starting", unit=""
         )
         self._emit(
-            f"[{index}/{total}] {describe_run(s.backbone, s.strategy, s.dataset, s.seed, s.holdout)} "
-            f"at {s.image_size} px",
+            f"[{index}/{total}] {describe_spec(s)} at {s.image_size} px",
             style="bold",
         )
 

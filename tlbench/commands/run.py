@@ -263,7 +263,7 @@ def write_page(outcome: Any) -> Path | None:
 def print_plan(console: Console, config: Any) -> int:
     """`--dry-run`: plan the grid (names resolved, datasets loaded, the results file read) and
     say what would train, what is done and what is skipped, and why; nothing trains."""
-    from tlbench.console import describe_run
+    from tlbench.console import describe_spec
     from tlbench.grid import Grid
     from tlbench.runner import Runner
 
@@ -278,10 +278,9 @@ def print_plan(console: Console, config: Any) -> int:
     )
     words = {"pending": "train", "done": "done ", "skipped": "skip "}
     for p in plans:
-        s = p.spec
-        what = describe_run(s.backbone, s.strategy, s.dataset, s.seed, s.holdout)
         why = f": {p.reason}" if p.reason else ""
-        line = f"  {words.get(p.status, p.status)}  {what} at {s.image_size} px{why}"
+        what = f"{describe_spec(p.spec)} at {p.spec.image_size} px{why}"
+        line = f"  {words.get(p.status, p.status)}  {what}"
         console.print(Text(line), soft_wrap=True)
     if config.tune_settings() is not None:
         console.print(
