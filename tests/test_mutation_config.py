@@ -7,6 +7,7 @@ valid setting or lets through one that trains at chance or diverges.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -130,3 +131,8 @@ def test_a_run_stores_every_setting_under_its_name_and_the_budget_only_when_set(
     assert RunSpec(
         "r18", "flowers", "linear", 7, 96, hp, execution, "IMAGENET1K_V1", "fp2"
     ).key != (spec.key)
+    # A halving rung's stop, like the holdout of a tuning trial: stored, keyed, only when set.
+    rung = dataclasses.replace(spec, holdout="validation=0.2", stop_epoch=2)
+    assert rung.config() == {**spec.config(), "holdout": "validation=0.2", "stop_epoch": 2}
+    assert rung.key != dataclasses.replace(rung, stop_epoch=3).key
+    assert "stop_epoch" not in dataclasses.replace(rung, stop_epoch=None).config()
