@@ -136,3 +136,9 @@ def test_a_run_stores_every_setting_under_its_name_and_the_budget_only_when_set(
     assert rung.config() == {**spec.config(), "holdout": "validation=0.2", "stop_epoch": 2}
     assert rung.key != dataclasses.replace(rung, stop_epoch=3).key
     assert "stop_epoch" not in dataclasses.replace(rung, stop_epoch=None).config()
+    # A strategy's options set off their defaults, and the third-party code behind a run.
+    code = {"backbone": {"distribution": "tlbench-timm", "version": "1.0", "source": "ab12"}}
+    plugged = dataclasses.replace(spec, options={"alpha": 0.5}, code=code)
+    assert plugged.config() == {**spec.config(), "options": {"alpha": 0.5}, "code": code}
+    assert plugged.config()["code"]["backbone"] is not code["backbone"]  # a copy, not the spec's
+    assert len({spec.key, plugged.key, dataclasses.replace(plugged, code=None).key}) == 3

@@ -203,3 +203,36 @@ def test_variants_of_data_budget_read_as_budgets():
     half["config"]["budget"], half["key"] = "fraction=0.5", "half"
     variants = [r.variant for r in report.summarize([whole, shots, half])]
     assert variants == ["budget=all", "budget=5-shot", "budget=50%"]
+
+
+def test_a_run_that_says_what_its_features_cost_is_charged_that_from_any_cache():
+    # Read from the disk cache in 0.1 s, made in 2 s (the record says so), trained in 1 s.
+    hit = rec("resnet18", "linear", 0, 0.8, train=1.0, features=0.1, cache="disk")
+    hit["cost"]["feature_extract_seconds"] = 2.0
+    assert report.train_cost_seconds(hit) == pytest.approx(3.0)
+    # A run that made them itself took at least that: the larger of the two is charged.
+    hit["cost"]["feature_extract_seconds"] = 0.05
+    assert report.train_cost_seconds(hit) == pytest.approx(1.1)
+    # True is not a number of seconds: read as absent, the run is charged what it spent.
+    hit["cost"]["feature_extract_seconds"] = True
+    assert report.train_cost_seconds(hit) == pytest.approx(1.1)
+
+
+def test_a_cache_hit_that_says_nothing_of_its_features_cost_is_charged_what_it_spent_alone():
+    # With nothing to say what another run paid (no `extraction`), a hit costs its own load.
+    hit = rec("resnet18", "linear", 1, 0.8, train=1.0, features=0.1, cache="disk")
+    assert report.train_cost_seconds(hit) == pytest.approx(1.1)
+    assert report.train_cost_seconds(hit, {}) == pytest.approx(1.1)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"cost": "search"}, "cost must be one of train+search, train, not 'search'"),
+        ({"pareto_by": "flops"}, "pareto_by must be one of train, latency, energy, not 'flops'"),
+    ],
+)
+def test_summarize_names_what_it_takes_when_asked_for_another_cost(given, message):
+    with pytest.raises(ValueError) as raised:
+        report.summarize([], **given)
+    assert str(raised.value) == message
