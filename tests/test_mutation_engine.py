@@ -144,3 +144,16 @@ def test_a_fit_measured_in_under_a_second_still_has_its_throughput():
     assert cost["train_images_per_s"] == pytest.approx(20.0)
     assert cost["compute_images_per_s"] == pytest.approx(25.0)
     assert cost["eval_images_per_s"] == pytest.approx(160.0)
+
+
+def test_a_fits_cost_names_its_compiled_graphs_and_the_threads_it_was_timed_with():
+    from tlbench.fitting import FitResult
+
+    threads = ["live-display"]
+    fit = FitResult(compiled_graphs=3, timed_with_threads=threads)
+    cost = fit.cost()
+    assert cost["compiled_graphs"] == 3
+    assert cost["timed_with_threads"] == ["live-display"]
+    assert cost["timed_with_threads"] is not threads  # a copy: the record cannot change the fit
+    assert "compiled_graphs" not in FitResult().cost()
+    assert "timed_with_threads" not in FitResult().cost()

@@ -236,3 +236,23 @@ def test_summarize_names_what_it_takes_when_asked_for_another_cost(given, messag
     with pytest.raises(ValueError) as raised:
         report.summarize([], **given)
     assert str(raised.value) == message
+
+
+def test_the_inference_and_energy_cells_show_their_figures_and_a_failed_export_is_noted():
+    row = Row("d", "b", "linear", "ok", n=1, accuracy=0.5, latency_ms=12.345,
+              inference_images_per_s=1234.5, train_energy_j=98765.4,
+              inference_j_per_1000=3.21, export="mismatch")  # fmt: skip
+    cells = dict(zip(tables.COLUMNS, tables.row_cells(row), strict=True))
+    assert (cells["latency ms"], cells["infer img/s"]) == ("12.3", "1,234")
+    assert (cells["train J"], cells["J/1k img"]) == ("98,765", "3.2")
+    assert cells["note"] == "onnx: mismatch"
+    exported = Row("d", "b", "linear", "ok", n=1, accuracy=0.5, export="ok")
+    assert tables.row_cells(exported)[-1] == ""
+
+
+def test_an_interval_is_shown_only_with_both_of_its_bounds():
+    half = Row("d", "b", "linear", "ok", n=2, accuracy=0.5, accuracy_std=0.01, ci_low=0.4)
+    both = Row("d", "b", "linear", "ok", n=2, accuracy=0.5, accuracy_std=0.01, ci_low=0.4,
+               ci_high=0.6)  # fmt: skip
+    assert tables.row_cells(half)[2] == "50.0 ± 1.0"
+    assert tables.row_cells(both)[2] == "50.0 ± 1.0 [40.0, 60.0]"

@@ -184,3 +184,16 @@ def test_a_key_that_never_finished_is_answered_by_its_newest_attempt():
     # Then a finished run replaces it.
     ok = record(time="2026-03-01T12:00:00")
     assert results.answer_by_key([interrupted, ok, failed]) == {"k": ok}
+
+
+def test_records_said_to_be_in_time_order_are_taken_in_the_order_given():
+    from tlbench.results import answer_by_key, latest_by_key
+
+    older = {"key": "k", "status": "ok", "time": "2026-01-02T00:00:00+00:00", "n": 1}
+    newer = {"key": "k", "status": "ok", "time": "2026-01-01T00:00:00+00:00", "n": 2}
+    # The caller vouches for the order: the last one given wins, whatever its time says.
+    assert latest_by_key([older, newer], ordered=True)["k"]["n"] == 2
+    assert answer_by_key([older, newer], ordered=True)["k"]["n"] == 2
+    # Not vouched for: sorted by time first.
+    assert latest_by_key([older, newer])["k"]["n"] == 1
+    assert answer_by_key([older, newer])["k"]["n"] == 1

@@ -90,3 +90,17 @@ def test_a_stopwatch_adds_up_the_wall_seconds_of_each_section(monkeypatch):
         with watch.section(name):
             pass
     assert watch.seconds == {"eval": 2.75, "save": 1.0}
+
+
+def test_mfu_of_a_counted_training_figure_uses_it_and_says_so():
+    from tlbench.peaks import device_peak, mfu
+
+    h100 = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "multiprocessors": 132, "mig": None}
+    # 5 GFLOPs a training image counted (a frozen part has no backward), 20,000 img/s.
+    out = mfu(4.1e9, 20_000, h100, "bf16", train_flops_per_image=5_000_000_000)
+    assert out["mfu"] == 5e9 * 20_000 / 989.5e12
+    assert out["train_flops_per_image"] == 5_000_000_000
+    reason = device_peak(h100, "bf16").reason
+    assert out["mfu_basis"] == (
+        f"{reason}; training FLOPs counted (forward + backward of what trains)"
+    )
