@@ -287,7 +287,7 @@ def test_a_row_without_a_result_does_not_stop_the_marks_of_the_rows_after_it():
         report.Row("d", "r18", "scratch", "ok", accuracy=0.5, train_seconds=10.0),
         report.Row("d", "r18", "linear", "ok", accuracy=0.8, train_seconds=2.0),
     ]
-    report._mark_gain_and_pareto(rows)
+    report._mark_gain_and_pareto(rows, "train+search", "train")
     assert [r.pareto for r in rows] == [False, False, True]
     assert rows[2].gain_over_scratch == pytest.approx(0.3)
 
@@ -296,5 +296,5 @@ def test_a_row_without_a_training_time_counts_as_free():
     # As accurate, no time recorded (0 s) against 0.5 s: the untimed row dominates.
     untimed = report.Row("d", "a", "linear", "ok", accuracy=0.8, train_seconds=None)
     timed = report.Row("d", "b", "linear", "ok", accuracy=0.8, train_seconds=0.5)
-    report._mark_gain_and_pareto([untimed, timed])
+    report._mark_gain_and_pareto([untimed, timed], "train+search", "train")
     assert (untimed.pareto, timed.pareto) == (True, False)

@@ -438,7 +438,7 @@ def test_the_pareto_marks_are_the_rows_no_other_row_of_their_dataset_dominates(r
         )
         for dataset, acc, seconds, strategy, backbone, size in rows
     ]
-    report._mark_gain_and_pareto(made)
+    report._mark_gain_and_pareto(made, "train+search", "train")
     for r in made:
         # The gain over scratch: the one scratch run of its backbone, dataset and size.
         like = [

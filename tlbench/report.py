@@ -986,9 +986,7 @@ def _tied(best: Any, other: Any, memo: dict[tuple, bool | None]) -> bool | None:
     return memo[key]
 
 
-def _mark_gain_and_pareto(
-    rows: list[Row], cost: str = "train+search", pareto_by: str = "train"
-) -> None:
+def _mark_gain_and_pareto(rows: list[Row], cost: str, pareto_by: str) -> None:
     """Gain over the like-for-like scratch row, and the Pareto mark, per section.
 
     Both by index, not by comparing every pair of rows: a report of 20,000
