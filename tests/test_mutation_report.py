@@ -256,3 +256,20 @@ def test_an_interval_is_shown_only_with_both_of_its_bounds():
                ci_high=0.6)  # fmt: skip
     assert tables.row_cells(half)[2] == "50.0 ± 1.0"
     assert tables.row_cells(both)[2] == "50.0 ± 1.0 [40.0, 60.0]"
+
+
+def test_variant_labels_name_every_setting_that_differs_and_leave_out_only_what_is_asked():
+    hp = {"epochs": 5, "lr": 0.01}
+    configs = {
+        "a": {"hyperparameters": hp, "budget": "shots=5", "seed": 0},
+        "b": {"hyperparameters": {**hp, "lr": 0.1}, "budget": None, "seed": 0},
+    }
+    labels, without_budget = report._variant_labels(configs, leave_out=("budget",))
+    assert labels == {"a": "budget=5-shot, lr=0.01", "b": "budget=all, lr=0.1"}
+    assert without_budget == {"a": "lr=0.01", "b": "lr=0.1"}
+    assert report._variant_labels(configs) == (labels, labels)  # nothing left out
+    # One config: nothing tells it apart, both labels are empty strings.
+    assert report._variant_labels({"a": configs["a"]}, leave_out=("budget",)) == (
+        {"a": ""},
+        {"a": ""},
+    )
