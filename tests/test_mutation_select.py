@@ -368,3 +368,48 @@ def test_when_every_backbone_is_a_finalist_the_ranking_is_checked_against_its_st
     checks = {c.rank_by: c for c in stages.checks}
     assert checks["probe"].against == "lp-ft" and checks["probe"].backbones == 3
     assert (checks["probe"].tau, checks["probe"].regret) == pytest.approx((-1.0, 0.2))
+
+
+# --------------------------------------------------------------------------- stage 1's inputs
+
+
+def test_finalists_are_the_best_of_each_dataset_not_of_all_datasets_together():
+    probes = [
+        _record("a", "linear", 0.9),
+        _record("b", "linear", 0.8),
+        _record("c", "linear", 0.4, dataset="other"),
+        _record("a", "linear", 0.3, dataset="other"),
+    ]
+    assert select.finalists(probes, "probe", 1) == ["a", "c"]
+
+
+def test_each_cell_not_skipped_is_scored_once_on_validation_as_a_seed_0_trial():
+    from tlbench.plugin_types import Hyperparameters, PlannedRun, RunSpec
+
+    def spec(backbone, seed, tuning=None):
+        return RunSpec(backbone, "d", "linear", seed, 16, Hyperparameters(), {}, None, "f",
+                       tuning=tuning)  # fmt: skip
+
+    asked: list[RunSpec] = []
+
+    def run_specs(specs):
+        asked.extend(specs)
+        return {s.key: {"status": "ok", "accuracy": {"final": 0.5}} for s in specs}
+
+    plans = [
+        PlannedRun(spec("skipped", 3), "skipped", "cannot run here"),
+        PlannedRun(spec("a", 3, tuning={"study": "s", "validation_accuracy": None})),
+        PlannedRun(spec("a", 4)),  # the same cell, another seed: scored once
+        PlannedRun(spec("tuned", 3, tuning={"study": "s", "validation_accuracy": 0.75})),
+    ]
+    outcome = types.SimpleNamespace(plans=plans, runner=types.SimpleNamespace(run_specs=run_specs))
+    found = select.validation_accuracies(outcome, 0.2)
+    assert found == {("d", "f", None, 16, "a", "linear"): 0.5,
+                     ("d", "f", None, 16, "tuned", "linear"): 0.75}  # fmt: skip
+    (trial,) = asked
+    assert (trial.backbone, trial.seed, trial.holdout, trial.tuning) == (
+        "a",
+        0,
+        "validation=0.2",
+        None,
+    )
