@@ -165,3 +165,29 @@ def test_a_strict_get_refuses_a_split_a_lenient_get_cached(tmp_path: Path):
         cache.get(Counted(4, 0, broken=(2,)), fingerprint="fp", split="train", size=8)
     with pytest.raises(UnreadableImagesError, match=r"1 image\(s\) of the train split"):
         cache.get(Counted(4, 0, broken=(2,)), fingerprint="fp", split="train", size=8, strict=True)
+
+
+def test_image_files_are_read_back_from_the_disk_cache_by_the_next_process_and_rekeyed_by_content(
+    tmp_path,
+):
+    from PIL import Image
+
+    from tlbench.data import DecodeCache
+    from tlbench.images import FileImages
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, colour in zip(paths, ("red", "blue"), strict=True):
+        Image.new("RGB", (8, 8), colour).save(path)
+    source = FileImages(paths, [0, 1])
+    first = DecodeCache(tmp_path / "cache").get(source, fingerprint="f", split="train", size=8)
+    # A new cache object is what the next process has: the entry comes from the disk.
+    again = DecodeCache(tmp_path / "cache").get(source, fingerprint="f", split="train", size=8)
+    assert (first.cache_hit, again.cache_hit) == ("none", "disk")
+    assert bool((first.images == again.images).all())
+    # The same names, other pixels: in the same process too, the new pixels, not the old.
+    cache = DecodeCache(None)
+    cache.get(source, fingerprint="f", split="train", size=8)
+    Image.new("RGB", (8, 8), "green").save(paths[0])
+    changed = cache.get(source, fingerprint="f", split="train", size=8)
+    assert changed.cache_hit == "none"
+    assert changed.images[0, 1, 0, 0] > 100  # green's channel, where red had none
