@@ -11,6 +11,7 @@ instance. Bit-identical where the CPU thread count is the same as inline
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import pytest
@@ -75,13 +76,21 @@ def _inline_with_threads(tmp, threads: int) -> dict:
         torch.set_num_threads(before)
 
 
+def _one_worker_threads() -> int:
+    """The threads the process executor's one CPU worker trains with: the pool sets none
+    for a single worker, so it has torch's default in a new process, which is
+    `OMP_NUM_THREADS` where that is set (mutation runs set it to 1), else every core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else _cpu_threads(["cpu"])
+
+
 @pytest.fixture(scope="module")
 def inline_records(tmp_path_factory):
     """The grid inline with the threads the process executor's one CPU worker gets.
 
     Whatever this test process was given (pytest-xdist gives each worker its share).
     """
-    return _inline_with_threads(tmp_path_factory.mktemp("inline"), _cpu_threads(["cpu"]))
+    return _inline_with_threads(tmp_path_factory.mktemp("inline"), _one_worker_threads())
 
 
 @pytest.fixture(scope="module")
