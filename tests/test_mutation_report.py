@@ -273,3 +273,21 @@ def test_variant_labels_name_every_setting_that_differs_and_leave_out_only_what_
         {"a": ""},
         {"a": ""},
     )
+
+
+def test_ties_over_common_seeds_by_hand_and_a_row_equal_to_the_best_is_tied():
+    best = Row("d", "b", "linear", "ok", seed_accuracy={0: 0.80, 1: 0.82, 2: 0.84})
+    # best - near = 0.01, 0.02, -0.01: mean 0.0067, sd 0.0153, t(2) 4.303: +-0.038, tied.
+    near = Row("d", "c", "linear", "ok", seed_accuracy={0: 0.79, 1: 0.80, 2: 0.85})
+    # best - far = 0.10, 0.11, 0.12: mean 0.11, sd 0.01: 0.11 +- 0.025 leaves out 0.
+    far = Row("d", "e", "linear", "ok", seed_accuracy={0: 0.70, 1: 0.71, 2: 0.72})
+    same = Row("d", "f", "linear", "ok", seed_accuracy=dict(best.seed_accuracy))
+    report._tie_over_seeds(best, (0, 1, 2), [near, far, same])
+    assert (near.tie, far.tie, same.tie) == (True, False, True)  # 0 <= 0 <= 0 is a tie
+
+
+def test_an_infinite_accuracy_among_common_seeds_is_the_intervals_own_error():
+    best = Row("d", "b", "linear", "ok", seed_accuracy={0: 0.80, 1: 0.82, 2: 0.84})
+    odd = Row("d", "f", "linear", "ok", seed_accuracy={0: 0.79, 1: float("inf"), 2: 0.85})
+    with pytest.raises(ValueError, match=r"values must be finite, got \[0.01.*, -inf, "):
+        report._tie_over_seeds(best, (0, 1, 2), [odd])
