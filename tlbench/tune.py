@@ -243,11 +243,7 @@ class CellStudy:
                 return  # on to its next rung, which continues from this one's state
             self.study.tell(number, state=states.PRUNED)
         if self.states is not None:  # the trial trains no further rung
-            params = {k: v for k, v in spec.hp.__dict__.items() if k in self._searched()}
-            forget(self.states, [self.spec(params, r) for r in self.rungs()])
-
-    def _searched(self) -> set[str]:
-        return {d.name for d in self.strategy.search_space}
+            forget(self.states, [dataclasses.replace(spec, stop_epoch=r) for r in self.rungs()])
 
     def trial_specs(self) -> list[RunSpec]:
         """Every run of every trial so far: each rung it reached (a pruned trial's too)."""
