@@ -27,13 +27,16 @@ whose features (and their transferability scores) are already in the cache,
 into a new results file (deleted before every timed call), with and without
 `--no-inference`. Its figure is the difference from `import torch` taken in
 each round, then the median: what the command adds beyond importing torch
-(goal: at most 1 s on the 2-core machine; the issue's figure is the
+(goal: at most 1 s on the 2-core machine, where `import torch` takes about
+1.8 s, so asserted as <= 0.55x `import torch`; the issue's figure is the
 `--no-inference` one, since by default the run also times the trained
 model's inference, a measurement of several seconds that users asked for).
 A third baseline, `python -c "import torch, torch._dynamo"`, measures what
-torch.optim's first use costs any training process (it imports
-torch._dynamo, whose exit hook then formats its compile times), so the
-table splits the warm run's figure into that and what tlbench itself adds.
+a stock torch.optim optimiser would add to any training process (its first
+use imports torch._dynamo, whose exit hook then formats its compile times).
+tlbench's optimisers run torch.optim's own code without that import
+(`tlbench.optim`), and the profiled warm run says whether anything imported
+it all the same.
 `--profile` (or `TLBENCH_STARTUP_PROFILE=1`) also runs the warm run once
 under cProfile and writes where its seconds go.
 
@@ -85,8 +88,8 @@ NO_TORCH_GOAL = 0.5
 RUN_OVERHEAD_GOAL = 0.5
 RUN_LABEL = "tlbench run (finished one-cell grid)"
 TORCH_LABEL = 'python -c "import torch"'
-#: what the first torch.optim optimiser adds to a process: torch.optim's `_disable_dynamo`
-#: wrappers and its step's `_use_grad` import torch._dynamo, with no switch to skip it.
+#: what a stock torch.optim optimiser would add to a process: its `_disable_dynamo` wrappers
+#: and its step's `_use_grad` import torch._dynamo (tlbench's optimisers do not: tlbench.optim).
 DYNAMO_LABEL = 'python -c "import torch, torch._dynamo"'
 
 #: issue 23's warm run: one `linear` run whose features are cached, into a new results file.
@@ -96,8 +99,9 @@ WARM_GRID = [
 ]  # fmt: skip
 WARM_LABEL = "tlbench run (warm linear, new results file)"
 WARM_NO_INFERENCE_LABEL = "tlbench run (warm linear, new results file, --no-inference)"
-#: what a warm run may add to `import torch`, in seconds on the 2-core machine (issue 23).
-WARM_GOAL_SECONDS = 1.0
+#: what a warm run may add to `import torch`: 1 s on the 2-core machine, where importing
+#: torch takes about 1.8 s (issue 23), as a ratio so that it holds on a loaded machine too.
+WARM_GOAL = 0.55
 
 
 def tlbench_command() -> list[str]:
@@ -207,7 +211,7 @@ PROFILE_PARTS = {
     "plan (datasets, keys, the results file)": "runner.py:*(plan)",
     "features and their scores, read from the caches": "regimes.py:*(frozen_features)",
     "transferability scores (read from the score cache)": "trial.py:*(_scores)",
-    "first optimiser (imports torch._dynamo)": "optim.py:*(make_optimizer)",
+    "the optimiser made (torch.optim's, without torch._dynamo)": "optim.py:*(make_optimizer)",
     "head training (the optimiser included)": "head_fit.py:*(train_head_on_features)",
     "inference timing (builds the backbone)": "trial.py:*(_inference_cost)",
     "the table (its one-seed interval imports scipy.special)": "output.py:*(print_comparison)",
@@ -229,12 +233,14 @@ cumulative = {}
 for (file, _, name), v in stats.items():
     key = f"{file.rsplit('/', 1)[-1]}:*({name})"
     cumulative[key] = max(cumulative.get(key, 0.0), v[3])
-print("PROFILE " + json.dumps({"torch": t1 - t0, "cli": t2 - t1, "cumulative": cumulative}))
+dynamo = "torch._dynamo" in sys.modules
+print("PROFILE " + json.dumps({"torch": t1 - t0, "cli": t2 - t1, "cumulative": cumulative, "dynamo": dynamo}))
 """
 
 
-def profile_warm_run(inference: bool = False) -> dict[str, float]:
-    """Seconds of the parts of one warm run (`PROFILE_PARTS`), in a fresh process."""
+def profile_warm_run(inference: bool = False) -> dict:
+    """Seconds of the parts of one warm run (`PROFILE_PARTS`), in a fresh process, and
+    whether that process imported torch._dynamo."""
     with tempfile.TemporaryDirectory(prefix="tlbench-startup-profile-") as tmp:
         env = _environment(Path(tmp))
         argv, extra = _warm_rows(tlbench_command(), Path(tmp))[WARM_LABEL]
@@ -249,7 +255,7 @@ def profile_warm_run(inference: bool = False) -> dict[str, float]:
     parts = {"import torch": found["torch"]}
     for label, key in PROFILE_PARTS.items():
         parts[label] = found["cli"] if key is None else found["cumulative"].get(key, 0.0)
-    return parts
+    return {"parts": parts, "imported torch._dynamo": found["dynamo"]}
 
 
 def measure(rounds: int = ROUNDS) -> dict[str, list[float]]:
@@ -324,25 +330,26 @@ def table(times: dict[str, list[float]]) -> tuple[str, dict[str, float]]:
     return "\n".join(lines), ratios
 
 
-def warm_section(times: dict[str, list[float]], profile: dict[str, float] | None) -> str:
+def warm_section(times: dict[str, list[float]], profile: dict | None) -> str:
     """The warm run's figures (issue 23) and, when profiled, where its seconds went."""
     warm = warm_overheads(times)
     dynamo = _beyond(times, DYNAMO_LABEL, TORCH_LABEL)
-    own = _beyond(times, WARM_NO_INFERENCE_LABEL, DYNAMO_LABEL)
-    met = "met" if warm[WARM_NO_INFERENCE_LABEL] <= WARM_GOAL_SECONDS else "not met"
+    goal = WARM_GOAL * statistics.median(times[TORCH_LABEL])
+    met = "met" if warm[WARM_NO_INFERENCE_LABEL] <= goal else "not met"
     text = f"""Warm run (issue 23): `tlbench run {" ".join(WARM_GRID)}` with its features
 and their scores already cached, into a new results file; seconds beyond `import torch`, the
-median over the rounds of each round's difference (goal: at most {WARM_GOAL_SECONDS:.0f} s on the 2-core
-machine, with `--no-inference`: {met}): {warm[WARM_NO_INFERENCE_LABEL]:.2f} s with `--no-inference`,
+median over the rounds of each round's difference (goal: at most {WARM_GOAL}x `import torch`,
+{goal:.2f} s here, with `--no-inference`: {met}): {warm[WARM_NO_INFERENCE_LABEL]:.2f} s with `--no-inference`,
 {warm[WARM_LABEL]:.2f} s as it runs by default (it also times the trained model's inference: the
 backbone built and run at batch 1 and at the serving batch, 3 untimed warm-up calls and at
 least 5 timed ones each).
 
-Of the `--no-inference` figure, {dynamo:.2f} s is `import torch._dynamo` beyond `import torch` (its
-row minus torch's, same rounds): every torch.optim optimiser imports it on first use (its
-`_disable_dynamo` wrappers and its step's `_use_grad`), and its exit hook imports tabulate to
-format compile times that are not logged. torch offers no switch that skips it. The rest,
-{own:.2f} s (the warm run's row minus that one), is what tlbench itself adds.
+A stock torch.optim optimiser would add {dynamo:.2f} s more (`import torch._dynamo` beyond
+`import torch`, its row minus torch's, same rounds): its `_disable_dynamo` wrappers and its
+step's `_use_grad` import it on first use, and its exit hook imports tabulate to format compile
+times that are not logged. tlbench's optimisers call the functions those wrappers wrap
+(`tlbench/optim.py`, the same arithmetic bit for bit), so a run that does not compile never
+imports it.
 """
     for label in times:  # the same figures of the checkout compared with, if any
         if label.startswith(f"{WARM_NO_INFERENCE_LABEL} ["):
@@ -353,11 +360,13 @@ format compile times that are not logged. torch offers no switch that skips it. 
                 f"{_beyond(times, WARM_LABEL + tag, TORCH_LABEL):.2f} s by default.\n"
             )
     if profile:
-        rows = "\n".join(f"| {label} | {seconds:.3f} |" for label, seconds in profile.items())
+        parts = profile["parts"].items()
+        rows = "\n".join(f"| {label} | {seconds:.3f} |" for label, seconds in parts)
+        imported = "imported" if profile["imported torch._dynamo"] else "did not import"
         text += f"""
 Where the warm run's seconds go (`--no-inference`; one profiled process, cProfile's
 cumulative seconds, which the profiler inflates a little; parts overlap the whole, and
-the exit hooks run after it):
+the exit hooks run after it). That process {imported} torch._dynamo.
 
 | part | s |
 |---|---:|
@@ -370,7 +379,7 @@ def write_report(
     times: dict[str, list[float]],
     path: Path = OUT,
     command: str = "python -m pytest benchmarks/test_startup.py -q -s",
-    profile: dict[str, float] | None = None,
+    profile: dict | None = None,
 ) -> dict[str, float]:
     """Write the table with its provenance (`command` made it) to `path`; return the ratios."""
     if compare := os.environ.get("TLBENCH_STARTUP_COMPARE"):
@@ -417,6 +426,10 @@ def test_startup_ratios() -> None:
             assert ratio <= NO_TORCH_GOAL, f"{label}: {ratio:.2f}x import torch"
     overhead = ratios[RUN_LABEL] - 1.0
     assert overhead <= RUN_OVERHEAD_GOAL, f"run overhead {overhead:.2f}x import torch"
+    warm = warm_overheads(times)[WARM_NO_INFERENCE_LABEL] / statistics.median(times[TORCH_LABEL])
+    assert warm <= WARM_GOAL, f"warm run: {warm:.2f}x import torch beyond it"
+    if profile:
+        assert not profile["imported torch._dynamo"], "the warm run imported torch._dynamo"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from tlbench import optim
 from tlbench.engine import FitResult, make_optimizer, make_schedule
 from tlbench.plugin_types import Hyperparameters
 
@@ -56,13 +57,13 @@ def test_the_fused_kernels_are_asked_for_on_cuda_only(name):
 
 
 def test_a_parameter_the_fused_kernel_refuses_falls_back_to_the_foreach_kernel(monkeypatch):
-    class Picky(torch.optim.AdamW):
+    class Picky(optim.AdamW):
         def __init__(self, params, **kwargs):
             if kwargs.get("fused"):
                 raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
             super().__init__(params, **kwargs)
 
-    monkeypatch.setattr(torch.optim, "AdamW", Picky)
+    monkeypatch.setattr(optim, "AdamW", Picky)
     optimizer = make_optimizer(params(), Hyperparameters(lr=0.1), torch.device("cuda"))
     assert type(optimizer) is Picky
     assert optimizer.defaults["foreach"] is True and not optimizer.defaults.get("fused")

@@ -132,6 +132,25 @@ def test_run_imports_torchvision_only_for_torchvision_names(tmp_path):
     assert record["status"] == "ok", record
 
 
+@pytest.mark.slow  # two `tlbench run` processes that train, each importing torch
+def test_a_warm_linear_run_never_imports_torch_dynamo(tmp_path):
+    """Issue 23's warm run: a `linear` run whose features are cached, into a new results
+    file. Its optimiser is torch.optim's less the import of torch._dynamo on first use
+    (1.5 s on the 2-core machine, more than the rest of the run): tlbench.optim."""
+    common = [
+        "run", "--datasets", "synthetic", "--backbones", "efficientnet_lite0",
+        "--strategies", "linear", "--epochs", "2", "--image-size", "32", "--device", "cpu",
+        "--quiet", "--no-inference", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    code, _, out = probe(*common, "--out", str(tmp_path / "cold.jsonl"))
+    assert code == 0, out
+    code, heavy, out = probe(*common, "--out", str(tmp_path / "warm.jsonl"))
+    assert code == 0, out
+    (record,) = [json.loads(line) for line in (tmp_path / "warm.jsonl").read_text().splitlines()]
+    assert record["status"] == "ok" and record["cost"]["feature_cache"] == "disk", record
+    assert "torch.optim" in heavy and "torch._dynamo" not in heavy
+
+
 # --------------------------------------------------------------------------- declared metadata
 
 

@@ -19,6 +19,7 @@ from conftest import tiny_net
 from torch import nn
 
 import tlbench
+from tlbench import optim
 from tlbench.engine import make_optimizer, make_schedule
 from tlbench.plugin_types import Hyperparameters, all_trainable
 from tlbench.runner import Runner
@@ -122,15 +123,16 @@ def test_make_optimizer_leaves_out_frozen_parameters_and_refuses_an_empty_model(
 @pytest.mark.parametrize(
     ("hp", "kind", "momentum", "nesterov"),
     [
-        (Hyperparameters(optimizer="adamw"), torch.optim.AdamW, None, None),
-        (Hyperparameters(optimizer="sgd", momentum=0.7), torch.optim.SGD, 0.7, False),
-        (Hyperparameters(optimizer="sgd", momentum=0.7, nesterov=True), torch.optim.SGD, 0.7, True),
+        (Hyperparameters(optimizer="adamw"), optim.AdamW, None, None),
+        (Hyperparameters(optimizer="sgd", momentum=0.7), optim.SGD, 0.7, False),
+        (Hyperparameters(optimizer="sgd", momentum=0.7, nesterov=True), optim.SGD, 0.7, True),
     ],
 )
 def test_make_optimizer_builds_the_asked_optimiser(hp, kind, momentum, nesterov):
     hp = hp.replace(lr=0.05)
     optimizer = make_optimizer([{"params": list(nn.Linear(2, 2).parameters())}], hp)
-    assert type(optimizer) is kind
+    assert type(optimizer) is kind  # torch.optim's, less the torch._dynamo import
+    assert type(optimizer).__bases__ == (getattr(torch.optim, kind.__name__),)
     group = optimizer.param_groups[0]
     assert group["lr"] == 0.05  # a group without its own lr gets hp.lr
     if momentum is not None:
@@ -193,12 +195,12 @@ def optimisers(monkeypatch) -> list[torch.optim.Optimizer]:
     """Every AdamW the code under test builds, kept for inspection after the run."""
     built: list[torch.optim.Optimizer] = []
 
-    class Recorded(torch.optim.AdamW):
+    class Recorded(optim.AdamW):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             built.append(self)
 
-    monkeypatch.setattr(torch.optim, "AdamW", Recorded)
+    monkeypatch.setattr(optim, "AdamW", Recorded)
     return built
 
 

@@ -4,13 +4,15 @@
 parameters, fused kernels on CUDA) and `make_schedule` (linear warm-up, then
 cosine, step or constant, per step) are shared by every fit; `TrainStep` is
 the one step every fit runs: forward under autocast, backward, the
-optimiser's step, the schedule's.
+optimiser's step, the schedule's. `SGD`, `AdamW` and `LBFGS` are torch's,
+less the import of torch._dynamo their first use makes (`_eager`).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import math
 from typing import Any
 
@@ -19,6 +21,42 @@ from torch import nn
 
 from tlbench.execution import Execution
 from tlbench.plugin_types import Hyperparameters
+
+#: The methods every torch.optim optimiser inherits wrapped in `torch._disable_dynamo`.
+_DYNAMO_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def _eager(optimizer_class: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """`optimizer_class` running torch's own code without importing torch._dynamo.
+
+    A torch.optim optimiser imports torch._dynamo on first use, 1.5 s on a
+    2-core CPU (more than the rest of a warm `tlbench run`) and an exit hook
+    besides: `add_param_group`, `zero_grad`, `state_dict` and `load_state_dict`
+    are wrapped in `torch._disable_dynamo`, which imports it to mark them not
+    compilable, and `step` in `_use_grad_for_differentiable`, which imports it
+    to break a compiled graph around the step. tlbench never compiles an
+    optimiser step, and in eager mode both wrappers only call what they wrap
+    (the second under `torch.set_grad_enabled(differentiable)`). So the
+    subclass calls the wrapped functions themselves (`inspect.unwrap`) and sets
+    the grad mode as `step`'s wrapper did: the same arithmetic bit for bit and
+    the same state dicts (tests/test_optim_eager.py), without the import.
+    """
+    methods: dict[str, Any] = {
+        name: inspect.unwrap(getattr(torch.optim.Optimizer, name)) for name in _DYNAMO_WRAPPED
+    }
+    step = inspect.unwrap(optimizer_class.step)
+
+    def eager_step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            return step(self, closure)
+
+    methods.update(step=eager_step, __module__=__name__, __doc__=optimizer_class.__doc__)
+    return type(optimizer_class.__name__, (optimizer_class,), methods)
+
+
+SGD = _eager(torch.optim.SGD)
+AdamW = _eager(torch.optim.AdamW)
+LBFGS = _eager(torch.optim.LBFGS)
 
 
 def make_optimizer(
@@ -45,9 +83,9 @@ def make_optimizer(
     )
     if hp.optimizer == "sgd":
         nesterov = hp.nesterov and hp.momentum > 0
-        make = functools.partial(torch.optim.SGD, lr=hp.lr, momentum=hp.momentum, nesterov=nesterov)
+        make = functools.partial(SGD, lr=hp.lr, momentum=hp.momentum, nesterov=nesterov)
     elif hp.optimizer == "adamw":
-        make = functools.partial(torch.optim.AdamW, lr=hp.lr)
+        make = functools.partial(AdamW, lr=hp.lr)
     else:
         raise ValueError(f"unknown optimizer {hp.optimizer!r} (adamw or sgd)")
     try:

@@ -27,6 +27,7 @@ from tlbench.evaluation import evaluate_logits
 from tlbench.execution import Execution
 from tlbench.fitting import Diverged, EpochCallback, FitResult, PhaseCallback, record_epoch
 from tlbench.head_fit import HEAD_EVAL_BATCH, one_cpu_thread
+from tlbench.optim import LBFGS
 from tlbench.plugin_types import Hyperparameters
 
 #: L-BFGS iterations between two evaluations (scikit-learn's default is 100 in all).
@@ -106,7 +107,7 @@ def _lbfgs(
     """`step()`: `ITERATIONS_PER_EPOCH` L-BFGS iterations on the L2-regularised mean
     cross-entropy of `head`'s linear layer on standardised `x`; `loss()`: the
     cross-entropy after them (without the L2 term, as the other fits report it)."""
-    optimizer = torch.optim.LBFGS(
+    optimizer = LBFGS(
         head.linear.parameters(),
         lr=hp.lr,
         max_iter=ITERATIONS_PER_EPOCH,
