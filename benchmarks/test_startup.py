@@ -348,8 +348,9 @@ A stock torch.optim optimiser would add {dynamo:.2f} s more (`import torch._dyna
 `import torch`, its row minus torch's, same rounds): its `_disable_dynamo` wrappers and its
 step's `_use_grad` import it on first use, and its exit hook imports tabulate to format compile
 times that are not logged. tlbench's optimisers call the functions those wrappers wrap
-(`tlbench/optim.py`, the same arithmetic bit for bit), so a run that does not compile never
-imports it.
+(`tlbench/optim.py`, the same arithmetic bit for bit), so this run never imports it. A run
+that counts a model's FLOPs (one that trains images, or extracts features the cache lacks)
+still does: torch's meta kernels written in Python are wrapped the same way.
 """
     for label in times:  # the same figures of the checkout compared with, if any
         if label.startswith(f"{WARM_NO_INFERENCE_LABEL} ["):
