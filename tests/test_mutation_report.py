@@ -6,10 +6,13 @@ results/mutation.md lists the mutants they were written for.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_report_values import rec
 
-from tlbench import report, tables
+from tlbench import report, stats, tables
+from tlbench.record import encode_correct
 from tlbench.report import Row
 
 # --------------------------------------------------------------------------- feature cost
@@ -291,3 +294,149 @@ def test_an_infinite_accuracy_among_common_seeds_is_the_intervals_own_error():
     odd = Row("d", "f", "linear", "ok", seed_accuracy={0: 0.79, 1: float("inf"), 2: 0.85})
     with pytest.raises(ValueError, match=r"values must be finite, got \[0.01.*, -inf, "):
         report._tie_over_seeds(best, (0, 1, 2), [odd])
+
+
+# --------------------------------------------------------------------------- the report's own statistics
+
+
+@pytest.mark.parametrize(
+    ("counts", "apart"),
+    [
+        # (n, only the best right, only the other right): d = (a - b) / n, v = (a + b) / n - d**2.
+        # d 0.8, v 0.16: Chebyshev 0.16 / 6.4 = 0.025, Bernstein exp(-6.4 / (0.32 + 1.067)) =
+        # exp(-4.615) = 0.0099, under 0.01: apart on Bernstein's bound alone.
+        ((10, 8, 0), True),
+        # d 0.7, v 0.21: Chebyshev 0.043, Bernstein exp(-4.9 / 1.353) = 0.027: not sure.
+        ((10, 7, 0), False),
+        # d 0.769, v 0.331: Chebyshev 0.043, Bernstein exp(-7.692 / (0.663 + 1.026)) = 0.0105,
+        # just over 0.01: not sure (with 4 |d| / 4 in the bound it would be 0.0046).
+        ((13, 11, 1), False),
+        # d -0.6875, v 0.340: Chebyshev 0.045, Bernstein exp(-7.5625 / (0.680 + 0.917)) =
+        # 0.0088: apart (the bound reads |d|: with d itself its denominator is negative).
+        ((16, 1, 12), True),
+        # Every pair differs the same way: d 1, v 0, Chebyshev 0 (Bernstein exp(-3) = 0.05).
+        ((4, 4, 0), True),
+        ((4, 0, 4), True),
+        # d 0: nothing tells them apart, however many images.
+        ((10, 3, 3), False),
+        ((10_000, 0, 0), False),
+    ],
+)
+def test_surely_apart_is_the_smaller_of_chebyshevs_and_bernsteins_bounds_by_hand(counts, apart):
+    assert report._surely_apart(*counts) is apart
+
+
+def test_the_reports_t_interval_is_student_t_by_hand_and_keeps_the_method_it_is_given():
+    # 0.80, 0.82, 0.84: mean 0.82, sd 0.02, t(0.975, 2) = 4.3027: 0.82 +- 0.0497.
+    interval = report._t_interval([0.80, 0.82, 0.84], "paired-t")
+    assert interval.estimate == pytest.approx(0.82, abs=1e-12)
+    assert (interval.lower, interval.upper) == (
+        pytest.approx(0.770317, abs=1e-6),
+        pytest.approx(0.869683, abs=1e-6),
+    )
+    assert (interval.n, interval.method, interval.confidence) == (3, "paired-t", 0.95)
+    # 0.80, 0.84: sd 0.0283, t(0.975, 1) = 12.706: 0.82 +- 0.2541 (not clipped here).
+    two = report._t_interval([0.80, 0.84])
+    assert (two.lower, two.upper) == (
+        pytest.approx(0.565876, abs=1e-6),
+        pytest.approx(1.074124, abs=1e-6),
+    )
+    assert (two.n, two.method) == (2, "t")
+    assert report._t_interval([0.8]) is None
+    with pytest.raises(ValueError, match=r"values must be one-dimensional, got shape \(2, 2\)"):
+        report._t_interval([[0.8, 0.9], [0.7, 0.6]])
+
+
+def test_ties_with_the_best_by_hand_over_seeds_over_images_and_without_a_pairing():
+    best = stats.Row(key=-1, accuracy={0: 0.80, 1: 0.82, 2: 0.84})
+    # Three common seeds: the paired t of the test above (tied; 0.11 +- 0.025 is not).
+    near = stats.Row(key=1, accuracy={0: 0.79, 1: 0.80, 2: 0.85})
+    far = stats.Row(key=2, accuracy={0: 0.70, 1: 0.71, 2: 0.72})
+    assert (report._tied(best, near, {}), report._tied(best, far, {})) == (True, False)
+    # Two common seeds pair over the seeds even where images could be paired: differences
+    # 0.8 and -0.4, t(1) = 12.7, tied (seed 0's ten images alone are surely apart).
+    two = stats.Row(key=-1, accuracy={0: 0.8, 1: 0.2}, correct={0: [1] * 8 + [0] * 2})
+    crossed = stats.Row(key=5, accuracy={0: 0.0, 1: 0.6}, correct={0: [0] * 10})
+    assert report._tied(two, crossed, {}) is True
+    # One seed each, ten images: 8 right only for the best is surely apart (Bernstein 0.0099),
+    # and the answer is remembered for these counts.
+    one = stats.Row(key=-1, accuracy={0: 0.8}, correct={0: [1] * 8 + [0] * 2})
+    wrong = stats.Row(key=1, accuracy={5: 0.0}, correct={5: [0] * 10})
+    memo: dict = {}
+    assert report._tied(one, wrong, memo) is False
+    assert list(memo.values()) == [False]
+    # One image apart (on their one common seed): the paired bootstrap's interval holds 0.
+    close = stats.Row(key=2, accuracy={0: 0.7}, correct={0: [1] * 7 + [0] * 3})
+    close_memo: dict = {}
+    assert report._tied(one, close, close_memo) is True
+    assert list(close_memo.values()) == [True]
+    # Equal counts are answered from what was remembered, not compared again.
+    flipped = {counts: not tied for counts, tied in close_memo.items()}
+    assert report._tied(one, close, flipped) is False
+    # Nothing to pair: no per-image results, or seeds that neither share nor are one each.
+    assert report._tied(one, stats.Row(key=3, accuracy={5: 0.7}), {}) is None
+    assert report._tied(best, stats.Row(key=4, accuracy={7: 0.7, 8: 0.7}), {}) is None
+
+
+def test_the_per_image_results_read_as_a_mapping_of_rows_decoded_when_asked():
+    run = rec("b", "linear", 3, 0.5)
+    run["accuracy"]["final_correct"] = encode_correct([1, 0, 1, 0])
+    run["data"] = {"eval_split": "val", "eval_images": 4}
+    seen, unseen = Row("d", "b", "linear", "ok"), Row("d", "c", "linear", "ok")
+    per_image = report._PerImage()
+    per_image.add(seen, [run])
+    assert id(seen) in per_image
+    assert id(unseen) not in per_image and str(id(seen)) not in per_image
+    split, correct = per_image[id(seen)]
+    assert split == json.dumps(["val", 4])
+    assert list(correct) == [3] and correct[3].tolist() == [1, 0, 1, 0]
+    with pytest.raises(KeyError, match=str(id(unseen))):
+        per_image[id(unseen)]
+    assert per_image.get(id(unseen), "none") == "none"
+    # A bitset of another length than the record's evaluation split is not this run's.
+    run["data"]["eval_images"] = 5
+    assert report._per_image([run]) is None
+
+
+def test_a_rows_interval_is_student_t_over_seeds_else_a_bootstrap_over_its_one_runs_images():
+    two_seeds = report._interval([], [0.80, 0.84])
+    assert two_seeds == report._t_interval([0.80, 0.84])  # 0.82 +- 0.2541, method "t"
+    # One run, one image, right: every resample is right, the interval is [1, 1].
+    one_image = report._interval([{"data": {"eval_images": 1}}], [1.0])
+    assert (one_image.lower, one_image.upper, one_image.n) == (1.0, 1.0, 1)
+    # No evaluation images to resample: no interval.
+    assert report._interval([{"data": {"eval_images": 0}}], [1.0]) is None
+    assert report._interval([{"data": {}}], [1.0]) is None
+
+
+def _tuning_row(backbone, accuracy, tuned, strategy="linear", older=False):
+    return Row("d", backbone, strategy, "ok", n=1, accuracy=accuracy, older_data=older,
+               data="old" if older else "", search_seconds=1.0 if tuned else None)  # fmt: skip
+
+
+def test_tuning_changes_rank_the_backbones_tuned_both_ways_on_the_newest_data_only():
+    rows = [
+        # Older data: not compared, however many backbones it has both ways.
+        *(_tuning_row(b, 0.5, tuned, older=True) for b in ("x", "y") for tuned in (False, True)),
+        # One backbone both ways under another strategy: nothing to rank, the next is.
+        _tuning_row("a", 0.6, False, "finetune"),
+        _tuning_row("a", 0.7, True, "finetune"),
+        # Default b 0.90 > c 0.80 > a 0.70; tuned a 0.95 > b 0.90 > c 0.85 (t: tuned only).
+        _tuning_row("a", 0.70, False),
+        _tuning_row("b", 0.90, False),
+        _tuning_row("c", 0.80, False),
+        _tuning_row("a", 0.95, True),
+        _tuning_row("b", 0.90, True),
+        _tuning_row("c", 0.85, True),
+        _tuning_row("t", 0.99, True),
+    ]
+    (change,) = report.tuning_changes(rows)
+    assert (change.dataset, change.strategy) == ("d", "linear")
+    assert (change.default, change.tuned) == (["b", "c", "a"], ["a", "b", "c"])
+    # Pairs (a, b) and (a, c) swap, (b, c) keeps its order: tau (1 - 2) / 3. Gains 0.25, 0, 0.05.
+    assert change.tau == pytest.approx(-1 / 3)
+    assert change.mean_gain == pytest.approx(0.1)
+    assert report.tuning_lines([change]) == [
+        "d, linear: default ranks b > c > a; tuned ranks a > b > c "
+        "(Kendall tau -0.33, mean gain +10.0 points)"
+    ]
