@@ -255,7 +255,7 @@ def plot_comparison(
             else:
                 ax.set_axis_off()
     # Labels go last, placed on the laid-out figure so that they do not collide.
-    canvas.draw()
+    fig.draw_without_rendering()
     for ax, done, axis in panels:
         _label_points(ax, done, canvas.get_renderer(), axis)
     save_figure(fig, path, "--plot")
