@@ -392,8 +392,8 @@ def search(
     path.parent.mkdir(parents=True, exist_ok=True)  # made before any trial's record is
     states = rung_states_path(out) if settings.pruner != "none" else None
     try:
-        where = (f"sqlite:///{path}", states)
-        tuned = _search(plans, strategies, settings, where, run_specs, answers)
+        cells, cell_of = _studies(plans, strategies, settings, f"sqlite:///{path}", states)
+        tuned = _search(plans, cells, cell_of, run_specs, answers)
     except SQLAlchemyError as exc:
         raise TlbenchError(
             f"cannot use the tuning studies in {path} ({getattr(exc, 'orig', None) or exc}). "
@@ -407,19 +407,17 @@ def search(
     return tuned
 
 
-def _search(
+def _studies(
     plans: list[PlannedRun],
     strategies: Callable[[str], Strategy],
     settings: TuneSettings,
-    where: tuple[str, Path | None],
-    run_specs: RunSpecs,
-    answers: Answers,
-) -> list[PlannedRun]:
-    """`search`; `where`: the studies' storage and the folder of the rungs' states."""
-    storage, states = where
+    storage: str,
+    states: Path | None,
+) -> tuple[dict[str, CellStudy], dict[int, str]]:
+    """Each cell's study (made, or loaded from `storage`), by name, and each tuned plan's
+    cell by its place in `plans`; `states`: the folder of the rungs' training states."""
     optuna = _optuna()
     cells: dict[str, CellStudy] = {}
-    #: each tuned plan's cell, by its place in `plans`.
     cell_of: dict[int, str] = {}
     untuned: set[str] = set()
     for i, p in enumerate(plans):
@@ -447,6 +445,18 @@ def _search(
             UserWarning,
             stacklevel=2,
         )
+    return cells, cell_of
+
+
+def _search(
+    plans: list[PlannedRun],
+    cells: dict[str, CellStudy],
+    cell_of: dict[int, str],
+    run_specs: RunSpecs,
+    answers: Answers,
+) -> list[PlannedRun]:
+    """Run `cells`' trials batch by batch until every study is done; `plans` with each
+    tuned plan's chosen settings (`cell_of`: a plan's cell by its place in `plans`)."""
     records: dict[str, dict[str, Any]] = {}
     while True:
         batch = [(cell, n, spec) for cell in cells.values() for n, spec in cell.next_batch()]
