@@ -73,7 +73,7 @@ def workspace_for(config: RunConfig) -> Workspace:
         inference=config.inference,
         inference_batch=config.inference_batch,
         export=config.export,
-        rung_states=rung_states_path(out) if config.tune_settings() is not None else None,
+        rung_states=rung_states_path(out) if config.tune else None,
     )
 
 
