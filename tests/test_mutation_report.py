@@ -393,9 +393,15 @@ def test_the_per_image_results_read_as_a_mapping_of_rows_decoded_when_asked():
     with pytest.raises(KeyError, match=str(id(unseen))):
         per_image[id(unseen)]
     assert per_image.get(id(unseen), "none") == "none"
-    # A bitset of another length than the record's evaluation split is not this run's.
+    # A run without a bitset is passed over; one of another length than the record's
+    # evaluation split is not this run's; a split size that is not a number checks nothing.
+    plain = rec("b", "linear", 4, 0.5)
+    assert report._per_image([plain]) is None
+    assert report._per_image([plain, run])[1].keys() == {3}
     run["data"]["eval_images"] = 5
     assert report._per_image([run]) is None
+    run["data"]["eval_images"] = "5"
+    assert report._per_image([run])[1][3].tolist() == [1, 0, 1, 0]
 
 
 def test_a_rows_interval_is_student_t_over_seeds_else_a_bootstrap_over_its_one_runs_images():
