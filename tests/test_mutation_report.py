@@ -7,6 +7,7 @@ results/mutation.md lists the mutants they were written for.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from test_report_values import rec
@@ -446,3 +447,56 @@ def test_tuning_changes_rank_the_backbones_tuned_both_ways_on_the_newest_data_on
         "d, linear: default ranks b > c > a; tuned ranks a > b > c "
         "(Kendall tau -0.33, mean gain +10.0 points)"
     ]
+
+
+# --------------------------------------------------------------------------- records the report reads
+
+#: JSON values a setting can hold: 1, 1.0 and true are three; every NaN is one; dicts are
+#: equal whatever the order of their keys.
+SETTING_VALUES = [1, 1.0, True, None, "1", "true", 0.0, -0.0, float("nan"), float("nan"),
+                  {"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": 1}, [1, 2], [2, 1]]  # fmt: skip
+
+
+def test_same_value_tells_apart_exactly_what_json_tells_apart():
+    for a in SETTING_VALUES:
+        for b in SETTING_VALUES:
+            json_equal = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+            assert (report._same_value(a) == report._same_value(b)) == json_equal, (a, b)
+    distinct = {json.dumps(v, sort_keys=True) for v in SETTING_VALUES}
+    assert len({report._same_value(v) for v in SETTING_VALUES}) == len(distinct)
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("no cost recorded", "no cost"),
+        ("accuracy.final is 'x', not a number", "accuracy.final"),
+        ("", ""),
+    ],
+)
+def test_a_problems_kind_is_its_first_word_or_two_after_no(message, kind):
+    assert report._kind(message) == kind
+
+
+@pytest.mark.parametrize(
+    ("seed", "read"),
+    [(" -3 ", -3), ("12", 12), (4, 4), (None, None), (True, None), ("1.5", None),
+     ("X3", None), ("abc", None)],
+)  # fmt: skip
+def test_a_records_names_read_as_strings_and_its_seed_as_an_integer_or_none(seed, read):
+    config = {"backbone": None, "dataset": 7, "strategy": "linear", "seed": seed}
+    assert report._readable_config(config) == {
+        "backbone": "?",
+        "dataset": "7",
+        "strategy": "linear",
+        "seed": read,
+    }
+
+
+def test_data_facts_are_one_identity_whatever_the_order_of_their_keys():
+    facts = {"root": "/data/pets", "split": {"train": 0.8, "eval": 0.2}, "num_classes": 2}
+    shuffled = {"num_classes": 2, "split": {"eval": 0.2, "train": 0.8}, "root": "/data/pets"}
+    identity = report._data_facts({"data": facts})
+    assert identity == report._data_facts({"data": shuffled})
+    assert re.fullmatch("d[0-9a-f]{11}", identity)  # "d" and 11 hex digits: 12, as shown
+    assert identity != report._data_facts({"data": {**facts, "num_classes": 3}})
