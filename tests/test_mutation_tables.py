@@ -132,3 +132,15 @@ def test_an_unknown_format_lists_the_formats():
     assert str(raised.value) == "unknown format 'xml'; choose one of " + ", ".join(
         ["table", "markdown", "csv", "json", "html", "latex"]
     )
+
+
+def test_the_default_and_the_wide_columns_of_a_section_by_dataset(no_extra_columns):
+    names = ["backbone", "strategy"]
+    assert tables.choose_columns(_rows()) == [
+        *names, "top-1 %", "n", "train s", "vs scratch", "pareto", "tie", "note"
+    ]  # fmt: skip
+    assert tables.choose_columns(_rows(), wide=True) == [
+        *names, "px", "top-1 %", "n", "best ep", "train s", "img/s", "peak MB", "latency ms",
+        "infer img/s", "train J", "J/1k img", "trainable / total", "vs scratch", "pareto",
+        "tie", "note",
+    ]  # fmt: skip
