@@ -144,3 +144,35 @@ def test_the_default_and_the_wide_columns_of_a_section_by_dataset(no_extra_colum
         "infer img/s", "train J", "J/1k img", "trainable / total", "vs scratch", "pareto",
         "tie", "note",
     ]  # fmt: skip
+
+
+def seven(row) -> str:
+    return "7"
+
+
+def test_a_measured_latency_joins_the_default_columns_first_among_those_shown_if_present(
+    no_extra_columns,
+):
+    rows = _rows()
+    rows[1].latency_ms = 3.2
+    tables.add_column("flops", seven, default=True)
+    assert tables.choose_columns(rows, "none") == [
+        "dataset", "backbone", "strategy", "top-1 %", "n", "train s", "vs scratch",
+        "latency ms", "flops", "pareto", "tie", "note",
+    ]  # fmt: skip
+
+
+def test_a_rows_cells_by_column_name_are_blank_where_it_has_no_value(no_extra_columns):
+    row = _rows()[0]
+    assert tables.cells_of(row, ["backbone", "px", "top-1 %", "unknown"]) == [
+        "resnet18",
+        "",
+        "85.0 ± 1.2",
+        "",
+    ]
+    row.image_size = 224
+    assert tables.cells_of(row, ["px", "dataset", "strategy"], "backbone") == [
+        "224",
+        "flowers",
+        "linear",
+    ]
