@@ -156,6 +156,10 @@ def test_a_measured_latency_joins_the_default_columns_first_among_those_shown_if
     rows = _rows()
     rows[1].latency_ms = 3.2
     tables.add_column("flops", seven, default=True)
+    assert tables.choose_columns(rows) == [
+        "backbone", "strategy", "top-1 %", "n", "train s", "vs scratch", "latency ms", "flops",
+        "pareto", "tie", "note",
+    ]  # fmt: skip
     assert tables.choose_columns(rows, "none") == [
         "dataset", "backbone", "strategy", "top-1 %", "n", "train s", "vs scratch",
         "latency ms", "flops", "pareto", "tie", "note",
@@ -176,3 +180,15 @@ def test_a_rows_cells_by_column_name_are_blank_where_it_has_no_value(no_extra_co
         "flowers",
         "linear",
     ]
+
+
+def test_the_terminal_table_of_a_section_is_its_default_columns_and_their_cells(
+    no_extra_columns,
+):
+    names, cells = tables.terminal_cells(_rows())
+    assert names == ["backbone", "strategy", "top-1 %", "n", "train s", "vs scratch", "pareto",
+                     "tie", "note"]  # fmt: skip
+    assert cells[1] == ["vit_b16", "finetune", "90.0", "1", "12.0", "", "", "", "ok"]
+    names, cells = tables.terminal_cells(_rows(), "none", ["n"])
+    assert (names, cells[0]) == (["dataset", "backbone", "strategy", "n"],
+                                 ["flowers", "resnet18", "linear", "2"])  # fmt: skip
