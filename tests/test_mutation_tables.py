@@ -192,3 +192,18 @@ def test_the_terminal_table_of_a_section_is_its_default_columns_and_their_cells(
     names, cells = tables.terminal_cells(_rows(), "none", ["n"])
     assert (names, cells[0]) == (["dataset", "backbone", "strategy", "n"],
                                  ["flowers", "resnet18", "linear", "2"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ms", "cell"),
+    [(9.999, "10.00"), (10.0, "10.0"), (10.5, "10.5"), (99.94, "99.9"), (100.0, "100"),
+     (100.7, "101"), (1234.5, "1,234"), (None, "")],
+)  # fmt: skip
+def test_milliseconds_keep_two_decimals_under_10_one_under_100_and_none_above(ms, cell):
+    assert tables._milliseconds(ms) == cell
+
+
+def test_a_sections_cells_by_dataset_leave_out_the_dataset_and_empty_inference_columns():
+    header, cells = tables.section_cells(_rows())
+    assert header[:3] == ["backbone", "strategy", "top-1 %"]
+    assert "latency ms" not in header and len(cells[0]) == len(header)
