@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from test_report_values import rec
 
@@ -500,3 +501,12 @@ def test_data_facts_are_one_identity_whatever_the_order_of_their_keys():
     assert identity == report._data_facts({"data": shuffled})
     assert re.fullmatch("d[0-9a-f]{11}", identity)  # "d" and 11 hex digits: 12, as shown
     assert identity != report._data_facts({"data": {**facts, "num_classes": 3}})
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [(0.5, 0.5), (3, 3.0), (float("nan"), None), (float("-inf"), None), (True, None),
+     ("0.5", None), (None, None), (np.float64(0.25), 0.25), (np.float64("inf"), None)],
+)  # fmt: skip
+def test_a_figure_is_a_finite_number_of_any_numeric_type_and_nothing_else(value, number):
+    assert report._number(value) == number
