@@ -510,3 +510,24 @@ def test_data_facts_are_one_identity_whatever_the_order_of_their_keys():
 )  # fmt: skip
 def test_a_figure_is_a_finite_number_of_any_numeric_type_and_nothing_else(value, number):
     assert report._number(value) == number
+
+
+def test_a_rows_peak_is_the_models_own_where_the_record_has_it_else_the_raw_peak():
+    own = rec("resnet18", "linear", 0, 0.8, peak=500 * 10**6)
+    own["cost"]["model_peak_memory_bytes"] = 200 * 10**6
+    only_own = rec("resnet18", "linear", 0, 0.8, peak=None, dataset="pets")
+    only_own["cost"]["model_peak_memory_bytes"] = 100 * 10**6
+    raw = rec("resnet18", "linear", 0, 0.8, dataset="cars")
+    rows = {r.dataset: r.peak_memory_mb for r in report.summarize([own, only_own, raw])}
+    assert rows == {"flowers": pytest.approx(200.0), "pets": pytest.approx(100.0),
+                    "cars": pytest.approx(300.0)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("statuses", "export"),
+    [(["ok"], "ok"), (["ok", "parity failed"], "parity failed"),
+     (["parity failed", "not exported", "ok"], "not exported"), ([], None)],
+)  # fmt: skip
+def test_a_rows_export_is_the_worst_of_its_seeds(statuses, export):
+    ok = [{"inference": {"onnx": {"status": s}}} for s in statuses]
+    assert report._inference_figures(ok)["export"] == export
