@@ -531,3 +531,25 @@ def test_a_rows_peak_is_the_models_own_where_the_record_has_it_else_the_raw_peak
 def test_a_rows_export_is_the_worst_of_its_seeds(statuses, export):
     ok = [{"inference": {"onnx": {"status": s}}} for s in statuses]
     assert report._inference_figures(ok)["export"] == export
+
+
+def test_old_records_take_the_fingerprint_of_newer_ones_on_the_same_data_facts():
+    new = {"config": {"dataset_fingerprint": "fpA"}, "data": {"root": "/d", "num_classes": 2}}
+    old = {"config": {}, "data": {"root": "/d", "num_classes": 2}}
+    blank = {"config": {"dataset_fingerprint": ""}, "data": {"root": "/e"}}
+    # A fingerprint that is not a string is none: it names no data for older records.
+    numeric = {"config": {"dataset_fingerprint": 7}, "data": {"root": "/d", "num_classes": 2}}
+    ids = report._data_identities([numeric, new, old, blank])
+    assert ids[id(new)] == ids[id(old)] == ids[id(numeric)] == "fpA"
+    assert ids[id(blank)] == report._data_facts(blank)
+
+
+def test_figures_a_record_gets_wrong_are_blanked_and_the_warning_names_its_key():
+    run = rec("resnet18", "linear", 0, 0.8)
+    run["accuracy"]["best"] = "n/a"
+    run["cost"]["trainable_params"] = "many"
+    run["key"] = "k-odd"
+    with pytest.warns(RuntimeWarning, match="e.g. key k-odd"):
+        (row,) = report.summarize([run])
+    assert (row.best_accuracy, row.trainable_params) == (None, None)
+    assert report._number_or_none(np.float64(1.5)) is True
