@@ -553,3 +553,10 @@ def test_figures_a_record_gets_wrong_are_blanked_and_the_warning_names_its_key()
         (row,) = report.summarize([run])
     assert (row.best_accuracy, row.trainable_params) == (None, None)
     assert report._number_or_none(np.float64(1.5)) is True
+
+
+def test_a_failed_runs_reason_that_is_not_text_is_shown_as_its_text():
+    failed = rec("resnet18", "linear", 0, None, status="failed", reason=None)
+    failed["reason"] = {"signal": 9}
+    (row,) = report.summarize([failed])
+    assert (row.status, row.reason) == ("failed", "{'signal': 9}")
