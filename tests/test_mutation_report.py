@@ -549,9 +549,14 @@ def test_figures_a_record_gets_wrong_are_blanked_and_the_warning_names_its_key()
     run["accuracy"]["best"] = "n/a"
     run["cost"]["trainable_params"] = "many"
     run["key"] = "k-odd"
-    with pytest.warns(RuntimeWarning, match="e.g. key k-odd"):
-        (row,) = report.summarize([run])
-    assert (row.best_accuracy, row.trainable_params) == (None, None)
+    unusable = rec("resnet18", "linear", 1, 0.8)
+    unusable["accuracy"]["final"] = "x"
+    with pytest.warns(RuntimeWarning) as warned:
+        (row,) = report.summarize([run, unusable])
+    assert (row.best_accuracy, row.trainable_params, row.n) == (None, None, 1)
+    messages = [str(w.message) for w in warned]
+    assert any("e.g. key k-odd): shown as far as understood" in m for m in messages)
+    assert any(m.endswith("skipped: no final accuracy to average") for m in messages)
     assert report._number_or_none(np.float64(1.5)) is True
 
 
