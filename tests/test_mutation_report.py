@@ -557,6 +557,14 @@ def test_figures_a_record_gets_wrong_are_blanked_and_the_warning_names_its_key()
     messages = [str(w.message) for w in warned]
     assert any("e.g. key k-odd): shown as far as understood" in m for m in messages)
     assert any(m.endswith("skipped: no final accuracy to average") for m in messages)
+    # One kind of problem, records shown and skipped: the warning says both.
+    costless, both_wrong = rec("b", "linear", 0, 0.8), rec("c", "linear", 0, 0.8)
+    del costless["cost"], both_wrong["cost"]
+    both_wrong["accuracy"]["final"] = None
+    with pytest.warns(RuntimeWarning) as warned:
+        report.summarize([costless, both_wrong])
+    (no_cost,) = [str(w.message) for w in warned if "(no cost" in str(w.message)]
+    assert no_cost.endswith(": shown as far as understood or skipped: no final accuracy to average")
     assert report._number_or_none(np.float64(1.5)) is True
 
 
