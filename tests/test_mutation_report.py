@@ -573,3 +573,9 @@ def test_a_failed_runs_reason_that_is_not_text_is_shown_as_its_text():
     failed["reason"] = {"signal": 9}
     (row,) = report.summarize([failed])
     assert (row.status, row.reason) == ("failed", "{'signal': 9}")
+
+
+def test_an_infinite_accuracy_over_seeds_is_the_t_intervals_own_error():
+    row = Row("d", "b", "linear", "ok")
+    with pytest.raises(ValueError, match=r"values must be finite, got \[0.8, inf\]"):
+        report._fill_t_intervals([(row, [0.8, float("inf")])])
