@@ -579,3 +579,14 @@ def test_an_infinite_accuracy_over_seeds_is_the_t_intervals_own_error():
     row = Row("d", "b", "linear", "ok")
     with pytest.raises(ValueError, match=r"values must be finite, got \[0.8, inf\]"):
         report._fill_t_intervals([(row, [0.8, float("inf")])])
+
+
+def test_pareto_costs_charge_a_tuned_rows_search_and_nothing_for_an_untuned_ones():
+    """Training seconds plus a tuned row's search by default; an untuned row adds nothing
+    (not a second: it would fall behind a tuned row within a second of it); `cost="train"`
+    leaves every search out."""
+    untuned = Row("d", "a", "linear", "ok", accuracy=0.9, train_seconds=10.0)
+    tuned = Row("d", "b", "linear", "ok", accuracy=0.8, train_seconds=5.0, search_seconds=4.5)
+    assert report.pareto_costs([untuned, tuned]) == [10.0, 9.5]
+    assert report.pareto_costs([untuned, tuned], cost="train") == [10.0, 5.0]
+    assert report.pareto_costs([untuned, tuned], "train+search", "train") == [10.0, 9.5]
