@@ -590,3 +590,14 @@ def test_pareto_costs_charge_a_tuned_rows_search_and_nothing_for_an_untuned_ones
     assert report.pareto_costs([untuned, tuned]) == [10.0, 9.5]
     assert report.pareto_costs([untuned, tuned], cost="train") == [10.0, 5.0]
     assert report.pareto_costs([untuned, tuned], "train+search", "train") == [10.0, 9.5]
+
+
+def test_two_common_seeds_are_paired_over_the_seeds_without_per_image_results():
+    """Two seeds in common are enough for the paired t over the seeds (the images are
+    not needed); with one, rows without per-image results cannot be compared (None)."""
+    best = Row("d", "a", "linear", "ok", accuracy=0.905, seed_accuracy={0: 0.9, 1: 0.91})
+    apart = Row("d", "b", "linear", "ok", accuracy=0.51, seed_accuracy={0: 0.5, 1: 0.52})
+    alike = Row("d", "c", "linear", "ok", accuracy=0.9, seed_accuracy={0: 0.92, 1: 0.88})
+    lone = Row("d", "e", "linear", "ok", accuracy=0.5, seed_accuracy={0: 0.5})
+    report._mark_ties([best, apart, alike, lone])
+    assert (best.tie, apart.tie, alike.tie, lone.tie) == (True, False, True, None)
