@@ -67,6 +67,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -238,7 +239,15 @@ print("PROFILE " + json.dumps({"torch": t1 - t0, "cli": t2 - t1, "cumulative": c
 """
 
 
-def profile_warm_run(inference: bool = False) -> dict:
+@dataclass(frozen=True)
+class WarmProfile:
+    """Seconds of the parts of one profiled warm run, and whether it imported torch._dynamo."""
+
+    parts: dict[str, float]
+    imported_dynamo: bool
+
+
+def profile_warm_run(inference: bool = False) -> WarmProfile:
     """Seconds of the parts of one warm run (`PROFILE_PARTS`), in a fresh process, and
     whether that process imported torch._dynamo."""
     with tempfile.TemporaryDirectory(prefix="tlbench-startup-profile-") as tmp:
@@ -255,7 +264,7 @@ def profile_warm_run(inference: bool = False) -> dict:
     parts = {"import torch": found["torch"]}
     for label, key in PROFILE_PARTS.items():
         parts[label] = found["cli"] if key is None else found["cumulative"].get(key, 0.0)
-    return {"parts": parts, "imported torch._dynamo": found["dynamo"]}
+    return WarmProfile(parts, bool(found["dynamo"]))
 
 
 def measure(rounds: int = ROUNDS) -> dict[str, list[float]]:
@@ -330,12 +339,18 @@ def table(times: dict[str, list[float]]) -> tuple[str, dict[str, float]]:
     return "\n".join(lines), ratios
 
 
-def warm_section(times: dict[str, list[float]], profile: dict | None) -> str:
+def warm_ratio(times: dict[str, list[float]]) -> float:
+    """The warm `--no-inference` run's seconds beyond `import torch`, as a fraction of
+    `import torch` (the goal is <= `WARM_GOAL`)."""
+    return warm_overheads(times)[WARM_NO_INFERENCE_LABEL] / statistics.median(times[TORCH_LABEL])
+
+
+def warm_section(times: dict[str, list[float]], profile: WarmProfile | None) -> str:
     """The warm run's figures (issue 23) and, when profiled, where its seconds went."""
     warm = warm_overheads(times)
     dynamo = _beyond(times, DYNAMO_LABEL, TORCH_LABEL)
     goal = WARM_GOAL * statistics.median(times[TORCH_LABEL])
-    met = "met" if warm[WARM_NO_INFERENCE_LABEL] <= goal else "not met"
+    met = "met" if warm_ratio(times) <= WARM_GOAL else "not met"
     text = f"""Warm run (issue 23): `tlbench run {" ".join(WARM_GRID)}` with its features
 and their scores already cached, into a new results file; seconds beyond `import torch`, the
 median over the rounds of each round's difference (goal: at most {WARM_GOAL}x `import torch`,
@@ -361,9 +376,9 @@ still does: torch's meta kernels written in Python are wrapped the same way.
                 f"{_beyond(times, WARM_LABEL + tag, TORCH_LABEL):.2f} s by default.\n"
             )
     if profile:
-        parts = profile["parts"].items()
+        parts = profile.parts.items()
         rows = "\n".join(f"| {label} | {seconds:.3f} |" for label, seconds in parts)
-        imported = "imported" if profile["imported torch._dynamo"] else "did not import"
+        imported = "imported" if profile.imported_dynamo else "did not import"
         text += f"""
 Where the warm run's seconds go (`--no-inference`; one profiled process, cProfile's
 cumulative seconds, which the profiler inflates a little; parts overlap the whole, and
@@ -380,7 +395,7 @@ def write_report(
     times: dict[str, list[float]],
     path: Path = OUT,
     command: str = "python -m pytest benchmarks/test_startup.py -q -s",
-    profile: dict | None = None,
+    profile: WarmProfile | None = None,
 ) -> dict[str, float]:
     """Write the table with its provenance (`command` made it) to `path`; return the ratios."""
     if compare := os.environ.get("TLBENCH_STARTUP_COMPARE"):
@@ -427,10 +442,10 @@ def test_startup_ratios() -> None:
             assert ratio <= NO_TORCH_GOAL, f"{label}: {ratio:.2f}x import torch"
     overhead = ratios[RUN_LABEL] - 1.0
     assert overhead <= RUN_OVERHEAD_GOAL, f"run overhead {overhead:.2f}x import torch"
-    warm = warm_overheads(times)[WARM_NO_INFERENCE_LABEL] / statistics.median(times[TORCH_LABEL])
+    warm = warm_ratio(times)
     assert warm <= WARM_GOAL, f"warm run: {warm:.2f}x import torch beyond it"
     if profile:
-        assert not profile["imported torch._dynamo"], "the warm run imported torch._dynamo"
+        assert not profile.imported_dynamo, "the warm run imported torch._dynamo"
 
 
 if __name__ == "__main__":
