@@ -32,7 +32,7 @@ from tlbench.identity import dataset_identity
 from tlbench.outputs import check_output_locations
 from tlbench.plugin_types import Backbone, DatasetSplits, PlannedRun, RunSpec, Strategy, Workspace
 from tlbench.plugins import Plugins, describe_code_change
-from tlbench.tune import rung_states_path
+from tlbench.tune import rung_states_for
 
 #: image size used when neither the flag nor the dataset gives one (fast on a CPU).
 FALLBACK_IMAGE_SIZE = 128
@@ -73,7 +73,7 @@ def workspace_for(config: RunConfig) -> Workspace:
         inference=config.inference,
         inference_batch=config.inference_batch,
         export=config.export,
-        rung_states=rung_states_path(out) if config.tune else None,
+        rung_states=rung_states_for(out, config.tune_pruner) if config.tune else None,
     )
 
 

@@ -122,6 +122,11 @@ def rung_states_path(out: Path) -> Path:
     return out.with_suffix(".tune")
 
 
+def rung_states_for(out: Path, pruner: str) -> Path | None:
+    """`rung_states_path(out)` where the search prunes by rungs (halving), else None."""
+    return rung_states_path(out) if pruner != "none" else None
+
+
 def _optuna() -> Any:
     try:
         import optuna
@@ -390,7 +395,7 @@ def search(
 
     path = storage_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)  # made before any trial's record is
-    states = rung_states_path(out) if settings.pruner != "none" else None
+    states = rung_states_for(out, settings.pruner)
     try:
         cells, cell_of = _studies(plans, strategies, settings, f"sqlite:///{path}", states)
         tuned = _search(plans, cells, cell_of, run_specs, answers)
