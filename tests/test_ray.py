@@ -70,6 +70,8 @@ def test_a_ray_grid_matches_inline_per_run_key(tmp_path):
     assert _keyed(results.read(tmp_path / "b" / "results.jsonl")) == _keyed(
         records
     )  # the file: in the order runs ended
+    # Each task trains on the one CPU it asked for, not on every core beside another task.
+    assert {r["environment"]["cpu_threads"] for r in records if r["status"] == "ok"} == {1}
 
 
 #: runs of the grid the driver is killed in: enough that some are still to do.

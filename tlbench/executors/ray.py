@@ -52,6 +52,18 @@ def _import_ray() -> Any:
     return ray
 
 
+def _task_cpus() -> int:
+    """The CPUs Ray gave this task (one, as `RayExecutor` asks): its torch's threads.
+
+    Not every core the worker may use: Ray runs one task per CPU at once, and
+    tasks that each took every core spun their threads against each other.
+    """
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    return max(1, int(cpus))
+
+
 def _trial_task(
     spec: RunSpec, workspace: Workspace, plugin_set: Any, device: str, queue: Any
 ) -> RunRecord:
@@ -63,9 +75,7 @@ def _trial_task(
     from tlbench.trial import RunInterrupted, cache_for, run_trial
 
     if device == "cpu":
-        torch.set_num_threads(
-            max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-        )
+        torch.set_num_threads(_task_cpus())
     claim_device(device)
     # A node of a mixed cluster (a T4 beside the driver's H100) refuses what was
     # planned for another device model rather than train it under that model's key.
