@@ -28,7 +28,8 @@ def _mutmut_durations() -> dict[str, float]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (`-n auto`), each worker's torch gets its share of the cores.
+    """Under pytest-xdist (`-n auto`), each worker's torch, and every process it starts,
+    gets its share of the cores.
 
     torch's default is one thread per core in every process: two workers on two
     cores would each run two threads and spend their time waiting on each other.
@@ -43,7 +44,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if workers:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+        share = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(share)
+        # And every process a test starts (a `tlbench run`, the example script, a
+        # plugin author's pytest) inherits the same share: with torch's default, two
+        # workers' children each spun one OpenMP thread per core against the other's
+        # (the four subprocess tests of test_python_api, test_closed_output,
+        # test_startup and test_resume took 135 s under -n 2 with their default, 54 s
+        # with this, 2026-12-07, load about 4).
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
