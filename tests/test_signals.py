@@ -20,6 +20,8 @@ import time
 import pytest
 from signalgrid import Driver, alive, forkserver_of, records
 
+from tlbench.executors.ray import STOP_GRACE_SECONDS
+
 pytestmark = [
     pytest.mark.slow,  # a CLI grid in its own process (and Ray: a local instance starts in ~16 s)
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
@@ -66,7 +68,10 @@ def test_a_signal_ends_the_grid_with_interrupted_records_naming_it(
         held = driver.holding()
         if executor != "inline":
             assert driver.pid not in held  # trained by a worker, not by the driver
-        code, log = driver.stop(signum, group=target == "group")
+        # Within the grace a Ray driver gives its cancelled tasks, also when the signal to
+        # the group took the local instance down and no task can answer (it waited it out).
+        timeout = STOP_GRACE_SECONDS if executor == "ray" else 120
+        code, log = driver.stop(signum, group=target == "group", timeout=timeout)
     assert code == 128 + signum, log
     ours = _ours(log, executor, target)
     assert "Traceback" not in ours and "Error" not in ours, log

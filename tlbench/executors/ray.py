@@ -249,15 +249,14 @@ class RayExecutor:
         started run whose task cannot answer is recorded from the epochs the
         driver heard of.
         """
-        ray = self.ray
         for ref in pending:
             with contextlib.suppress(Exception):
-                ray.cancel(ref)  # queued tasks never start; running ones get a KeyboardInterrupt
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
+                self.ray.cancel(
+                    ref
+                )  # queued tasks never start; running ones get a KeyboardInterrupt
+        answers = self._answers(list(pending), time.monotonic() + STOP_GRACE_SECONDS)
         for ref, spec in pending.items():
-            record = None
-            with contextlib.suppress(Exception):
-                record = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+            record = answers.get(ref)
             if record is not None and record.get("status") == "interrupted":
                 # The task heard a cancel; the driver knows which signal it was.
                 yield {**record, "reason": interruption(stop)}  # type: ignore[typeddict-item]
@@ -273,6 +272,37 @@ class RayExecutor:
                     epochs_completed=len(epochs),
                     partial_curve=epochs,
                 )
+
+    def _answers(self, refs: list[Any], deadline: float) -> dict[Any, RunRecord | None]:
+        """What each cancelled task returned by `deadline`; none left to wait for once the
+        local instance is gone (a signal to the process group took it down: its tasks can
+        never answer, and the driver waited out the whole grace for them)."""
+        ray, got = self.ray, {}
+        while refs and time.monotonic() < deadline and not self._local_instance_died():
+            try:
+                ready, refs = ray.wait(refs, num_returns=len(refs), timeout=POLL_SECONDS)
+            except Exception:  # Ray itself is gone: nothing more will come
+                break
+            for ref in ready:
+                got[ref] = None
+                with contextlib.suppress(Exception):
+                    got[ref] = ray.get(ref, timeout=POLL_SECONDS)
+        return got
+
+    def _local_instance_died(self) -> bool:
+        """Whether a process of the local Ray instance this executor started has died.
+
+        Read from Ray's node (`remaining_processes_alive`, not public API): where a
+        Ray has no such method, False, and the driver waits the grace out as before.
+        """
+        node = getattr(getattr(self.ray, "_private", None), "worker", None)
+        alive = getattr(getattr(node, "_global_node", None), "remaining_processes_alive", None)
+        if not self.started_ray or alive is None:
+            return False
+        try:
+            return not alive()
+        except Exception:
+            return False
 
     def close(self) -> None:
         if self.started_ray and self.ray.is_initialized():
