@@ -7,6 +7,7 @@ results/mutation.md lists the mutants they were written for.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -601,3 +602,48 @@ def test_two_common_seeds_are_paired_over_the_seeds_without_per_image_results():
     lone = Row("d", "e", "linear", "ok", accuracy=0.5, seed_accuracy={0: 0.5})
     report._mark_ties([best, apart, alike, lone])
     assert (best.tie, apart.tie, alike.tie, lone.tie) == (True, False, True, None)
+
+
+def test_only_a_cache_hit_without_a_figure_for_its_features_is_charged_another_runs():
+    """Another run's extraction (6 s) is charged to a cache hit whose record gives no number
+    for what its own features cost (True is none), and to nothing else: a record without a
+    cost is charged nothing."""
+    miss = rec("resnet18", "linear", 0, 0.8, train=1.0, features=6.0, cache="none")
+    extraction = {report._feature_key(miss): 6.0}
+    hit = rec("resnet18", "linear", 1, 0.8, train=1.0, features=0.1, cache="disk")
+    hit["cost"]["feature_extract_seconds"] = True
+    assert report.train_cost_seconds(hit, extraction) == pytest.approx(6.0 + 1.0)
+    bare = rec("resnet18", "linear", 2, 0.8)
+    del bare["cost"]
+    assert report.train_cost_seconds(bare, extraction) == 0.0
+
+
+def test_a_row_without_seeded_runs_is_neither_the_best_of_its_section_nor_tied():
+    """A row whose records' seeds are not integers has an accuracy but no per-seed figures:
+    nothing can be paired with it, even when it is the most accurate row of its section."""
+    seedless = Row("d", "a", "linear", "ok", accuracy=0.95)
+    best = Row("d", "b", "linear", "ok", accuracy=0.81, seed_accuracy={0: 0.8, 1: 0.82})
+    apart = Row("d", "c", "linear", "ok", accuracy=0.51, seed_accuracy={0: 0.5, 1: 0.52})
+    report._mark_ties([seedless, best, apart])
+    assert (seedless.tie, best.tie, apart.tie) == (None, True, False)
+
+
+def test_with_a_nan_cost_every_pair_is_compared_by_the_definition():
+    """A NaN cost compares false with anything, so the rows are compared pair by pair: a row
+    is off the front when another is as accurate and as cheap, and better in one. The NaN
+    row is as cheap as no row: none dominates it and it dominates none."""
+    given = {
+        "a": (0.9, 10.0),  # the most accurate
+        "b": (0.9, 10.0),  # equal to a in both: neither is better in one
+        "c": (0.8, math.nan),
+        "d": (0.7, 4.0),  # the cheapest
+        "e": (0.7, 6.0),  # d is as accurate and cheaper
+        "f": (0.85, 10.0),  # a is as cheap and more accurate
+    }
+    group = [
+        Row("d", name, "linear", "ok", accuracy=accuracy, train_seconds=seconds)
+        for name, (accuracy, seconds) in given.items()
+    ]
+    report._mark_pareto(group, "train", "train")
+    front = {r.backbone: r.pareto for r in group}
+    assert front == {"a": True, "b": True, "c": True, "d": True, "e": False, "f": False}
