@@ -81,6 +81,21 @@ def tiny_net() -> nn.Module:
     return testing.tiny_backbone().build(False)
 
 
+class FakeClock:
+    """`time` for a fit module (`monkeypatch.setattr(module, "time", ...)`): each reading
+    advances 1 ms, so each timed span is 1 ms; `advance` adds more."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.001
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 #: registers `tiny` (with fixed "pretrained" weights), `tiny_random` and `tinyset`;
 #: importable (`tlbench.testing:TINY_PLUGIN`), so worker processes load it too.
 TinyPlugin = testing.TinyPlugin

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_net
+from conftest import FakeClock, tiny_net
 from torch import nn
 
 from tlbench import head_fit, image_fit
@@ -33,17 +33,6 @@ EX = Execution(torch.device("cpu"))
 HALVING = Hyperparameters(
     epochs=2, batch_size=4, lr=0.1, schedule="step", step_size=1, gamma=0.5, augment=False
 )
-
-
-class FakeClock:
-    """`time` for a fit module: each reading advances 1 ms, so each timed span is 1 ms."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def perf_counter(self) -> float:
-        self.now += 0.001
-        return self.now
 
 
 def _features() -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,16 +42,6 @@ def _ours(log: str, executor: str, target: str) -> str:
     return RAY_CORE_LINE.sub("", log) if (executor, target) == ("ray", "group") else log
 
 
-def _recorded_within(driver: Driver, count: int, seconds: float) -> bool:
-    """Whether `count` records were in the driver's results file within `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and driver.proc.poll() is None:
-        if len(records(driver.folder)) >= count:
-            return True
-        time.sleep(0.05)
-    return len(records(driver.folder)) >= count
-
-
 def _gone(pids: list[int], timeout: float = 30) -> list[int]:
     """Those of `pids` still alive after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -79,13 +69,14 @@ def test_a_signal_ends_the_grid_with_interrupted_records_naming_it(
         if executor != "inline":
             assert driver.pid not in held  # trained by a worker, not by the driver
         driver.signal(signum, group=target == "group")
-        recorded = _recorded_within(driver, len(held), STOP_GRACE_SECONDS)
+        # Each run that was training is recorded within the grace a Ray driver gives its
+        # cancelled tasks, also when the signal to the group took the local instance down
+        # and no task can answer (the driver waited the grace out for them). Ray's own
+        # shutdown after the records may take seconds more on a busy machine: not timed.
+        driver.wait_until(
+            lambda: len(records(tmp_path)) >= len(held), "the records", STOP_GRACE_SECONDS
+        )
         code, log = driver.wait(), driver.log()
-    # Each run that was training is recorded within the grace a Ray driver gives its
-    # cancelled tasks, also when the signal to the group took the local instance down and
-    # no task can answer (the driver waited the grace out for them). Ray's own shutdown
-    # after the records may take seconds more on a busy machine: not timed.
-    assert recorded, log
     assert code == 128 + signum, log
     ours = _ours(log, executor, target)
     assert "Traceback" not in ours and "Error" not in ours, log

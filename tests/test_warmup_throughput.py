@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_net
+from conftest import FakeClock, tiny_net
 from torch import nn
 
 from tlbench import image_fit
@@ -35,20 +35,6 @@ from tlbench.runner import Runner
 EX = Execution(torch.device("cpu"))
 #: the stand-in for a one-off first-call cost (cuDNN autotuning, compilation), in fake seconds.
 FIRST_CALL_SECONDS = 100.0
-
-
-class FakeClock:
-    """`time` for tlbench.engine: each reading advances 1 ms; `advance` adds more."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def perf_counter(self) -> float:
-        self.now += 0.001
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class SlowFirstCall(nn.Module):

@@ -249,11 +249,9 @@ class RayExecutor:
         started run whose task cannot answer is recorded from the epochs the
         driver heard of.
         """
-        for ref in pending:
+        for ref in pending:  # queued tasks never start; running ones get a KeyboardInterrupt
             with contextlib.suppress(Exception):
-                self.ray.cancel(
-                    ref
-                )  # queued tasks never start; running ones get a KeyboardInterrupt
+                self.ray.cancel(ref)
         answers = self._answers(list(pending), time.monotonic() + STOP_GRACE_SECONDS)
         for ref, spec in pending.items():
             record = answers.get(ref)
