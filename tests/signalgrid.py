@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from pathlib import Path
 from tlbench import results
 
 TESTS = Path(__file__).resolve().parent
+#: the line the driver prints when it hears that a run started: `[2/2] holding / scratch / ...`.
+STARTED_LINE = re.compile(r"^\[\d+/\d+\] ", re.M)
 REPO = TESTS.parent
 
 PLUGIN = '''
@@ -154,6 +157,10 @@ class Driver:
     def holding(self) -> list[int]:
         """The pids of the processes whose run is held in training now."""
         return [int(p.name.split("-")[1]) for p in self.folder.glob("holding-*")]
+
+    def announced(self) -> int:
+        """How many runs the driver has said it started (its `[k/n] ...` lines)."""
+        return len(STARTED_LINE.findall(self.log()))
 
     def wait_until(self, condition, what: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout

@@ -61,9 +61,15 @@ def test_a_signal_ends_the_grid_with_interrupted_records_naming_it(
     # Two runs: two workers (devices, ray) hold one each; inline and process hold the first.
     parallel = executor in ("devices", "ray") and (os.cpu_count() or 1) >= 2
     (tmp_path / "hold").touch()
+    training = 2 if parallel else 1
     with Driver(tmp_path, executor, seeds=2) as driver:
+        # Training, and the driver has heard so: a Ray task's "started" event waits on Ray's
+        # queue for the driver's next poll (0.2 s), and a signal to the group takes the
+        # queue down with it; a run the driver never heard of has no record to write and
+        # is trained again by the rerun (docs/bad-input.md; 2 of 17 tries without this wait).
         driver.wait_until(
-            lambda: len(driver.holding()) >= (2 if parallel else 1), "the runs to be training"
+            lambda: len(driver.holding()) >= training and driver.announced() >= training,
+            "the runs to be training",
         )
         held = driver.holding()
         if executor != "inline":
