@@ -23,9 +23,9 @@ from pathlib import Path
 from tlbench import results
 
 TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 #: the line the driver prints when it hears that a run started: `[2/2] holding / scratch / ...`.
 STARTED_LINE = re.compile(r"^\[\d+/\d+\] ", re.M)
-REPO = TESTS.parent
 
 PLUGIN = '''
 """The tiny test plugin, with a backbone whose forward waits while a `hold` file exists."""

@@ -12,6 +12,7 @@ running worker, and SIGTERM before the first worker is ready.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -45,18 +46,12 @@ def _cases() -> list:
     Each Ray case starts a local instance (13 s of CPU on 2 cores), so the five left
     out took 34 of the suite's CPU seconds.
     """
-    cases = []
-    for executor in EXECUTORS:
-        for signum in SIGNALS:
-            for target in ("driver", "group"):
-                if executor == "inline" and target == "group":
-                    continue
-                if executor == "ray" and target == "driver" and signum != signal.SIGTERM:
-                    continue
-                cases.append(
-                    pytest.param(executor, signum, target, id=f"{executor}-{signum.name}-{target}")
-                )
-    return cases
+    return [
+        pytest.param(executor, signum, target, id=f"{executor}-{signum.name}-{target}")
+        for executor, signum, target in itertools.product(EXECUTORS, SIGNALS, ("driver", "group"))
+        if not (executor == "inline" and target == "group")
+        and not (executor == "ray" and target == "driver" and signum != signal.SIGTERM)
+    ]
 
 
 #: a line of Ray's C++ logger: `[2026-12-06 20:23:50,609 E 8318 8461] task_manager.cc:1545: ...`.
@@ -87,9 +82,8 @@ def test_a_signal_ends_the_grid_with_interrupted_records_naming_it(
     if executor == "ray":
         pytest.importorskip("ray")
     # Two runs: two workers (devices, ray) hold one each; inline and process hold the first.
-    parallel = executor in ("devices", "ray") and (os.cpu_count() or 1) >= 2
+    training = 2 if executor in ("devices", "ray") and (os.cpu_count() or 1) >= 2 else 1
     (tmp_path / "hold").touch()
-    training = 2 if parallel else 1
     with Driver(tmp_path, executor, seeds=2) as driver:
         # Training, and the driver has heard so: a Ray task's "started" event waits on Ray's
         # queue for the driver's next poll (0.2 s), and a signal to the group takes the
