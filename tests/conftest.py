@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from torch import nn
 
 import tlbench
 from tlbench import testing
 from tlbench.config import RunConfig
+
+# pytest-xdist's controller loads this file too and runs no test: importing torch here
+# held back its workers' start by 3 s.
+if TYPE_CHECKING:
+    from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWERS12 = REPO.parent / "shared" / "data" / "flowers12"
@@ -53,6 +59,35 @@ def pytest_configure(config: pytest.Config) -> None:
         # test_startup and test_resume took 135 s under -n 2 with their default, 54 s
         # with this, 2026-12-07, load about 4).
         os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Leave what collection built out of every later garbage collection (`gc.freeze`).
+
+    Collection imports torch, scipy, hypothesis, mlflow and the rest: an inner-loop
+    worker held about a million objects, and each full collection walked them all
+    (0.4 s; 40 of them took 16 s of each worker's 115 s, then the worker's exit
+    walked them again). They live as long as the process: none is garbage.
+    """
+    gc.freeze()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """After a test file's last test, collect its garbage and freeze what it left alive.
+
+    Imports, memos and caches a file leaves are then walked by no later collection
+    either (full collections took 7.5 s of a worker with the freeze above alone,
+    5.9 s with this). Freezing right after a collection leaves no garbage behind.
+    """
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or getattr(nextitem, "module", None) is not getattr(
+            item, "module", None
+        ):
+            gc.collect()
+            gc.freeze()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
