@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata
 import io
 import re
+import sys
 
 import pytest
 from rich.console import Console
@@ -271,3 +274,22 @@ def test_every_command_has_help(command, capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "report" in capsys.readouterr().out
+
+
+def test_the_script_is_main_then_a_shutdown_that_walks_none_of_what_is_left(
+    tiny_cli, monkeypatch, capsys
+):
+    """`tlbench` and `python -m tlbench` run `console_main`: `main`'s exit code, with the
+    objects the command left frozen out of the garbage collector, so that Python's
+    shutdown does not walk them again (`tlbench.cli.console_main`)."""
+    import tlbench.__main__
+
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="tlbench")
+    assert [script.value for script in scripts] == ["tlbench.cli:console_main"]
+    assert tlbench.__main__.console_main is tlbench.cli.console_main
+    monkeypatch.setattr(sys, "argv", ["tlbench", "show", "no_such_backbone"])
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    assert tlbench.cli.console_main() == 2  # main's code: an unknown name is a usage error
+    assert "no_such_backbone" in capsys.readouterr().err
+    assert gc.get_freeze_count() > 0
