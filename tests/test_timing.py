@@ -6,6 +6,7 @@ figure measures what its name says.
 
 from __future__ import annotations
 
+import mmap
 import time
 from pathlib import Path
 
@@ -55,7 +56,15 @@ def test_stopwatch_sums_repeated_sections():
 
 
 def _touch(nbytes: int) -> np.ndarray:
-    return np.ones(nbytes, dtype=np.uint8)  # written, so resident
+    """`nbytes` of new pages from the kernel, written, so resident.
+
+    Not `np.ones`: after a long session malloc may hand back memory an earlier
+    test freed and that is still resident, and the process's RSS would not grow
+    (this test failed so at the end of the whole inner loop in one process).
+    """
+    pages = np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
+    pages[:] = 1
+    return pages
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
