@@ -646,6 +646,7 @@ def test_a_models_folder_saved_inside_a_single_folder_dataset_is_not_a_class(run
     args = ["--backbones", "tiny", "--strategies", "linear", "--epochs", "1", "--device", "cpu"]
     args += ["--no-cache", "--quiet", "--save-models", "--out", str(tmp_path / "runs.jsonl")]
     args += ["--models-dir", str(root / "models")]  # --out there is refused (test below)
+    args += ["--image-size", "16", "--no-inference"]  # 224 px took 3 s, the models dir is the point
     first = run_cli("run", "--datasets", f"imagefolder:{root}", *args)
     assert first.code == 0, first
     assert list((root / "models").glob("*.safetensors"))  # beside the classes
