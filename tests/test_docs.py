@@ -9,6 +9,7 @@ exist; its complete minimal plugin and its example test file run as written.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 import sys
@@ -128,15 +129,18 @@ pm.hook.tlbench_register_strategies(register=print)
     }
 
 
-def _test_sources() -> dict[str, str]:
-    """The test suite's modules (and the helpers and conftest they share), but this one."""
+@functools.cache
+def _exercised_by_file() -> dict[str, set[str]]:
+    """The hooks each of the test suite's modules (and the helpers and conftest they share)
+    implements or calls, but this one's; parsed once for every hook's test."""
     here = Path(__file__)
-    return {p.name: p.read_text() for p in sorted(here.parent.glob("*.py")) if p != here}
+    sources = {p.name: p.read_text() for p in sorted(here.parent.glob("*.py")) if p != here}
+    return {name: exercised_hooks(source) for name, source in sources.items()}
 
 
 @pytest.mark.parametrize("name", sorted(hooks()))
 def test_every_hook_is_implemented_or_called_by_a_test(name):
-    where = [file for file, source in _test_sources().items() if name in exercised_hooks(source)]
+    where = [file for file, found in _exercised_by_file().items() if name in found]
     assert where, (
         f"no module under tests/ implements {name} (a @hookimpl function of that name) or "
         "calls it (pm.hook.<name>(...)): the hook is untested"
