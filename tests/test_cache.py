@@ -355,6 +355,7 @@ def _decode_in_a_process(root: str, log: str, barrier, results) -> None:
     results.put((got.images.flatten().tolist(), got.cache_hit))
 
 
+@pytest.mark.slow  # two processes, one waiting on the other's lock
 @pytest.mark.parametrize("work", [_compute_in_a_process, _decode_in_a_process])
 def test_two_processes_asking_for_one_entry_compute_it_once(tmp_path, work):
     import multiprocessing

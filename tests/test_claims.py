@@ -31,6 +31,7 @@ def _hold(path: str, ready, release) -> None:
         release.wait(60)
 
 
+@pytest.mark.slow  # a second process holds the claim
 def test_a_run_claimed_by_another_process_is_left_to_it_and_the_others_train(tiny_config):
     tiny_config.strategies = ["scratch", "finetune"]
     runner = Runner(tiny_config, _plugins())

@@ -41,7 +41,13 @@ def builtins() -> tlbench.Plugins:
         return tlbench.Plugins(entry_points=False)
 
 
-BACKBONES = builtins().backbones.names()
+#: built with random weights, ViT-B/16 (86M parameters, at 224 px only) and ResNet-101 (44M)
+#: take 0.5-2 s each; the other builtins keep their contract in the inner loop.
+LARGEST = {"vit_b_16", "resnet101"}
+BACKBONES = [
+    pytest.param(name, marks=pytest.mark.slow) if name in LARGEST else name
+    for name in builtins().backbones.names()
+]
 WITH_WEIGHTS = [b.name for b in builtins().backbones if b.has_pretrained]
 STRATEGIES = builtins().strategies.names()
 DOWNLOADED = builtins().info["torchvision_datasets"].provides.get("datasets", [])

@@ -155,6 +155,7 @@ def _parity(model: nn.Module, images, labels, **kwargs) -> dict:
     )
 
 
+@pytest.mark.slow  # torch.onnx's dynamo exporter (onnxscript)
 def test_an_exported_model_agrees_with_pytorch(tmp_path):
     model, images, labels = _separable()
     result = _parity(model, images, labels, path=tmp_path / "m.onnx")
@@ -165,6 +166,7 @@ def test_an_exported_model_agrees_with_pytorch(tmp_path):
     assert result["latency_ms_p50"] > 0
 
 
+@pytest.mark.slow  # torch.onnx's dynamo exporter (onnxscript)
 def test_a_planted_export_difference_fails_parity_loudly():
     model, images, labels = _separable()
     result = _parity(ExportsDifferently(model), images, labels)
@@ -182,6 +184,7 @@ class DataDependent(nn.Module):
         return -x.flatten(1)[:, :3]
 
 
+@pytest.mark.slow  # torch.onnx's dynamo exporter (onnxscript)
 def test_a_model_that_does_not_export_says_why():
     _, images, labels = _separable(8)
     result = _parity(DataDependent(), images, labels)
@@ -246,6 +249,7 @@ def test_inference_cost_is_in_no_run_key(plugins, tiny_config):
     assert "inference" in measured and "inference" not in unmeasured
 
 
+@pytest.mark.slow  # torch.onnx's dynamo exporter (onnxscript)
 def test_export_onnx_records_parity_beside_the_accuracy(plugins, tiny_config):
     tiny_config.strategies = ["finetune"]
     tiny_config.export = "onnx"
@@ -288,6 +292,7 @@ class _Permuted(nn.Module):
         return features.flip(1) if torch.compiler.is_exporting() else features
 
 
+@pytest.mark.slow  # torch.onnx's dynamo exporter (onnxscript)
 def test_a_run_whose_export_disagrees_says_so_on_its_line_and_still_counts(tiny_config):
     from tlbench.console import describe_outcome
 

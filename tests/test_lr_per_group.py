@@ -63,6 +63,7 @@ def test_the_rate_follows_the_schedule(tmp_path, plugins):
     assert 0 < second < first  # cosine: half way down at the second epoch's first step
 
 
+@pytest.mark.slow  # MLflow's and TensorBoard's own libraries
 def test_trackers_log_each_groups_rate_as_its_own_series(tmp_path, plugins, monkeypatch):
     pytest.importorskip("mlflow")
     pytest.importorskip("tensorboard")

@@ -137,6 +137,7 @@ def test_the_step_runs_without_recording_a_graph_even_where_grad_is_on():
     assert all(not s["exp_avg"].requires_grad for s in opt.state.values())
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and trains
 def test_training_in_a_fresh_process_never_imports_torch_dynamo():
     """The fits' optimisers, their schedule and state dicts, and the L-BFGS probe."""
     script = textwrap.dedent(

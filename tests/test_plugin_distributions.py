@@ -202,6 +202,7 @@ def test_timm_backbones_pass_the_contract(model, offline_caches):
     testing.check_backbone(backbone, image_size=32)
 
 
+@pytest.mark.slow  # timm's registry of every model
 @needs_timm
 def test_every_featured_timm_name_resolves_without_building(offline_caches):
     registry = _plugins().backbones
@@ -367,6 +368,7 @@ def test_bitfit_trains_biases_and_norms_and_partial_the_last_blocks():
         plugins.strategies.get("partial:0")
 
 
+@pytest.mark.slow  # builds a timm network and trains it
 @needs_timm
 @needs_example
 def test_example_dataset_and_strategies_run_on_a_timm_backbone(csv_file, tmp_path, capsys):

@@ -75,6 +75,7 @@ def test_the_guides_plugin_is_found_as_an_installed_distribution(installed, monk
     assert len(code["source"]) == 16
 
 
+@pytest.mark.slow  # a plugin author's pytest session in its own process
 def test_the_guides_test_file_passes_at_the_fixtures_default_size(
     installed, tlbench_plugins, tlbench_run
 ):

@@ -52,6 +52,7 @@ def _cli_grid(run_cli: Any, tmp_path: Path, *extra: str) -> Any:
     return run_cli("run", *_tiny_grid(tmp_path), "--strategies", "scratch,linear", *extra)
 
 
+@pytest.mark.slow  # MLflow's and TensorBoard's own libraries
 def test_log_to_mlflow_and_tensorboard_from_the_cli(
     run_cli: Any, tmp_path: Path, clean_env: None
 ) -> None:
@@ -255,6 +256,7 @@ def _wandb_records(path: Path) -> list[Any]:
     return out
 
 
+@pytest.mark.slow  # wandb's library and its service process
 def test_wandb_offline_run_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
 ) -> None:
