@@ -92,9 +92,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     try:
         return (yield)
     finally:
-        if nextitem is None or getattr(nextitem, "module", None) is not getattr(
-            item, "module", None
-        ):
+        if nextitem is None or nextitem.path != item.path:
             gc.collect()
             gc.freeze()
 

@@ -162,8 +162,10 @@ def console_main() -> int:
     out of the collector (`gc.freeze`). Python's shutdown otherwise walks them
     all in several full collections, though the process frees them at once as
     it exits: about 1 s of every command that imported torch (4.6 s against
-    3.6 s to import torch, torchvision and the runner and exit, here). Files
-    are closed, streams flushed and atexit hooks run as before.
+    3.6 s to import torch, torchvision and the runner and exit, here). atexit
+    hooks run and the standard streams are flushed as before; a file still open
+    at exit should be closed by its owner, as tlbench's results file is after
+    each record (an object in a reference cycle is otherwise never finalised).
     """
     code = main()
     gc.collect()
