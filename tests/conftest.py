@@ -81,20 +81,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears the fixtures down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """After a test file's last test, collect its garbage and freeze what it left alive.
 
     Imports, memos and caches a file leaves are then walked by no later collection
     either (full collections took 7.5 s of a worker with the freeze above alone,
     5.9 s with this). Freezing right after a collection leaves no garbage behind.
     """
-    try:
-        return (yield)
-    finally:
-        if nextitem is None or nextitem.path != item.path:
-            gc.collect()
-            gc.freeze()
+    if nextitem is None or nextitem.path != item.path:
+        gc.collect()
+        gc.freeze()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -112,6 +109,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("MUTANT_UNDER_TEST"):
         durations = _mutmut_durations()
         items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
+
+
+#: built with random weights, ViT-B/16 (86M parameters, at 224 px only) and ResNet-101
+#: (44M) take 0.5-2 s a test: slow; the other builtins keep their checks in the inner loop.
+LARGEST_BUILTINS = ("vit_b_16", "resnet101")
+
+
+def by_size(names: list[str]) -> list:
+    """`names` as parameters, the largest builtin backbones among them marked slow."""
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in LARGEST_BUILTINS else name
+        for name in names
+    ]
 
 
 #: the tiny test objects `tlbench.testing` ships to plugin authors, used here too.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import by_size
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -118,14 +119,7 @@ def test_description_and_preprocessing_are_sane(bb_plugins, name):
 # --------------------------------------------------------------------------- shapes
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        # ViT-B/16 (86M parameters, at 224 px only) and ResNet-101 (44M): 0.6-1 s each.
-        pytest.param(name, marks=pytest.mark.slow) if name in ("vit_b_16", "resnet101") else name
-        for name in sorted(EXPECTED_PROVIDERS)
-    ],
-)
+@pytest.mark.parametrize("name", by_size(sorted(EXPECTED_PROVIDERS)))
 def test_random_init_features_have_feature_dim(bb_plugins, name):
     backbone = bb_plugins.backbones.get(name)
     model = backbone.build(False).eval()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import by_size
 from PIL import Image
 from torch import nn
 
@@ -41,13 +42,7 @@ def builtins() -> tlbench.Plugins:
         return tlbench.Plugins(entry_points=False)
 
 
-#: built with random weights, ViT-B/16 (86M parameters, at 224 px only) and ResNet-101 (44M)
-#: take 0.5-2 s each; the other builtins keep their contract in the inner loop.
-LARGEST = {"vit_b_16", "resnet101"}
-BACKBONES = [
-    pytest.param(name, marks=pytest.mark.slow) if name in LARGEST else name
-    for name in builtins().backbones.names()
-]
+BACKBONES = by_size(builtins().backbones.names())
 WITH_WEIGHTS = [b.name for b in builtins().backbones if b.has_pretrained]
 STRATEGIES = builtins().strategies.names()
 DOWNLOADED = builtins().info["torchvision_datasets"].provides.get("datasets", [])
